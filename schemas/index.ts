@@ -1,0 +1,7 @@
+export * from "./agent-status.ts"
+export * from "./catalog.ts"
+export * from "./crash.ts"
+export * from "./errors.ts"
+export * from "./redis-keys.ts"
+export * from "./server-record.ts"
+export * from "./tokens.ts"
