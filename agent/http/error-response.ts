@@ -1,0 +1,14 @@
+import { HttpServerResponse } from "effect/http"
+import type { Issue } from "../../schemas/errors.ts"
+
+/** The contract's error body as an Effect HTTP response. */
+export const errorResponse = (
+  status: number,
+  code: string,
+  message: string,
+  issues?: ReadonlyArray<Issue>
+): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.jsonUnsafe(
+    { error: { code, message, ...(issues === undefined ? {} : { issues }) } },
+    { status }
+  )
