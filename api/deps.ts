@@ -1,0 +1,32 @@
+import type { Redis } from "ioredis"
+import type { Logger } from "pino"
+import type { RedisKeys } from "../schemas/redis-keys.ts"
+import type { PubSubHub } from "./pubsub.ts"
+
+/** Validated API configuration (see api/config.ts for how the environment is decoded). */
+export interface ApiConfig {
+  readonly port: number
+  readonly redisUrl: string
+  readonly nodeEnv: "development" | "production" | "test"
+  readonly ideTokenSecret: string
+  readonly userAuth: { readonly kind: "secret"; readonly secret: string } | { readonly kind: "jwks"; readonly url: string }
+  readonly agentTokenSecret: string
+  /** e.g. `https://panel.example.com`; cookies get `Secure` when it is https. */
+  readonly publicOrigin: string
+  readonly logLevel: string
+  /** Lifetime of an IDE session cookie (seconds). */
+  readonly ideSessionTtlSeconds: number
+}
+
+/** Everything the Hono app needs; tests build their own. No Node-only APIs in here besides the clients. */
+export interface ApiDeps {
+  readonly config: ApiConfig
+  /** Command connection. */
+  readonly redis: Redis
+  /** One subscriber connection per process, fanned out to every listener. */
+  readonly pubsub: PubSubHub
+  readonly keys: RedisKeys
+  /** Milliseconds since the epoch; tests pass a controllable clock. */
+  readonly now: () => number
+  readonly logger: Logger
+}
