@@ -16,6 +16,10 @@ export interface ApiConfig {
   readonly logLevel: string
   /** Lifetime of an IDE session cookie (seconds). */
   readonly ideSessionTtlSeconds: number
+  /** IDE proxy: the upstream must send response headers within this time, else 504 (default 30 000). */
+  readonly ideUpstreamTimeoutMs?: number
+  /** IDE proxy: how many verified session cookies are kept in memory (default 50 000). */
+  readonly ideSessionCacheSize?: number
 }
 
 /** Everything the Hono app needs; tests build their own. No Node-only APIs in here besides the clients. */
