@@ -1,0 +1,187 @@
+/**
+ * The IDE proxy end to end: real Redis, the real API edge (Hono app with `ideRoutes` mounted at
+ * /api/dev, served by @hono/node-server with `attachIdeUpgrade`), a real code-server and Debian's
+ * Chromium. The browser can only reach code-server through the proxy (it never learns its port).
+ */
+import { randomBytes } from "node:crypto"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs"
+import type { Server } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createAdaptorServer } from "@hono/node-server"
+import { Hono } from "hono"
+import { Redis } from "ioredis"
+import pino from "pino"
+import type { Page } from "playwright-core"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { ApiDeps } from "../../api/deps.ts"
+import { ApiError } from "../../api/errors.ts"
+import { ideRoutes } from "../../api/ide/routes.ts"
+import { disposeIdeRuntime, ideRuntime } from "../../api/ide/runtime.ts"
+import { signIdeToken, ideTokenKey } from "../../api/ide/token.ts"
+import { attachIdeUpgrade } from "../../api/ide/ws-bridge.ts"
+import { createPubSubHub } from "../../api/pubsub.ts"
+import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
+import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
+
+const STEP = 60_000
+const SERVER_ID = "100"
+const VMID = 100
+const artifacts = join(import.meta.dirname, "..", "..", ".test-results", "artifacts")
+
+describe("IDE proxy in a real browser", () => {
+  const prefix = `test:${randomBytes(6).toString("hex")}:`
+  const keys = makeRedisKeys(prefix)
+  const secret = randomBytes(32).toString("hex")
+  let redis: Redis
+  let sub: Redis
+  let deps: ApiDeps
+  let server: Server
+  let apiOrigin: string
+  let workspace: string
+  let codeServer: CodeServerHandle
+  let browser: ChromiumHandle
+  const console_: Array<string> = []
+
+  beforeAll(async () => {
+    workspace = mkdtempSync(join(tmpdir(), "zlh-e2e-ws-"))
+    writeFileSync(join(workspace, "hello.txt"), "hello from the e2e test\n")
+    codeServer = await startCodeServer({ workspace })
+
+    redis = new Redis("redis://127.0.0.1:6379", { lazyConnect: false, maxRetriesPerRequest: 2 })
+    sub = new Redis("redis://127.0.0.1:6379")
+    const apiPort = await freePort()
+    apiOrigin = `http://127.0.0.1:${apiPort}`
+    deps = {
+      config: {
+        port: apiPort,
+        redisUrl: "redis://127.0.0.1:6379",
+        nodeEnv: "test",
+        ideTokenSecret: secret,
+        userAuth: { kind: "secret", secret: randomBytes(32).toString("hex") },
+        agentTokenSecret: randomBytes(32).toString("hex"),
+        publicOrigin: apiOrigin,
+        logLevel: "warn",
+        ideSessionTtlSeconds: 3600
+      },
+      redis,
+      pubsub: createPubSubHub(sub),
+      keys,
+      now: () => Date.now(),
+      logger: pino({ level: "warn" })
+    }
+    await redis.hset(keys.server(SERVER_ID), {
+      vmid: String(VMID),
+      ownerId: "user-1",
+      kind: "dev",
+      host: "127.0.0.1",
+      idePort: String(codeServer.port),
+      agentPort: "18888"
+    })
+    const app = new Hono()
+    app.onError((err, c) => {
+      if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
+      return c.json({ error: { code: "internal_error", message: String(err) } }, 500)
+    })
+    app.route("/api/dev", ideRoutes(deps))
+    server = createAdaptorServer({ fetch: app.fetch }) as Server
+    attachIdeUpgrade(server, deps)
+    await new Promise<void>((resolve) => server.listen(apiPort, "127.0.0.1", resolve))
+    browser = await launchChromium()
+  }, 180_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    if (deps !== undefined) disposeIdeRuntime(deps)
+    server?.closeAllConnections()
+    await new Promise((r) => (server === undefined ? r(undefined) : server.close(r)))
+    await codeServer?.stop()
+    if (redis !== undefined) {
+      const leftover = await redis.keys(`${prefix}*`)
+      if (leftover.length > 0) await redis.del(...leftover)
+      redis.disconnect()
+    }
+    await deps?.pubsub.close()
+    if (workspace !== undefined) rmSync(workspace, { recursive: true, force: true })
+  }, 60_000)
+
+  const until = async <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP): Promise<T> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const dialog = page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" })
+      if ((await dialog.count()) > 0) throw new Error(`VS Code shows "An unexpected error occurred" while waiting for ${what}`)
+      const value = await probe()
+      if (value !== undefined) return value
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+      await new Promise((r) => setTimeout(r, 250))
+    }
+  }
+
+  it(
+    "loads the workbench through the proxy: Explorer lists hello.txt, a terminal runs, the token is single-use",
+    async () => {
+      const { token } = await signIdeToken(ideTokenKey(secret), { userId: "user-1", vmid: VMID, nowMs: Date.now() })
+      const tokenUrl = `${apiOrigin}/api/dev/${SERVER_ID}/ide/?token=${encodeURIComponent(token)}`
+      const page = await browser.context.newPage()
+      page.on("console", (m) => console_.push(`[${m.type()}] ${m.text()}`))
+      page.on("pageerror", (e) => console_.push(`[pageerror] ${e.message}`))
+      try {
+        const first = await page.goto(tokenUrl, { waitUntil: "domcontentloaded", timeout: STEP })
+        expect(first?.status()).toBe(200)
+        // The 303 exchange removed the token from the address bar and left the session cookie.
+        // (code-server itself then redirects to `./?folder=<workspace>`.)
+        expect(page.url()).not.toContain("token")
+        expect(new URL(page.url()).pathname).toBe(`/api/dev/${SERVER_ID}/ide/`)
+        const cookies = await browser.context.cookies(apiOrigin + `/api/dev/${SERVER_ID}/ide/`)
+        expect(cookies.find((c) => c.name === "zlh_ide")?.httpOnly).toBe(true)
+
+        await until("the Explorer row hello.txt", page, async () =>
+          (await page.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
+        )
+        // The workbench's remote connection went through our WebSocket bridge.
+        expect(ideRuntime(deps).openBridges(SERVER_ID)).toBeGreaterThan(0)
+
+        // Integrated terminal: open it, wait for a prompt, run a command that prints and writes a file.
+        await page.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
+        await page.keyboard.press("Control+Backquote")
+        const rows = page.locator(".terminal-wrapper .xterm-rows").first()
+        await until("the terminal prompt", page, async () => {
+          if ((await rows.count()) === 0) return undefined
+          const text = (await rows.innerText().catch(() => "")).trim()
+          return /[$#]\s*$/m.test(text) ? true : undefined
+        })
+        await page.locator(".terminal-wrapper .xterm").first().click()
+        await page.keyboard.type("echo ide-ok-$RANDOM | tee ide-ok.txt\n", { delay: 20 })
+        const printed = await until("the terminal output", page, async () => {
+          const text = await rows.innerText().catch(() => "")
+          return /ide-ok-(\d+)/.exec(text)?.[0]
+        })
+        const file = join(workspace, "ide-ok.txt")
+        const onDisk = await until("ide-ok.txt on disk", page, async () => (existsSync(file) && readFileSync(file, "utf8").trim() !== "" ? readFileSync(file, "utf8").trim() : undefined))
+        expect(onDisk).toBe(printed)
+
+        // No error notification, no broken WebSocket, no missing file system provider.
+        expect(await page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" }).count()).toBe(0)
+        expect(await page.locator(".notifications-toasts", { hasText: "An unexpected error occurred" }).count()).toBe(0)
+        expect(console_.filter((m) => m.includes("1006") || m.includes("No file system provider"))).toEqual([])
+
+        // A second load of the same token URL is refused (single-use), even with a session cookie present.
+        const again = await browser.context.newPage()
+        const second = await again.goto(tokenUrl, { waitUntil: "domcontentloaded", timeout: STEP })
+        expect(second?.status()).toBe(401)
+        expect(await second?.json()).toMatchObject({ error: { code: "ide_token_used" } })
+        await again.close()
+      } catch (error) {
+        mkdirSync(artifacts, { recursive: true })
+        const shot = join(artifacts, `ide-code-server-${Date.now()}.png`)
+        await page.screenshot({ path: shot, fullPage: true }).catch(() => undefined)
+        writeFileSync(`${shot}.console.txt`, `${console_.join("\n")}\n\n--- code-server ---\n${codeServer.output()}`)
+        throw new Error(`${(error as Error).message}\nscreenshot: ${shot}`, { cause: error })
+      } finally {
+        await page.close().catch(() => undefined)
+      }
+    },
+    240_000
+  )
+})
