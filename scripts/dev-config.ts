@@ -1,0 +1,109 @@
+/**
+ * What `npm run dev` reads from the environment. Everything has a default so the bare command works;
+ * every port can be moved so a test (or a second stack) can run beside a developer's own.
+ */
+import { randomBytes } from "node:crypto"
+import { userInfo } from "node:os"
+import { isAbsolute, join, resolve } from "node:path"
+
+export const repoRoot = resolve(import.meta.dirname, "..")
+
+export interface DevStackConfig {
+  readonly repoRoot: string
+  /** Everything the stack writes: agent roots, logs, private Redis data, artifacts (`./.zlh`). */
+  readonly dir: string
+  readonly artifactsDir: string
+  readonly logsDir: string
+  readonly node: string
+  readonly redisUrl: string
+  readonly apiPort: number
+  readonly publicOrigin: string
+  readonly artifactPort: number
+  readonly devAgentPort: number
+  readonly gameAgentPort: number
+  readonly idePort: number
+  /** Whether the IDE port was given explicitly (then a busy port is an error, not a reason to move). */
+  readonly idePortExplicit: boolean
+  readonly devVmid: number
+  readonly gameVmid: number
+  readonly devUser: string
+  readonly owner: string
+  readonly secrets: { readonly authJwt: string; readonly ideToken: string; readonly agentToken: string }
+  /** Names of the secrets that were generated for this run (printed once). */
+  readonly generatedSecrets: ReadonlyArray<string>
+  /** Where code-server is installed (scripts/install-code-server.sh); undefined = ask the script. */
+  readonly codeServerDir: string | undefined
+  readonly installCodeServer: boolean
+  /** Extra environment for the game agent (GAME_* and friends), so tests can swap the game command. */
+  readonly gameEnv: Readonly<Record<string, string>>
+  /** Start the game server once everything is installed. */
+  readonly autostartGame: boolean
+  readonly stopGraceMs: number
+}
+
+const int = (env: NodeJS.ProcessEnv, name: string, fallback: number, problems: Array<string>): number => {
+  const raw = env[name]
+  if (raw === undefined || raw === "") return fallback
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 1 || n > 65535) {
+    problems.push(`${name}: expected a port number, got "${raw}"`)
+    return fallback
+  }
+  return n
+}
+
+const secret = (env: NodeJS.ProcessEnv, name: string, generated: Array<string>): string => {
+  const value = env[name]
+  if (value !== undefined && value !== "") return value
+  generated.push(name)
+  return randomBytes(32).toString("base64url")
+}
+
+/** Variables passed through to the game agent as they are (the game supervisor's configuration). */
+const GAME_PASSTHROUGH = /^(GAME_|SERVER_START|SERVER_STOP|BACKOFF_|CRASH_)/
+
+export const readDevConfig = (env: NodeJS.ProcessEnv = process.env): { config: DevStackConfig; problems: Array<string> } => {
+  const problems: Array<string> = []
+  const dirRaw = env["ZLH_DEV_DIR"] ?? join(repoRoot, ".zlh")
+  const dir = isAbsolute(dirRaw) ? dirRaw : resolve(dirRaw)
+  const apiPort = int(env, "PORT", 8787, problems)
+  const generated: Array<string> = []
+  const secrets = {
+    authJwt: secret(env, "AUTH_JWT_SECRET", generated),
+    ideToken: secret(env, "IDE_TOKEN_SECRET", generated),
+    agentToken: secret(env, "AGENT_TOKEN_SECRET", generated)
+  }
+  const devAgentPort = int(env, "ZLH_DEV_AGENT_PORT", 18888, problems)
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0
+  const gameEnv: Record<string, string> = {}
+  for (const [k, v] of Object.entries(env)) if (GAME_PASSTHROUGH.test(k) && v !== undefined) gameEnv[k] = v
+  const idePortRaw = env["ZLH_DEV_IDE_PORT"] ?? env["CODE_SERVER_PORT"]
+  const config: DevStackConfig = {
+    repoRoot,
+    dir,
+    artifactsDir: env["ZLH_DEV_ARTIFACTS_DIR"] ? resolve(env["ZLH_DEV_ARTIFACTS_DIR"]) : join(dir, "artifacts"),
+    logsDir: join(dir, "logs"),
+    node: process.execPath,
+    redisUrl: env["REDIS_URL"] || "redis://127.0.0.1:6379",
+    apiPort,
+    publicOrigin: env["PUBLIC_ORIGIN"] || `http://127.0.0.1:${apiPort}`,
+    artifactPort: int(env, "ZLH_DEV_ARTIFACT_PORT", 8790, problems),
+    devAgentPort,
+    gameAgentPort: int(env, "ZLH_DEV_GAME_AGENT_PORT", devAgentPort + 1, problems),
+    idePort: idePortRaw ? int({ P: idePortRaw }, "P", 6000, problems) : 6000,
+    idePortExplicit: Boolean(idePortRaw),
+    devVmid: 100,
+    gameVmid: 101,
+    // As root the agent creates and switches to a real user: give it a name that says where it came from.
+    devUser: env["DEV_USER"] || (isRoot ? "zlhdemo" : userInfo().username),
+    owner: env["ZLH_DEV_OWNER"] || "demo",
+    secrets,
+    generatedSecrets: generated,
+    codeServerDir: env["ZLH_CODE_SERVER_DIR"] || undefined,
+    installCodeServer: env["ZLH_DEV_INSTALL_CODE_SERVER"] !== "0",
+    gameEnv,
+    autostartGame: env["ZLH_DEV_AUTOSTART_GAME"] === "1",
+    stopGraceMs: 15_000
+  }
+  return { config, problems }
+}

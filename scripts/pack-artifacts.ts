@@ -1,0 +1,212 @@
+/**
+ * Packs the dev stack's real artifacts into an artifact-server directory:
+ *   - runtime `node`: the project's own Node 24 binary (`bin/node`);
+ *   - runtime `sample-game`: the sample game server (scripts/dev-sample-game.mjs as `server.mjs`);
+ *   - service `code-server`: the npm install made by scripts/install-code-server.sh (when present).
+ * Tarballs are cached: a tarball whose source fingerprint (paths, sizes, mtimes) has not changed is
+ * reused, so only the first `npm run dev` pays for gzipping ~600 MB of code-server.
+ *
+ *   node scripts/pack-artifacts.ts [outDir]     (default .zlh/artifacts)
+ */
+import { Schema } from "effect"
+import { createHash } from "node:crypto"
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { readdir, stat } from "node:fs/promises"
+import { join, relative, resolve } from "node:path"
+import * as tar from "tar"
+import { type Catalog, CatalogFromJson, type CatalogRuntime } from "../schemas/catalog.ts"
+
+const repoRoot = resolve(import.meta.dirname, "..")
+export const CATALOG_PATH = "devcontainer/_catalog.json"
+
+export interface PackedArtifact {
+  readonly name: string
+  readonly version: string
+  /** Path relative to the artifact directory (= relative to ARTIFACT_BASE_URL). */
+  readonly artifact: string
+  readonly sha256: string
+  readonly bytes: number
+  readonly reused: boolean
+}
+
+export interface PackResult {
+  readonly catalog: Catalog
+  readonly node: PackedArtifact
+  readonly sampleGame: PackedArtifact
+  readonly codeServer: PackedArtifact | undefined
+  /** Why code-server is not in the catalog (undefined when it is). */
+  readonly codeServerProblem: string | undefined
+}
+
+export interface PackOptions {
+  readonly outDir: string
+  /** The code-server install directory (holds node_modules/code-server); undefined = not available. */
+  readonly codeServerDir?: string | undefined
+  readonly codeServerProblem?: string | undefined
+  readonly onProgress?: (line: string) => void
+}
+
+const sha256File = (file: string): Promise<string> =>
+  new Promise((resolvePromise, reject) => {
+    const hash = createHash("sha256")
+    createReadStream(file)
+      .on("data", (chunk) => hash.update(chunk))
+      .on("error", reject)
+      .on("end", () => resolvePromise(hash.digest("hex")))
+  })
+
+/** A cheap identity for a source tree: every file's path, size and mtime. */
+const fingerprint = async (root: string): Promise<string> => {
+  const hash = createHash("sha256")
+  const walk = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true })
+    entries.sort((a, b) => (a.name < b.name ? -1 : 1))
+    for (const e of entries) {
+      const full = join(dir, e.name)
+      const st = await stat(full).catch(() => undefined)
+      if (st === undefined) continue
+      // Directories by name only: a freshly staged directory has a new mtime but the same contents.
+      if (st.isDirectory()) {
+        hash.update(`${relative(root, full)}/\0`)
+        await walk(full)
+      } else {
+        hash.update(`${relative(root, full)}\0${st.size}\0${Math.floor(st.mtimeMs)}\0`)
+      }
+    }
+  }
+  await walk(root)
+  return hash.digest("hex")
+}
+
+/**
+ * Packs `stageDir` (its contents, not the directory itself) into `outDir/artifact` unless a tarball made
+ * from the same fingerprint is already there. Writes to a temporary name and renames, so an interrupted
+ * run never leaves a tarball that looks complete.
+ */
+const packTree = async (
+  input: { name: string; version: string; stageDir: string; outDir: string; artifact: string; gzipLevel: number; follow: boolean },
+  onProgress: (line: string) => void
+): Promise<PackedArtifact> => {
+  const file = join(input.outDir, input.artifact)
+  const metaFile = `${file}.meta.json`
+  const print = await fingerprint(input.stageDir)
+  if (existsSync(file) && existsSync(metaFile)) {
+    try {
+      const meta = JSON.parse(readFileSync(metaFile, "utf8")) as { fingerprint: string; sha256: string; bytes: number }
+      if (meta.fingerprint === print && statSync(file).size === meta.bytes) {
+        return { name: input.name, version: input.version, artifact: input.artifact, sha256: meta.sha256, bytes: meta.bytes, reused: true }
+      }
+    } catch {
+      // Unreadable metadata: pack again.
+    }
+  }
+  mkdirSync(join(file, ".."), { recursive: true })
+  const partial = `${file}.partial-${process.pid}`
+  const started = Date.now()
+  const ticker = setInterval(() => {
+    const done = existsSync(partial) ? statSync(partial).size : 0
+    onProgress(`packing ${input.name} ${input.version}: ${(done / 1024 / 1024).toFixed(0)} MiB written (${Math.round((Date.now() - started) / 1000)} s)`)
+  }, 5000)
+  try {
+    const entries = await readdir(input.stageDir)
+    await tar.c({ gzip: { level: input.gzipLevel }, file: partial, cwd: input.stageDir, portable: true, follow: input.follow }, entries)
+  } catch (cause) {
+    rmSync(partial, { force: true })
+    throw cause
+  } finally {
+    clearInterval(ticker)
+  }
+  const sha256 = await sha256File(partial)
+  const bytes = statSync(partial).size
+  renameSync(partial, file)
+  writeFileSync(metaFile, JSON.stringify({ fingerprint: print, sha256, bytes }))
+  return { name: input.name, version: input.version, artifact: input.artifact, sha256, bytes, reused: false }
+}
+
+const nodeVersion = (): string => process.versions.node
+
+/** Reads `version` from code-server's package.json inside an install dir. */
+export const codeServerVersion = (dir: string): string =>
+  (JSON.parse(readFileSync(join(dir, "node_modules", "code-server", "package.json"), "utf8")) as { version: string }).version
+
+export const packArtifacts = async (options: PackOptions): Promise<PackResult> => {
+  const onProgress = options.onProgress ?? (() => undefined)
+  const outDir = resolve(options.outDir)
+  const stageRoot = join(outDir, ".stage")
+  rmSync(stageRoot, { recursive: true, force: true })
+  mkdirSync(stageRoot, { recursive: true })
+  try {
+    // Node runtime: the very binary the project runs on, through a symlink that tar follows.
+    const nodeStage = join(stageRoot, "node")
+    mkdirSync(join(nodeStage, "bin"), { recursive: true })
+    symlinkSync(process.execPath, join(nodeStage, "bin", "node"))
+    const nv = nodeVersion()
+    onProgress(`packing runtime node ${nv} (${(statSync(process.execPath).size / 1024 / 1024).toFixed(0)} MiB binary)`)
+    const node = await packTree(
+      { name: "node", version: nv, stageDir: nodeStage, outDir, artifact: `devcontainer/runtimes/node-${nv}-linux-x64.tar.gz`, gzipLevel: 1, follow: true },
+      onProgress
+    )
+
+    const gameStage = join(stageRoot, "sample-game")
+    mkdirSync(gameStage, { recursive: true })
+    symlinkSync(join(repoRoot, "scripts", "dev-sample-game.mjs"), join(gameStage, "server.mjs"))
+    const sampleGame = await packTree(
+      { name: "sample-game", version: "1.0.0", stageDir: gameStage, outDir, artifact: "devcontainer/runtimes/sample-game-1.0.0.tar.gz", gzipLevel: 6, follow: true },
+      onProgress
+    )
+
+    let codeServer: PackedArtifact | undefined
+    let codeServerProblem = options.codeServerProblem
+    if (options.codeServerDir !== undefined) {
+      try {
+        const version = codeServerVersion(options.codeServerDir)
+        onProgress(`packing code-server ${version} from ${options.codeServerDir} (first run only: ~600 MiB, about a minute)`)
+        // The install directory as it is: node_modules/code-server (out/node/entry.js) and its dependencies.
+        codeServer = await packTree(
+          { name: "code-server", version, stageDir: options.codeServerDir, outDir, artifact: `devcontainer/services/code-server-${version}-linux-x64.tar.gz`, gzipLevel: 1, follow: false },
+          onProgress
+        )
+        codeServerProblem = undefined
+      } catch (cause) {
+        codeServer = undefined
+        codeServerProblem = `packing code-server failed: ${cause instanceof Error ? cause.message : String(cause)}`
+      }
+    }
+
+    const runtime = (a: PackedArtifact, binDir?: string): CatalogRuntime => ({
+      name: a.name,
+      versions: [{ version: a.version, artifact: a.artifact, sha256: a.sha256, method: "tar", ...(binDir === undefined ? {} : { binDir }) }]
+    })
+    const catalog: Catalog = {
+      schemaVersion: 1,
+      runtimes: [runtime(node, "bin"), runtime(sampleGame, ".")],
+      ...(codeServer === undefined ? {} : { services: [runtime(codeServer, "node_modules/.bin")] })
+    }
+    // Validate what we write with the schema the agent reads it with.
+    const text = JSON.stringify(catalog, null, 2)
+    Schema.decodeUnknownSync(CatalogFromJson)(text)
+    mkdirSync(join(outDir, "devcontainer"), { recursive: true })
+    writeFileSync(join(outDir, `${CATALOG_PATH}.partial`), text)
+    renameSync(join(outDir, `${CATALOG_PATH}.partial`), join(outDir, CATALOG_PATH))
+    return { catalog, node, sampleGame, codeServer, codeServerProblem }
+  } finally {
+    rmSync(stageRoot, { recursive: true, force: true })
+  }
+}
+
+if (import.meta.main) {
+  const outDir = process.argv[2] ?? join(repoRoot, ".zlh", "artifacts")
+  const codeServerDir = process.env["ZLH_CODE_SERVER_DIR"]
+  const started = Date.now()
+  const result = await packArtifacts({
+    outDir,
+    codeServerDir: codeServerDir !== undefined && codeServerDir !== "" ? codeServerDir : undefined,
+    codeServerProblem: "ZLH_CODE_SERVER_DIR is not set (run: export ZLH_CODE_SERVER_DIR=$(bash scripts/install-code-server.sh))",
+    onProgress: (line) => console.log(`pack-artifacts: ${line}`)
+  })
+  for (const a of [result.node, result.sampleGame, result.codeServer]) {
+    if (a !== undefined) console.log(`pack-artifacts: ${a.name} ${a.version} ${a.artifact} ${(a.bytes / 1024 / 1024).toFixed(1)} MiB sha256 ${a.sha256}${a.reused ? " (cached)" : ""}`)
+  }
+  if (result.codeServerProblem !== undefined) console.log(`pack-artifacts: code-server not packed: ${result.codeServerProblem}`)
+  console.log(`pack-artifacts: catalog ${join(outDir, CATALOG_PATH)} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+}
