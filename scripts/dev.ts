@@ -1,0 +1,420 @@
+/**
+ * `npm run dev`: the whole system on one machine.
+ *
+ *   Redis (reused, or a private redis-server) → artifacts packed and served → API on :8787 (development)
+ *   → agent for vmid 100 (dev container: code-server) and agent for vmid 101 (game server), roots under
+ *   ./.zlh → servers 100 and 101 registered → code-server and runtimes installed through the agents.
+ *
+ * It prints the portal URL and a demo user token as soon as the portal is usable; installs continue with
+ * progress lines (the portal shows them too). Ctrl-C / SIGTERM stops everything it started and nothing
+ * else. See docs/dev-stack.md for the environment overrides.
+ */
+import { spawn, spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { readDevConfig, type DevStackConfig } from "./dev-config.ts"
+import { freePort, portAnswers, portFree, redisPing, waitForHttp } from "./dev-net.ts"
+import { ProcessSupervisor, tailFile, type Managed } from "./dev-processes.ts"
+import { agentClient, mintUserToken, type AgentClient } from "./dev-tokens.ts"
+import { packArtifacts, type PackResult } from "./pack-artifacts.ts"
+
+const started = Date.now()
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)} s`
+const say = (line: string) => console.log(`zlh-dev: ${line}`)
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+class StackError extends Error {}
+
+const { config: cfg, problems } = readDevConfig()
+if (problems.length > 0) {
+  for (const p of problems) console.error(`zlh-dev: ${p}`)
+  process.exit(2)
+}
+
+const supervisor = new ProcessSupervisor()
+let shuttingDown: Promise<void> | undefined
+const notes = { ide: { available: false, reason: "code-server is being installed (see the terminal running npm run dev)." } as { available: boolean; reason: string } }
+const stateFile = join(cfg.dir, "dev-stack.json")
+
+const writeNotes = () => {
+  writeFileSync(stateFile, JSON.stringify({ ...notes, updatedAt: new Date().toISOString() }, null, 2))
+}
+
+const shutdown = (why: string, code: number): Promise<void> => {
+  if (shuttingDown !== undefined) return shuttingDown
+  say(`${why}: stopping everything this stack started`)
+  shuttingDown = supervisor.stopAll(cfg.stopGraceMs, (line) => say(line)).then(() => {
+    say(`stopped (${elapsed()})`)
+    process.exit(code)
+  })
+  return shuttingDown
+}
+process.on("SIGINT", () => void shutdown("Ctrl-C", 0))
+process.on("SIGTERM", () => void shutdown("SIGTERM", 0))
+process.on("SIGHUP", () => void shutdown("SIGHUP", 0))
+
+/** A child that dies during start-up takes the stack down with a log tail; later it is reported. */
+const watch = (m: Managed) => {
+  void m.exited.then(async (code) => {
+    if (supervisor.stopping) return
+    say(`${m.name} exited unexpectedly (${code}); last lines of ${m.logFile}:`)
+    console.log((await tailFile(m.logFile, 15)).replace(/^/gm, "    "))
+    if (!ready) void shutdown(`${m.name} failed to start`, 1)
+  })
+}
+let ready = false
+
+const start = (name: string, args: ReadonlyArray<string>, env: Record<string, string>): Managed => {
+  const m = supervisor.start({
+    name,
+    command: cfg.node,
+    args,
+    cwd: cfg.repoRoot,
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: process.env["HOME"] ?? "/root", LANG: process.env["LANG"] ?? "C.UTF-8", ...env },
+    logFile: join(cfg.logsDir, `${name}.log`)
+  })
+  watch(m)
+  return m
+}
+
+/** Prints `line()` every `everyMs` while `work` runs, so long steps are never silent. */
+const withTicker = async <T>(everyMs: number, line: () => string, work: Promise<T>): Promise<T> => {
+  const timer = setInterval(() => say(line()), everyMs)
+  try {
+    return await work
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const checkPorts = async (c: DevStackConfig): Promise<number> => {
+  const wanted: Array<[string, number, string]> = [
+    ["API", c.apiPort, "PORT"],
+    ["artifact server", c.artifactPort, "ZLH_DEV_ARTIFACT_PORT"],
+    ["agent 100", c.devAgentPort, "ZLH_DEV_AGENT_PORT"],
+    ["agent 101", c.gameAgentPort, "ZLH_DEV_GAME_AGENT_PORT"]
+  ]
+  for (const [what, port, env] of wanted) {
+    if (!(await portFree(port)) || (await portAnswers(port))) {
+      throw new StackError(`port ${port} (${what}) is in use: stop what runs there or set ${env}=<another port>`)
+    }
+  }
+  let idePort = c.idePort
+  if (!(await portFree(idePort)) || (await portAnswers(idePort))) {
+    if (c.idePortExplicit) throw new StackError(`port ${idePort} (code-server) is in use: set ZLH_DEV_IDE_PORT=<another port>`)
+    idePort = await freePort()
+    say(`port 6000 is in use on this machine: code-server will listen on ${idePort} instead (override: ZLH_DEV_IDE_PORT)`)
+  }
+  return idePort
+}
+
+const ensureRedis = async (c: DevStackConfig): Promise<string> => {
+  if (await redisPing(c.redisUrl)) {
+    say(`Redis: using ${c.redisUrl.replace(/\/\/[^@]*@/, "//***@")}`)
+    return c.redisUrl
+  }
+  const url = new URL(c.redisUrl)
+  const local = ["127.0.0.1", "localhost", "::1", "[::1]"].includes(url.hostname)
+  const binary = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" }).stdout.trim()
+  if (!local || binary === "") {
+    throw new StackError(
+      `no Redis answers on ${c.redisUrl} and ${binary === "" ? "redis-server is not installed" : "it is not a local address"}: ` +
+        "start Redis (e.g. apt-get install redis-server) or set REDIS_URL"
+    )
+  }
+  const port = Number(url.port || 6379)
+  const dataDir = join(c.dir, "redis")
+  mkdirSync(dataDir, { recursive: true })
+  say(`Redis: nothing answers on ${c.redisUrl}; starting a private redis-server on 127.0.0.1:${port}`)
+  supervisor.start({
+    name: "redis",
+    command: binary,
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dataDir],
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+    cwd: dataDir,
+    logFile: join(c.logsDir, "redis.log")
+  })
+  const privateUrl = `redis://127.0.0.1:${port}`
+  for (let i = 0; i < 50; i++) {
+    if (await redisPing(privateUrl)) return privateUrl
+    await sleep(100)
+  }
+  throw new StackError(`the private redis-server did not answer on ${privateUrl}; see ${join(c.logsDir, "redis.log")}`)
+}
+
+/** Finds (or, unless disabled, installs) code-server; returns its directory or why there is none. */
+const locateCodeServer = async (c: DevStackConfig): Promise<{ dir: string } | { problem: string }> => {
+  const entry = (dir: string) => join(dir, "node_modules", "code-server", "out", "node", "entry.js")
+  if (c.codeServerDir !== undefined) {
+    if (existsSync(entry(c.codeServerDir))) return { dir: c.codeServerDir }
+    return { problem: `ZLH_CODE_SERVER_DIR=${c.codeServerDir} does not hold an installed code-server` }
+  }
+  const script = join(c.repoRoot, "scripts", "install-code-server.sh")
+  // The script answers at once when its cache is complete; otherwise it installs (~3 min).
+  if (!c.installCodeServer) {
+    return { problem: "code-server is not installed and ZLH_DEV_INSTALL_CODE_SERVER=0: run bash scripts/install-code-server.sh" }
+  }
+  say("code-server: checking the install cache (a first install takes ~3 minutes; set ZLH_DEV_INSTALL_CODE_SERVER=0 to skip)")
+  const t0 = Date.now()
+  const child = spawn("bash", [script], { cwd: c.repoRoot, stdio: ["ignore", "pipe", "pipe"], env: process.env })
+  let out = ""
+  let err = ""
+  child.stdout.on("data", (b: Buffer) => (out += b.toString("utf8")))
+  child.stderr.on("data", (b: Buffer) => {
+    err += b.toString("utf8")
+    if (err.length > 20_000) err = err.slice(-10_000)
+  })
+  const code = await withTicker(
+    15_000,
+    () => `code-server: still installing (${Math.round((Date.now() - t0) / 1000)} s; npm builds native modules)`,
+    new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)))
+  )
+  const dir = out.trim().split("\n").pop() ?? ""
+  if (code === 0 && existsSync(entry(dir))) return { dir }
+  const lastLine = err.trim().split("\n").filter(Boolean).pop() ?? `exit ${code}`
+  return { problem: `code-server could not be installed on this machine (scripts/install-code-server.sh: ${lastLine})` }
+}
+
+const startArtifactServer = async (c: DevStackConfig): Promise<string> => {
+  const base = `http://127.0.0.1:${c.artifactPort}`
+  const m = start("artifacts", [join(c.repoRoot, "scripts", "artifact-server.ts")], {
+    ARTIFACT_DIR: c.artifactsDir,
+    ARTIFACT_PORT: String(c.artifactPort),
+    ARTIFACT_BIND: "127.0.0.1",
+    PORT: String(c.artifactPort),
+    LOG_LEVEL: "info"
+  })
+  const status = await waitForHttp(`${base}/devcontainer/_catalog.json`, { timeoutMs: 15_000, ok: (s) => s === 200, isAlive: () => m.exitedWith === undefined })
+  if (status !== 200) throw new StackError(`the artifact server did not serve the catalog (last status ${status}); see ${m.logFile}`)
+  return base
+}
+
+const startApi = async (c: DevStackConfig, redisUrl: string): Promise<Managed> => {
+  const m = start("api", [join(c.repoRoot, "api", "main.ts")], {
+    NODE_ENV: "development",
+    PORT: String(c.apiPort),
+    REDIS_URL: redisUrl,
+    IDE_TOKEN_SECRET: c.secrets.ideToken,
+    AUTH_JWT_SECRET: c.secrets.authJwt,
+    AGENT_TOKEN_SECRET: c.secrets.agentToken,
+    PUBLIC_ORIGIN: c.publicOrigin,
+    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
+    ZLH_DEV_STATE_FILE: stateFile
+  })
+  const status = await waitForHttp(`http://127.0.0.1:${c.apiPort}/readyz`, { timeoutMs: 30_000, ok: (s) => s === 200, isAlive: () => m.exitedWith === undefined })
+  if (status !== 200) throw new StackError(`the API did not become ready on :${c.apiPort} (last status ${status}); see ${m.logFile}`)
+  return m
+}
+
+interface AgentSpec {
+  readonly vmid: number
+  readonly port: number
+  readonly extraEnv: Record<string, string>
+}
+
+const agentRoots = (c: DevStackConfig, vmid: number) => {
+  const root = join(c.dir, `vm${vmid}`)
+  return { root, zlhRoot: join(root, "opt-zlh"), devHome: join(root, "home", c.devUser), serverRoot: join(root, "opt-zlh", "server") }
+}
+
+const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: string, spec: AgentSpec): Promise<{ managed: Managed; client: AgentClient }> => {
+  const roots = agentRoots(c, spec.vmid)
+  mkdirSync(roots.zlhRoot, { recursive: true })
+  mkdirSync(join(roots.devHome, ".."), { recursive: true })
+  const m = start(`agent-${spec.vmid}`, [join(c.repoRoot, "agent", "main.ts")], {
+    AGENT_VMID: String(spec.vmid),
+    AGENT_PORT: String(spec.port),
+    AGENT_BIND: "127.0.0.1",
+    REDIS_URL: redisUrl,
+    ARTIFACT_BASE_URL: artifactBase,
+    AGENT_TOKEN_SECRET: c.secrets.agentToken,
+    ZLH_ROOT: roots.zlhRoot,
+    DEV_USER: c.devUser,
+    DEV_HOME: roots.devHome,
+    SERVER_ROOT: roots.serverRoot,
+    PUBLIC_ORIGIN: c.publicOrigin,
+    LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
+    ...spec.extraEnv
+  })
+  const client = agentClient({ vmid: spec.vmid, port: spec.port, secret: c.secrets.agentToken })
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (m.exitedWith !== undefined) throw new StackError(`agent ${spec.vmid} exited during start-up; see ${m.logFile}`)
+    try {
+      const { status } = await client.get("/status")
+      if (status === 200) break
+      if (status === 401 || status === 403) throw new StackError(`agent ${spec.vmid} refused the stack's signed call (${status}); see ${m.logFile}`)
+    } catch (e) {
+      if (e instanceof StackError) throw e
+    }
+    if (Date.now() > deadline) throw new StackError(`agent ${spec.vmid} did not answer on :${spec.port}; see ${m.logFile}`)
+    await sleep(250)
+  }
+  return { managed: m, client }
+}
+
+const registerServers = async (c: DevStackConfig, idePort: number, adminToken: string) => {
+  const put = async (id: string, body: Record<string, unknown>) => {
+    const response = await fetch(`http://127.0.0.1:${c.apiPort}/api/admin/servers/${id}`, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    })
+    if (response.status !== 200 && response.status !== 201) {
+      throw new StackError(`registering server ${id} failed: ${response.status} ${(await response.text()).slice(0, 300)}`)
+    }
+  }
+  await put(String(c.devVmid), { vmid: c.devVmid, ownerId: c.owner, kind: "dev", host: "127.0.0.1", idePort, agentPort: c.devAgentPort })
+  await put(String(c.gameVmid), { vmid: c.gameVmid, ownerId: c.owner, kind: "game", host: "127.0.0.1", idePort, agentPort: c.gameAgentPort })
+}
+
+interface StatusLike {
+  readonly install?: { runtime: string; version: string; phase: string; bytesDone: number; bytesTotal: number | null; error: string | null } | null
+  readonly codeServerInstalled?: boolean
+  readonly codeServerRunning?: boolean
+  readonly state?: string
+}
+
+/** Runs an agent install call while printing the agent's reported progress. */
+const installWithProgress = async (agent: AgentClient, what: string, path: string, body: unknown): Promise<void> => {
+  let done = false
+  const t0 = Date.now()
+  const ticker = (async () => {
+    await sleep(3000)
+    while (!done) {
+      const s = await agent.get<StatusLike>("/status").catch(() => undefined)
+      const i = s?.body.install
+      if (i && !done) {
+        const pct = i.bytesTotal ? ` ${Math.round((100 * i.bytesDone) / i.bytesTotal)}%` : ""
+        say(`agent ${agent.vmid}: installing ${what}: ${i.phase}${pct} (${Math.round((Date.now() - t0) / 1000)} s)`)
+      }
+      await sleep(5000)
+    }
+  })()
+  try {
+    const r = await agent.post<unknown>(path, body, 300_000)
+    if (r.status < 200 || r.status >= 300) {
+      throw new StackError(`agent ${agent.vmid}: installing ${what} failed: ${r.status} ${JSON.stringify(r.body).slice(0, 400)}`)
+    }
+    say(`agent ${agent.vmid}: ${what} installed (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+  } finally {
+    done = true
+    await ticker
+  }
+}
+
+const setUpDevContainer = async (agent: AgentClient, pack: PackResult) => {
+  const provision = await agent.post<unknown>("/dev/provision", {})
+  if (provision.status < 200 || provision.status >= 300) {
+    throw new StackError(`agent 100: provisioning failed: ${provision.status} ${JSON.stringify(provision.body).slice(0, 400)}`)
+  }
+  say("agent 100: dev user and workspace provisioned")
+  // Something to see in the Explorer (written through the agent, so it belongs to the dev user).
+  const hello = await agent.putText<unknown>("/files/content?path=hello.txt", "Hello from zlh-dev!\nThis workspace lives in the dev container (vmid 100).\n")
+  if (hello.status >= 300) say(`agent 100: could not write hello.txt (${hello.status}): ${JSON.stringify(hello.body).slice(0, 200)}`)
+  if (pack.codeServer === undefined) {
+    notes.ide = { available: false, reason: pack.codeServerProblem ?? "code-server is not available" }
+    writeNotes()
+    say(`IDE unavailable: ${notes.ide.reason}`)
+    return
+  }
+  try {
+    await installWithProgress(agent, `code-server ${pack.codeServer.version}`, "/dev/codeserver/install", { version: pack.codeServer.version })
+    const startCall = await agent.post<StatusLike>("/dev/codeserver/start", {}, 120_000)
+    if (startCall.status < 200 || startCall.status >= 300) {
+      throw new StackError(`code-server did not start: ${startCall.status} ${JSON.stringify(startCall.body).slice(0, 400)}`)
+    }
+    notes.ide = { available: true, reason: "" }
+    writeNotes()
+    say("agent 100: code-server is running")
+  } catch (e) {
+    notes.ide = { available: false, reason: e instanceof Error ? e.message : String(e) }
+    writeNotes()
+    say(`IDE unavailable: ${notes.ide.reason}`)
+  }
+}
+
+const setUpGameServer = async (agent: AgentClient, pack: PackResult) => {
+  await installWithProgress(agent, `node ${pack.node.version}`, "/runtime/install", { runtime: "node", version: pack.node.version })
+  await installWithProgress(agent, "the sample game server", "/runtime/install", { runtime: "sample-game", version: pack.sampleGame.version })
+  if (cfg.autostartGame) {
+    const r = await agent.post<unknown>("/server/start", {})
+    say(`agent 101: game server start requested (${r.status})`)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+const main = async () => {
+  for (const d of [cfg.dir, cfg.logsDir, cfg.artifactsDir]) mkdirSync(d, { recursive: true })
+  writeNotes()
+  say(`starting the local stack in ${cfg.dir} (logs: ${cfg.logsDir})`)
+  const idePort = await checkPorts(cfg)
+  const redisUrl = await ensureRedis(cfg)
+
+  if (cfg.generatedSecrets.length > 0) {
+    say(`generated for this run (set them to keep tokens valid across restarts):`)
+    for (const name of cfg.generatedSecrets) {
+      const value = name === "AUTH_JWT_SECRET" ? cfg.secrets.authJwt : name === "IDE_TOKEN_SECRET" ? cfg.secrets.ideToken : cfg.secrets.agentToken
+      console.log(`    ${name}=${value}`)
+    }
+  }
+
+  const codeServer = await locateCodeServer(cfg)
+  if ("problem" in codeServer) say(`IDE will be unavailable: ${codeServer.problem}`)
+  say("packing artifacts (node runtime, sample game server, code-server; cached after the first run)")
+  const pack = await packArtifacts({
+    outDir: cfg.artifactsDir,
+    codeServerDir: "dir" in codeServer ? codeServer.dir : undefined,
+    codeServerProblem: "problem" in codeServer ? codeServer.problem : undefined,
+    onProgress: (line) => say(line)
+  })
+  say(`artifacts ready: node ${pack.node.version}, sample-game ${pack.sampleGame.version}${pack.codeServer ? `, code-server ${pack.codeServer.version}` : ""} (${elapsed()})`)
+
+  const artifactBase = await startArtifactServer(cfg)
+  say(`artifact server on ${artifactBase}`)
+  await startApi(cfg, redisUrl)
+  say(`API on http://127.0.0.1:${cfg.apiPort} (NODE_ENV=development)`)
+
+  const gameEnv: Record<string, string> = {
+    GAME_COMMAND: join(agentRoots(cfg, cfg.gameVmid).zlhRoot, "runtimes", "node", pack.node.version, "bin", "node"),
+    GAME_ARGS: JSON.stringify([join(agentRoots(cfg, cfg.gameVmid).zlhRoot, "runtimes", "sample-game", pack.sampleGame.version, "server.mjs")]),
+    GAME_READY_PATTERN: "Done \\(",
+    GAME_STOP_COMMAND: "stop",
+    ...cfg.gameEnv
+  }
+  const [dev, game] = await Promise.all([
+    startAgent(cfg, redisUrl, artifactBase, {
+      vmid: cfg.devVmid,
+      port: cfg.devAgentPort,
+      extraEnv: { CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
+    }),
+    startAgent(cfg, redisUrl, artifactBase, { vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv })
+  ])
+  say(`agents for vmid ${cfg.devVmid} (:${cfg.devAgentPort}) and ${cfg.gameVmid} (:${cfg.gameAgentPort}) are up`)
+
+  const adminToken = await mintUserToken(cfg.secrets.authJwt, { sub: "dev-stack-admin", role: "admin", ttlSeconds: 3600 })
+  await registerServers(cfg, idePort, adminToken)
+  const demoToken = await mintUserToken(cfg.secrets.authJwt, { sub: cfg.owner, ttlSeconds: 12 * 3600 })
+  say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game)`)
+  ready = true
+  console.log("")
+  console.log(`  portal      ${cfg.publicOrigin}/portal/`)
+  console.log(`  demo token  ${demoToken}`)
+  console.log(`              (user "${cfg.owner}", valid 12 h: paste it into the portal's sign-in box)`)
+  console.log(`  API         ${cfg.publicOrigin}   logs: ${cfg.logsDir}`)
+  console.log("")
+  say("installing into the containers (progress below and in the portal)")
+
+  const results = await Promise.allSettled([setUpDevContainer(dev.client, pack), setUpGameServer(game.client, pack)])
+  for (const r of results) if (r.status === "rejected") say(`setup problem: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`)
+  say(`ready in ${elapsed()}: IDE ${notes.ide.available ? "available" : `unavailable (${notes.ide.reason})`}; Ctrl-C stops everything`)
+}
+
+main().catch(async (error) => {
+  const message = error instanceof StackError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)
+  console.error(`zlh-dev: ${message}`)
+  await shutdown("start-up failed", 1)
+})

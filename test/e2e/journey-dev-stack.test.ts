@@ -1,0 +1,177 @@
+/**
+ * The whole user journey, as a newcomer sees it: `node scripts/dev.ts` as a real child process (every
+ * port moved, a private Redis), then Debian's Chromium drives the demo portal:
+ *   sign in with the printed demo token → server 100 `running` → Open IDE → the new tab loads the real
+ *   code-server through the API's proxy (Explorer lists hello.txt, a terminal runs a command that also
+ *   writes a file) → back to the portal → Start server 101, whose game command crashes right after it is
+ *   ready → the portal shows `crashed`/`backoff` and the crash classified `mod_or_plugin_error` with its
+ *   log tail → Stop.
+ * Finally SIGTERM to the stack: it exits 0 and no process it ever had below it survives (checked in
+ * /proc by PID and start time, and by scanning every command line for the stack's directory).
+ * Screenshots and the stack's output are saved under .test-results/artifacts on failure.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import type { Page } from "playwright-core"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
+import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
+
+const STEP = 60_000
+const root = join(import.meta.dirname, "..", "..")
+const artifacts = join(root, ".test-results", "artifacts")
+
+/** The crash the game agent will see: our sample game crashes 1 s after it reported ready. */
+const crashingGame = {
+  SAMPLE_GAME_CRASH_AFTER_MS: "1000",
+  // Short back-off so the test sees the restart cycle without waiting 30 s.
+  GAME_BACKOFF_BASE: "3 seconds",
+  GAME_BACKOFF_CAP: "6 seconds"
+}
+
+describe("the dev stack: portal → IDE → game server crash, in a real browser", () => {
+  let stack: DevStackHandle
+  let browser: ChromiumHandle
+  const consoleLines: Array<string> = []
+  const pages: Array<Page> = []
+
+  beforeAll(async () => {
+    stack = await startDevStack({ env: crashingGame })
+    // First run on a machine packs ~600 MB of code-server; later runs reuse the tarball.
+    await stack.waitForLine(/zlh-dev: ready in/, 420_000)
+    browser = await launchChromium()
+  }, 480_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    if (stack !== undefined) {
+      await stack.stop().catch(() => undefined)
+    }
+  }, 120_000)
+
+  const saveEvidence = async (label: string, error: unknown) => {
+    mkdirSync(artifacts, { recursive: true })
+    const base = join(artifacts, `journey-${label}-${Date.now()}`)
+    for (const [i, page] of pages.entries()) {
+      await page.screenshot({ path: `${base}-page${i}.png`, fullPage: true }).catch(() => undefined)
+    }
+    writeFileSync(`${base}.txt`, `${String(error)}\n\n--- dev stack output ---\n${stack?.output() ?? ""}\n\n--- browser console ---\n${consoleLines.join("\n")}\n`)
+    return base
+  }
+
+  const until = async <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP): Promise<T> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const dialog = page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" })
+      if ((await dialog.count().catch(() => 0)) > 0) throw new Error(`VS Code shows "An unexpected error occurred" while waiting for ${what}`)
+      const value = await probe()
+      if (value !== undefined) return value
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+      await new Promise((r) => setTimeout(r, 250))
+    }
+  }
+
+  it(
+    "signs in, opens the IDE from server 100, starts the crashing server 101 and sees the classified crash",
+    async () => {
+      const page = await browser.context.newPage()
+      pages.push(page)
+      page.on("console", (m) => consoleLines.push(`[portal ${m.type()}] ${m.text()}`))
+      try {
+        const token = stack.demoToken()
+        await page.goto(stack.portalUrl, { waitUntil: "domcontentloaded", timeout: STEP })
+        await page.getByLabel(/Portal user token/).fill(token)
+        await page.getByRole("button", { name: "Sign in" }).click()
+
+        // Server 100 is listed and its dev container reports running (live, from the events stream).
+        const dev = page.locator('article.server[data-server-id="100"]')
+        const game = page.locator('article.server[data-server-id="101"]')
+        await expect.poll(() => dev.locator(".state").textContent(), { timeout: STEP }).toBe("running")
+        await expect.poll(() => game.count(), { timeout: STEP }).toBe(1)
+        expect(page.url()).not.toContain(token.slice(0, 20))
+
+        // Open IDE: a new tab, loaded through the proxy.
+        const [ide] = await Promise.all([
+          browser.context.waitForEvent("page", { timeout: STEP }),
+          dev.getByRole("button", { name: "Open IDE" }).click()
+        ])
+        pages.push(ide)
+        ide.on("console", (m) => consoleLines.push(`[ide ${m.type()}] ${m.text()}`))
+        await ide.waitForURL(/\/api\/dev\/100\/ide\//, { timeout: STEP })
+        expect(ide.url()).not.toContain("token=")
+        await until("the Explorer row hello.txt", ide, async () =>
+          (await ide.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
+        )
+        await ide.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
+        await ide.keyboard.press("Control+Backquote")
+        const rows = ide.locator(".terminal-wrapper .xterm-rows").first()
+        await until("the terminal prompt", ide, async () => {
+          if ((await rows.count()) === 0) return undefined
+          const text = (await rows.innerText().catch(() => "")).trim()
+          return /[$#>]\s*$/m.test(text) ? true : undefined
+        })
+        await ide.locator(".terminal-wrapper .xterm").first().click()
+        await ide.keyboard.type("echo journey-ok-$RANDOM | tee journey-ok.txt\n", { delay: 20 })
+        const printed = await until("the terminal output", ide, async () => /journey-ok-(\d+)/.exec(await rows.innerText().catch(() => ""))?.[0])
+        // The command really ran in the container's workspace.
+        const workspaceFile = await until("journey-ok.txt in the workspace", ide, async () => {
+          const found = findWorkspaceFile(stack.dir, "journey-ok.txt")
+          return found !== undefined && readFileSync(found, "utf8").trim() !== "" ? readFileSync(found, "utf8").trim() : undefined
+        })
+        expect(workspaceFile).toBe(printed)
+        expect(consoleLines.filter((m) => m.startsWith("[ide") && (m.includes("1006") || m.includes("No file system provider")))).toEqual([])
+
+        // Back to the portal: start the game server, which crashes one second after it is ready.
+        await page.bringToFront()
+        await game.getByRole("button", { name: "Start" }).click()
+        const seen = new Set<string>()
+        await until("server 101 crashed and backing off", page, async () => {
+          const s = (await game.locator(".state").textContent()) ?? ""
+          seen.add(s)
+          return seen.has("running") && (seen.has("crashed") || seen.has("backoff")) && s === "backoff" ? true : undefined
+        }, 90_000)
+        await expect.poll(() => game.locator(".crash-classification").textContent(), { timeout: STEP }).toBe("mod_or_plugin_error")
+        await game.locator(".crash summary, .crash details > summary").first().click()
+        expect(await game.locator(".crash-log").textContent()).toContain("Error occurred while enabling")
+        expect(await game.locator(".crash-summary").textContent()).toMatch(/exit code 1/)
+        // The restart counter and the next restart are shown while backing off.
+        await expect.poll(() => game.locator(".facts").textContent(), { timeout: STEP }).toMatch(/next restart/)
+
+        // The owner stops it: no more restarts.
+        await until("the Stop button", page, async () => ((await game.getByRole("button", { name: "Stop" }).isEnabled()) ? true : undefined))
+        await game.getByRole("button", { name: "Stop" }).click()
+        await expect.poll(() => game.locator(".state").textContent(), { timeout: STEP }).toBe("stopped")
+        expect(page.url()).toBe(stack.portalUrl)
+      } catch (error) {
+        const base = await saveEvidence("failure", error)
+        throw new Error(`${(error as Error).message}\nevidence: ${base}*`, { cause: error })
+      }
+    },
+    600_000
+  )
+
+  it(
+    "SIGTERM stops everything the stack started and nothing survives",
+    async () => {
+      await browser.close()
+      const dir = stack.dir
+      const { code, survivors } = await stack.stop()
+      expect(survivors.map((p) => `${p.pid} ${p.cmdline}`)).toEqual([])
+      expect(code).toBe(0)
+      expect(processesMentioning(dir)).toEqual([])
+      expect(stack.output()).toMatch(/zlh-dev: stopped/)
+    },
+    120_000
+  )
+})
+
+/** The dev workspace lives under the stack's dir (vm100/home/<user>/workspace). */
+const findWorkspaceFile = (dir: string, name: string): string | undefined => {
+  const home = join(dir, "vm100", "home")
+  if (!existsSync(home)) return undefined
+  for (const user of readdirSync(home)) {
+    const file = join(home, user, "workspace", name)
+    if (existsSync(file)) return file
+  }
+  return undefined
+}
