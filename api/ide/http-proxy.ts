@@ -92,10 +92,16 @@ const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: 
   const headers = upstreamRequestHeaders(req, { forwardedHost: req.headers.host, forwardedProto: forwardedProto(rt, req) }, false)
   const upReq = httpRequest({ host, port, method: req.method, path, headers, agent: upstreamAgent, setHost: false })
   let timedOut = false
-  const timer = setTimeout(() => {
-    timedOut = true
-    upReq.destroy()
-  }, rt.upstreamTimeoutMs)
+  let timer: NodeJS.Timeout | undefined
+  // The upstream has `upstreamTimeoutMs` to start answering once it has the whole request body
+  // (a long upload is not a slow upstream).
+  upReq.on("finish", () => {
+    if (upRes !== undefined) return
+    timer = setTimeout(() => {
+      timedOut = true
+      upReq.destroy()
+    }, rt.upstreamTimeoutMs)
+  })
   let upRes: IncomingMessage | undefined
   upReq.on("response", (up) => {
     clearTimeout(timer)

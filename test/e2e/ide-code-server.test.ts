@@ -123,6 +123,8 @@ describe("IDE proxy in a real browser", () => {
     async () => {
       const { token } = await signIdeToken(ideTokenKey(secret), { userId: "user-1", vmid: VMID, nowMs: Date.now() })
       const tokenUrl = `${apiOrigin}/api/dev/${SERVER_ID}/ide/?token=${encodeURIComponent(token)}`
+      const t0 = Date.now()
+      const mark = (what: string) => console.log(`[ide-e2e] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`)
       const page = await browser.context.newPage()
       page.on("console", (m) => console_.push(`[${m.type()}] ${m.text()}`))
       page.on("pageerror", (e) => console_.push(`[pageerror] ${e.message}`))
@@ -139,6 +141,7 @@ describe("IDE proxy in a real browser", () => {
         await until("the Explorer row hello.txt", page, async () =>
           (await page.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
         )
+        mark("Explorer lists hello.txt")
         // The workbench's remote connection went through our WebSocket bridge.
         expect(ideRuntime(deps).openBridges(SERVER_ID)).toBeGreaterThan(0)
 
@@ -151,12 +154,14 @@ describe("IDE proxy in a real browser", () => {
           const text = (await rows.innerText().catch(() => "")).trim()
           return /[$#]\s*$/m.test(text) ? true : undefined
         })
+        mark("terminal prompt")
         await page.locator(".terminal-wrapper .xterm").first().click()
         await page.keyboard.type("echo ide-ok-$RANDOM | tee ide-ok.txt\n", { delay: 20 })
         const printed = await until("the terminal output", page, async () => {
           const text = await rows.innerText().catch(() => "")
           return /ide-ok-(\d+)/.exec(text)?.[0]
         })
+        mark(`terminal printed ${printed}`)
         const file = join(workspace, "ide-ok.txt")
         const onDisk = await until("ide-ok.txt on disk", page, async () => (existsSync(file) && readFileSync(file, "utf8").trim() !== "" ? readFileSync(file, "utf8").trim() : undefined))
         expect(onDisk).toBe(printed)

@@ -1,0 +1,293 @@
+/**
+ * A local stand-in for code-server in the IDE proxy's integration tests and benchmarks: HTTP routes
+ * that echo what they received, stream large bodies, hang, or stall mid-body, plus a WebSocket echo
+ * on every path (a text message `__request` is answered with the upgrade request as JSON).
+ * It counts its connections and aborted requests so tests can see what reached it.
+ *
+ * `startIdeTestApi` composes the API side the way production does (Hono app with `ideRoutes` at
+ * /api/dev on @hono/node-server, plus `attachIdeUpgrade`) against real Redis with its own key prefix.
+ */
+import { randomBytes } from "node:crypto"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { Socket } from "node:net"
+import { createAdaptorServer } from "@hono/node-server"
+import { Hono } from "hono"
+import { Redis } from "ioredis"
+import pino from "pino"
+import { WebSocketServer } from "ws"
+import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
+import { ApiError } from "../../api/errors.ts"
+import { ideRoutes } from "../../api/ide/routes.ts"
+import { disposeIdeRuntime } from "../../api/ide/runtime.ts"
+import { attachIdeUpgrade, type IdeUpgradeHandle } from "../../api/ide/ws-bridge.ts"
+import { createPubSubHub } from "../../api/pubsub.ts"
+import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+
+export interface EchoRequest {
+  readonly method: string
+  readonly url: string
+  readonly headers: Record<string, string | Array<string> | undefined>
+  readonly rawHeaders: Array<string>
+}
+
+export interface EchoUpstream {
+  readonly port: number
+  readonly server: Server
+  /** Requests that reached the upstream (HTTP and upgrades), in order. */
+  readonly requests: Array<EchoRequest>
+  /** Responses the upstream saw torn down before it finished them (client abort propagated). */
+  abortedResponses(): number
+  /** Uploads whose body stopped before its end (client abort propagated). */
+  abortedUploads(): number
+  /** Bytes `/download` has handed to its socket so far (it honours back-pressure). */
+  downloadedBytes(): number
+  /** Bytes `/upload` has read so far; `/upload?hold=1` reads nothing until `releaseUploads()`. */
+  uploadedBytes(): number
+  releaseUploads(): void
+  openConnections(): number
+  openWebSockets(): number
+  close(): Promise<void>
+}
+
+const CHUNK = Buffer.alloc(64 * 1024, 0x61)
+
+export const startEchoUpstream = async (): Promise<EchoUpstream> => {
+  const requests: Array<EchoRequest> = []
+  let abortedResponses = 0
+  let abortedUploads = 0
+  let downloaded = 0
+  let uploaded = 0
+  const held: Array<IncomingMessage> = []
+  const sockets = new Set<Socket>()
+  const record = (req: IncomingMessage) =>
+    requests.push({ method: req.method ?? "", url: req.url ?? "", headers: { ...req.headers }, rawHeaders: [...req.rawHeaders] })
+
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    record(req)
+    const url = new URL(req.url ?? "/", "http://upstream")
+    res.on("close", () => {
+      if (!res.writableFinished) abortedResponses++
+    })
+    switch (url.pathname) {
+      case "/download": {
+        const total = Number(url.searchParams.get("bytes") ?? "0")
+        res.writeHead(200, { "content-type": "application/octet-stream", "content-length": total })
+        let sent = 0
+        const pump = () => {
+          while (sent < total) {
+            const n = Math.min(CHUNK.length, total - sent)
+            sent += n
+            downloaded += n
+            if (!res.write(n === CHUNK.length ? CHUNK : CHUNK.subarray(0, n))) {
+              res.once("drain", pump)
+              return
+            }
+          }
+          res.end()
+        }
+        pump()
+        return
+      }
+      case "/upload": {
+        let bytes = 0
+        if (url.searchParams.get("hold") === "1") {
+          req.pause()
+          held.push(req)
+        }
+        req.on("data", (c: Buffer) => {
+          bytes += c.length
+          uploaded += c.length
+        })
+        req.on("end", () => {
+          const body = JSON.stringify({ bytes })
+          res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+          res.end(body)
+        })
+        req.on("close", () => {
+          if (!req.complete) abortedUploads++
+        })
+        return
+      }
+      case "/slow":
+        // Never answers (the proxy's upstream timeout must fire).
+        return
+      case "/stall":
+        // Headers and a first chunk, then nothing: the client aborts mid-body.
+        res.writeHead(200, { "content-type": "text/plain" })
+        res.write("partial")
+        return
+      case "/redirect":
+        res.writeHead(302, { location: "/target?x=1", "set-cookie": ["up=1; Path=/", "zlh_ide=forged; Path=/"] })
+        res.end()
+        return
+      case "/hop":
+        res.writeHead(200, { "content-type": "text/plain", connection: "x-secret, keep-alive", "x-secret": "drop-me", "keep-alive": "timeout=5" })
+        res.end("hop")
+        return
+      default: {
+        const chunks: Array<Buffer> = []
+        req.on("data", (c: Buffer) => chunks.push(c))
+        req.on("end", () => {
+          const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString("utf8") })
+          res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+          res.end(body)
+        })
+      }
+    }
+  }
+  const server = createServer(handler)
+  server.on("connection", (s: Socket) => {
+    sockets.add(s)
+    s.once("close", () => sockets.delete(s))
+  })
+  const wss = new WebSocketServer({ noServer: true })
+  server.on("upgrade", (req, socket, head) => {
+    record(req)
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on("message", (data, isBinary) => {
+        if (!isBinary && data.toString() === "__request") ws.send(JSON.stringify({ url: req.url, headers: req.headers }))
+        else ws.send(data, { binary: isBinary })
+      })
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const addr = server.address()
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0
+  return {
+    port,
+    server,
+    requests,
+    abortedResponses: () => abortedResponses,
+    abortedUploads: () => abortedUploads,
+    downloadedBytes: () => downloaded,
+    uploadedBytes: () => uploaded,
+    releaseUploads: () => {
+      for (const r of held.splice(0)) r.resume()
+    },
+    openConnections: () => sockets.size,
+    openWebSockets: () => wss.clients.size,
+    async close() {
+      for (const c of wss.clients) c.terminate()
+      wss.close()
+      server.closeAllConnections()
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+    }
+  }
+}
+
+export interface IdeTestApi {
+  readonly origin: string
+  readonly port: number
+  readonly server: Server
+  readonly deps: ApiDeps
+  readonly keys: RedisKeys
+  readonly ide: IdeUpgradeHandle
+  readonly secret: string
+  /** Moves the API's clock (ms) relative to real time. */
+  advance(ms: number): void
+  /** Registers `server:<id>` in Redis. */
+  register(id: string, record: { vmid: number; port: number; kind?: "dev" | "game"; ownerId?: string; host?: string }): Promise<void>
+  openConnections(): number
+  close(): Promise<void>
+}
+
+/**
+ * The API side: `ideRoutes` mounted at /api/dev through Hono on @hono/node-server + `attachIdeUpgrade`.
+ * Pass `share` to build a second replica on the same Redis key prefix and secret.
+ */
+export const startIdeTestApi = async (
+  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string } } = {}
+): Promise<IdeTestApi> => {
+  const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
+  const secret = options.share?.secret ?? randomBytes(32).toString("hex")
+  const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
+  const sub = new Redis("redis://127.0.0.1:6379")
+  let offset = 0
+  const server = createAdaptorServer({ fetch: (req, env) => app.fetch(req, env) }) as Server
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const addr = server.address()
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0
+  const origin = `http://127.0.0.1:${port}`
+  const deps: ApiDeps = {
+    config: {
+      port,
+      redisUrl: "redis://127.0.0.1:6379",
+      nodeEnv: "test",
+      ideTokenSecret: secret,
+      userAuth: { kind: "secret", secret: "user-secret-user-secret-user-secret-0123" },
+      agentTokenSecret: "agent-secret-agent-secret-agent-secret-01",
+      publicOrigin: origin,
+      logLevel: "silent",
+      ideSessionTtlSeconds: 3600,
+      ...options.config
+    },
+    redis,
+    pubsub: createPubSubHub(sub),
+    keys,
+    now: () => Date.now() + offset,
+    logger: pino({ level: "silent" })
+  }
+  const app = new Hono()
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
+    return c.json({ error: { code: "internal_error", message: String(err) } }, 500)
+  })
+  app.route("/api/dev", ideRoutes(deps))
+  const ide = attachIdeUpgrade(server, deps)
+  const sockets = new Set<Socket>()
+  server.on("connection", (s: Socket) => {
+    sockets.add(s)
+    s.once("close", () => sockets.delete(s))
+  })
+  return {
+    origin,
+    port,
+    server,
+    deps,
+    keys,
+    ide,
+    secret,
+    advance: (ms) => void (offset += ms),
+    async register(id, r) {
+      await redis.hset(keys.server(id), {
+        vmid: String(r.vmid),
+        ownerId: r.ownerId ?? "user-1",
+        kind: r.kind ?? "dev",
+        host: r.host ?? "127.0.0.1",
+        idePort: String(r.port),
+        agentPort: "18888"
+      })
+    },
+    openConnections: () => sockets.size,
+    async close() {
+      disposeIdeRuntime(deps)
+      ide.detach()
+      server.closeAllConnections()
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => server.close(r))
+      if (options.share === undefined) {
+        const leftover = await redis.keys(`${keys.prefix}*`)
+        if (leftover.length > 0) await redis.del(...leftover)
+      }
+      redis.disconnect()
+      await deps.pubsub.close()
+    }
+  }
+}
+
+/** Mints an IDE token the way `POST /api/dev/:id/ide-token` does (signIdeToken with the API's secret). */
+export const mintIdeToken = async (api: IdeTestApi, vmid: number, options: { userId?: string; nowMs?: number; secret?: string } = {}): Promise<string> => {
+  const { signIdeToken, ideTokenKey } = await import("../../api/ide/token.ts")
+  const { token } = await signIdeToken(ideTokenKey(options.secret ?? api.secret), { userId: options.userId ?? "user-1", vmid, nowMs: options.nowMs ?? api.deps.now() })
+  return token
+}
+
+/** `GET …/ide/?token=` → the `zlh_ide=<value>` pair from the 303's Set-Cookie (throws otherwise). */
+export const exchangeForCookie = async (api: IdeTestApi, serverId: string, token: string): Promise<string> => {
+  const res = await fetch(`${api.origin}/api/dev/${serverId}/ide/?token=${encodeURIComponent(token)}`, { redirect: "manual" })
+  const setCookie = res.headers.get("set-cookie") ?? ""
+  await res.arrayBuffer()
+  if (res.status !== 303 || !setCookie.startsWith("zlh_ide=")) throw new Error(`exchange failed: ${res.status} ${setCookie}`)
+  return setCookie.split(";")[0]!
+}
