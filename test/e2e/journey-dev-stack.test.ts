@@ -123,7 +123,7 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
 
         // Back to the portal: start the game server, which crashes one second after it is ready.
         await page.bringToFront()
-        await game.getByRole("button", { name: "Start" }).click()
+        await game.getByRole("button", { name: "Start", exact: true }).click()
         const seen = new Set<string>()
         await until("server 101 crashed and backing off", page, async () => {
           const s = (await game.locator(".state").textContent()) ?? ""
@@ -138,8 +138,8 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
         await expect.poll(() => game.locator(".facts").textContent(), { timeout: STEP }).toMatch(/next restart/)
 
         // The owner stops it: no more restarts.
-        await until("the Stop button", page, async () => ((await game.getByRole("button", { name: "Stop" }).isEnabled()) ? true : undefined))
-        await game.getByRole("button", { name: "Stop" }).click()
+        await until("the Stop button", page, async () => ((await game.getByRole("button", { name: "Stop", exact: true }).isEnabled()) ? true : undefined))
+        await game.getByRole("button", { name: "Stop", exact: true }).click()
         await expect.poll(() => game.locator(".state").textContent(), { timeout: STEP }).toBe("stopped")
         expect(page.url()).toBe(stack.portalUrl)
       } catch (error) {
