@@ -147,6 +147,16 @@ const loadDevStackNotes = async () => {
   } catch {
     state.devStack = null
   }
+  const problems = Array.isArray(state.devStack?.problems) ? state.devStack.problems : []
+  const section = $("#stack-notes")
+  section.hidden = problems.length === 0
+  $("ul", section).replaceChildren(
+    ...problems.map((p) => {
+      const li = document.createElement("li")
+      li.textContent = String(p)
+      return li
+    })
+  )
 }
 
 const loadServers = async () => {
@@ -215,17 +225,17 @@ const fact = (dl, label, value) => {
   dl.append(dt, dd)
 }
 
-/** What the dev container is doing, from the status fields the agent reports. */
+/** Whether Open IDE can work now, and if not, why (the agent's status first, then the dev stack's note). */
 const ideAvailability = (entry) => {
   const s = entry.status
   const note = state.devStack?.ide
-  if (note && note.available === false) return { ok: false, reason: note.reason }
+  if (s && s.online !== false && s.codeServerRunning) return { ok: true, reason: "" }
+  if (note && note.available === false && note.reason) return { ok: false, reason: note.reason }
   if (!s || s.state === "unknown") return { ok: false, reason: "The container's agent has not reported yet." }
   if (s.online === false) return { ok: false, reason: "The container's agent is offline (no heartbeat for 30 s)." }
   if (s.install && s.install.phase === "failed") return { ok: false, reason: `Install failed: ${s.install.error ?? "unknown error"}` }
   if (!s.codeServerInstalled) return { ok: false, reason: "code-server is not installed in this container yet." }
-  if (!s.codeServerRunning) return { ok: false, reason: "code-server is not running in this container." }
-  return { ok: true, reason: "" }
+  return { ok: false, reason: "code-server is not running in this container." }
 }
 
 const displayState = (entry) => {
@@ -461,8 +471,9 @@ $("#signin-form").addEventListener("submit", (event) => {
 })
 $("#signout").addEventListener("click", () => signOut(""))
 $("#refresh").addEventListener("click", () => void loadServers())
-// Re-render relative times.
+// Re-render relative times; pick up new notes from the dev stack (e.g. the IDE became available).
 setInterval(() => {
+  if (state.token !== null) void loadDevStackNotes()
   for (const entry of state.servers.values()) render(entry)
 }, 5_000)
 

@@ -33,7 +33,17 @@ if (problems.length > 0) {
 
 const supervisor = new ProcessSupervisor()
 let shuttingDown: Promise<void> | undefined
-const notes = { ide: { available: false, reason: "code-server is being installed (see the terminal running npm run dev)." } as { available: boolean; reason: string } }
+/** What the portal should tell the user about this stack (served as /portal/dev-stack.json; no secrets). */
+const notes: { ide: { available: boolean; reason: string }; problems: Array<string> } = {
+  ide: { available: false, reason: "code-server is being installed (see the terminal running npm run dev)." },
+  problems: []
+}
+/** A part that could not start: the stack goes on without it and says so here and in the portal. */
+const unavailable = (what: string, why: string) => {
+  notes.problems.push(`${what}: ${why}`)
+  writeNotes()
+  say(`UNAVAILABLE ${what}: ${why}`)
+}
 const stateFile = join(cfg.dir, "dev-stack.json")
 
 const writeNotes = () => {
@@ -53,18 +63,18 @@ process.on("SIGINT", () => void shutdown("Ctrl-C", 0))
 process.on("SIGTERM", () => void shutdown("SIGTERM", 0))
 process.on("SIGHUP", () => void shutdown("SIGHUP", 0))
 
-/** A child that dies during start-up takes the stack down with a log tail; later it is reported. */
-const watch = (m: Managed) => {
+/** A child that dies is reported with its log tail; the API is essential, so its death ends the stack. */
+const watch = (m: Managed, essential: boolean) => {
   void m.exited.then(async (code) => {
     if (supervisor.stopping) return
     say(`${m.name} exited unexpectedly (${code}); last lines of ${m.logFile}:`)
     console.log((await tailFile(m.logFile, 15)).replace(/^/gm, "    "))
-    if (!ready) void shutdown(`${m.name} failed to start`, 1)
+    if (essential) void shutdown(`${m.name} is gone`, 1)
+    else unavailable(m.name, `exited (${code}); see ${m.logFile}`)
   })
 }
-let ready = false
 
-const start = (name: string, args: ReadonlyArray<string>, env: Record<string, string>): Managed => {
+const start = (name: string, args: ReadonlyArray<string>, env: Record<string, string>, essential = false): Managed => {
   const m = supervisor.start({
     name,
     command: cfg.node,
@@ -73,7 +83,7 @@ const start = (name: string, args: ReadonlyArray<string>, env: Record<string, st
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: process.env["HOME"] ?? "/root", LANG: process.env["LANG"] ?? "C.UTF-8", ...env },
     logFile: join(cfg.logsDir, `${name}.log`)
   })
-  watch(m)
+  watch(m, essential)
   return m
 }
 
@@ -202,7 +212,7 @@ const startApi = async (c: DevStackConfig, redisUrl: string): Promise<Managed> =
     PUBLIC_ORIGIN: c.publicOrigin,
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
     ZLH_DEV_STATE_FILE: stateFile
-  })
+  }, true)
   const status = await waitForHttp(`http://127.0.0.1:${c.apiPort}/readyz`, { timeoutMs: 30_000, ok: (s) => s === 200, isAlive: () => m.exitedWith === undefined })
   if (status !== 200) throw new StackError(`the API did not become ready on :${c.apiPort} (last status ${status}); see ${m.logFile}`)
   return m
@@ -373,8 +383,15 @@ const main = async () => {
   })
   say(`artifacts ready: node ${pack.node.version}, sample-game ${pack.sampleGame.version}${pack.codeServer ? `, code-server ${pack.codeServer.version}` : ""} (${elapsed()})`)
 
-  const artifactBase = await startArtifactServer(cfg)
-  say(`artifact server on ${artifactBase}`)
+  const artifactBase = `http://127.0.0.1:${cfg.artifactPort}`
+  const artifactsUp = await startArtifactServer(cfg).then(
+    () => true,
+    (e: unknown) => {
+      unavailable("artifact server", e instanceof Error ? e.message : String(e))
+      return false
+    }
+  )
+  if (artifactsUp) say(`artifact server on ${artifactBase}`)
   await startApi(cfg, redisUrl)
   say(`API on http://127.0.0.1:${cfg.apiPort} (NODE_ENV=development)`)
 
@@ -385,21 +402,30 @@ const main = async () => {
     GAME_STOP_COMMAND: "stop",
     ...cfg.gameEnv
   }
+  const optionalAgent = (spec: AgentSpec) =>
+    startAgent(cfg, redisUrl, artifactBase, spec).then(
+      (agent) => {
+        say(`agent for vmid ${spec.vmid} is up on :${spec.port}`)
+        return agent
+      },
+      (e: unknown) => {
+        unavailable(`agent ${spec.vmid}`, e instanceof Error ? e.message : String(e))
+        return undefined
+      }
+    )
   const [dev, game] = await Promise.all([
-    startAgent(cfg, redisUrl, artifactBase, {
+    optionalAgent({
       vmid: cfg.devVmid,
       port: cfg.devAgentPort,
       extraEnv: { CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
     }),
-    startAgent(cfg, redisUrl, artifactBase, { vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv })
+    optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv })
   ])
-  say(`agents for vmid ${cfg.devVmid} (:${cfg.devAgentPort}) and ${cfg.gameVmid} (:${cfg.gameAgentPort}) are up`)
 
   const adminToken = await mintUserToken(cfg.secrets.authJwt, { sub: "dev-stack-admin", role: "admin", ttlSeconds: 3600 })
   await registerServers(cfg, idePort, adminToken)
   const demoToken = await mintUserToken(cfg.secrets.authJwt, { sub: cfg.owner, ttlSeconds: 12 * 3600 })
   say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game)`)
-  ready = true
   console.log("")
   console.log(`  portal      ${cfg.publicOrigin}/portal/`)
   console.log(`  demo token  ${demoToken}`)
@@ -408,9 +434,20 @@ const main = async () => {
   console.log("")
   say("installing into the containers (progress below and in the portal)")
 
-  const results = await Promise.allSettled([setUpDevContainer(dev.client, pack), setUpGameServer(game.client, pack)])
-  for (const r of results) if (r.status === "rejected") say(`setup problem: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`)
-  say(`ready in ${elapsed()}: IDE ${notes.ide.available ? "available" : `unavailable (${notes.ide.reason})`}; Ctrl-C stops everything`)
+  if (dev === undefined) {
+    notes.ide = { available: false, reason: "the dev container's agent (vmid 100) is not running; see the terminal running npm run dev" }
+    writeNotes()
+  }
+  const results = await Promise.allSettled([
+    dev === undefined ? Promise.resolve() : setUpDevContainer(dev.client, pack),
+    game === undefined ? Promise.resolve() : setUpGameServer(game.client, pack)
+  ])
+  const setups = ["dev container setup", "game server setup"]
+  results.forEach((r, i) => {
+    if (r.status === "rejected") unavailable(setups[i] ?? "setup", r.reason instanceof Error ? r.reason.message : String(r.reason))
+  })
+  const problems = notes.problems.length === 0 ? "" : `; ${notes.problems.length} part(s) unavailable (listed above and in the portal)`
+  say(`ready in ${elapsed()}: IDE ${notes.ide.available ? "available" : `unavailable (${notes.ide.reason})`}${problems}; Ctrl-C stops everything`)
 }
 
 main().catch(async (error) => {
