@@ -172,7 +172,10 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
       if (closed) return
       if (tracker.atBoundary() && client.writable) {
         upstream.unpipe(client)
+        client.unpipe(upstream)
         upstream.destroy()
+        // Keep reading (and discarding) so the browser's close reply and FIN are seen.
+        client.resume()
         client.end(closeFrame(code, reason))
         client.setTimeout(5_000, () => client.destroy())
       } else {

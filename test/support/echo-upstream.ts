@@ -46,6 +46,8 @@ export interface EchoUpstream {
   releaseUploads(): void
   openConnections(): number
   openWebSockets(): number
+  /** Destroys every upstream WebSocket's socket without a close frame (code-server dying). */
+  killWebSockets(): void
   close(): Promise<void>
 }
 
@@ -166,6 +168,9 @@ export const startEchoUpstream = async (): Promise<EchoUpstream> => {
     },
     openConnections: () => sockets.size,
     openWebSockets: () => wss.clients.size,
+    killWebSockets: () => {
+      for (const c of wss.clients) c.terminate()
+    },
     async close() {
       for (const c of wss.clients) c.terminate()
       wss.close()

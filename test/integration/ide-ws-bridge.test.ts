@@ -1,0 +1,174 @@
+/**
+ * The IDE WebSocket bridge against a real local WS echo upstream through the real API edge: bytes pass
+ * unchanged, credentials are stripped from the upgrade, Host/X-Forwarded-Host agree with the Origin,
+ * foreign Origins are refused, either side closing tears down the other, graceful close frames land on
+ * frame boundaries, and 1,000 connect/disconnect cycles leave no socket or file descriptor behind.
+ */
+import { readdirSync } from "node:fs"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import WebSocket from "ws"
+import { ideRuntime } from "../../api/ide/runtime.ts"
+import { freePort } from "../support/code-server.ts"
+import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
+
+const until = async (what: string, probe: () => boolean, timeoutMs = 30_000) => {
+  const deadline = Date.now() + timeoutMs
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+const openFds = () => readdirSync("/proc/self/fd").length
+
+export const connectWs = (url: string, options: { cookie?: string; origin?: string; headers?: Record<string, string> } = {}): Promise<WebSocket> =>
+  new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...options.headers }
+    if (options.cookie !== undefined) headers["cookie"] = options.cookie
+    const ws = new WebSocket(url, { headers, ...(options.origin === undefined ? {} : { origin: options.origin }) })
+    ws.once("open", () => resolve(ws))
+    ws.once("unexpected-response", (_req, res) => {
+      const chunks: Array<Buffer> = []
+      res.on("data", (c: Buffer) => chunks.push(c))
+      res.on("end", () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body: Buffer.concat(chunks).toString() })))
+    })
+    ws.once("error", reject)
+  })
+
+const roundTrip = (ws: WebSocket, data: string | Buffer): Promise<Buffer> =>
+  new Promise((resolve, reject) => {
+    ws.once("message", (d) => resolve(d as Buffer))
+    ws.once("error", reject)
+    ws.send(data)
+  })
+
+const closed = (ws: WebSocket): Promise<{ code: number; reason: string }> =>
+  new Promise((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) return resolve({ code: -1, reason: "already closed" })
+    ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() }))
+  })
+
+describe("IDE WebSocket bridge", () => {
+  let upstream: EchoUpstream
+  let api: IdeTestApi
+  let cookie: string
+  let wsBase: string
+
+  beforeAll(async () => {
+    upstream = await startEchoUpstream()
+    api = await startIdeTestApi({ config: { ideUpstreamTimeoutMs: 2_000 } })
+    await api.register("100", { vmid: 100, port: upstream.port })
+    await api.register("dead", { vmid: 102, port: await freePort() })
+    cookie = await exchangeForCookie(api, "100", await mintIdeToken(api, 100))
+    wsBase = `ws://127.0.0.1:${api.port}/api/dev`
+  })
+  afterAll(async () => {
+    await api?.close()
+    await upstream?.close()
+  })
+
+  it("bridges messages byte for byte and forwards a clean upgrade request", async () => {
+    const ws = await connectWs(`${wsBase}/100/ide/stable-abc/socket?reconnectionToken=r1&skipWebSocketFrames=false`, {
+      cookie: `a=1; ${cookie}`,
+      origin: api.origin,
+      headers: { authorization: `Bearer ${await mintIdeToken(api, 100)}` }
+    })
+    const req = JSON.parse((await roundTrip(ws, "__request")).toString()) as { url: string; headers: Record<string, string> }
+    expect(req.url).toBe("/stable-abc/socket?reconnectionToken=r1&skipWebSocketFrames=false")
+    expect(req.headers["cookie"]).toBe("a=1")
+    expect(req.headers["authorization"]).toBeUndefined()
+    expect(req.headers["host"]).toBe(`127.0.0.1:${api.port}`)
+    expect(req.headers["x-forwarded-host"]).toBe(new URL(api.origin).host)
+    expect(req.headers["origin"]).toBe(api.origin)
+    expect(req.headers["x-forwarded-for"]).toBe("127.0.0.1")
+    for (const size of [0, 1, 125, 126, 127, 65_535, 65_536, 1_000_000]) {
+      const payload = Buffer.alloc(size)
+      for (let i = 0; i < size; i++) payload[i] = (i * 31 + size) & 0xff
+      expect(Buffer.compare(await roundTrip(ws, payload), payload)).toBe(0)
+    }
+    ws.close()
+    await closed(ws)
+  })
+
+  it("accepts a single-use ?token= on the upgrade and never forwards it", async () => {
+    const token = await mintIdeToken(api, 100)
+    const ws = await connectWs(`${wsBase}/100/ide/socket?a=1&token=${token}`, { origin: api.origin })
+    const req = JSON.parse((await roundTrip(ws, "__request")).toString()) as { url: string }
+    expect(req.url).toBe("/socket?a=1")
+    ws.close()
+    await expect(connectWs(`${wsBase}/100/ide/socket?token=${token}`, { origin: api.origin })).rejects.toMatchObject({ status: 401 })
+  })
+
+  it("refuses foreign Origins (cross-site WebSocket hijacking) before reaching the upstream", async () => {
+    const before = upstream.requests.length
+    for (const origin of ["https://evil.example", "http://127.0.0.1:1", "null"]) {
+      const err = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin }).catch((e: unknown) => e)
+      expect(err).toMatchObject({ status: 403 })
+      expect(JSON.parse((err as { body: string }).body)).toMatchObject({ error: { code: "ide_origin_refused" } })
+    }
+    expect(upstream.requests.length).toBe(before)
+    // No Origin at all (not a browser) is fine when the credential is.
+    const ws = await connectWs(`${wsBase}/100/ide/socket`, { cookie })
+    ws.close()
+  })
+
+  it("answers 502 when the upstream is down, and refuses unauthenticated upgrades with 401", async () => {
+    const deadCookie = await exchangeForCookie(api, "dead", await mintIdeToken(api, 102))
+    await expect(connectWs(`${wsBase}/dead/ide/socket`, { cookie: deadCookie, origin: api.origin })).rejects.toMatchObject({ status: 502 })
+    await expect(connectWs(`${wsBase}/100/ide/socket`, { origin: api.origin })).rejects.toMatchObject({ status: 401 })
+    await expect(connectWs(`${wsBase}/100/ide/a%2f..%2fb/socket`, { cookie, origin: api.origin })).rejects.toMatchObject({ status: 400 })
+  })
+
+  it("tears down the other side when either side closes", async () => {
+    const rt = ideRuntime(api.deps)
+    const a = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
+    await until("the upstream to hold one WebSocket", () => upstream.openWebSockets() === 1 && rt.openBridges("100") === 1)
+    a.terminate()
+    await until("the upstream WebSocket to go away after the client vanished", () => upstream.openWebSockets() === 0 && rt.openBridges("100") === 0)
+
+    const b = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
+    await until("the upstream to hold one WebSocket", () => upstream.openWebSockets() === 1)
+    const bClosed = closed(b)
+    // Kill the upstream side of the pair (code-server dying).
+    upstream.killWebSockets()
+    await bClosed
+    await until("the bridge to be unregistered", () => rt.openBridges("100") === 0)
+  })
+
+  it("closeAll sends a proper close frame (1001) even while large frames are in flight", async () => {
+    const sockets = await Promise.all(Array.from({ length: 5 }, () => connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })))
+    // Warm each one with messages of every length class so the boundary tracker has work to do.
+    for (const ws of sockets) for (const size of [10, 200, 70_000]) await roundTrip(ws, Buffer.alloc(size, 1))
+    const results = sockets.map(closed)
+    api.ide.closeAll(1001, "server shutting down")
+    const got = await Promise.all(results)
+    expect(got).toEqual(sockets.map(() => ({ code: 1001, reason: "server shutting down" })))
+    await until("bridges and upstream sockets to be released", () => api.ide.openCount() === 0 && upstream.openWebSockets() === 0)
+  })
+
+  it("leaves nothing behind after 1,000 connect/disconnect cycles", async () => {
+    await until("a quiet start", () => api.ide.openCount() === 0 && upstream.openWebSockets() === 0)
+    const fds0 = openFds()
+    const apiConns0 = api.openConnections()
+    const upConns0 = upstream.openConnections()
+    let done = 0
+    const worker = async () => {
+      while (done < 1000) {
+        done++
+        const ws = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
+        expect((await roundTrip(ws, "ping")).toString()).toBe("ping")
+        const c = closed(ws)
+        if (done % 2 === 0) ws.close()
+        else ws.terminate()
+        await c
+      }
+    }
+    await Promise.all(Array.from({ length: 16 }, worker))
+    await until("sockets back to baseline", () =>
+      api.ide.openCount() === 0 && upstream.openWebSockets() === 0 && api.openConnections() <= apiConns0 && upstream.openConnections() <= upConns0
+    )
+    await until("file descriptors back to baseline", () => openFds() <= fds0 + 2)
+    expect(api.ide.openCount()).toBe(0)
+  }, 180_000)
+})
+
