@@ -1,0 +1,49 @@
+import { Effect } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { CodeServer } from "./code-server.ts"
+import { handleDevErrors } from "./dev-error-response.ts"
+import { devExec, ExecRequest } from "./dev-exec.ts"
+
+/** code-server lifecycle and the dev shell. */
+export const CodeServerRoutes = HttpRouter.addAll([
+  HttpRouter.route(
+    "GET",
+    "/dev/codeserver",
+    Effect.gen(function*() {
+      const cs = yield* CodeServer
+      return HttpServerResponse.jsonUnsafe(yield* cs.info)
+    }).pipe(handleDevErrors)
+  ),
+  HttpRouter.route(
+    "POST",
+    "/dev/codeserver/start",
+    Effect.gen(function*() {
+      const cs = yield* CodeServer
+      return HttpServerResponse.jsonUnsafe(yield* cs.start)
+    }).pipe(handleDevErrors)
+  ),
+  HttpRouter.route(
+    "POST",
+    "/dev/codeserver/stop",
+    Effect.gen(function*() {
+      const cs = yield* CodeServer
+      return HttpServerResponse.jsonUnsafe(yield* cs.stop)
+    }).pipe(handleDevErrors)
+  ),
+  HttpRouter.route(
+    "POST",
+    "/dev/codeserver/restart",
+    Effect.gen(function*() {
+      const cs = yield* CodeServer
+      return HttpServerResponse.jsonUnsafe(yield* cs.restart)
+    }).pipe(handleDevErrors)
+  ),
+  HttpRouter.route(
+    "POST",
+    "/dev/exec",
+    Effect.gen(function*() {
+      const body = yield* HttpServerRequest.schemaBodyJson(ExecRequest, { errors: "all", onExcessProperty: "error" })
+      return HttpServerResponse.jsonUnsafe(yield* devExec(body))
+    }).pipe(handleDevErrors)
+  )
+])
