@@ -1,0 +1,160 @@
+import { Config, Context, Duration, Effect, Layer, Option, Schema } from "effect"
+
+/**
+ * Everything game-server supervision reads from the environment, decoded once at start-up. All durations
+ * are configurable so integration tests can use short ones; the defaults are the issue's numbers.
+ */
+export interface GameSettings {
+  readonly vmid: number
+  readonly zlhRoot: string
+  readonly serverRoot: string
+  readonly launch: {
+    readonly command: string
+    readonly args: ReadonlyArray<string>
+    /** Extra environment for the game process (on top of a small clean base, never the agent's own). */
+    readonly env: Readonly<Record<string, string>>
+    /** Directories put first on the game's PATH (the installed runtime's bin). */
+    readonly pathPrepend: ReadonlyArray<string>
+    /** `user`, `uid` or `uid:gid` to run as (via setpriv); none = the agent's own user. */
+    readonly runAs: Option.Option<string>
+    /** Written to the server's stdin to ask it to stop (Minecraft: `stop`); none = go straight to SIGTERM. */
+    readonly stopCommand: Option.Option<string>
+    readonly readyPattern: Option.Option<RegExp>
+    readonly readyPort: Option.Option<number>
+  }
+  /** After the stop command: how long before SIGTERM. */
+  readonly stopGrace: Duration.Duration
+  /** After SIGTERM: how long before SIGKILL to the whole process group. */
+  readonly killGrace: Duration.Duration
+  readonly backoff: {
+    readonly base: Duration.Duration
+    readonly cap: Duration.Duration
+    /** A run at least this long counts as healthy: the back-off starts over. */
+    readonly resetAfter: Duration.Duration
+    /** This many short runs in a row and the server goes to `error` until an explicit start. */
+    readonly maxFastFailures: number
+  }
+  /** An exit this soon after start is flagged as a likely configuration or dependency problem. */
+  readonly earlyExitWindow: Duration.Duration
+  readonly logRingSize: number
+  /** Lines kept in a crash record. */
+  readonly crashLogLines: number
+  /** Lines of the current run that the classifier looks at. */
+  readonly classifyLines: number
+  readonly crashHistorySize: number
+  readonly resourceInterval: Duration.Duration
+  readonly readyPollInterval: Duration.Duration
+  /** Leave the server running when the agent stops (the next agent re-attaches); default: stop it. */
+  readonly keepRunningOnShutdown: boolean
+  readonly stateFile: string
+  readonly logFile: string
+  readonly stdinFifo: string
+}
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), name).pipe(Config.withDefault(fallback))
+
+const duration = (name: string, fallback: Duration.Input) =>
+  Config.Duration(name).pipe(Config.withDefault(Duration.fromInputUnsafe(fallback)))
+
+/** An empty value switches an optional feature off (e.g. `GAME_STOP_COMMAND=` for a server without one). */
+const optionalText = (name: string, fallback: string) =>
+  Config.String(name).pipe(
+    Config.withDefault(fallback),
+    Config.map((s) => (s.trim() === "" ? Option.none<string>() : Option.some(s)))
+  )
+
+const StringArrayJson = Schema.fromJsonString(Schema.Array(Schema.String))
+const StringRecordJson = Schema.fromJsonString(Schema.Record(Schema.String, Schema.String))
+
+const RegExpText = Schema.String.check(
+  Schema.makeFilter((s) => {
+    try {
+      new RegExp(s)
+      return true
+    } catch (e) {
+      return `must be a valid regular expression (${String(e)})`
+    }
+  })
+)
+
+/** Minecraft (vanilla, Paper, Forge, Fabric): `Done (12.345s)! For help, type "help"`. */
+export const MINECRAFT_READY_PATTERN = String.raw`Done \([0-9.,]+m?s\)! For help`
+
+export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
+  vmid: Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "AGENT_VMID"),
+  zlhRoot: Config.String("ZLH_ROOT").pipe(Config.withDefault("/opt/zlh")),
+  serverRoot: Config.String("SERVER_ROOT").pipe(Config.option),
+  command: Config.String("GAME_COMMAND").pipe(Config.withDefault("java")),
+  args: Config.schema(StringArrayJson, "GAME_ARGS").pipe(
+    Config.withDefault<ReadonlyArray<string>>(["-Xms1G", "-Xmx2G", "-jar", "server.jar", "nogui"])
+  ),
+  env: Config.schema(StringRecordJson, "GAME_ENV").pipe(Config.withDefault<Readonly<Record<string, string>>>({})),
+  pathPrepend: Config.String("GAME_PATH_PREPEND").pipe(
+    Config.withDefault(""),
+    Config.map((s) => s.split(":").filter((p) => p !== ""))
+  ),
+  runAs: Config.schema(
+    Schema.String.check(Schema.isPattern(/^([a-z_][a-z0-9_-]{0,31}|\d+(:\d+)?)$/, { message: "must be a user name, uid or uid:gid" })),
+    "GAME_RUN_AS"
+  ).pipe(Config.option),
+  stopCommand: optionalText("GAME_STOP_COMMAND", "stop"),
+  readyPattern: Config.schema(RegExpText, "GAME_READY_PATTERN").pipe(
+    Config.withDefault(MINECRAFT_READY_PATTERN),
+    Config.map((s) => (s === "" ? Option.none<RegExp>() : Option.some(new RegExp(s))))
+  ),
+  readyPort: Config.Port("GAME_READY_PORT").pipe(Config.option),
+  stopGrace: duration("GAME_STOP_GRACE", "30 seconds"),
+  killGrace: duration("GAME_KILL_GRACE", "10 seconds"),
+  backoffBase: duration("GAME_BACKOFF_BASE", "30 seconds"),
+  backoffCap: duration("GAME_BACKOFF_CAP", "120 seconds"),
+  backoffResetAfter: duration("GAME_BACKOFF_RESET_AFTER", "30 seconds"),
+  maxFastFailures: positiveInt("GAME_MAX_FAST_FAILURES", 5),
+  earlyExitWindow: duration("GAME_EARLY_EXIT_WINDOW", "2 seconds"),
+  logRingSize: positiveInt("GAME_LOG_RING_SIZE", 1000),
+  crashLogLines: positiveInt("GAME_CRASH_LOG_LINES", 50),
+  crashHistorySize: positiveInt("GAME_CRASH_HISTORY_SIZE", 10),
+  resourceInterval: duration("GAME_RESOURCE_INTERVAL", "10 seconds"),
+  readyPollInterval: duration("GAME_READY_POLL_INTERVAL", "1 second"),
+  keepRunningOnShutdown: Config.Boolean("GAME_KEEP_RUNNING_ON_SHUTDOWN").pipe(Config.withDefault(false))
+}).pipe(Config.map((c): GameSettings => ({
+  vmid: c.vmid,
+  zlhRoot: c.zlhRoot,
+  serverRoot: Option.getOrElse(c.serverRoot, () => `${c.zlhRoot}/server`),
+  launch: {
+    command: c.command,
+    args: c.args,
+    env: c.env,
+    pathPrepend: c.pathPrepend,
+    runAs: c.runAs,
+    stopCommand: c.stopCommand,
+    readyPattern: c.readyPattern,
+    readyPort: c.readyPort
+  },
+  stopGrace: c.stopGrace,
+  killGrace: c.killGrace,
+  backoff: {
+    base: c.backoffBase,
+    cap: c.backoffCap,
+    resetAfter: c.backoffResetAfter,
+    maxFastFailures: c.maxFastFailures
+  },
+  earlyExitWindow: c.earlyExitWindow,
+  logRingSize: c.logRingSize,
+  crashLogLines: c.crashLogLines,
+  classifyLines: Math.max(200, c.crashLogLines),
+  crashHistorySize: c.crashHistorySize,
+  resourceInterval: c.resourceInterval,
+  readyPollInterval: c.readyPollInterval,
+  keepRunningOnShutdown: c.keepRunningOnShutdown,
+  stateFile: `${c.zlhRoot}/run/game-server.json`,
+  logFile: `${c.zlhRoot}/logs/game-server.log`,
+  stdinFifo: `${c.zlhRoot}/run/game-server.stdin`
+})))
+
+export class GameConfig extends Context.Service<GameConfig, GameSettings>()("zlh/agent/game/GameConfig") {
+  /** Reads the environment (through the current ConfigProvider). */
+  static readonly layer = Layer.effect(GameConfig, Effect.map(gameSettingsConfig, GameConfig.of))
+  /** Fixed settings, for tests. */
+  static readonly make = (settings: GameSettings) => Layer.succeed(GameConfig, GameConfig.of(settings))
+}
