@@ -20,6 +20,12 @@ export interface ApiConfig {
   readonly ideUpstreamTimeoutMs?: number
   /** IDE proxy: how many verified session cookies are kept in memory (default 50 000). */
   readonly ideSessionCacheSize?: number
+  /** Portal user tokens: required `iss` when set (AUTH_JWT_ISSUER). */
+  readonly userTokenIssuer?: string
+  /** Portal user tokens: required `aud` when set (AUTH_JWT_AUDIENCE). */
+  readonly userTokenAudience?: string
+  /** IDE tokens issued per user per minute (IDE_TOKEN_RATE_LIMIT, default 30). */
+  readonly ideTokenRateLimitPerMinute?: number
 }
 
 /** Everything the Hono app needs; tests build their own. No Node-only APIs in here besides the clients. */
