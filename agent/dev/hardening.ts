@@ -65,7 +65,7 @@ export const hardenAgentFiles = Effect.fn("hardenAgentFiles")(function*(settings
     dir = up
   }
   if (fixed.length > 0) {
-    yield* Effect.logInfo("hardened agent files").pipe(Effect.annotateLogs({ vmid: settings.vmid, fixed }))
+    yield* Effect.logInfo("hardened agent files").pipe(Effect.annotateLogs({ vmid: settings.vmid, count: fixed.length, fixed: fixed.slice(0, 20) }))
   }
   if (!isRoot) yield* Effect.logWarning("agent is not root: ZLH_ROOT ownership and modes were not enforced")
   return fixed
