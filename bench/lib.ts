@@ -1,0 +1,214 @@
+/**
+ * Shared pieces of the benchmark and the resilience tests: child processes pinned with `taskset` that
+ * announce themselves with one JSON line, /proc readers (CPU seconds, RSS, open fds, sockets), medians,
+ * and the real IDE credential flow (user token → `POST /api/dev/:id/ide-token` → `?token=` exchange →
+ * session cookie).
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process"
+import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { SignJWT } from "jose"
+
+export const ROOT = join(import.meta.dirname, "..")
+export const NODE = join(ROOT, "node_modules", "node", "bin", "node")
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+// ---------------------------------------------------------------- processes
+
+export interface Child<T> {
+  readonly proc: ChildProcess
+  readonly pid: number
+  /** The first JSON line the child printed. */
+  readonly info: T
+  /** Everything the child printed (bounded). */
+  output(): string
+  exited(): boolean
+  /** SIGTERM, then SIGKILL after `graceMs`. Resolves when the process is gone. */
+  stop(graceMs?: number): Promise<void>
+  kill(signal?: NodeJS.Signals): void
+}
+
+let hasTaskset: boolean | undefined
+const tasksetAvailable = (): boolean => (hasTaskset ??= spawnSync("taskset", ["-c", "0", "true"]).status === 0)
+
+/**
+ * Starts `node <script> <args>` (optionally pinned to `cpus`, e.g. "0") and waits for its first stdout
+ * line, parsed as JSON. The child gets a stdin pipe; scripts started with `--exit-with-stdin` exit when
+ * we die.
+ */
+export const startNodeChild = async <T>(
+  script: string,
+  args: ReadonlyArray<string>,
+  options: { cpus?: string | undefined; env?: NodeJS.ProcessEnv; nodeArgs?: ReadonlyArray<string>; timeoutMs?: number } = {}
+): Promise<Child<T>> => {
+  const nodeArgv = [...(options.nodeArgs ?? []), script, ...args]
+  const [cmd, argv] = options.cpus !== undefined && tasksetAvailable() ? ["taskset", ["-c", options.cpus, NODE, ...nodeArgv]] : [NODE, nodeArgv]
+  const proc = spawn(cmd as string, argv as Array<string>, { cwd: ROOT, env: { ...process.env, ...options.env }, stdio: ["pipe", "pipe", "pipe"] })
+  let out = ""
+  const keep = (b: Buffer | string) => {
+    out += b.toString()
+    if (out.length > 100_000) out = out.slice(-50_000)
+  }
+  proc.stderr?.on("data", keep)
+  let exited = false
+  const exitPromise = new Promise<void>((resolve) => proc.once("exit", () => { exited = true; resolve() }))
+  const lines = createInterface({ input: proc.stdout! })
+  const info = await new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${script} did not start within ${options.timeoutMs ?? 30_000} ms:\n${out}`)), options.timeoutMs ?? 30_000)
+    lines.once("line", (line) => {
+      clearTimeout(timer)
+      try {
+        resolve(JSON.parse(line) as T)
+      } catch {
+        reject(new Error(`${script} printed a non-JSON first line: ${line}\n${out}`))
+      }
+    })
+    proc.once("exit", (code, signal) => {
+      clearTimeout(timer)
+      reject(new Error(`${script} exited (${code ?? signal}) before it was ready:\n${out}`))
+    })
+  })
+  lines.on("line", keep)
+  // With taskset, `proc.pid` is taskset's pid until it execs node: same pid (exec, not fork).
+  const pid = proc.pid ?? -1
+  return {
+    proc,
+    pid,
+    info,
+    output: () => out,
+    exited: () => exited,
+    kill(signal = "SIGKILL") {
+      if (!exited) proc.kill(signal)
+    },
+    async stop(graceMs = 5_000) {
+      if (exited) return
+      proc.kill("SIGTERM")
+      const t = setTimeout(() => { if (!exited) proc.kill("SIGKILL") }, graceMs)
+      await exitPromise
+      clearTimeout(t)
+    }
+  }
+}
+
+// ---------------------------------------------------------------- /proc
+
+let clkTck: number | undefined
+const ticksPerSecond = (): number => {
+  if (clkTck !== undefined) return clkTck
+  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" })
+  const n = Number(r.stdout.trim())
+  return (clkTck = Number.isFinite(n) && n > 0 ? n : 100)
+}
+
+/** utime + stime of a process, in seconds (from /proc/<pid>/stat). */
+export const cpuSeconds = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  // Fields after the command name (which may contain spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  const utime = Number(fields[11])
+  const stime = Number(fields[12])
+  return (utime + stime) / ticksPerSecond()
+}
+
+/** Resident set size in bytes (VmRSS). */
+export const rssBytes = (pid: number): number => {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8")
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
+  return m === null ? 0 : Number(m[1]) * 1024
+}
+
+/** Open file descriptors of a process. */
+export const fdCount = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length
+
+/** Open sockets of a process (fds that are sockets). */
+export const socketCount = (pid: number): number => {
+  let n = 0
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:")) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}
+
+/** Waits until `probe()` returns true (polling), or the deadline passes; returns the last probe result. */
+export const waitFor = async (probe: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<boolean> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await probe()) return true
+    if (Date.now() > deadline) return false
+    await sleep(everyMs)
+  }
+}
+
+// ---------------------------------------------------------------- statistics
+
+export const median = (xs: ReadonlyArray<number>): number => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return Number.NaN
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+export const percentile = (sorted: ReadonlyArray<number>, p: number): number => {
+  if (sorted.length === 0) return Number.NaN
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]!
+}
+
+// ---------------------------------------------------------------- credentials
+
+export interface ApiInfo {
+  readonly port: number
+  readonly pid: number
+  /** How the API was composed: the real `startApiServer`, or the IDE edge alone (before api/server.ts landed). */
+  readonly mode: "startApiServer" | "ide-edge"
+  readonly serverId: string
+  readonly vmid: number
+  readonly userId: string
+  /** HS256 secret of portal user tokens (bench/test-local, random per run). */
+  readonly userSecret: string
+  readonly ideSecret: string
+  readonly keyPrefix: string
+}
+
+export const signUserToken = (secret: string, sub: string, role?: string): Promise<string> =>
+  new SignJWT(role === undefined ? {} : { role })
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime("2h")
+    .sign(new TextEncoder().encode(secret))
+
+/** An IDE token the real way (`POST /api/dev/:id/ide-token` with a user token); falls back to signing it when the route has not landed. */
+export const obtainIdeToken = async (origin: string, api: ApiInfo): Promise<{ token: string; via: "api" | "signed" }> => {
+  const user = await signUserToken(api.userSecret, api.userId)
+  const res = await fetch(`${origin}/api/dev/${api.serverId}/ide-token`, { method: "POST", headers: { authorization: `Bearer ${user}` } })
+  if (res.status === 201) {
+    const body = (await res.json()) as { token: string }
+    return { token: body.token, via: "api" }
+  }
+  await res.body?.cancel()
+  if (api.mode === "startApiServer" && res.status !== 404) throw new Error(`POST /api/dev/${api.serverId}/ide-token answered ${res.status}`)
+  const { signIdeToken, ideTokenKey } = await import("../api/ide/token.ts")
+  const { token } = await signIdeToken(ideTokenKey(api.ideSecret), { userId: api.userId, vmid: api.vmid, nowMs: Date.now() })
+  return { token, via: "signed" }
+}
+
+/** Exchanges an IDE token for the session cookie (`GET …/ide/?token=` → 303 + Set-Cookie); returns `name=value`. */
+export const exchangeForCookie = async (origin: string, serverId: string, token: string): Promise<string> => {
+  const res = await fetch(`${origin}/api/dev/${serverId}/ide/?token=${encodeURIComponent(token)}`, { redirect: "manual" })
+  await res.body?.cancel()
+  const setCookie = res.headers.get("set-cookie")
+  if (res.status !== 303 || setCookie === null) throw new Error(`token exchange answered ${res.status} (set-cookie: ${setCookie ?? "none"})`)
+  return setCookie.split(";")[0]!
+}
+
+export const obtainIdeCookie = async (origin: string, api: ApiInfo): Promise<{ cookie: string; via: "api" | "signed" }> => {
+  const { token, via } = await obtainIdeToken(origin, api)
+  return { cookie: await exchangeForCookie(origin, api.serverId, token), via }
+}

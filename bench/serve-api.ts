@@ -1,0 +1,156 @@
+/**
+ * The project's API as its own process, for the benchmark and the resilience tests (so its CPU, RSS and
+ * file descriptors can be read from /proc/<pid> alone, and so it can be loaded and faulted from outside).
+ *
+ *   node bench/serve-api.ts --upstream <port> [--port N] [--redis-url URL] [--prefix P]
+ *                           [--server-id 100] [--vmid 100] [--user user-1] [--exit-with-stdin]
+ *
+ * It registers `server:<id>` (kind dev, owned by the user) → 127.0.0.1:<upstream> under its own Redis key
+ * prefix, serves the real API (`startApiServer(deps, { port })` from api/server.ts; until that lands, the
+ * IDE edge alone: a Hono app with `ideRoutes` at /api/dev on `createIdeAwareServer`), and prints one JSON
+ * line (`ApiInfo` from bench/lib.ts). Secrets are random per run. SIGTERM: stop, delete its keys, exit.
+ */
+import { randomBytes } from "node:crypto"
+import { existsSync } from "node:fs"
+import type { Server } from "node:http"
+import { join } from "node:path"
+import { Hono } from "hono"
+import { Redis } from "ioredis"
+import pino from "pino"
+import type { ApiConfig, ApiDeps } from "../api/deps.ts"
+import { ApiError } from "../api/errors.ts"
+import { createPubSubHub } from "../api/pubsub.ts"
+import { makeRedisKeys } from "../schemas/redis-keys.ts"
+import type { ApiInfo } from "./lib.ts"
+
+const arg = (name: string, fallback?: string): string | undefined => {
+  const i = process.argv.indexOf(name)
+  return i > 0 ? process.argv[i + 1] : fallback
+}
+
+const upstreamPort = Number(arg("--upstream"))
+if (!Number.isInteger(upstreamPort) || upstreamPort <= 0) {
+  console.error("serve-api: --upstream <port> is required")
+  process.exit(2)
+}
+const redisUrl = arg("--redis-url", "redis://127.0.0.1:6379")!
+const prefix = arg("--prefix", `bench:${randomBytes(6).toString("hex")}:`)!
+const serverId = arg("--server-id", "100")!
+const vmid = Number(arg("--vmid", "100"))
+const userId = arg("--user", "user-1")!
+const wantedPort = Number(arg("--port", "0"))
+const keys = makeRedisKeys(prefix)
+const userSecret = randomBytes(32).toString("hex")
+const ideSecret = randomBytes(32).toString("hex")
+
+// Reconnect forever with a short back-off: the resilience tests stop and restart Redis under us.
+const redisOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: true, retryStrategy: (n: number) => Math.min(50 * n, 500) }
+const redis = new Redis(redisUrl, redisOptions)
+const subscriber = new Redis(redisUrl, redisOptions)
+redis.on("error", () => undefined)
+subscriber.on("error", () => undefined)
+
+await redis.hset(keys.server(serverId), {
+  vmid: String(vmid),
+  ownerId: userId,
+  kind: "dev",
+  host: "127.0.0.1",
+  idePort: String(upstreamPort),
+  agentPort: "18888"
+})
+
+const config: ApiConfig = {
+  port: wantedPort,
+  redisUrl,
+  nodeEnv: "production",
+  ideTokenSecret: ideSecret,
+  userAuth: { kind: "secret", secret: userSecret },
+  agentTokenSecret: randomBytes(32).toString("hex"),
+  publicOrigin: "",
+  logLevel: process.env["LOG_LEVEL"] ?? "silent",
+  ideSessionTtlSeconds: 3600
+}
+const logger = pino({ level: config.logLevel })
+const deps: ApiDeps = { config, redis, pubsub: createPubSubHub(subscriber), keys, now: () => Date.now(), logger }
+
+let server: Server
+let mode: ApiInfo["mode"]
+let close: () => Promise<void>
+
+type StartApiServer = (deps: ApiDeps, options: { port: number; host?: string }) => unknown
+const serverModule = join(import.meta.dirname, "..", "api", "server.ts")
+const loaded = existsSync(serverModule) ? ((await import(serverModule)) as { startApiServer?: StartApiServer }) : {}
+
+const serverOf = (handle: unknown): Server | undefined => {
+  if (handle === null || typeof handle !== "object") return undefined
+  const h = handle as { server?: unknown; address?: unknown }
+  if (typeof h.address === "function") return handle as Server
+  if (h.server !== null && typeof h.server === "object" && typeof (h.server as { address?: unknown }).address === "function") return h.server as Server
+  return undefined
+}
+
+if (typeof loaded.startApiServer === "function") {
+  mode = "startApiServer"
+  const handle = await Promise.resolve(loaded.startApiServer(deps, { port: wantedPort, host: "127.0.0.1" }))
+  const s = serverOf(handle)
+  if (s === undefined) throw new Error("serve-api: startApiServer returned no recognisable server")
+  server = s
+  if (!server.listening) await new Promise<void>((resolve) => server.once("listening", () => resolve()))
+  const h = handle as { close?: () => Promise<void> | void; stop?: () => Promise<void> | void }
+  close = async () => {
+    if (typeof h.close === "function") await h.close()
+    else if (typeof h.stop === "function") await h.stop()
+    else await new Promise((r) => server.close(r))
+  }
+} else {
+  mode = "ide-edge"
+  const { ideRoutes } = await import("../api/ide/routes.ts")
+  const { createIdeAwareServer } = await import("../api/ide/node-server.ts")
+  const { disposeIdeRuntime } = await import("../api/ide/runtime.ts")
+  const app = new Hono()
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
+    return c.json({ error: { code: "internal_error", message: "internal error" } }, 500)
+  })
+  app.route("/api/dev", ideRoutes(deps))
+  const composed = createIdeAwareServer((req, env) => app.fetch(req, env), deps)
+  server = composed.server
+  await new Promise<void>((resolve) => server.listen(wantedPort, "127.0.0.1", () => resolve()))
+  close = async () => {
+    disposeIdeRuntime(deps)
+    composed.ide.detach()
+    server.closeAllConnections()
+    await new Promise((r) => server.close(r))
+  }
+}
+
+const addr = server.address()
+const port = typeof addr === "object" && addr !== null ? addr.port : 0
+const info: ApiInfo = { port, pid: process.pid, mode, serverId, vmid, userId, userSecret, ideSecret, keyPrefix: prefix }
+process.stdout.write(`${JSON.stringify(info)}\n`)
+
+let stopping = false
+const stop = async () => {
+  if (stopping) return
+  stopping = true
+  setTimeout(() => process.exit(0), 5_000).unref()
+  await close().catch(() => undefined)
+  try {
+    const cleanup = new Redis(redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 1_000, retryStrategy: () => null })
+    cleanup.on("error", () => undefined)
+    const leftover = await cleanup.keys(`${prefix}*`)
+    if (leftover.length > 0) await cleanup.del(...leftover)
+    cleanup.disconnect()
+  } catch {
+    // Redis gone: nothing to clean.
+  }
+  redis.disconnect()
+  subscriber.disconnect()
+  process.exit(0)
+}
+process.on("SIGTERM", () => void stop())
+process.on("SIGINT", () => void stop())
+if (process.argv.includes("--exit-with-stdin")) {
+  process.stdin.on("end", () => void stop())
+  process.stdin.resume()
+}
