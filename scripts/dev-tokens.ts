@@ -4,19 +4,7 @@
  * while setting them up (provision, installs, code-server start).
  */
 import { SignJWT } from "jose"
-
-// TODO(integration): switch to agent/auth/agent-token.ts `signAgentCall` once it lands; these are the
-// CONTRACTS.md claims (aud "zlh-agent", vmid, iss "zlh-api", lifetime <= 60 s).
-const signAgentCall = (secret: string, input: { vmid: number; nowMs: number }): Promise<string> => {
-  const iat = Math.floor(input.nowMs / 1000)
-  return new SignJWT({ vmid: input.vmid })
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-    .setIssuer("zlh-api")
-    .setAudience("zlh-agent")
-    .setIssuedAt(iat)
-    .setExpirationTime(iat + 30)
-    .sign(new TextEncoder().encode(secret))
-}
+import { signAgentCall } from "../agent/auth/agent-token.ts"
 
 const key = (secret: string) => new TextEncoder().encode(secret)
 

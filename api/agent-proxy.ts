@@ -1,0 +1,107 @@
+import { Hono } from "hono"
+import type { ApiDeps } from "./deps.ts"
+import { ApiError } from "./errors.ts"
+import { loadServer } from "./registry.ts"
+import { assertCanManage, requireUser } from "./auth/user.ts"
+import { signAgentCall } from "../agent/auth/agent-token.ts"
+
+/**
+ * Portal → agent control routes: the API checks the user owns the server (or is an admin), then calls
+ * the container's agent on its private address with a signed, short-lived bearer (AGENT_TOKEN_SECRET).
+ *
+ *   POST /api/servers/:id/power       { "action": "start" | "stop" | "restart" }  → agent POST /server/<action>
+ *   POST /api/servers/:id/codeserver  { "action": "start" | "stop" | "restart" }  → agent POST /dev/codeserver/<action>
+ *
+ * The agent's answer is passed through (status and JSON body) when it is a success or a client error
+ * (e.g. 409 while another power action runs); an unreachable agent is 502 `agent_unreachable`, an
+ * agent 5xx is 502 `agent_error`, no answer within the timeout is 504 `agent_timeout`.
+ */
+export interface AgentRoutesOptions {
+  /** How long to wait for the agent (default 30 s: a start may wait for the process to spawn). */
+  readonly timeoutMs?: number
+  /** For tests: the fetch used to reach agents. */
+  readonly fetch?: typeof fetch
+}
+
+const ACTIONS = new Set(["start", "stop", "restart"])
+
+const readAction = async (body: () => Promise<unknown>): Promise<"start" | "stop" | "restart"> => {
+  let json: unknown
+  try {
+    json = await body()
+  } catch {
+    throw new ApiError(400, "invalid_body", "the body must be JSON: { \"action\": \"start\" | \"stop\" | \"restart\" }")
+  }
+  const action = typeof json === "object" && json !== null ? (json as Record<string, unknown>)["action"] : undefined
+  if (typeof action !== "string" || !ACTIONS.has(action)) {
+    throw new ApiError(400, "invalid_body", "action must be one of start, stop, restart", {
+      issues: [{ path: "action", message: "expected \"start\" | \"stop\" | \"restart\"" }]
+    })
+  }
+  return action as "start" | "stop" | "restart"
+}
+
+const hostForUrl = (host: string) => (host.includes(":") && !host.startsWith("[") ? `[${host}]` : host)
+
+export const agentRoutes = (deps: ApiDeps, options: AgentRoutesOptions = {}): Hono => {
+  const timeoutMs = options.timeoutMs ?? 30_000
+  const doFetch = options.fetch ?? fetch
+  const app = new Hono()
+
+  const callAgent = async (record: { vmid: number; host: string; agentPort: number }, path: string): Promise<Response> => {
+    const token = await signAgentCall(deps.config.agentTokenSecret, { vmid: record.vmid, nowMs: deps.now() })
+    const url = `http://${hostForUrl(record.host)}:${record.agentPort}${path}`
+    let response: Response
+    try {
+      response = await doFetch(url, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", Accept: "application/json" },
+        body: "{}",
+        signal: AbortSignal.timeout(timeoutMs)
+      })
+    } catch (cause) {
+      const name = cause instanceof Error ? cause.name : ""
+      if (name === "TimeoutError" || name === "AbortError") {
+        throw new ApiError(504, "agent_timeout", `the agent of vmid ${record.vmid} did not answer within ${timeoutMs} ms`, { cause })
+      }
+      throw new ApiError(502, "agent_unreachable", `the agent of vmid ${record.vmid} is unreachable`, { cause })
+    }
+    const text = await response.text()
+    let body: unknown = null
+    try {
+      body = text === "" ? null : JSON.parse(text)
+    } catch {
+      body = null
+    }
+    if (response.status >= 500 || (body === null && !response.ok)) {
+      deps.logger.warn({ vmid: record.vmid, path, status: response.status }, "agent call failed")
+      throw new ApiError(502, "agent_error", `the agent of vmid ${record.vmid} answered ${response.status}`)
+    }
+    return new Response(body === null ? null : JSON.stringify(body), {
+      status: response.status,
+      headers: body === null ? {} : { "Content-Type": "application/json; charset=utf-8" }
+    })
+  }
+
+  app.post("/:id/power", async (c) => {
+    const user = await requireUser(c, deps)
+    const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
+    assertCanManage(user, record)
+    const action = await readAction(() => c.req.json())
+    if (record.kind !== "game") throw new ApiError(409, "not_a_game_server", `server ${c.req.param("id")} is a ${record.kind} server; power actions are for game servers`)
+    deps.logger.info({ serverId: c.req.param("id"), vmid: record.vmid, action, userId: user.sub }, "power action")
+    return callAgent(record, `/server/${action}`)
+  })
+
+  app.post("/:id/codeserver", async (c) => {
+    const user = await requireUser(c, deps)
+    const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
+    assertCanManage(user, record)
+    const action = await readAction(() => c.req.json())
+    if (record.kind !== "dev") throw new ApiError(409, "not_a_dev_server", `server ${c.req.param("id")} is a ${record.kind} server; code-server runs in dev servers`)
+    deps.logger.info({ serverId: c.req.param("id"), vmid: record.vmid, action, userId: user.sub }, "code-server action")
+    return callAgent(record, `/dev/codeserver/${action}`)
+  })
+
+  return app
+}
