@@ -60,7 +60,7 @@ const secret = (env: NodeJS.ProcessEnv, name: string, generated: Array<string>):
 }
 
 /** Variables passed through to the game agent as they are (the game supervisor's configuration). */
-const GAME_PASSTHROUGH = /^(GAME_|SERVER_START|SERVER_STOP|BACKOFF_|CRASH_)/
+const GAME_PASSTHROUGH = /^GAME_/
 
 export const readDevConfig = (env: NodeJS.ProcessEnv = process.env): { config: DevStackConfig; problems: Array<string> } => {
   const problems: Array<string> = []

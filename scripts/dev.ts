@@ -395,11 +395,15 @@ const main = async () => {
   await startApi(cfg, redisUrl)
   say(`API on http://127.0.0.1:${cfg.apiPort} (NODE_ENV=development)`)
 
+  const gameRoot = agentRoots(cfg, cfg.gameVmid).zlhRoot
   const gameEnv: Record<string, string> = {
-    GAME_COMMAND: join(agentRoots(cfg, cfg.gameVmid).zlhRoot, "runtimes", "node", pack.node.version, "bin", "node"),
-    GAME_ARGS: JSON.stringify([join(agentRoots(cfg, cfg.gameVmid).zlhRoot, "runtimes", "sample-game", pack.sampleGame.version, "server.mjs")]),
-    GAME_READY_PATTERN: "Done \\(",
+    // The installed runtimes (through the agent's own install path) run the installed sample game.
+    GAME_COMMAND: join(gameRoot, "runtimes", "node", pack.node.version, "bin", "node"),
+    GAME_ARGS: JSON.stringify([join(gameRoot, "runtimes", "sample-game", pack.sampleGame.version, "server.mjs")]),
+    GAME_PATH_PREPEND: join(gameRoot, "runtimes", "node", pack.node.version, "bin"),
     GAME_STOP_COMMAND: "stop",
+    GAME_STOP_GRACE: "5 seconds",
+    ...(process.env["SAMPLE_GAME_CRASH_AFTER_MS"] ? { GAME_ENV: JSON.stringify({ SAMPLE_GAME_CRASH_AFTER_MS: process.env["SAMPLE_GAME_CRASH_AFTER_MS"] }) } : {}),
     ...cfg.gameEnv
   }
   const optionalAgent = (spec: AgentSpec) =>
