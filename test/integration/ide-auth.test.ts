@@ -6,6 +6,7 @@
  * POST form exchange).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { SignJWT } from "jose"
 import WebSocket from "ws"
 import { ideRuntime } from "../../api/ide/runtime.ts"
 import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
@@ -74,6 +75,7 @@ describe("IDE proxy authentication", () => {
     await api.register("100", { vmid: 100, port: upstream.port })
     await api.register("101", { vmid: 101, port: upstream.port })
     await api.register("game", { vmid: 103, port: upstream.port, kind: "game" })
+    await api.register("owned", { vmid: 104, port: upstream.port, ownerId: "owner-7" })
   })
   afterAll(async () => {
     await replica?.close()
@@ -194,5 +196,32 @@ describe("IDE proxy authentication", () => {
     for (const site of ["same-origin", "same-site", "none"]) {
       expect((await httpGet(api, `/api/dev/101/ide/?token=${await mintIdeToken(api, 101)}`, { "sec-fetch-site": site })).status).toBe(303)
     }
+  })
+
+  it("DELETE /api/dev/:id/ide-sessions: owner or admin only, and it revokes", async () => {
+    const userToken = (sub: string, role?: string) =>
+      new SignJWT(role === undefined ? {} : { role })
+        .setProtectedHeader({ alg: "HS256" })
+        .setSubject(sub)
+        .setIssuedAt()
+        .setExpirationTime("5m")
+        .sign(new TextEncoder().encode((api.deps.config.userAuth as { secret: string }).secret))
+    const del = async (bearer?: string) => {
+      const res = await fetch(`${api.origin}/api/dev/owned/ide-sessions`, { method: "DELETE", headers: bearer === undefined ? {} : { authorization: `Bearer ${bearer}` } })
+      return { status: res.status, body: (await res.json()) as { error?: { code: string }; revokedBefore?: string } }
+    }
+    const cookie = await exchangeForCookie(api, "owned", await mintIdeToken(api, 104, { userId: "owner-7" }))
+    const ws = (await wsOpen(replica, "/api/dev/owned/ide/socket", { cookie })).ws!
+    const wsClosed = closedWith(ws)
+    expect((await del()).status).toBe(401)
+    expect((await del(await mintIdeToken(api, 104))).status).toBe(401) // an IDE token is not a user token
+    expect(await del(await userToken("someone-else"))).toMatchObject({ status: 403, body: { error: { code: "forbidden" } } })
+    expect((await httpGet(api, "/api/dev/owned/ide/echo", { cookie })).status).toBe(200)
+    const owner = await del(await userToken("owner-7"))
+    expect(owner.status).toBe(200)
+    expect(typeof owner.body.revokedBefore).toBe("string")
+    expect(await wsClosed).toBe(1008)
+    expect(await httpGet(replica, "/api/dev/owned/ide/echo", { cookie })).toEqual({ status: 401, code: "ide_session_revoked" })
+    expect((await del(await userToken("admin-1", "admin"))).status).toBe(200)
   })
 })
