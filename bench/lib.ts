@@ -212,3 +212,94 @@ export const obtainIdeCookie = async (origin: string, api: ApiInfo): Promise<{ c
   const { token, via } = await obtainIdeToken(origin, api)
   return { cookie: await exchangeForCookie(origin, api.serverId, token), via }
 }
+
+// ---------------------------------------------------------------- stacks for the resilience tests
+
+/** A free TCP port on 127.0.0.1 (closed again before returning). */
+export const freePort = async (): Promise<number> => {
+  const { createServer } = await import("node:net")
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once("error", reject)
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address()
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export interface PrivateRedis {
+  readonly port: number
+  readonly url: string
+  readonly pid: () => number
+  /** SIGKILL (no shutdown save). */
+  kill(): Promise<void>
+  /** Starts it again on the same port (empty: no persistence). */
+  restart(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** A private `redis-server` on its own free port (never the shared 6379), without persistence. */
+export const startPrivateRedis = async (): Promise<PrivateRedis> => {
+  const port = await freePort()
+  let proc: ReturnType<typeof spawn> | undefined
+  let exited: Promise<void> = Promise.resolve()
+  const start = async () => {
+    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"], { stdio: "ignore" })
+    const p = proc
+    exited = new Promise<void>((resolve) => p.once("exit", () => resolve()))
+    const ok = await waitFor(() => spawnSync("redis-cli", ["-p", String(port), "ping"], { encoding: "utf8" }).stdout.trim() === "PONG", 10_000, 50)
+    if (!ok) throw new Error(`private redis-server on ${port} did not answer`)
+  }
+  await start()
+  const kill = async () => {
+    if (proc !== undefined && proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL")
+    await exited
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    pid: () => proc?.pid ?? -1,
+    kill,
+    restart: start,
+    stop: kill
+  }
+}
+
+export interface Stack {
+  readonly upstream: Child<{ port: number; pid: number }>
+  readonly api: Child<ApiInfo>
+  readonly origin: string
+  readonly upstreamPort: number
+  /** Restarts the upstream on the same port after a kill. */
+  restartUpstream(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Upstream (bench echo server) + the project's API (bench/serve-api.ts), each its own process. */
+export const startStack = async (options: { redisUrl?: string; serverId?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Stack> => {
+  let upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"])
+  const upstreamPort = upstream.info.port
+  const api = await startNodeChild<ApiInfo>(
+    join(ROOT, "bench", "serve-api.ts"),
+    ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(options.redisUrl === undefined ? [] : ["--redis-url", options.redisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
+    options.env === undefined ? {} : { env: options.env }
+  )
+  const stack: Stack = {
+    get upstream() {
+      return upstream
+    },
+    api,
+    origin: `http://127.0.0.1:${api.info.port}`,
+    upstreamPort,
+    async restartUpstream() {
+      await upstream.stop(1_000)
+      upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--port", String(upstreamPort), "--exit-with-stdin"])
+    },
+    async stop() {
+      await Promise.all([api.stop(5_000), upstream.stop(2_000)])
+    }
+  }
+  return stack
+}
