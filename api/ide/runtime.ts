@@ -9,6 +9,7 @@ import type { IncomingMessage } from "node:http"
 import type { ServerRecord } from "../../schemas/server-record.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
+import { metrics } from "../metrics.ts"
 import { loadServer } from "../registry.ts"
 import {
   DEFAULT_IDE_SESSION_TTL_SECONDS,
@@ -306,11 +307,12 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
       }
       set.add(bridge)
       bridgeCount++
-      // TODO(lead): when api/metrics.ts lands, increment/decrement its open-IDE-WebSockets gauge here.
+      metrics.ideWebSocketsOpen.inc()
       return () => {
         const current = bridges.get(bridge.serverId)
         if (current === undefined || !current.delete(bridge)) return
         bridgeCount--
+        metrics.ideWebSocketsOpen.dec()
         if (current.size === 0) bridges.delete(bridge.serverId)
       }
     },

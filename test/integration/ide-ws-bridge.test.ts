@@ -8,6 +8,7 @@ import { readdirSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { ideRuntime } from "../../api/ide/runtime.ts"
+import { metrics } from "../../api/metrics.ts"
 import { freePort } from "../support/code-server.ts"
 import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
 
@@ -151,12 +152,15 @@ describe("IDE WebSocket bridge", () => {
     const fds0 = openFds()
     const apiConns0 = api.openConnections()
     const upConns0 = upstream.openConnections()
+    const gauge0 = metrics.ideWebSocketsOpen.get()
+    let gaugePeak = gauge0
     let done = 0
     const worker = async () => {
       while (done < 1000) {
         done++
         const ws = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
         expect((await roundTrip(ws, "ping")).toString()).toBe("ping")
+        gaugePeak = Math.max(gaugePeak, metrics.ideWebSocketsOpen.get())
         const c = closed(ws)
         if (done % 2 === 0) ws.close()
         else ws.terminate()
@@ -169,6 +173,9 @@ describe("IDE WebSocket bridge", () => {
     )
     await until("file descriptors back to baseline", () => openFds() <= fds0 + 2)
     expect(api.ide.openCount()).toBe(0)
+    // The /metrics gauge followed the bridges up and back down.
+    expect(gaugePeak).toBeGreaterThan(gauge0)
+    expect(metrics.ideWebSocketsOpen.get()).toBe(gauge0)
   }, 180_000)
 })
 
