@@ -28,9 +28,10 @@ export const hardenAgentFiles = Effect.fn("hardenAgentFiles")(function*(settings
       if (st.uid !== 0 || st.gid !== 0) {
         if (isRoot) yield* fix(path, `owner ${st.uid}:${st.gid} -> 0:0`, () => NodeFs.lchown(path, 0, 0))
       }
-      if ((st.mode & 0o022) !== 0 || (st.mode & 0o6000) !== 0 && !isRoot) {
-        const mode = st.mode & 0o7755
-        if (isRoot) yield* fix(path, `mode ${(st.mode & 0o7777).toString(8)} -> ${mode.toString(8)}`, () => NodeFs.chmod(path, mode))
+      // No group/other write anywhere, and no setuid/setgid file a dev user could run as root.
+      const mode = st.mode & (st.isDirectory() ? 0o1755 : 0o0755)
+      if (mode !== (st.mode & 0o7777) && isRoot) {
+        yield* fix(path, `mode ${(st.mode & 0o7777).toString(8)} -> ${mode.toString(8)}`, () => NodeFs.chmod(path, mode))
       }
       if (st.isDirectory()) {
         const names = yield* Effect.tryPromise(() => NodeFs.readdir(path)).pipe(Effect.orElseSucceed((): Array<string> => []))
