@@ -57,11 +57,13 @@ const positiveInt = (name: string, fallback: number) =>
 const duration = (name: string, fallback: Duration.Input) =>
   Config.Duration(name).pipe(Config.withDefault(Duration.fromInputUnsafe(fallback)))
 
-/** An empty value switches an optional feature off (e.g. `GAME_STOP_COMMAND=` for a server without one). */
+/** `none` switches an optional feature off (e.g. `GAME_STOP_COMMAND=none` for a server without a console). */
+const isOff = (s: string) => s.trim() === "" || s.trim() === "none"
+
 const optionalText = (name: string, fallback: string) =>
   Config.String(name).pipe(
     Config.withDefault(fallback),
-    Config.map((s) => (s.trim() === "" ? Option.none<string>() : Option.some(s)))
+    Config.map((s) => (isOff(s) ? Option.none<string>() : Option.some(s)))
   )
 
 const StringArrayJson = Schema.fromJsonString(Schema.Array(Schema.String))
@@ -101,7 +103,7 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
   stopCommand: optionalText("GAME_STOP_COMMAND", "stop"),
   readyPattern: Config.schema(RegExpText, "GAME_READY_PATTERN").pipe(
     Config.withDefault(MINECRAFT_READY_PATTERN),
-    Config.map((s) => (s === "" ? Option.none<RegExp>() : Option.some(new RegExp(s))))
+    Config.map((s) => (isOff(s) ? Option.none<RegExp>() : Option.some(new RegExp(s))))
   ),
   readyPort: Config.Port("GAME_READY_PORT").pipe(Config.option),
   stopGrace: duration("GAME_STOP_GRACE", "30 seconds"),

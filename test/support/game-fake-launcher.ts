@@ -1,0 +1,73 @@
+import { Clock, Deferred, Duration, Effect, Layer, Option, Stream } from "effect"
+import { type ProcessExit, ProcessLauncher } from "../../agent/game/game-launcher.ts"
+
+/**
+ * The crash-simulation harness's launcher: every launch plays the next scripted run ("print these lines,
+ * live 1 s, exit 1"), on the virtual clock. The stop command and signals end a run like a real server
+ * would, and every launch, console command and signal is recorded for the assertions.
+ */
+export interface FakeRun {
+  readonly lines?: ReadonlyArray<string>
+  /** How long the run lives before `exit`; "forever" = until stopped. */
+  readonly lifetime: Duration.Input | "forever"
+  readonly exit?: ProcessExit
+  /** cgroup oom_kill counter at launch and after exit. */
+  readonly oomKills?: readonly [number, number]
+  /** Whether the console `stop` command makes it exit (false: it ignores it, like a hung server). */
+  readonly honoursStop?: boolean
+  readonly ignoresSigterm?: boolean
+}
+
+export const READY_LINE = `[12:00:01] [Server thread/INFO]: Done (1.234s)! For help, type "help"`
+
+export interface FakeLauncherLog {
+  /** Virtual time (ms) of every launch. */
+  readonly launches: Array<number>
+  readonly commands: Array<{ at: number; line: string }>
+  readonly signals: Array<{ at: number; signal: string }>
+}
+
+export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun = { lifetime: "1 second" }) => {
+  const log: FakeLauncherLog = { launches: [], commands: [], signals: [] }
+  const layer = Layer.succeed(ProcessLauncher, ProcessLauncher.of({
+    launch: () =>
+      Effect.gen(function*() {
+        const index = log.launches.push(yield* Clock.currentTimeMillis) - 1
+        const run = script[index] ?? fallback
+        const exit = yield* Deferred.make<ProcessExit>()
+        const finish = (e: ProcessExit) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
+        if (run.lifetime !== "forever") {
+          yield* Effect.sleep(run.lifetime).pipe(
+            Effect.andThen(finish(run.exit ?? { exitCode: 1, signal: null })),
+            Effect.forkScoped
+          )
+        }
+        let oomReads = 0
+        return {
+          identity: { pid: 10_000 + index, startTime: index },
+          backlog: [],
+          lines: Stream.concat(Stream.fromIterable(run.lines ?? [READY_LINE]), Stream.fromEffectDrain(Deferred.await(exit))),
+          exit: Deferred.await(exit),
+          exited: Deferred.isDone(exit),
+          send: (line: string) =>
+            Effect.gen(function*() {
+              log.commands.push({ at: yield* Clock.currentTimeMillis, line })
+              if (line === "stop" && run.honoursStop !== false) yield* finish({ exitCode: 0, signal: null })
+              return true
+            }),
+          signalGroup: (signal: NodeJS.Signals) =>
+            Effect.gen(function*() {
+              log.signals.push({ at: yield* Clock.currentTimeMillis, signal })
+              if (signal === "SIGKILL" || (signal === "SIGTERM" && run.ignoresSigterm !== true)) {
+                yield* finish({ exitCode: null, signal })
+              }
+            }),
+          usage: Effect.succeed({ memoryBytes: 512 * 1024 * 1024, cpuSeconds: 3 }),
+          oomKills: Effect.sync(() => (run.oomKills === undefined ? null : run.oomKills[oomReads++ === 0 ? 0 : 1]))
+        }
+      }),
+    attach: () => Effect.succeed(Option.none()),
+    portAccepting: () => Effect.succeed(false)
+  }))
+  return { layer, log }
+}
