@@ -1,0 +1,136 @@
+/**
+ * The API as a portable Hono app: `createApp(deps)` → a fetch handler (Node via api/server.ts, or any
+ * runtime with a Redis client). Every error leaves as the contract's JSON body via one `onError`.
+ *
+ * Middleware order: request id (echoed as `X-Request-Id`) → request log + metrics (one line per request,
+ * the route pattern, never the query string) → security headers (not under `/api/dev/:id/ide…` or
+ * `/portal`, which set their own) → routes.
+ */
+import { Hono, type Context } from "hono"
+import { HTTPException } from "hono/http-exception"
+import { requestId } from "hono/request-id"
+import { routePath } from "hono/route"
+import { secureHeaders } from "hono/secure-headers"
+import type { ContentfulStatusCode } from "hono/utils/http-status"
+import { agentRoutes } from "./agent-proxy.ts"
+import type { UserEnv } from "./auth/user.ts"
+import type { ApiDeps } from "./deps.ts"
+import { ApiError, errorBody } from "./errors.ts"
+import { ideRoutes } from "./ide/routes.ts"
+import { metrics, PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./metrics.ts"
+import { portalRoutes } from "./portal.ts"
+import { adminRoutes } from "./routes/admin.ts"
+import { ideTokenRoute } from "./routes/ide-token.ts"
+import { serverRoutes } from "./routes/servers.ts"
+
+export type AppEnv = UserEnv & { Variables: { requestId: string } }
+
+/** Paths whose response headers belong to someone else (the IDE proxy, the portal's own CSP). */
+const OWN_HEADERS = /^\/api\/dev\/[^/]+\/ide(?:\/|$)|^\/portal(?:\/|$)/
+
+const pathOf = (url: string): string => {
+  const start = url.indexOf("/", url.indexOf("//") + 2)
+  if (start < 0) return "/"
+  const q = url.indexOf("?", start)
+  return q < 0 ? url.slice(start) : url.slice(start, q)
+}
+
+/** The matched route pattern (`/api/servers/:id/status`), or `unmatched` (keeps metric labels bounded). */
+const routeLabel = (c: Context): string => {
+  try {
+    const p = routePath(c, -1)
+    return p === "*" || p === "/*" || p === "" ? "unmatched" : p
+  } catch {
+    return "unmatched"
+  }
+}
+
+const PING_TIMEOUT_MS = 2_000
+
+export const createApp = (deps: ApiDeps) => {
+  const app = new Hono<AppEnv>()
+  const { logger } = deps
+
+  app.use(requestId({ limitLength: 128 }))
+
+  app.use(async (c, next) => {
+    const started = performance.now()
+    await next()
+    const seconds = (performance.now() - started) / 1000
+    const route = routeLabel(c)
+    const status = String(c.res.status)
+    metrics.httpRequests.inc({ method: c.req.method, route, status })
+    metrics.httpDuration.observe({ method: c.req.method, route, status }, seconds)
+    const user = c.get("user") as AppEnv["Variables"]["user"] | undefined
+    logger.info(
+      {
+        reqId: c.get("requestId"),
+        method: c.req.method,
+        route,
+        path: pathOf(c.req.url),
+        status: c.res.status,
+        durationMs: Math.round(seconds * 100_000) / 100,
+        ...(user === undefined ? {} : { userId: user.id })
+      },
+      "request"
+    )
+  })
+
+  const apiHeaders = secureHeaders({
+    contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
+    xFrameOptions: "DENY",
+    referrerPolicy: "no-referrer",
+    crossOriginResourcePolicy: "same-origin"
+  })
+  app.use(async (c, next) => (OWN_HEADERS.test(pathOf(c.req.url)) ? next() : apiHeaders(c, next)))
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) {
+      if (err.status >= 500) logger.warn({ reqId: c.get("requestId"), code: err.code, err: { message: err.message } }, "request failed")
+      return c.json(err.toBody(), err.status, err.headers)
+    }
+    if (err instanceof HTTPException) {
+      const status = err.status as ContentfulStatusCode
+      return c.json(errorBody(status === 413 ? "body_too_large" : "bad_request", err.message || "the request was refused"), status)
+    }
+    logger.error({ reqId: c.get("requestId"), err }, "unhandled error")
+    return c.json(errorBody("internal_error", "internal error"), 500)
+  })
+
+  app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${pathOf(c.req.url)}`), 404))
+
+  // Health and metrics.
+  const live = (c: Context) => c.json({ status: "ok" }, 200, { "Cache-Control": "no-store" })
+  app.get("/livez", live)
+  app.get("/healthz", live)
+  app.get("/readyz", async (c) => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      await Promise.race([
+        deps.redis.ping(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("ping timed out")), PING_TIMEOUT_MS)
+        })
+      ])
+    } catch (cause) {
+      metrics.redisErrors.inc({ client: "command" })
+      throw new ApiError(503, "redis_unavailable", "Redis does not answer", { cause, headers: { "Retry-After": "2" } })
+    } finally {
+      clearTimeout(timer)
+    }
+    return c.json({ status: "ready" }, 200, { "Cache-Control": "no-store" })
+  })
+  app.get("/metrics", (c) => c.body(renderMetrics(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Cache-Control": "no-store" }))
+
+  const routes = app as unknown as Hono<UserEnv>
+  ideTokenRoute(routes, deps)
+  serverRoutes(routes, deps)
+  adminRoutes(routes, deps)
+  app.route("/api/servers", agentRoutes(deps))
+  app.route("/api/dev", ideRoutes(deps))
+  app.route("/portal", portalRoutes())
+
+  return app
+}
+
+export type AppType = ReturnType<typeof createApp>

@@ -1,0 +1,88 @@
+/**
+ * The API's Redis clients. The command client fails fast while Redis is away (no offline queue, one
+ * retry per command, a command timeout), so requests get a 503 instead of hanging; it reconnects by
+ * itself with a capped back-off, so the API recovers without a restart. The subscriber client keeps its
+ * offline queue so SUBSCRIBE issued while Redis is away is sent once it is back (ioredis re-subscribes
+ * the channels it already had on reconnect).
+ */
+import { Redis, ReplyError, type RedisOptions } from "ioredis"
+import type { Logger } from "pino"
+import { ApiError } from "./errors.ts"
+import { metrics } from "./metrics.ts"
+
+export const RECONNECT_MAX_DELAY_MS = 2_000
+
+/** Capped exponential back-off; never gives up (the process must recover when Redis returns). */
+export const retryStrategy = (times: number): number => Math.min(50 * 2 ** Math.min(times, 10), RECONNECT_MAX_DELAY_MS)
+
+export const commandClientOptions = (): RedisOptions => ({
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  connectTimeout: 5_000,
+  commandTimeout: 5_000,
+  retryStrategy,
+  // A READONLY replica after failover: reconnect to find the primary.
+  reconnectOnError: (err) => err.message.startsWith("READONLY")
+})
+
+export const subscriberClientOptions = (): RedisOptions => ({
+  enableOfflineQueue: true,
+  maxRetriesPerRequest: null,
+  connectTimeout: 5_000,
+  retryStrategy
+})
+
+/** Counts errors and logs each connection state change once (not every retry). */
+export const instrumentRedis = (client: Redis, name: string, logger: Logger): Redis => {
+  let healthy = true
+  client.on("error", (err: Error) => {
+    metrics.redisErrors.inc({ client: name })
+    if (healthy) logger.warn({ client: name, err: { message: err.message } }, "redis connection error")
+    healthy = false
+  })
+  client.on("ready", () => {
+    if (!healthy) logger.info({ client: name }, "redis connection restored")
+    healthy = true
+  })
+  return client
+}
+
+export const createRedisClients = (url: string, logger: Logger): { redis: Redis; subscriber: Redis } => ({
+  redis: instrumentRedis(new Redis(url, commandClientOptions()), "command", logger),
+  subscriber: instrumentRedis(new Redis(url, subscriberClientOptions()), "subscriber", logger)
+})
+
+/** Resolves once the client is ready, or rejects after `timeoutMs`. */
+export const waitForRedis = (client: Redis, timeoutMs: number): Promise<void> =>
+  client.status === "ready"
+    ? Promise.resolve()
+    : new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          client.off("ready", onReady)
+          reject(new Error(`Redis did not become ready within ${timeoutMs} ms`))
+        }, timeoutMs)
+        const onReady = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        client.once("ready", onReady)
+      })
+
+/**
+ * Runs Redis commands, mapping failures to ApiErrors: Redis unreachable (connection closed, no offline
+ * queue, timeout) → 503 `redis_unavailable`; Redis answered with an error (e.g. WRONGTYPE) → 502
+ * `redis_error`. ApiErrors thrown inside pass through.
+ */
+export const redisCall = async <T>(fn: () => Promise<T>): Promise<T> => {
+  try {
+    return await fn()
+  } catch (cause) {
+    if (cause instanceof ApiError) throw cause
+    if (cause instanceof ReplyError) {
+      metrics.redisErrors.inc({ client: "command" })
+      throw new ApiError(502, "redis_error", "Redis refused a command; the stored data may be of the wrong type", { cause })
+    }
+    metrics.redisErrors.inc({ client: "command" })
+    throw new ApiError(503, "redis_unavailable", "Redis is unavailable; try again shortly", { cause, headers: { "Retry-After": "2" } })
+  }
+}

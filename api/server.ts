@@ -1,0 +1,92 @@
+/**
+ * The Node edge: `startApiServer(deps, { port })` serves `createApp(deps)` on a real `http.Server`, with
+ * the IDE proxy's HTTP fast path and WebSocket bridge attached (api/ide/node-server.ts), slowloris and
+ * header-size limits, and a graceful `close()`: stop accepting, end live event streams, close IDE
+ * WebSockets with 1001, let in-flight requests finish (bounded), then cut whatever is left.
+ * Redis clients belong to the caller (api/main.ts quits them after `close()`).
+ */
+import type { Server } from "node:http"
+import type { AddressInfo } from "node:net"
+import type { ApiDeps } from "./deps.ts"
+import { createApp } from "./app.ts"
+import { createIdeAwareServer } from "./ide/node-server.ts"
+import { disposeIdeRuntime } from "./ide/runtime.ts"
+import { closeEventStreams } from "./routes/servers.ts"
+
+export interface StartOptions {
+  readonly port: number
+  /** Default: all interfaces. */
+  readonly host?: string
+  /** How long `close()` waits for in-flight requests before cutting connections (default 10 s). */
+  readonly drainTimeoutMs?: number
+}
+
+export interface ApiServer {
+  readonly server: Server
+  readonly port: number
+  readonly app: ReturnType<typeof createApp>
+  /** Graceful stop; resolves when every connection is gone. Safe to call twice. */
+  close(): Promise<void>
+}
+
+export const SERVER_LIMITS = {
+  /** Whole request head must arrive within this (slowloris). */
+  headersTimeout: 20_000,
+  /** Whole request (head + body) must arrive within this; responses may stream for longer. */
+  requestTimeout: 60_000,
+  keepAliveTimeout: 10_000,
+  /** Larger request heads get 431. */
+  maxHeaderSize: 16 * 1024
+} as const
+
+export const startApiServer = async (deps: ApiDeps, options: StartOptions): Promise<ApiServer> => {
+  const app = createApp(deps)
+  const { server, ide } = createIdeAwareServer((request, env) => app.fetch(request, env), deps, {
+    maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
+    requestTimeout: SERVER_LIMITS.requestTimeout,
+    headersTimeout: SERVER_LIMITS.headersTimeout,
+    keepAliveTimeout: SERVER_LIMITS.keepAliveTimeout
+  })
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy()
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request"
+    const code = status.startsWith("431") ? "headers_too_large" : status.startsWith("408") ? "request_timeout" : "bad_request"
+    const body = JSON.stringify({ error: { code, message: status.slice(4) } })
+    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    const done = () => {
+      server.off("error", reject)
+      resolve()
+    }
+    if (options.host === undefined) server.listen(options.port, done)
+    else server.listen(options.port, options.host, done)
+  })
+  const port = (server.address() as AddressInfo).port
+  const drainTimeoutMs = options.drainTimeoutMs ?? 10_000
+
+  let closing: Promise<void> | undefined
+  const close = () => {
+    closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      closeEventStreams(deps)
+      ide.closeAll(1001, "server shutting down")
+      ide.detach()
+      disposeIdeRuntime(deps)
+      // Keep-alive sockets become idle once their response is done: close them as they do.
+      const idle = setInterval(() => server.closeIdleConnections(), 50)
+      const deadline = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), drainTimeoutMs).unref())
+      const outcome = await Promise.race([closed.then(() => "closed" as const), deadline])
+      clearInterval(idle)
+      if (outcome === "timeout") {
+        deps.logger.warn({ drainTimeoutMs }, "in-flight requests did not finish in time; closing their connections")
+        server.closeAllConnections()
+        await closed
+      }
+    })()
+    return closing
+  }
+  return { server, port, app, close }
+}
