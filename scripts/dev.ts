@@ -40,6 +40,7 @@ const notes: { ide: { available: boolean; reason: string }; problems: Array<stri
 }
 /** A part that could not start: the stack goes on without it and says so here and in the portal. */
 const unavailable = (what: string, why: string) => {
+  if (notes.problems.some((p) => p.startsWith(`${what}:`))) return
   notes.problems.push(`${what}: ${why}`)
   writeNotes()
   say(`UNAVAILABLE ${what}: ${why}`)
@@ -70,7 +71,7 @@ const watch = (m: Managed, essential: boolean) => {
     say(`${m.name} exited unexpectedly (${code}); last lines of ${m.logFile}:`)
     console.log((await tailFile(m.logFile, 15)).replace(/^/gm, "    "))
     if (essential) void shutdown(`${m.name} is gone`, 1)
-    else unavailable(m.name, `exited (${code}); see ${m.logFile}`)
+    else unavailable(m.name === "artifacts" ? "artifact server" : m.name, `exited (${code}); see ${m.logFile}`)
   })
 }
 
@@ -448,7 +449,10 @@ const main = async () => {
   ])
   const setups = ["dev container setup", "game server setup"]
   results.forEach((r, i) => {
-    if (r.status === "rejected") unavailable(setups[i] ?? "setup", r.reason instanceof Error ? r.reason.message : String(r.reason))
+    if (r.status !== "rejected") return
+    const why = r.reason instanceof Error ? r.reason.message : String(r.reason)
+    if (i === 0 && !notes.ide.available) notes.ide = { available: false, reason: why }
+    unavailable(setups[i] ?? "setup", why)
   })
   const problems = notes.problems.length === 0 ? "" : `; ${notes.problems.length} part(s) unavailable (listed above and in the portal)`
   say(`ready in ${elapsed()}: IDE ${notes.ide.available ? "available" : `unavailable (${notes.ide.reason})`}${problems}; Ctrl-C stops everything`)
