@@ -1,0 +1,200 @@
+/**
+ * zlh — local administration CLI (`npm run zlh -- <command>`), using the same schemas and key names as
+ * the API:
+ *
+ *   server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port 6000] [--agent-port 18888]
+ *   server rm <id>
+ *   server ls [--json]
+ *   token mint --user U [--admin] [--ttl 3600]     (prints a portal user token signed with AUTH_JWT_SECRET)
+ *
+ * Environment: REDIS_URL (default redis://127.0.0.1:6379), AUTH_JWT_SECRET (token mint),
+ * AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE (optional, as the API), ZLH_REDIS_PREFIX (key prefix; tests only).
+ * Exit codes: 0 done, 1 failed (e.g. Redis unreachable), 2 usage error.
+ */
+import { parseArgs } from "node:util"
+import { Redis } from "ioredis"
+import { SignJWT } from "jose"
+import { makeRedisKeys } from "../schemas/redis-keys.ts"
+import { assertServerId } from "../api/registry.ts"
+import { ApiError } from "../api/errors.ts"
+import { decodeServerInput, deleteServer, putServer } from "../api/routes/admin.ts"
+import { MIN_SECRET_BYTES } from "../api/config.ts"
+
+const USAGE = `usage:
+  zlh server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port P] [--agent-port P]
+  zlh server rm <id>
+  zlh server ls [--json]
+  zlh token mint --user U [--admin] [--ttl SECONDS]
+
+environment: REDIS_URL (server commands), AUTH_JWT_SECRET (token mint)`
+
+class UsageError extends Error {}
+
+const usage = (message: string): never => {
+  throw new UsageError(message)
+}
+
+const intOption = (name: string, raw: string | undefined): number | undefined => {
+  if (raw === undefined) return undefined
+  if (!/^\d+$/.test(raw)) usage(`--${name} must be a whole number (got ${JSON.stringify(raw)})`)
+  return Number(raw)
+}
+
+const withRedis = async <T>(fn: (redis: Redis, keys: ReturnType<typeof makeRedisKeys>) => Promise<T>): Promise<T> => {
+  const url = process.env["REDIS_URL"] || "redis://127.0.0.1:6379"
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5_000,
+    retryStrategy: (times) => (times > 2 ? null : 200)
+  })
+  redis.on("error", () => undefined)
+  try {
+    await redis.connect().catch((e: Error) => {
+      throw new Error(`cannot reach Redis at ${url.replace(/\/\/[^@/]*@/, "//***@")}: ${e.message}`)
+    })
+    return await fn(redis, makeRedisKeys(process.env["ZLH_REDIS_PREFIX"] ?? ""))
+  } finally {
+    redis.disconnect()
+  }
+}
+
+const serverAdd = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      vmid: { type: "string" },
+      owner: { type: "string" },
+      kind: { type: "string" },
+      host: { type: "string" },
+      "ide-port": { type: "string" },
+      "agent-port": { type: "string" }
+    }
+  })
+  if (positionals.length !== 1) usage("server add takes exactly one server id")
+  const id = positionals[0]!
+  const missing = (["vmid", "owner", "kind", "host"] as const).filter((k) => values[k] === undefined).map((k) => `--${k}`)
+  if (missing.length > 0) usage(`server add: missing ${missing.join(", ")}`)
+  const input: Record<string, unknown> = {
+    // Left as text when not a number, so the schema reports it together with every other problem.
+    vmid: /^\d+$/.test(values.vmid ?? "") ? Number(values.vmid) : values.vmid,
+    ownerId: values.owner,
+    kind: values.kind,
+    host: values.host
+  }
+  const idePort = intOption("ide-port", values["ide-port"])
+  const agentPort = intOption("agent-port", values["agent-port"])
+  if (idePort !== undefined) input["idePort"] = idePort
+  if (agentPort !== undefined) input["agentPort"] = agentPort
+  let record
+  try {
+    assertServerId(id)
+    record = decodeServerInput(input)
+  } catch (e) {
+    if (e instanceof ApiError) {
+      const issues = e.issues?.map((i) => `  ${i.path === "ownerId" ? "--owner" : i.path}: ${i.message}`).join("\n")
+      usage(issues === undefined || issues === "" ? e.message : `invalid server record:\n${issues}`)
+    }
+    throw e
+  }
+  const { created } = await withRedis((redis, keys) => putServer(redis, keys, id, record))
+  process.stdout.write(`${created ? "added" : "replaced"} server ${id}: ${JSON.stringify({ id, ...record })}\n`)
+}
+
+const serverRm = async (args: Array<string>) => {
+  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: {} })
+  if (positionals.length !== 1) usage("server rm takes exactly one server id")
+  const id = positionals[0]!
+  try {
+    assertServerId(id)
+  } catch (e) {
+    if (e instanceof ApiError) usage(e.message)
+    throw e
+  }
+  const removed = await withRedis((redis, keys) => deleteServer(redis, keys, id))
+  if (!removed) throw new Error(`server ${id} is not registered`)
+  process.stdout.write(`removed server ${id}\n`)
+}
+
+const serverLs = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { json: { type: "boolean" } } })
+  if (positionals.length > 0) usage("server ls takes no arguments")
+  const servers = await withRedis(async (redis, keys) => {
+    // The API's listing, minus the parts that need a logger/clock.
+    const { listServers } = await import("../api/routes/servers.ts")
+    const { pino } = await import("pino")
+    return listServers({ redis, keys, logger: pino({ level: "silent" }) } as unknown as Parameters<typeof listServers>[0])
+  })
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify(servers)}\n`)
+    return
+  }
+  if (servers.length === 0) {
+    process.stdout.write("no servers registered\n")
+    return
+  }
+  const rows = [["ID", "VMID", "KIND", "OWNER", "HOST", "IDE", "AGENT"], ...servers.map((s) => [s.id, String(s.vmid), s.kind, s.ownerId, s.host, String(s.idePort), String(s.agentPort)])]
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()}\n`)
+}
+
+const tokenMint = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { user: { type: "string" }, admin: { type: "boolean" }, ttl: { type: "string" } }
+  })
+  if (positionals.length > 0) usage("token mint takes no positional arguments")
+  if (values.user === undefined || values.user === "") usage("token mint: --user is required")
+  const ttl = intOption("ttl", values.ttl) ?? 3600
+  if (ttl < 1 || ttl > 30 * 24 * 3600) usage("--ttl must be between 1 and 2592000 seconds")
+  const secret = process.env["AUTH_JWT_SECRET"]
+  if (secret === undefined || secret === "") usage("token mint needs AUTH_JWT_SECRET (the API's portal user token secret) in the environment")
+  if (Buffer.byteLength(secret!, "utf8") < MIN_SECRET_BYTES) usage(`AUTH_JWT_SECRET must be at least ${MIN_SECRET_BYTES} bytes`)
+  const now = Math.floor(Date.now() / 1000)
+  let jwt = new SignJWT(values.admin === true ? { role: "admin" } : {})
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setSubject(values.user!)
+    .setIssuedAt(now)
+    .setExpirationTime(now + ttl)
+  const iss = process.env["AUTH_JWT_ISSUER"]
+  const aud = process.env["AUTH_JWT_AUDIENCE"]
+  if (iss) jwt = jwt.setIssuer(iss)
+  if (aud) jwt = jwt.setAudience(aud)
+  process.stdout.write(`${await jwt.sign(new TextEncoder().encode(secret))}\n`)
+}
+
+const main = async (argv: Array<string>) => {
+  const [group, command, ...rest] = argv
+  if (group === undefined || group === "help" || group === "--help" || group === "-h") {
+    process.stdout.write(`${USAGE}\n`)
+    return
+  }
+  const key = `${group} ${command ?? ""}`
+  switch (key) {
+    case "server add":
+      return serverAdd(rest)
+    case "server rm":
+      return serverRm(rest)
+    case "server ls":
+      return serverLs(rest)
+    case "token mint":
+      return tokenMint(rest)
+    default:
+      usage(`unknown command: ${key.trim() || "(none)"}`)
+  }
+}
+
+try {
+  await main(process.argv.slice(2))
+} catch (e) {
+  if (e instanceof UsageError || (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS"))) {
+    process.stderr.write(`zlh: ${e.message}\n${USAGE}\n`)
+    process.exit(2)
+  }
+  process.stderr.write(`zlh: ${e instanceof Error ? e.message : String(e)}\n`)
+  process.exit(1)
+}
