@@ -118,21 +118,21 @@ describe("game supervisor back-off (TestClock + scripted launcher)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("a run of at least 30 s resets the back-off to 30 s", () => {
+  it.effect("a run of exactly 30 s resets the back-off to 30 s", () => {
     const { layer, log } = harness([
       { lifetime: "1 second" },
       { lifetime: "1 second" },
-      { lifetime: "40 seconds" },
+      { lifetime: "30 seconds" },
       { lifetime: "1 second" },
       { lifetime: "1 second" }
     ])
     return Effect.gen(function*() {
       yield* startAndSettle
       yield* TestClock.adjust("230 seconds")
-      // 0 → 1 +30 → 31 → 32 +60 → 92 → 132 (40 s run: reset) +30 → 162 → 163 +60 → 223
-      assert.deepStrictEqual(log.launches, [0, s(31), s(92), s(162), s(223)])
+      // 0 → 1 +30 → 31 → 32 +60 → 92 → 122 (a 30 s run: reset) +30 → 152 → 153 +60 → 213
+      assert.deepStrictEqual(log.launches, [0, s(31), s(92), s(152), s(213)])
       const status = yield* (yield* StatusStore).get
-      assert.strictEqual(status.crashHistory[2]?.uptimeMs, s(40))
+      assert.strictEqual(status.crashHistory[2]?.uptimeMs, s(30))
       assert.isFalse(status.crashHistory[2]?.earlyExit)
     }).pipe(Effect.provide(layer))
   })
