@@ -1,4 +1,7 @@
+import type { ConfigError } from "effect/Config"
 import { Effect, Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import type { StatusStore } from "../status/status-store.ts"
 import { CodeServer } from "./code-server.ts"
 import { DevConfig } from "./dev-config.ts"
 import { CodeServerRoutes } from "./dev-routes.ts"
@@ -7,9 +10,8 @@ import { hardenAgentFiles } from "./hardening.ts"
 
 /**
  * The dev-container half of the agent: code-server lifecycle (`/dev/codeserver/*`), the workspace files
- * API (`/files*`) and `POST /dev/exec`, registered on the core's HttpRouter. Needs `StatusStore` and
- * `HttpRouter` (both from the core); reads its own settings (DevConfig) from the environment. The
- * core's router-wide middleware authenticates every route.
+ * API (`/files*`) and `POST /dev/exec`, registered on the core's HttpRouter. The core's router-wide
+ * middleware authenticates every route.
  */
 export const DevRoutes = Layer.mergeAll(FilesRoutes, CodeServerRoutes)
 
@@ -18,13 +20,18 @@ export const DevHardening = Layer.effectDiscard(Effect.gen(function*() {
   yield* hardenAgentFiles(yield* DevConfig)
 }))
 
-/** Everything, given DevConfig (tests provide a fixed one). */
-export const DevLiveWithConfig = DevRoutes.pipe(
-  Layer.provideMerge(CodeServer.layer),
-  Layer.provideMerge(DevHardening)
-)
+/**
+ * The routes with their services built once (hardening first, then CodeServer, which adopts a running
+ * code-server). `provideRequest` hands those services to every request of these routes, so the layer
+ * only requires `HttpRouter` and `StatusStore` from the core.
+ */
+export const devLive = <E>(config: Layer.Layer<DevConfig, E>): Layer.Layer<never, E, HttpRouter.HttpRouter | StatusStore> =>
+  DevRoutes.pipe(
+    HttpRouter.provideRequest(CodeServer.layer.pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(config)))
+  )
 
-export const DevLive = DevLiveWithConfig.pipe(Layer.provide(DevConfig.layer))
+/** What `agent/main.ts` mounts: settings from the environment (DevConfig.layer). */
+export const DevLive: Layer.Layer<never, ConfigError, HttpRouter.HttpRouter | StatusStore> = devLive(DevConfig.layer)
 
 export { CodeServer } from "./code-server.ts"
 export { DevConfig } from "./dev-config.ts"

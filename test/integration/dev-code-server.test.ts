@@ -5,7 +5,7 @@ import * as NodePath from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
-import { DevLiveWithConfig } from "../../agent/dev/index.ts"
+import { devLive } from "../../agent/dev/index.ts"
 import { DevConfig } from "../../agent/dev/dev-config.ts"
 import { findCodeServer } from "../../agent/dev/proc-scan.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
@@ -90,8 +90,7 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
         return HttpServerResponse.jsonUnsafe(yield* store.get)
       }))
     ])
-    const app = Layer.mergeAll(DevLiveWithConfig, statusRoute).pipe(
-      Layer.provideMerge(DevConfig.make(settings)),
+    const app = Layer.mergeAll(devLive(DevConfig.make(settings)), statusRoute).pipe(
       Layer.provideMerge(StatusStore.inMemory(settings.vmid, settings.serverRoot)),
       Layer.provide(HttpServer.layerServices)
     )

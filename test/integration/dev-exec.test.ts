@@ -6,7 +6,7 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Duration, Layer } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { DevConfig } from "../../agent/dev/dev-config.ts"
-import { DevLiveWithConfig } from "../../agent/dev/index.ts"
+import { devLive } from "../../agent/dev/index.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
 import { devSettings } from "../support/dev-settings.ts"
 import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
@@ -44,8 +44,7 @@ describe.skipIf(!isRoot)("POST /dev/exec runs one command as DEV_USER", () => {
       devUser: user.name,
       exec: { timeout: Duration.seconds(20), maxOutputBytes: MAX_OUTPUT }
     })
-    const app = DevLiveWithConfig.pipe(
-      Layer.provideMerge(DevConfig.make(settings)),
+    const app = devLive(DevConfig.make(settings)).pipe(
       Layer.provideMerge(StatusStore.inMemory(settings.vmid, settings.serverRoot)),
       Layer.provide(HttpServer.layerServices)
     )
