@@ -5,11 +5,10 @@
  */
 import { randomBytes } from "node:crypto"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs"
-import type { Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { createAdaptorServer } from "@hono/node-server"
 import { Hono } from "hono"
+import { SignJWT } from "jose"
 import { Redis } from "ioredis"
 import pino from "pino"
 import type { Page } from "playwright-core"
@@ -19,13 +18,15 @@ import { ApiError } from "../../api/errors.ts"
 import { ideRoutes } from "../../api/ide/routes.ts"
 import { disposeIdeRuntime, ideRuntime } from "../../api/ide/runtime.ts"
 import { signIdeToken, ideTokenKey } from "../../api/ide/token.ts"
-import { attachIdeUpgrade } from "../../api/ide/ws-bridge.ts"
+import { createIdeAwareServer } from "../../api/ide/node-server.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
 
 const STEP = 60_000
+/** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */
+const SLOW_STEP = 120_000
 const SERVER_ID = "100"
 const VMID = 100
 const artifacts = join(import.meta.dirname, "..", "..", ".test-results", "artifacts")
@@ -34,10 +35,25 @@ describe("IDE proxy in a real browser", () => {
   const prefix = `test:${randomBytes(6).toString("hex")}:`
   const keys = makeRedisKeys(prefix)
   const secret = randomBytes(32).toString("hex")
+  const userSecret = randomBytes(32).toString("hex")
+  const OWNER = "user-1"
+  let stopApi: () => Promise<void> = async () => undefined
+  let realApi = false
+  const userJwt = (sub: string, role?: string) =>
+    new SignJWT(role === undefined ? {} : { role }).setProtectedHeader({ alg: "HS256" }).setSubject(sub).setIssuedAt().setExpirationTime("10m").sign(new TextEncoder().encode(userSecret))
+  /** An IDE token the way the portal gets one: `POST /api/dev/:id/ide-token` (minted directly without the full API). */
+  const ideToken = async (): Promise<{ token: string; url: string }> => {
+    if (!realApi) {
+      const { token } = await signIdeToken(ideTokenKey(secret), { userId: OWNER, vmid: VMID, nowMs: Date.now() })
+      return { token, url: `/api/dev/${SERVER_ID}/ide/?token=${encodeURIComponent(token)}` }
+    }
+    const res = await fetch(`${apiOrigin}/api/dev/${SERVER_ID}/ide-token`, { method: "POST", headers: { authorization: `Bearer ${await userJwt(OWNER)}` } })
+    expect(res.status).toBe(201)
+    return (await res.json()) as { token: string; url: string }
+  }
   let redis: Redis
   let sub: Redis
   let deps: ApiDeps
-  let server: Server
   let apiOrigin: string
   let workspace: string
   let codeServer: CodeServerHandle
@@ -49,7 +65,7 @@ describe("IDE proxy in a real browser", () => {
     writeFileSync(join(workspace, "hello.txt"), "hello from the e2e test\n")
     codeServer = await startCodeServer({ workspace })
 
-    redis = new Redis("redis://127.0.0.1:6379", { lazyConnect: false, maxRetriesPerRequest: 2 })
+    redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
     sub = new Redis("redis://127.0.0.1:6379")
     const apiPort = await freePort()
     apiOrigin = `http://127.0.0.1:${apiPort}`
@@ -59,7 +75,7 @@ describe("IDE proxy in a real browser", () => {
         redisUrl: "redis://127.0.0.1:6379",
         nodeEnv: "test",
         ideTokenSecret: secret,
-        userAuth: { kind: "secret", secret: randomBytes(32).toString("hex") },
+        userAuth: { kind: "secret", secret: userSecret },
         agentTokenSecret: randomBytes(32).toString("hex"),
         publicOrigin: apiOrigin,
         logLevel: "warn",
@@ -71,31 +87,48 @@ describe("IDE proxy in a real browser", () => {
       now: () => Date.now(),
       logger: pino({ level: "warn" })
     }
-    await redis.hset(keys.server(SERVER_ID), {
-      vmid: String(VMID),
-      ownerId: "user-1",
-      kind: "dev",
-      host: "127.0.0.1",
-      idePort: String(codeServer.port),
-      agentPort: "18888"
-    })
-    const app = new Hono()
-    app.onError((err, c) => {
-      if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
-      return c.json({ error: { code: "internal_error", message: String(err) } }, 500)
-    })
-    app.route("/api/dev", ideRoutes(deps))
-    server = createAdaptorServer({ fetch: app.fetch }) as Server
-    attachIdeUpgrade(server, deps)
-    await new Promise<void>((resolve) => server.listen(apiPort, "127.0.0.1", resolve))
+    // The real API (api/server.ts) when it is there; else the same IDE edge composed by hand.
+    const serverModule = join(import.meta.dirname, "..", "..", "api", "server.ts")
+    if (existsSync(serverModule)) {
+      const { startApiServer } = (await import(serverModule)) as {
+        startApiServer: (d: ApiDeps, o: { port: number; host?: string }) => Promise<{ close(): Promise<void> }>
+      }
+      const api = await startApiServer(deps, { port: apiPort, host: "127.0.0.1" })
+      stopApi = () => api.close()
+      realApi = true
+    } else {
+      const app = new Hono()
+      app.onError((err, c) => {
+        if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
+        return c.json({ error: { code: "internal_error", message: String(err) } }, 500)
+      })
+      app.route("/api/dev", ideRoutes(deps))
+      const { server } = createIdeAwareServer(app.fetch, deps)
+      await new Promise<void>((resolve) => server.listen(apiPort, "127.0.0.1", resolve))
+      stopApi = async () => {
+        disposeIdeRuntime(deps)
+        server.closeAllConnections()
+        await new Promise((r) => server.close(r))
+      }
+    }
+    // Register server 100 → code-server's port (through the admin route when the real API serves).
+    const record = { vmid: VMID, ownerId: OWNER, kind: "dev", host: "127.0.0.1", idePort: codeServer.port, agentPort: 18888 }
+    if (realApi) {
+      const res = await fetch(`${apiOrigin}/api/admin/servers/${SERVER_ID}`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${await userJwt("admin-1", "admin")}`, "content-type": "application/json" },
+        body: JSON.stringify(record)
+      })
+      expect([200, 201]).toContain(res.status)
+    } else {
+      await redis.hset(keys.server(SERVER_ID), Object.fromEntries(Object.entries(record).map(([k, v]) => [k, String(v)])))
+    }
     browser = await launchChromium()
   }, 180_000)
 
   afterAll(async () => {
     await browser?.close()
-    if (deps !== undefined) disposeIdeRuntime(deps)
-    server?.closeAllConnections()
-    await new Promise((r) => (server === undefined ? r(undefined) : server.close(r)))
+    await stopApi()
     await codeServer?.stop()
     if (redis !== undefined) {
       const leftover = await redis.keys(`${prefix}*`)
@@ -121,8 +154,10 @@ describe("IDE proxy in a real browser", () => {
   it(
     "loads the workbench through the proxy: Explorer lists hello.txt, a terminal runs, the token is single-use",
     async () => {
-      const { token } = await signIdeToken(ideTokenKey(secret), { userId: "user-1", vmid: VMID, nowMs: Date.now() })
-      const tokenUrl = `${apiOrigin}/api/dev/${SERVER_ID}/ide/?token=${encodeURIComponent(token)}`
+      const { url } = await ideToken()
+      expect(url).toMatch(new RegExp(`^/api/dev/${SERVER_ID}/ide/\\?token=`))
+      const tokenUrl = `${apiOrigin}${url}`
+      console.log(`[ide-e2e] ${realApi ? "real API (api/server.ts startApiServer, token from POST /ide-token)" : "IDE edge composed by hand"}`)
       const t0 = Date.now()
       const mark = (what: string) => console.log(`[ide-e2e] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`)
       const page = await browser.context.newPage()
@@ -140,7 +175,7 @@ describe("IDE proxy in a real browser", () => {
 
         await until("the Explorer row hello.txt", page, async () =>
           (await page.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
-        )
+        , SLOW_STEP)
         mark("Explorer lists hello.txt")
         // The workbench's remote connection went through our WebSocket bridge.
         expect(ideRuntime(deps).openBridges(SERVER_ID)).toBeGreaterThan(0)
@@ -153,7 +188,7 @@ describe("IDE proxy in a real browser", () => {
           if ((await rows.count()) === 0) return undefined
           const text = (await rows.innerText().catch(() => "")).trim()
           return /[$#]\s*$/m.test(text) ? true : undefined
-        })
+        }, SLOW_STEP)
         mark("terminal prompt")
         await page.locator(".terminal-wrapper .xterm").first().click()
         await page.keyboard.type("echo ide-ok-$RANDOM | tee ide-ok.txt\n", { delay: 20 })
@@ -187,6 +222,6 @@ describe("IDE proxy in a real browser", () => {
         await page.close().catch(() => undefined)
       }
     },
-    240_000
+    420_000
   )
 })
