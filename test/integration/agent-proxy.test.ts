@@ -1,0 +1,157 @@
+/**
+ * `api/agent-proxy.ts` against real Redis (own key prefix) and a real HTTP "agent" that verifies the
+ * API's signed bearer exactly as the agent does (`verifyAgentCall`).
+ */
+import { randomBytes } from "node:crypto"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import { Hono } from "hono"
+import { Redis } from "ioredis"
+import { SignJWT } from "jose"
+import pino from "pino"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { verifyAgentCall } from "../../agent/auth/agent-token.ts"
+import { agentRoutes } from "../../api/agent-proxy.ts"
+import type { ApiDeps } from "../../api/deps.ts"
+import { ApiError } from "../../api/errors.ts"
+import { createPubSubHub } from "../../api/pubsub.ts"
+import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { freePort } from "../../scripts/dev-net.ts"
+
+describe("agent proxy: portal power actions reach the agent, signed", () => {
+  const prefix = `test:${randomBytes(6).toString("hex")}:`
+  const keys = makeRedisKeys(prefix)
+  const userSecret = randomBytes(32).toString("hex")
+  const agentSecret = randomBytes(32).toString("hex")
+  let redis: Redis
+  let deps: ApiDeps
+  let app: Hono
+  let agent: Server
+  let agentPort: number
+  let deadPort: number
+  let answer: (req: IncomingMessage, res: ServerResponse) => void = () => undefined
+  const received: Array<{ path: string; vmid: number | undefined; error: string | undefined }> = []
+
+  const token = (sub: string, role?: string) =>
+    new SignJWT(role === undefined ? {} : { role })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(sub)
+      .setIssuedAt()
+      .setExpirationTime("5m")
+      .sign(new TextEncoder().encode(userSecret))
+
+  const call = async (id: string, body: unknown, user = "owner-1", role?: string, path = "power") =>
+    app.request(`/api/servers/${id}/${path}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${await token(user, role)}`, "Content-Type": "application/json" },
+      body: typeof body === "string" ? body : JSON.stringify(body)
+    })
+
+  beforeAll(async () => {
+    redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
+    agentPort = await freePort()
+    deadPort = await freePort()
+    agent = createServer((req, res) => {
+      void verifyAgentCall(agentSecret, 201, req.headers.authorization, Date.now()).then(
+        (claims) => {
+          received.push({ path: req.url ?? "", vmid: claims.vmid, error: undefined })
+          answer(req, res)
+        },
+        (e: Error) => {
+          received.push({ path: req.url ?? "", vmid: undefined, error: e.message })
+          res.writeHead(401, { "Content-Type": "application/json" }).end(JSON.stringify({ error: { code: "unauthorized", message: e.message } }))
+        }
+      )
+    })
+    await new Promise<void>((r) => agent.listen(agentPort, "127.0.0.1", r))
+    deps = {
+      config: {
+        port: 0,
+        redisUrl: "redis://127.0.0.1:6379",
+        nodeEnv: "test",
+        ideTokenSecret: randomBytes(32).toString("hex"),
+        userAuth: { kind: "secret", secret: userSecret },
+        agentTokenSecret: agentSecret,
+        publicOrigin: "http://127.0.0.1",
+        logLevel: "silent",
+        ideSessionTtlSeconds: 3600
+      } as ApiDeps["config"],
+      redis,
+      pubsub: createPubSubHub(new Redis("redis://127.0.0.1:6379", { lazyConnect: true })),
+      keys,
+      now: () => Date.now(),
+      logger: pino({ level: "silent" })
+    }
+    const base = { ownerId: "owner-1", host: "127.0.0.1", idePort: "6000" }
+    await redis.hset(keys.server("201"), { ...base, vmid: "201", kind: "game", agentPort: String(agentPort) })
+    await redis.hset(keys.server("202"), { ...base, vmid: "202", kind: "dev", agentPort: String(agentPort) })
+    await redis.hset(keys.server("203"), { ...base, vmid: "203", kind: "game", agentPort: String(deadPort) })
+    app = new Hono()
+    app.onError((err, c) => (err instanceof ApiError ? c.json(err.toBody(), err.status, err.headers) : c.json({ error: { code: "internal_error", message: String(err) } }, 500)))
+    app.route("/api/servers", agentRoutes(deps, { timeoutMs: 500 }))
+  })
+
+  afterAll(async () => {
+    await new Promise((r) => agent.close(r))
+    const leftover = await redis.keys(`${prefix}*`)
+    if (leftover.length > 0) await redis.del(...leftover)
+    redis.disconnect()
+    await deps.pubsub.close()
+  })
+
+  it("forwards start to POST /server/start with a bearer the agent accepts, and passes the answer through", async () => {
+    answer = (_req, res) => res.writeHead(202, { "Content-Type": "application/json" }).end(JSON.stringify({ state: "starting" }))
+    const r = await call("201", { action: "start" })
+    expect(r.status).toBe(202)
+    expect(await r.json()).toEqual({ state: "starting" })
+    expect(received.at(-1)).toEqual({ path: "/server/start", vmid: 201, error: undefined })
+  })
+
+  it("an admin may act on a server it does not own; another user may not (403)", async () => {
+    answer = (_req, res) => res.writeHead(200, { "Content-Type": "application/json" }).end("{}")
+    expect((await call("201", { action: "stop" }, "root", "admin")).status).toBe(200)
+    const r = await call("201", { action: "stop" }, "someone-else")
+    expect(r.status).toBe(403)
+    expect(await r.json()).toMatchObject({ error: { code: "forbidden" } })
+  })
+
+  it("refuses a missing token (401), a bad action (400), an unknown server (404), power on a dev server (409)", async () => {
+    const none = await app.request("/api/servers/201/power", { method: "POST", body: "{}" })
+    expect(none.status).toBe(401)
+    expect((await call("201", { action: "explode" })).status).toBe(400)
+    expect((await call("201", "not json")).status).toBe(400)
+    expect((await call("999", { action: "start" })).status).toBe(404)
+    const dev = await call("202", { action: "start" })
+    expect(dev.status).toBe(409)
+    expect(await dev.json()).toMatchObject({ error: { code: "not_a_game_server" } })
+  })
+
+  it("code-server actions go to /dev/codeserver/<action> for dev servers only", async () => {
+    answer = (_req, res) => res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ running: true }))
+    // The fake agent verifies for vmid 201, so a signed call for 202 is refused: the API passes the 401 on.
+    const r = await call("202", { action: "restart" }, "owner-1", undefined, "codeserver")
+    expect(received.at(-1)?.path).toBe("/dev/codeserver/restart")
+    expect(r.status).toBe(401)
+    expect((await call("201", { action: "restart" }, "owner-1", undefined, "codeserver")).status).toBe(409)
+  })
+
+  it("keeps the agent's 409 (power action in progress) and maps agent trouble to 502/504", async () => {
+    answer = (_req, res) => res.writeHead(409, { "Content-Type": "application/json" }).end(JSON.stringify({ error: { code: "busy", message: "a power action is running" } }))
+    const busy = await call("201", { action: "restart" })
+    expect(busy.status).toBe(409)
+    expect(await busy.json()).toMatchObject({ error: { code: "busy" } })
+
+    answer = (_req, res) => res.writeHead(500).end("boom")
+    const broken = await call("201", { action: "start" })
+    expect(broken.status).toBe(502)
+    expect(await broken.json()).toMatchObject({ error: { code: "agent_error" } })
+
+    answer = () => undefined // never answers
+    const slow = await call("201", { action: "start" })
+    expect(slow.status).toBe(504)
+    expect(await slow.json()).toMatchObject({ error: { code: "agent_timeout" } })
+
+    const dead = await call("203", { action: "start" })
+    expect(dead.status).toBe(502)
+    expect(await dead.json()).toMatchObject({ error: { code: "agent_unreachable" } })
+  })
+})
