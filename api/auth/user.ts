@@ -91,7 +91,14 @@ export const verifyUserToken = async (deps: Pick<ApiDeps, "config" | "now">, tok
     payload = await verifierFor(deps.config).verify(token, deps.now())
   } catch (cause) {
     if (cause instanceof joseErrors.JWTExpired) throw unauthorized("token_expired", "the user token has expired", cause)
-    if (cause instanceof joseErrors.JWKSTimeout || (cause instanceof Error && !(cause instanceof joseErrors.JOSEError))) {
+    const code = (cause as { code?: unknown } | null)?.code
+    const keysUnavailable =
+      deps.config.userAuth.kind === "jwks" &&
+      (cause instanceof joseErrors.JWKSTimeout ||
+        cause instanceof joseErrors.JWKSInvalid ||
+        code === "ERR_JOSE_GENERIC" ||
+        (cause instanceof Error && !(cause instanceof joseErrors.JOSEError)))
+    if (keysUnavailable) {
       throw new ApiError(503, "auth_unavailable", "the user token keys (AUTH_JWKS_URL) cannot be fetched; try again shortly", { cause })
     }
     if (cause instanceof joseErrors.JWTClaimValidationFailed) {
