@@ -7,7 +7,7 @@ import { StatusStore } from "../status/status-store.ts"
 import { DevConfig } from "./dev-config.ts"
 import { asUser, devEnvironment, runAsUser } from "./dev-process.ts"
 import { type DevUser, DevUserMissing, lookupDevUser } from "./dev-user.ts"
-import { findCodeServer, isAlive, type ProcessIdentity, readProc } from "./proc-scan.ts"
+import { findCodeServer, groupMembers, isAlive, type ProcessIdentity, readProc } from "./proc-scan.ts"
 import { CodeServerCrashed, restartPolicy } from "./restart-policy.ts"
 import { RootMissing } from "./workspace-path.ts"
 
@@ -329,9 +329,13 @@ export class CodeServer extends Context.Service<CodeServer, {
 
       /** SIGTERM to the process group, SIGKILL after the grace period; verifies identity before each signal. */
       const terminate = Effect.fnUntraced(function*(t: Tracked) {
+        // Done when the leader and every process of its group are gone.
+        const groupOwned = t.pgrp === t.id.pid
         const gone = Effect.gen(function*() {
           while (yield* isAlive(t.id)) yield* Effect.sleep("100 millis")
+          while (groupOwned && (yield* groupMembers(t.pgrp)).length > 0) yield* Effect.sleep("100 millis")
         })
+        const wasAlive = yield* isAlive(t.id)
         yield* signalProcess(t, "SIGTERM")
         const stopped = yield* gone.pipe(Effect.timeoutOption(cs.stopGrace))
         if (Option.isNone(stopped)) {
@@ -339,6 +343,14 @@ export class CodeServer extends Context.Service<CodeServer, {
             Effect.annotateLogs({ vmid: settings.vmid, pid: t.id.pid })
           )
           yield* signalProcess(t, "SIGKILL")
+          // Leftover group members after the leader died: kill them by group (only a group we created).
+          if (groupOwned && wasAlive) yield* Effect.sync(() => {
+            try {
+              process.kill(-t.pgrp, "SIGKILL")
+            } catch {
+              // gone
+            }
+          })
           yield* gone.pipe(Effect.timeoutOption("10 seconds"))
         }
         yield* Effect.tryPromise(() => NodeFs.rm(cs.stateFile, { force: true })).pipe(Effect.ignore)
@@ -388,6 +400,16 @@ export class CodeServer extends Context.Service<CodeServer, {
           ))
           next = undefined
           const exit = yield* Deferred.await(t.exited)
+          // Helpers of the dead instance (same group) would hold the port against the next one.
+          if (t.pgrp === t.id.pid && (yield* groupMembers(t.pgrp)).length > 0) {
+            yield* Effect.sync(() => {
+              try {
+                process.kill(-t.pgrp, "SIGKILL")
+              } catch {
+                // gone
+              }
+            })
+          }
           const now = yield* Clock.currentTimeMillis
           const logTail = yield* readLogTail(cs.logFile)
           if (current === t) current = undefined
@@ -493,6 +515,21 @@ export class CodeServer extends Context.Service<CodeServer, {
       // Agent start: adopt what is already running; then keep the status honest in the background.
       yield* lock.withPermit(reconcile)
       yield* setStatus()
+      // The state file exists from a start until a deliberate stop: code-server was wanted but is gone
+      // (it died while no agent was watching, or the container rebooted), so bring it back.
+      const wanted = yield* Effect.tryPromise(() => NodeFs.access(cs.stateFile)).pipe(
+        Effect.as(true),
+        Effect.orElseSucceed(() => false)
+      )
+      if (current === undefined && wanted && installed) {
+        yield* Effect.logInfo("code-server was running before the agent stopped; starting it again").pipe(
+          Effect.annotateLogs({ vmid: settings.vmid })
+        )
+        yield* Effect.forkIn(
+          start.pipe(Effect.catch((e) => Effect.logWarning("could not resume code-server", e._tag))),
+          layerScope
+        )
+      }
       yield* Effect.forkIn(
         info.pipe(Effect.repeat(Schedule.spaced("10 seconds")), Effect.ignore),
         layerScope

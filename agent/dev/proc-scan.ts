@@ -92,3 +92,14 @@ export const findCodeServer = Effect.fnUntraced(function*(o: { readonly entry: s
   const pids = new Set(matches.map((m) => m.pid))
   return matches.filter((m) => !pids.has(m.ppid))
 })
+
+/** Live members of process group `pgid` (code-server's forked server and helpers share the leader's group). */
+export const groupMembers = (pgid: number) =>
+  Effect.gen(function*() {
+    const members: Array<number> = []
+    for (const pid of yield* listPids) {
+      const info = yield* readProc(pid)
+      if (info !== undefined && info.pgrp === pgid) members.push(pid)
+    }
+    return members
+  })

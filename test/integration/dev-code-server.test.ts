@@ -212,7 +212,7 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     assert.isFalse((await agent.status()).codeServerRunning)
   }, 180_000)
 
-  it("restarts a crashed code-server with back-off and records the crash", async () => {
+  it("restarts a crashed code-server with back-off, records the crash, and resumes it after an agent restart", async () => {
     const agent = startAgent()
     const started = await agent.call("POST", "/dev/codeserver/start")
     assert.strictEqual(started.status, 200, JSON.stringify(started.body))
@@ -229,10 +229,25 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     await eventually("code-server /healthz after restart", healthz, 60_000)
     assert.lengthOf(await codeServerProcesses(), 1)
 
-    const stopped = await agent.call("POST", "/dev/codeserver/stop")
+    // Died while no agent was watching (agent down, then code-server killed): the next agent brings it back.
+    await agent.dispose()
+    process.kill(restarted.pid!, "SIGKILL")
+    await eventually("killed", () => (procStartTime(restarted.pid!) === undefined ? true : undefined))
+    const next = startAgent()
+    const resumed = await eventually("code-server resumed by the next agent", async () => {
+      const info = (await next.call("GET", "/dev/codeserver")).body
+      return info.running && info.pid !== restarted.pid ? info : undefined
+    }, 120_000)
+    assert.isFalse(resumed.adopted)
+    assert.lengthOf(await codeServerProcesses(), 1)
+
+    const stopped = await next.call("POST", "/dev/codeserver/stop")
     assert.strictEqual(stopped.body.state, "stopped")
-    assert.strictEqual(procStartTime(restarted.pid!), undefined)
-    // A stop is not a crash: nothing comes back.
+    assert.strictEqual(procStartTime(resumed.pid!), undefined)
+    // A stop is not a crash: nothing comes back, not even with a new agent.
+    await next.dispose()
+    const after = startAgent()
+    assert.isFalse((await after.call("GET", "/dev/codeserver")).body.running)
     await new Promise((r) => setTimeout(r, 3000))
     assert.lengthOf(await codeServerProcesses(), 0)
   }, 240_000)
