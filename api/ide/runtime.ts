@@ -147,6 +147,15 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
     const hit = records.get(serverId)
     const now = deps.now()
     if (hit !== undefined && now - hit.at < RECORD_CACHE_MS) return Promise.resolve(hit.record)
+    if (hit !== undefined) {
+      // Stale: answer from memory now and refresh in the background (a slow or down Redis never stalls
+      // an established IDE; a deleted server drops out of the cache on the refresh's 404).
+      if (!pendingRecords.has(serverId)) fetchRecord(serverId, hit).catch(() => undefined)
+      return Promise.resolve(hit.record)
+    }
+    return fetchRecord(serverId, undefined)
+  }
+  const fetchRecord = (serverId: string, hit: { record: ServerRecord } | undefined): Promise<ServerRecord> => {
     let pending = pendingRecords.get(serverId)
     if (pending === undefined) {
       pending = loadServer(redis, keys, serverId).then(
@@ -173,7 +182,14 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
   const sessions = new Map<string, { session: IdeSession; checkedAt: number }>()
   const verifyCookie = async (value: string, now: number): Promise<IdeSession | undefined> => {
     const hit = sessions.get(value)
-    if (hit !== undefined && now - hit.checkedAt < SESSION_RECHECK_MS) return hit.session
+    if (hit !== undefined) {
+      if (now - hit.checkedAt >= SESSION_RECHECK_MS) {
+        // Re-read this server's revocation cut-off in the background; the caller checks the table.
+        hit.checkedAt = now
+        void refreshRevocation(hit.session.sv)
+      }
+      return hit.session
+    }
     const session = codec.verify(value)
     if (session === undefined) return undefined
     await refreshRevocation(session.sv)

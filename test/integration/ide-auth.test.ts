@@ -224,4 +224,22 @@ describe("IDE proxy authentication", () => {
     expect(await httpGet(replica, "/api/dev/owned/ide/echo", { cookie })).toEqual({ status: 401, code: "ide_session_revoked" })
     expect((await del(await userToken("admin-1", "admin"))).status).toBe(200)
   })
+
+  it("keeps established sessions working while Redis is unreachable; new tokens get 503", async () => {
+    const isolated = await startIdeTestApi({ share: { keys: api.keys, secret: api.secret } })
+    try {
+      const cookie = await exchangeForCookie(isolated, "101", await mintIdeToken(api, 101))
+      expect((await httpGet(isolated, "/api/dev/101/ide/echo", { cookie })).status).toBe(200)
+      isolated.deps.redis.disconnect()
+      // Past the record cache and the session re-check intervals: served from memory, refreshed in the background.
+      isolated.advance(60_000)
+      expect((await httpGet(isolated, "/api/dev/101/ide/echo", { cookie })).status).toBe(200)
+      const ws = await wsOpen(isolated, "/api/dev/101/ide/socket", { cookie })
+      expect(ws.status).toBe(101)
+      ws.ws?.close()
+      expect(await httpGet(isolated, `/api/dev/101/ide/?token=${await mintIdeToken(api, 101)}`)).toEqual({ status: 503, code: "redis_unavailable" })
+    } finally {
+      await isolated.close().catch(() => undefined)
+    }
+  })
 })
