@@ -20,6 +20,7 @@ describe.skipIf(!isRoot)("workspace files routes (real user, real tree)", () => 
   let handler: (request: Request) => Promise<Response>
   let dispose: () => Promise<void>
   const MAX = 64 * 1024
+  let serverRoot: string
 
   beforeAll(() => {
     tree = makeDevTree("zlh-dev-files-")
@@ -31,6 +32,9 @@ describe.skipIf(!isRoot)("workspace files routes (real user, real tree)", () => 
       workspaceRoot: tree.workspace,
       files: { maxReadBytes: MAX, maxWriteBytes: MAX, maxUploadBytes: MAX, maxExtractBytes: 4 * MAX }
     })
+    NodeFs.mkdirSync(settings.serverRoot, { recursive: true })
+    NodeFs.symlinkSync(tree.outside, NodePath.join(settings.serverRoot, "escape"))
+    serverRoot = settings.serverRoot
     const app = FilesRoutes.pipe(Layer.provideMerge(DevConfig.make(settings)), Layer.provide(HttpServer.layerServices),
       Layer.provide(Layer.succeed(References.MinimumLogLevel, "Error")))
     const web = HttpRouter.toWebHandler(app, { disableLogger: true })
@@ -229,6 +233,16 @@ describe.skipIf(!isRoot)("workspace files routes (real user, real tree)", () => 
       assert.notInclude(text, "top secret")
     }
     assert.deepStrictEqual(snapshotTree(tree.base), before)
+  })
+
+  it("root=server works on SERVER_ROOT as the owner of that directory, with the same confinement", async () => {
+    const r = await call("PUT", `/files/content?${q("server.properties", { root: "server" })}`, "motd=hi\n")
+    assert.strictEqual(r.status, 201)
+    assert.strictEqual(NodeFs.readFileSync(NodePath.join(serverRoot, "server.properties"), "utf8"), "motd=hi\n")
+    assert.strictEqual(NodeFs.statSync(NodePath.join(serverRoot, "server.properties")).uid, NodeFs.statSync(serverRoot).uid)
+    assert.isFalse(NodeFs.existsSync(ws("server.properties")))
+    assert.strictEqual((await call("GET", `/files/content?${q("escape/secret.txt", { root: "server" })}`)).status, 403)
+    assert.strictEqual((await call("GET", `/files?${q("", { root: "elsewhere" })}`)).status, 400)
   })
 
   it("refuses a raw double-encoded query on its text", async () => {
