@@ -190,13 +190,17 @@ const locateCodeServer = async (c: DevStackConfig): Promise<{ dir: string } | { 
 
 const startArtifactServer = async (c: DevStackConfig): Promise<string> => {
   const base = `http://127.0.0.1:${c.artifactPort}`
-  const m = start("artifacts", [join(c.repoRoot, "scripts", "artifact-server.ts")], {
-    ARTIFACT_DIR: c.artifactsDir,
-    ARTIFACT_PORT: String(c.artifactPort),
-    ARTIFACT_BIND: "127.0.0.1",
-    PORT: String(c.artifactPort),
-    LOG_LEVEL: "info"
-  })
+  const real = join(c.repoRoot, "scripts", "artifact-server.ts")
+  const m = existsSync(real)
+    ? start("artifacts", [real], {
+        ARTIFACT_DIR: c.artifactsDir,
+        ARTIFACT_PORT: String(c.artifactPort),
+        ARTIFACT_BIND: "127.0.0.1",
+        PORT: String(c.artifactPort),
+        LOG_LEVEL: "info"
+      })
+    : (say("scripts/artifact-server.ts is not in this tree: serving artifacts with scripts/dev-artifact-server.ts"),
+      start("artifacts", [join(c.repoRoot, "scripts", "dev-artifact-server.ts"), c.artifactsDir, String(c.artifactPort)], {}))
   const status = await waitForHttp(`${base}/devcontainer/_catalog.json`, { timeoutMs: 15_000, ok: (s) => s === 200, isAlive: () => m.exitedWith === undefined })
   if (status !== 200) throw new StackError(`the artifact server did not serve the catalog (last status ${status}); see ${m.logFile}`)
   return base

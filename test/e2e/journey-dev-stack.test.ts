@@ -21,9 +21,12 @@ const STEP = 60_000
 const root = join(import.meta.dirname, "..", "..")
 const artifacts = join(root, ".test-results", "artifacts")
 
-/** The crash the game agent will see: our sample game crashes 1 s after it reported ready. */
+/**
+ * Server 101 runs the supervision tests' fixture game server (on the Node runtime the agent installed):
+ * a Minecraft-like start-up, `Done (…)! For help`, then one second later a Paper plugin failure and exit 1.
+ */
 const crashingGame = {
-  SAMPLE_GAME_CRASH_AFTER_MS: "1000",
+  GAME_ARGS: JSON.stringify([join(root, "test", "fixtures", "game-server.mjs"), "--ready=300", "--crash=paper-plugin:1000"]),
   GAME_MAX_FAST_FAILURES: "50",
   // Short back-off so the test sees the restart cycle without waiting 30 s.
   GAME_BACKOFF_BASE: "3 seconds",
