@@ -134,7 +134,10 @@ const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: 
     upRes?.destroy()
   })
   req.on("error", () => upReq.destroy())
-  req.pipe(upReq)
+  const length = req.headers["content-length"]
+  if (req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")) req.pipe(upReq)
+  // No body (most IDE requests): send the head now instead of waiting for the request's 'end'.
+  else upReq.end()
 }
 
 /** `(req, res) => boolean`: handles `/api/dev/<id>/ide[/...]` requests, leaves everything else alone. */
