@@ -320,6 +320,22 @@ const installWithProgress = async (agent: AgentClient, what: string, path: strin
   }
 }
 
+/**
+ * code-server comes from the catalog's `services` through the agent's install path: the dev half's
+ * `POST /dev/codeserver/install` when the agent has it, else the core installer with the service name.
+ */
+const installCodeServer = async (agent: AgentClient, version: string) => {
+  const probe = await agent.post<unknown>("/dev/codeserver/install", { version }, 300_000).catch(() => undefined)
+  if (probe !== undefined && probe.status >= 200 && probe.status < 300) {
+    say(`agent 100: code-server ${version} installed`)
+    return
+  }
+  if (probe !== undefined && probe.status !== 404 && probe.status !== 405) {
+    throw new StackError(`agent 100: installing code-server failed: ${probe.status} ${JSON.stringify(probe.body).slice(0, 400)}`)
+  }
+  await installWithProgress(agent, `code-server ${version}`, "/runtime/install", { runtime: "code-server", version })
+}
+
 const setUpDevContainer = async (agent: AgentClient, pack: PackResult) => {
   const provision = await agent.post<unknown>("/dev/provision", {})
   if (provision.status < 200 || provision.status >= 300) {
@@ -336,7 +352,7 @@ const setUpDevContainer = async (agent: AgentClient, pack: PackResult) => {
     return
   }
   try {
-    await installWithProgress(agent, `code-server ${pack.codeServer.version}`, "/dev/codeserver/install", { version: pack.codeServer.version })
+    await installCodeServer(agent, pack.codeServer.version)
     const startCall = await agent.post<StatusLike>("/dev/codeserver/start", {}, 120_000)
     if (startCall.status < 200 || startCall.status >= 300) {
       throw new StackError(`code-server did not start: ${startCall.status} ${JSON.stringify(startCall.body).slice(0, 400)}`)
