@@ -20,7 +20,7 @@ export const loadServer = async (redis: Redis, keys: RedisKeys, id: string): Pro
   try {
     hash = await redis.hgetall(keys.server(id))
   } catch (cause) {
-    throw new ApiError(503, "redis_unavailable", "the registry is unavailable; try again shortly", { cause })
+    throw new ApiError(503, "redis_unavailable", "the registry is unavailable; try again shortly", { cause, headers: { "Retry-After": "2" } })
   }
   if (Object.keys(hash).length === 0) throw new ApiError(404, "server_not_found", `server ${id} is not registered`)
   const exit = decodeRecord(hash, { errors: "all" })

@@ -1,0 +1,70 @@
+/**
+ * A private redis-server on its own free port (never the shared 6379), which a test can kill and start
+ * again on the same port.
+ */
+import { spawn, type ChildProcess } from "node:child_process"
+import { createServer } from "node:net"
+import { Redis } from "ioredis"
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+
+export interface PrivateRedis {
+  readonly port: number
+  readonly url: string
+  start(): Promise<void>
+  /** SIGKILL: Redis vanishes without a goodbye. */
+  kill(): Promise<void>
+  running(): boolean
+}
+
+const ping = async (url: string): Promise<boolean> => {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
+  r.on("error", () => undefined)
+  try {
+    await r.connect()
+    return (await r.ping()) === "PONG"
+  } catch {
+    return false
+  } finally {
+    r.disconnect()
+  }
+}
+
+export const privateRedis = async (): Promise<PrivateRedis> => {
+  const port = await freePort()
+  const url = `redis://127.0.0.1:${port}`
+  let child: ChildProcess | undefined
+  const start = async () => {
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const c = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+      let exited = false
+      c.once("exit", () => void (exited = true))
+      child = c
+      while (!exited && Date.now() < deadline) {
+        if (await ping(url)) return
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      // The port may still be held for a moment after a kill: try again until the deadline.
+      if (Date.now() > deadline) throw new Error(`redis-server did not start on ${port}`)
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
+  const kill = async () => {
+    const c = child
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return
+    await new Promise<void>((resolve) => {
+      c.once("exit", () => resolve())
+      c.kill("SIGKILL")
+    })
+  }
+  return { port, url, start, kill, running: () => child !== undefined && child.exitCode === null && child.signalCode === null }
+}
