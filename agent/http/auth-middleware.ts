@@ -1,0 +1,48 @@
+import { Clock, Effect, Redacted } from "effect"
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { AgentTokenRejected, verifyAgentCall } from "../auth/agent-token.ts"
+import { AgentConfig } from "../config.ts"
+import { errorResponse } from "./error-response.ts"
+
+/** The only route reachable without the API's bearer: a bare "is the process up" check. */
+export const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/livez"])
+
+const pathOf = (url: string) => {
+  const q = url.indexOf("?")
+  return q === -1 ? url : url.slice(0, q)
+}
+
+/**
+ * Router-wide: every route (the core's, the game's, the dev's, and unknown paths) requires a valid agent
+ * call token for this vmid; only `GET /livez` is open. 401 for a missing/bad/expired token, 403 for a
+ * genuine token meant for another agent.
+ */
+export const AgentAuthMiddleware = HttpRouter.middleware(
+  Effect.gen(function*() {
+    const config = yield* AgentConfig
+    const secret = Redacted.value(config.agentTokenSecret)
+    return (httpEffect) =>
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        if (request.method === "GET" && PUBLIC_PATHS.has(pathOf(request.url))) return yield* httpEffect
+        const now = yield* Clock.currentTimeMillis
+        const verdict = yield* Effect.tryPromise({
+          try: () => verifyAgentCall(secret, config.vmid, request.headers["authorization"], now),
+          catch: (e) => e
+        }).pipe(Effect.result)
+        if (verdict._tag === "Failure") {
+          const e = verdict.failure
+          const rejected = e instanceof AgentTokenRejected ? e : new AgentTokenRejected("invalid", "the token is not valid")
+          const status = rejected.problem === "wrong_target" ? 403 : 401
+          yield* Effect.logWarning("agent call refused").pipe(
+            Effect.annotateLogs({ operation: "auth", outcome: "refused", method: request.method, path: pathOf(request.url), reason: rejected.message })
+          )
+          return errorResponse(status, status === 403 ? "forbidden" : "unauthorized", rejected.message).pipe(
+            HttpServerResponse.setHeader("www-authenticate", 'Bearer realm="zlh-agent"')
+          )
+        }
+        return yield* httpEffect
+      })
+  }),
+  { global: true }
+)

@@ -1,0 +1,65 @@
+/**
+ * The container agent: `node agent/main.ts` (npm run agent), configured by the environment in
+ * CONTRACTS.md. Composition:
+ *
+ *   HTTP server (AGENT_BIND:AGENT_PORT)
+ *     └ router: AgentAuthMiddleware (global) + CoreRoutes + ProvisionRoutes + InstallRoutes + GameLive + DevLive
+ *         └ Installer, Provisioner, CatalogClient
+ *             └ StatusStore (Redis mirror) ─ AgentConfig ─ NodeServices
+ *   Logger: pino (one JSON line per event, every line with vmid)
+ *
+ * A bad environment stops start-up with one line per problem on stderr and exit code 1.
+ */
+import { createServer } from "node:http"
+import { NodeHttpServer, NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import { CodeServer, DevConfig, DevHardening, DevRoutes } from "./dev/index.ts"
+import { AgentConfig, type AgentSettings } from "./config.ts"
+import { AgentAuthMiddleware } from "./http/auth-middleware.ts"
+import { CoreRoutes } from "./http/core-routes.ts"
+import { AgentLogger } from "./log/logger.ts"
+import { RedisStatusStore } from "./status/redis-status-store.ts"
+
+/** Every route and the router-wide auth (registrations only: what they need is provided below). */
+export const AgentRoutes = Layer.mergeAll(CoreRoutes, DevRoutes, AgentAuthMiddleware)
+
+/**
+ * Services the dev routes use while serving requests. `HttpRouter.serve` runs handlers in the context
+ * provided *around* it, so route-level services are provided here rather than merged with the routes.
+ */
+const DevServices = CodeServer.layer.pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(DevConfig.layer))
+
+export const agentHttpLayer = (settings: AgentSettings) =>
+  HttpRouter.serve(AgentRoutes).pipe(
+    // Innermost, so it is built last: the socket listens only once every service is ready (a request
+    // accepted before `serve` attaches its handler would hang).
+    Layer.provide(NodeHttpServer.layer(createServer, { port: settings.port, host: settings.bind })),
+    Layer.provide(DevServices),
+    Layer.provide(RedisStatusStore.layer),
+    Layer.provide(AgentConfig.make(settings)),
+    Layer.provide(NodeServices.layer)
+  )
+
+const main = Effect.gen(function*() {
+  const settings = yield* Effect.service(AgentConfig).pipe(Effect.provide(AgentConfig.layer))
+  yield* Effect.logInfo("agent starting").pipe(
+    Effect.annotateLogs({ operation: "start", bind: settings.bind, port: settings.port, zlhRoot: settings.zlhRoot })
+  )
+  return yield* Layer.launch(agentHttpLayer(settings))
+}).pipe(
+  Effect.provide(Layer.unwrap(Effect.gen(function*() {
+    // The logger needs vmid and LOG_LEVEL before the rest of the config is known to be valid.
+    const env = process.env
+    const vmid = Number(env["AGENT_VMID"])
+    return AgentLogger({ vmid: Number.isInteger(vmid) ? vmid : 0, level: (env["LOG_LEVEL"] ?? "info").toLowerCase() })
+  }))),
+  Effect.catchTag("AgentConfigInvalid", (e) =>
+    Effect.sync(() => {
+      for (const p of e.problems) process.stderr.write(`zlh-agent: invalid configuration: ${p}\n`)
+      process.exitCode = 1
+    })
+  )
+)
+
+if (import.meta.main) NodeRuntime.runMain(main)

@@ -1,0 +1,139 @@
+import { Clock, Duration, Effect, Layer, PubSub, Queue, Ref, Schedule, Stream } from "effect"
+import { Redis } from "ioredis"
+import { type AgentStatus, initialAgentStatus } from "../../schemas/agent-status.ts"
+import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+import { AgentConfig } from "../config.ts"
+import { StatusStore } from "./status-store.ts"
+
+export interface RedisStatusStoreOptions {
+  readonly vmid: number
+  readonly serverRoot: string
+  readonly redisUrl: string
+  /** Key names; tests pass `makeRedisKeys("test:<random>:")`. */
+  readonly keys?: RedisKeys
+  /** How often `updatedAt` is refreshed and written without a change (CONTRACTS: ≤ 10 s). */
+  readonly heartbeat?: Duration.Input
+  /** Reconnect back-off: `min(attempt × base, cap)`; bounded so a returning Redis is noticed quickly. */
+  readonly reconnectBaseMs?: number
+  readonly reconnectCapMs?: number
+}
+
+/**
+ * The StatusStore that also mirrors the status to Redis: `SET agent:<vmid>` with the JSON on every change
+ * and heartbeat, `PUBLISH agent-events:<vmid>` on every change. Redis is a mirror, never a dependency:
+ * writes happen on one background fiber, a failed write is dropped (the in-memory status stays the
+ * truth), ioredis reconnects with a bounded back-off, and when the connection is ready again the
+ * current status is written and published at once.
+ */
+export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisStatusStoreOptions) {
+  const keys = options.keys ?? makeRedisKeys()
+  const key = keys.agent(options.vmid)
+  const channel = keys.agentEvents(options.vmid)
+  const base = options.reconnectBaseMs ?? 200
+  const cap = options.reconnectCapMs ?? 5_000
+
+  const now = yield* Clock.currentTimeMillis
+  const status = yield* Ref.make(initialAgentStatus(options.vmid, options.serverRoot, new Date(now)))
+  const hub = yield* PubSub.unbounded<AgentStatus>()
+  /** Changes not yet published, in order. */
+  const unpublished = yield* Ref.make<Array<AgentStatus>>([])
+  /** Set after a failed write: the next successful write also publishes the current status. */
+  const missedPublish = yield* Ref.make(false)
+  const wake = yield* Queue.sliding<void>(1)
+
+  const redis = yield* Effect.acquireRelease(
+    Effect.sync(() => {
+      const client = new Redis(options.redisUrl, {
+        // Fail commands at once while disconnected: the writer drops them and rewrites on reconnect.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        retryStrategy: (attempt) => Math.min(attempt * base, cap),
+        connectTimeout: 5_000,
+        lazyConnect: false
+      })
+      // Without a listener ioredis would throw connection errors as unhandled 'error' events.
+      client.on("error", () => {})
+      client.on("ready", () => Queue.offerUnsafe(wake, undefined))
+      return client
+    }),
+    (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+  )
+
+  const connected = yield* Ref.make(true)
+
+  const writeOnce = Effect.gen(function*() {
+    const batch = yield* Ref.getAndSet(unpublished, [])
+    const current = yield* Ref.get(status)
+    const missed = yield* Ref.get(missedPublish)
+    const toPublish = missed && batch.length === 0 ? [current] : batch
+    const result = yield* Effect.tryPromise(() => {
+      const pipeline = redis.multi().set(key, JSON.stringify(current))
+      for (const s of toPublish) pipeline.publish(channel, JSON.stringify(s))
+      return pipeline.exec()
+    }).pipe(Effect.result)
+    if (result._tag === "Success") {
+      yield* Ref.set(missedPublish, false)
+      if (!(yield* Ref.getAndSet(connected, true))) {
+        yield* Effect.logInfo("status written to Redis again").pipe(
+          Effect.annotateLogs({ operation: "status.redis", outcome: "reconnected" })
+        )
+      }
+    } else {
+      yield* Ref.set(missedPublish, true)
+      if (yield* Ref.getAndSet(connected, false)) {
+        yield* Effect.logWarning("Redis unavailable: status kept in memory, will rewrite when it is back").pipe(
+          Effect.annotateLogs({ operation: "status.redis", outcome: "unavailable", error: String(result.failure.cause) })
+        )
+      }
+    }
+  })
+
+  yield* Queue.take(wake).pipe(
+    Effect.andThen(writeOnce),
+    Effect.forever,
+    Effect.forkScoped
+  )
+
+  const update = (f: (current: AgentStatus) => AgentStatus) =>
+    Effect.gen(function*() {
+      const at = yield* Clock.currentTimeMillis
+      const next = yield* Ref.updateAndGet(status, (s) => ({ ...f(s), updatedAt: new Date(at).toISOString() }))
+      yield* Ref.update(unpublished, (list) => [...list, next])
+      yield* PubSub.publish(hub, next)
+      yield* Queue.offer(wake, undefined)
+      return next
+    })
+
+  const heartbeat = Effect.gen(function*() {
+    const at = yield* Clock.currentTimeMillis
+    yield* Ref.update(status, (s) => ({ ...s, updatedAt: new Date(at).toISOString() }))
+    yield* Queue.offer(wake, undefined)
+  })
+
+  // The first write happens on ioredis' "ready"; then one every heartbeat period (an owned background
+  // fiber: unbounded on purpose).
+  yield* heartbeat.pipe(
+    Effect.delay(options.heartbeat ?? "10 seconds"),
+    Effect.repeat(Schedule.spaced(options.heartbeat ?? "10 seconds")),
+    Effect.forkScoped
+  )
+
+  return StatusStore.of({ get: Ref.get(status), update, changes: Stream.fromPubSub(hub) })
+})
+
+export const RedisStatusStore = {
+  /** From AgentConfig (REDIS_URL, AGENT_VMID, SERVER_ROOT), production key names. */
+  layer: Layer.effect(
+    StatusStore,
+    Effect.gen(function*() {
+      const config = yield* AgentConfig
+      return yield* makeRedisStatusStore({
+        vmid: config.vmid,
+        serverRoot: config.serverRoot,
+        redisUrl: config.redisUrl,
+        keys: makeRedisKeys(config.redisKeyPrefix)
+      })
+    })
+  ),
+  make: (options: RedisStatusStoreOptions) => Layer.effect(StatusStore, makeRedisStatusStore(options))
+}
