@@ -210,6 +210,8 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     assert.lengthOf(await codeServerProcesses(), 0)
     await eventually("port closed", async () => ((await healthz().catch(() => "closed")) === "closed" ? true : undefined))
     assert.isFalse((await agent.status()).codeServerRunning)
+    // One agent per container: this one must not watch (and adopt) what the next test starts.
+    await agent.dispose()
   }, 180_000)
 
   it("restarts a crashed code-server with back-off, records the crash, and resumes it after an agent restart", async () => {
@@ -250,6 +252,7 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     assert.isFalse((await after.call("GET", "/dev/codeserver")).body.running)
     await new Promise((r) => setTimeout(r, 3000))
     assert.lengthOf(await codeServerProcesses(), 0)
+    await after.dispose()
   }, 240_000)
 
   it("DEV_USER cannot write ZLH_ROOT or the code-server install, nor read the agent's secrets", () => {
