@@ -28,6 +28,8 @@ export interface Child<T> {
   /** SIGTERM, then SIGKILL after `graceMs`. Resolves when the process is gone. */
   stop(graceMs?: number): Promise<void>
   kill(signal?: NodeJS.Signals): void
+  /** Writes `line` to the child's stdin and resolves with its next stdout line. */
+  ask(line: string, timeoutMs?: number): Promise<string>
 }
 
 let hasTaskset: boolean | undefined
@@ -70,7 +72,11 @@ export const startNodeChild = async <T>(
       reject(new Error(`${script} exited (${code ?? signal}) before it was ready:\n${out}`))
     })
   })
-  lines.on("line", keep)
+  const waiting: Array<(line: string) => void> = []
+  lines.on("line", (line) => {
+    keep(`${line}\n`)
+    waiting.shift()?.(line)
+  })
   // With taskset, `proc.pid` is taskset's pid until it execs node: same pid (exec, not fork).
   const pid = proc.pid ?? -1
   return {
@@ -79,6 +85,16 @@ export const startNodeChild = async <T>(
     info,
     output: () => out,
     exited: () => exited,
+    ask(line, timeoutMs = 30_000) {
+      return new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`${script}: no answer to ${line}`)), timeoutMs)
+        waiting.push((l) => {
+          clearTimeout(t)
+          resolve(l)
+        })
+        proc.stdin?.write(`${line}\n`)
+      })
+    },
     kill(signal = "SIGKILL") {
       if (!exited) proc.kill(signal)
     },
@@ -278,13 +294,19 @@ export interface Stack {
 }
 
 /** Upstream (bench echo server) + the project's API (bench/serve-api.ts), each its own process. */
+/** Heap after a full GC, as the API process reports it (started with --expose-gc). */
+export const apiHeapUsed = async (api: Child<ApiInfo>): Promise<number> => {
+  const answer = JSON.parse(await api.ask("mem")) as { mem: { heapUsed: number } }
+  return answer.mem.heapUsed
+}
+
 export const startStack = async (options: { redisUrl?: string; serverId?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Stack> => {
   let upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"])
   const upstreamPort = upstream.info.port
   const api = await startNodeChild<ApiInfo>(
     join(ROOT, "bench", "serve-api.ts"),
     ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(options.redisUrl === undefined ? [] : ["--redis-url", options.redisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
-    options.env === undefined ? {} : { env: options.env }
+    { nodeArgs: ["--expose-gc"], ...(options.env === undefined ? {} : { env: options.env }) }
   )
   const stack: Stack = {
     get upstream() {
@@ -302,4 +324,53 @@ export const startStack = async (options: { redisUrl?: string; serverId?: string
     }
   }
   return stack
+}
+
+/** An IDE session cookie through the real `?token=` exchange, for a token signed here (no per-user rate limit). */
+export const signedIdeCookie = async (origin: string, api: ApiInfo): Promise<string> => {
+  const { signIdeToken, ideTokenKey } = await import("../api/ide/token.ts")
+  const { token } = await signIdeToken(ideTokenKey(api.ideSecret), { userId: api.userId, vmid: api.vmid, nowMs: Date.now() })
+  return exchangeForCookie(origin, api.serverId, token)
+}
+
+export interface SocketPeers {
+  /** Established sockets whose local port is `localPort` (connections accepted by a server on it). */
+  accepted: number
+  /** Sockets whose remote port is `remotePort` (connections the process opened to it). */
+  outgoing: number
+  listening: number
+  total: number
+}
+
+/** Classifies the TCP sockets a process holds (its fds' inodes looked up in /proc/<pid>/net/tcp{,6}). */
+export const socketPeers = (pid: number, localPort: number, remotePort: number): SocketPeers => {
+  const inodes = new Set<string>()
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))
+      if (m !== null) inodes.add(m[1]!)
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const out: SocketPeers = { accepted: 0, outgoing: 0, listening: 0, total: 0 }
+  for (const file of [`/proc/${pid}/net/tcp`, `/proc/${pid}/net/tcp6`]) {
+    let text = ""
+    try {
+      text = readFileSync(file, "utf8")
+    } catch {
+      continue
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/)
+      if (f.length < 10 || !inodes.has(f[9]!)) continue
+      out.total++
+      const lport = parseInt(f[1]!.split(":")[1]!, 16)
+      const rport = parseInt(f[2]!.split(":")[1]!, 16)
+      if (f[3] === "0A") out.listening++
+      else if (lport === localPort) out.accepted++
+      else if (rport === remotePort) out.outgoing++
+    }
+  }
+  return out
 }

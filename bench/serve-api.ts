@@ -9,6 +9,7 @@
  * prefix, serves the real API (`startApiServer(deps, { port })` from api/server.ts; until that lands, the
  * IDE edge alone: a Hono app with `ideRoutes` at /api/dev on `createIdeAwareServer`), and prints one JSON
  * line (`ApiInfo` from bench/lib.ts). Secrets are random per run. SIGTERM: stop, delete its keys, exit.
+ * With `--exit-with-stdin`, a line `mem` on stdin is answered with one JSON line of memoryUsage().
  */
 import { randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
@@ -43,14 +44,21 @@ const keys = makeRedisKeys(prefix)
 const userSecret = randomBytes(32).toString("hex")
 const ideSecret = randomBytes(32).toString("hex")
 
-// Reconnect forever with a short back-off: the resilience tests stop and restart Redis under us.
-const redisOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: true, retryStrategy: (n: number) => Math.min(50 * n, 500) }
-const redis = new Redis(redisUrl, redisOptions)
-const subscriber = new Redis(redisUrl, redisOptions)
+// The production Redis clients (api/redis.ts: fail fast while Redis is away, reconnect forever) when
+// they exist; otherwise clients that reconnect forever with a short back-off.
+const fallbackOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: true, retryStrategy: (n: number) => Math.min(50 * n, 500) }
+const redisModule = join(import.meta.dirname, "..", "api", "redis.ts")
+type CreateRedisClients = (url: string, logger: pino.Logger) => { redis: Redis; subscriber: Redis }
+const created = existsSync(redisModule) ? ((await import(redisModule)) as { createRedisClients?: CreateRedisClients }).createRedisClients : undefined
+const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" })
+const { redis, subscriber } =
+  created !== undefined ? created(redisUrl, logger) : { redis: new Redis(redisUrl, fallbackOptions), subscriber: new Redis(redisUrl, fallbackOptions) }
 redis.on("error", () => undefined)
 subscriber.on("error", () => undefined)
 
-await redis.hset(keys.server(serverId), {
+// Provisioning: register the server (own short-lived client, so the API's clients stay as configured).
+const setup = new Redis(redisUrl, { maxRetriesPerRequest: 3 })
+await setup.hset(keys.server(serverId), {
   vmid: String(vmid),
   ownerId: userId,
   kind: "dev",
@@ -58,6 +66,8 @@ await redis.hset(keys.server(serverId), {
   idePort: String(upstreamPort),
   agentPort: "18888"
 })
+setup.disconnect()
+await new Promise<void>((resolve) => (redis.status === "ready" ? resolve() : redis.once("ready", () => resolve())))
 
 const config: ApiConfig = {
   port: wantedPort,
@@ -68,9 +78,10 @@ const config: ApiConfig = {
   agentTokenSecret: randomBytes(32).toString("hex"),
   publicOrigin: "",
   logLevel: process.env["LOG_LEVEL"] ?? "silent",
-  ideSessionTtlSeconds: 3600
+  ideSessionTtlSeconds: 3600,
+  // The benchmark and the load test mint many tokens for one user.
+  ideTokenRateLimitPerMinute: 100_000
 }
-const logger = pino({ level: config.logLevel })
 const deps: ApiDeps = { config, redis, pubsub: createPubSubHub(subscriber), keys, now: () => Date.now(), logger }
 
 let server: Server
@@ -153,4 +164,15 @@ process.on("SIGINT", () => void stop())
 if (process.argv.includes("--exit-with-stdin")) {
   process.stdin.on("end", () => void stop())
   process.stdin.resume()
+  // `mem` on stdin: one JSON line with process.memoryUsage() (after a full GC when run with --expose-gc).
+  const { createInterface } = await import("node:readline")
+  createInterface({ input: process.stdin }).on("line", (line) => {
+    if (line.trim() !== "mem") return
+    const gc = (globalThis as { gc?: () => void }).gc
+    if (gc !== undefined) {
+      gc()
+      gc()
+    }
+    process.stdout.write(`${JSON.stringify({ mem: process.memoryUsage(), gc: gc !== undefined })}\n`)
+  })
 }

@@ -17,10 +17,10 @@ import { ErrorBody } from "../../schemas/errors.ts"
 import { Schema } from "effect"
 import {
   exchangeForCookie,
-  fdCount,
   obtainIdeCookie,
   obtainIdeToken,
   sleep,
+  socketPeers,
   startPrivateRedis,
   startStack,
   waitFor,
@@ -75,7 +75,7 @@ describe("resilience: upstream faults", () => {
   })
 
   it("upstream killed mid-download: broken response for the client, 502 meanwhile, recovery without restart", async () => {
-    const fds0 = fdCount(stack.api.pid)
+    const accepted0 = socketPeers(stack.api.pid, stack.api.info.port, stack.upstreamPort).accepted
     const outcome = await new Promise<{ received: number; error: string | undefined; complete: boolean }>((resolve) => {
       let received = 0
       let killed = false
@@ -112,23 +112,26 @@ describe("resilience: upstream faults", () => {
     const up = await fetch(`${ide()}/small`, { headers: { cookie } })
     expect(up.status).toBe(200)
     expect((await up.text()).length).toBe(200)
-    // Nothing left behind by the broken download (the keep-alive pool may hold one idle socket).
-    expect(await waitFor(() => fdCount(stack.api.pid) <= fds0 + 2, 10_000)).toBe(true)
+    // Nothing left behind by the broken download: the client's connection is gone from the API.
+    expect(await waitFor(() => socketPeers(stack.api.pid, stack.api.info.port, stack.upstreamPort).accepted <= accepted0 + 1, 15_000)).toBe(true)
   }, 60_000)
 
   it("upstream killed mid-WebSocket: the client is closed promptly, the bridge released, new sockets work after", async () => {
-    const fds0 = fdCount(stack.api.pid)
+    const peers = () => socketPeers(stack.api.pid, stack.api.info.port, stack.upstreamPort)
+    const p0 = peers()
     const wsUrl = `${ide().replace("http:", "ws:")}/socket`
     const sockets = await Promise.all(Array.from({ length: 10 }, () => openWs(wsUrl, cookie)))
     for (const ws of sockets) expect(await echo(ws, "before")).toBe("before")
-    expect(fdCount(stack.api.pid)).toBeGreaterThanOrEqual(fds0 + 20)
+    const open = peers()
+    expect(open.accepted).toBeGreaterThanOrEqual(p0.accepted + 10)
+    expect(open.outgoing).toBeGreaterThanOrEqual(10)
 
     const closed = sockets.map((ws) => new Promise<number>((resolve) => ws.once("close", (code) => resolve(code))))
     stack.upstream.kill("SIGKILL")
     const codes = await Promise.race([Promise.all(closed), sleep(10_000).then(() => "timeout" as const)])
     expect(codes).not.toBe("timeout")
     // Every bridge is gone: both sockets of each pair closed in the API.
-    expect(await waitFor(() => fdCount(stack.api.pid) <= fds0, 10_000)).toBe(true)
+    expect(await waitFor(() => peers().outgoing === 0 && peers().accepted <= p0.accepted, 10_000)).toBe(true)
     expect(stack.api.exited()).toBe(false)
 
     await stack.restartUpstream()

@@ -52,6 +52,10 @@ const handler = (req: IncomingMessage, res: ServerResponse): void => {
   }
   const url = new URL(raw, "http://upstream")
   switch (lastSegment(url.pathname)) {
+    case "/small":
+      res.writeHead(200, { "content-type": "text/plain", "content-length": SMALL.length })
+      res.end(SMALL)
+      return
     case "/asset": {
       const body = assetOf(numberParam(url, "bytes", 1024 * 1024, MAX_ASSET))
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": body.length })
