@@ -37,22 +37,26 @@ export const stopGracefully = Effect.fnUntraced(function*(proc: GameProcess, o: 
 })
 
 /**
- * The game server as a scoped resource: launched (or re-attached) on acquire, stopped with its whole
- * process group when the scope closes — unless the agent is shutting down with "keep running" set, in
- * which case the next agent re-attaches to it.
+ * The game server as a scoped resource: launched (or re-attached) on acquire, and on release stopped with
+ * its whole process group — unless the agent is shutting down with "keep running" set, in which case the
+ * next agent re-attaches to it. `consume` starts reading the server's output; its returned effect waits
+ * until that output is drained, so the lines printed while stopping still reach the log ring.
+ * Acquiring and registering the release is uninterruptible: no window in which a process could leak.
  */
-export const acquireGameProcess = (
+export const acquireGameProcess = <R>(
   source: { readonly _tag: "launch"; readonly spec: LaunchSpec } | { readonly _tag: "attach"; readonly identity: ProcessIdentity },
   stop: StopOptions,
-  detachOnRelease: Ref.Ref<boolean>
-): Effect.Effect<Option.Option<GameProcess>, never, ProcessLauncher | Scope.Scope> =>
-  Effect.gen(function*() {
+  detachOnRelease: Ref.Ref<boolean>,
+  consume: (proc: GameProcess) => Effect.Effect<Effect.Effect<void>, never, R | Scope.Scope>
+): Effect.Effect<Option.Option<GameProcess>, never, R | ProcessLauncher | Scope.Scope> =>
+  Effect.uninterruptible(Effect.gen(function*() {
     const launcher = yield* ProcessLauncher
     const acquired = source._tag === "launch"
       ? Option.some(yield* launcher.launch(source.spec))
       : yield* launcher.attach(source.identity)
     if (Option.isSome(acquired)) {
       const proc = acquired.value
+      const drained = yield* consume(proc)
       yield* Effect.addFinalizer(() =>
         Effect.gen(function*() {
           if (yield* Ref.get(detachOnRelease)) {
@@ -60,8 +64,9 @@ export const acquireGameProcess = (
             return
           }
           yield* stopGracefully(proc, stop)
+          yield* drained.pipe(Effect.timeoutOption("3 seconds"))
         })
       )
     }
     return acquired
-  })
+  }))

@@ -95,19 +95,45 @@ const makeGameSupervisor = Effect.gen(function*() {
   const runOnce = (firstAttach: Ref.Ref<Option.Option<Attach>>, started: Deferred.Deferred<void>) =>
     Effect.scoped(Effect.gen(function*() {
       const attach = yield* Ref.getAndSet(firstAttach, Option.none())
+      const runLines = new LogRing(config.classifyLines)
+      const ready = yield* Deferred.make<void>()
+      const pattern = config.launch.readyPattern
+      let drained: Effect.Effect<void> = Effect.void
+      /** Output → console ring, this run's lines, the structured log, and the readiness pattern. */
+      const consume = (p: GameProcess) =>
+        Effect.gen(function*() {
+          for (const line of p.backlog) {
+            ring.push(line)
+            runLines.push(line)
+          }
+          const fiber = yield* p.lines.pipe(
+            Stream.runForEach((line) =>
+              Effect.gen(function*() {
+                ring.push(line)
+                runLines.push(line)
+                yield* Effect.logInfo(line).pipe(Effect.annotateLogs({ source: "game-server", vmid }))
+                if (Option.isSome(pattern) && pattern.value.test(line)) yield* Deferred.succeed(ready, undefined)
+              })
+            ),
+            Effect.forkScoped
+          )
+          drained = Effect.asVoid(Fiber.await(fiber))
+          return drained
+        })
       const attached = Option.isSome(attach)
-        ? yield* acquireGameProcess({ _tag: "attach", identity: attach.value.identity }, stopOptions, detachOnRelease)
+        ? yield* acquireGameProcess({ _tag: "attach", identity: attach.value.identity }, stopOptions, detachOnRelease, consume)
         : Option.none<GameProcess>()
       let since: number
       let proc: GameProcess
       if (Option.isSome(attached) && Option.isSome(attach)) {
         since = attach.value.launchedAt
         proc = attached.value
+        yield* Deferred.succeed(ready, undefined)
         yield* Effect.logInfo("game server: re-attached").pipe(Effect.annotateLogs({ vmid, pid: proc.identity?.pid }))
       } else {
         since = yield* Clock.currentTimeMillis
         yield* setState("starting", () => ({ nextRestartAt: null, resources: ZERO }))
-        const launched = yield* acquireGameProcess({ _tag: "launch", spec }, stopOptions, detachOnRelease)
+        const launched = yield* acquireGameProcess({ _tag: "launch", spec }, stopOptions, detachOnRelease, consume)
         if (Option.isNone(launched)) return yield* Effect.die("launcher returned no process")
         proc = launched.value
       }
@@ -117,26 +143,7 @@ const makeGameSupervisor = Effect.gen(function*() {
         process: proc.identity === null ? null : { ...proc.identity, launchedAt: since }
       })
       const oomKillsBefore = yield* proc.oomKills
-      const runLines = new LogRing(config.classifyLines)
-      for (const line of proc.backlog) {
-        ring.push(line)
-        runLines.push(line)
-      }
 
-      const ready = yield* Deferred.make<void>()
-      if (Option.isSome(attached)) yield* Deferred.succeed(ready, undefined)
-      const pattern = config.launch.readyPattern
-      const output = yield* proc.lines.pipe(
-        Stream.runForEach((line) =>
-          Effect.gen(function*() {
-            ring.push(line)
-            runLines.push(line)
-            yield* Effect.logInfo(line).pipe(Effect.annotateLogs({ source: "game-server", vmid }))
-            if (Option.isSome(pattern) && pattern.value.test(line)) yield* Deferred.succeed(ready, undefined)
-          })
-        ),
-        Effect.forkScoped
-      )
       if (Option.isSome(config.launch.readyPort)) {
         const port = config.launch.readyPort.value
         yield* launcher.portAccepting(port).pipe(
@@ -154,7 +161,7 @@ const makeGameSupervisor = Effect.gen(function*() {
 
       const exit = yield* proc.exit
       // Let the last lines (the stack trace) reach the ring before they are classified.
-      yield* Fiber.join(output).pipe(Effect.timeoutOption("3 seconds"))
+      yield* drained.pipe(Effect.timeoutOption("3 seconds"))
       const ended = yield* Clock.currentTimeMillis
       const oomKillsAfter = yield* proc.oomKills
       const lines = runLines.tail()

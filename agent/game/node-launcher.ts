@@ -1,0 +1,246 @@
+import * as NodeCP from "node:child_process"
+import * as NodeFsSync from "node:fs"
+import * as NodeFs from "node:fs/promises"
+import * as NodeNet from "node:net"
+import * as NodePath from "node:path"
+import { type Cause, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
+import { GameConfig } from "./game-config.ts"
+import { type GameProcess, type LaunchSpec, type ProcessExit, type ProcessIdentity, ProcessLauncher } from "./game-launcher.ts"
+import { cgroupDir, groupUsage, isAlive, readOomKills, readStat } from "./proc.ts"
+
+/**
+ * The real launcher. The server's stdout/stderr go to a log file (not a pipe) and its stdin is a FIFO, so
+ * both outlive the agent: a server left running across an agent restart neither dies of EPIPE nor loses
+ * its console, and the next agent tails the same file and writes to the same FIFO. The server runs in its
+ * own process group (detached), so one signal reaches everything it started.
+ */
+const LOG_ROTATE_BYTES = 16 * 1024 * 1024
+const TAIL_INTERVAL = "100 millis"
+const ATTACH_POLL = "250 millis"
+
+const killGroup = (pgid: number, signal: NodeJS.Signals) =>
+  Effect.sync(() => {
+    try {
+      process.kill(-pgid, signal)
+    } catch {
+      // the group is already empty
+    }
+  })
+
+/** `user`, `uid` or `uid:gid` → setpriv arguments (setpriv execs the server: same PID, no extra process). */
+const setprivArgs = Effect.fnUntraced(function*(runAs: string) {
+  const numeric = runAs.match(/^(\d+)(?::(\d+))?$/)
+  if (numeric !== null) return [`--reuid=${numeric[1]}`, `--regid=${numeric[2] ?? numeric[1]}`, "--clear-groups", "--"]
+  const passwd = yield* Effect.tryPromise(() => NodeFs.readFile("/etc/passwd", "utf8")).pipe(Effect.orElseSucceed(() => ""))
+  const entry = passwd.split("\n").map((l) => l.split(":")).find((f) => f[0] === runAs)
+  // An unknown user makes setpriv fail with a message on stderr: recorded like any other start failure.
+  return entry === undefined
+    ? [`--reuid=${runAs}`, `--regid=${runAs}`, "--clear-groups", "--"]
+    : [`--reuid=${entry[2]}`, `--regid=${entry[3]}`, "--init-groups", "--"]
+})
+
+const ensureFifo = (path: string) =>
+  Effect.tryPromise(async () => {
+    await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
+    const st = await NodeFs.lstat(path).catch(() => undefined)
+    if (st?.isFIFO() === true) return
+    if (st !== undefined) await NodeFs.rm(path, { force: true })
+    NodeCP.execFileSync("mkfifo", ["-m", "600", path])
+  })
+
+const openLog = (path: string) =>
+  Effect.tryPromise(async () => {
+    await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
+    const st = await NodeFs.stat(path).catch(() => undefined)
+    if (st !== undefined && st.size > LOG_ROTATE_BYTES) await NodeFs.rename(path, `${path}.1`)
+    const fd = NodeFsSync.openSync(path, "a", 0o600)
+    return { fd, offset: NodeFsSync.fstatSync(fd).size }
+  })
+
+/** The last `n` lines of a file (reads at most its last 256 KiB). */
+const lastLines = (path: string, n: number) =>
+  Effect.tryPromise(async () => {
+    const fh = await NodeFs.open(path, "r")
+    try {
+      const size = (await fh.stat()).size
+      const len = Math.min(size, 256 * 1024)
+      const buf = Buffer.alloc(len)
+      await fh.read(buf, 0, len, size - len)
+      const lines = buf.toString("utf8").split("\n")
+      if (lines.at(-1) === "") lines.pop()
+      if (len < size) lines.shift() // probably a partial line
+      return lines.slice(-n)
+    } finally {
+      await fh.close()
+    }
+  }).pipe(Effect.orElseSucceed((): Array<string> => []))
+
+/**
+ * Follows a log file from `offset`, line by line, until `exited` is done and nothing more is left to read.
+ * Scoped: the follower fiber and its file handle end with the scope.
+ */
+const followFile = Effect.fnUntraced(function*(path: string, offset: number, exited: Effect.Effect<boolean>) {
+  const queue = yield* Queue.unbounded<string, Cause.Done>()
+  const fh = yield* Effect.acquireRelease(
+    Effect.tryPromise(() => NodeFs.open(path, "r")),
+    (h) => Effect.promise(() => h.close().catch(() => undefined))
+  ).pipe(Effect.option)
+  let position = offset
+  let partial = ""
+  const decoder = new TextDecoder()
+  const buf = Buffer.alloc(64 * 1024)
+  const readMore = Effect.tryPromise(async () => {
+    if (Option.isNone(fh)) return 0
+    const { bytesRead } = await fh.value.read(buf, 0, buf.length, position)
+    position += bytesRead
+    return bytesRead
+  }).pipe(Effect.orElseSucceed(() => 0))
+  const emit = (text: string) =>
+    Effect.gen(function*() {
+      const parts = (partial + text).split("\n")
+      partial = parts.pop() ?? ""
+      for (const line of parts) yield* Queue.offer(queue, line.replace(/\r$/, ""))
+    })
+  yield* Effect.gen(function*() {
+    while (true) {
+      const done = yield* exited // read before draining: nothing written after the exit is missed
+      let total = 0
+      let n: number
+      while ((n = yield* readMore) > 0) {
+        total += n
+        yield* emit(decoder.decode(buf.subarray(0, n), { stream: true }))
+      }
+      if (done && total === 0) {
+        if (partial !== "") yield* Queue.offer(queue, partial)
+        yield* Queue.end(queue)
+        return
+      }
+      yield* Effect.sleep(TAIL_INTERVAL)
+    }
+  }).pipe(Effect.forkScoped)
+  return Stream.fromQueue(queue)
+})
+
+const portAccepting = (port: number) =>
+  Effect.callback<boolean>((resume) => {
+    const socket = NodeNet.connect({ host: "127.0.0.1", port })
+    const done = (open: boolean) => {
+      socket.destroy()
+      resume(Effect.succeed(open))
+    }
+    socket.setTimeout(1000, () => done(false))
+    socket.once("connect", () => done(true))
+    socket.once("error", () => done(false))
+    return Effect.sync(() => socket.destroy())
+  })
+
+export const NodeProcessLauncher = Layer.effect(
+  ProcessLauncher,
+  Effect.gen(function*() {
+    const config = yield* GameConfig
+    const fifo = config.stdinFifo
+    const logFile = config.logFile
+
+    const send = (line: string) =>
+      Effect.tryPromise(async () => {
+        // O_NONBLOCK: fails with ENXIO instead of hanging when nobody holds the FIFO open.
+        const fh = await NodeFs.open(fifo, NodeFsSync.constants.O_WRONLY | NodeFsSync.constants.O_NONBLOCK)
+        try {
+          await fh.write(`${line}\n`)
+        } finally {
+          await fh.close()
+        }
+        return true
+      }).pipe(Effect.orElseSucceed(() => false))
+
+    const processFor = (o: {
+      readonly identity: ProcessIdentity
+      readonly backlog: ReadonlyArray<string>
+      readonly lines: Stream.Stream<string>
+      readonly exit: Deferred.Deferred<ProcessExit>
+      readonly cgroup: string | undefined
+    }): GameProcess => ({
+      identity: o.identity,
+      backlog: o.backlog,
+      lines: o.lines,
+      exit: Deferred.await(o.exit),
+      exited: Deferred.isDone(o.exit),
+      send,
+      signalGroup: (signal) => killGroup(o.identity.pid, signal),
+      usage: groupUsage(o.identity.pid, o.cgroup),
+      oomKills: readOomKills(o.cgroup)
+    })
+
+    const failedStart = (message: string): GameProcess => ({
+      identity: null,
+      backlog: [],
+      lines: Stream.make(message),
+      exit: Effect.succeed({ exitCode: 127, signal: null }),
+      exited: Effect.succeed(true),
+      send: () => Effect.succeed(false),
+      signalGroup: () => Effect.void,
+      usage: Effect.succeed({ memoryBytes: 0, cpuSeconds: 0 }),
+      oomKills: Effect.succeed(null)
+    })
+
+    const launch = (spec: LaunchSpec) =>
+      Effect.gen(function*() {
+        const prepared = yield* Effect.all([ensureFifo(fifo), openLog(logFile)]).pipe(Effect.result)
+        if (prepared._tag === "Failure") return failedStart(`cannot prepare the console or log file: ${String(prepared.failure)}`)
+        const { fd: logFd, offset } = prepared.success[1]
+        // O_RDWR: the server's stdin never sees EOF, and opening does not wait for a writer.
+        const stdinFd = NodeFsSync.openSync(fifo, NodeFsSync.constants.O_RDWR)
+        const [command, args] = Option.isSome(spec.runAs)
+          ? ["setpriv", [...(yield* setprivArgs(spec.runAs.value)), spec.command, ...spec.args]] as const
+          : [spec.command, spec.args] as const
+        const exit = yield* Deferred.make<ProcessExit>()
+        const spawned = yield* Effect.callback<NodeCP.ChildProcess, Error>((resume) => {
+          const child = NodeCP.spawn(command, args, {
+            cwd: spec.cwd,
+            env: spec.env,
+            stdio: [stdinFd, logFd, logFd],
+            detached: true
+          })
+          child.once("exit", (code, signal) => Deferred.doneUnsafe(exit, Effect.succeed({ exitCode: code, signal })))
+          child.once("spawn", () => resume(Effect.succeed(child)))
+          child.once("error", (e) => resume(Effect.fail(e)))
+        }).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            NodeFsSync.closeSync(logFd)
+            NodeFsSync.closeSync(stdinFd)
+          })),
+          Effect.result
+        )
+        if (spawned._tag === "Failure") return failedStart(`cannot start ${command}: ${spawned.failure.message}`)
+        const child = spawned.success
+        const pid = child.pid ?? -1
+        // Not unref'd: the agent keeps its own child alive; a detached server is re-attached by the next agent.
+        const stat = yield* readStat(pid)
+        const identity = { pid, startTime: stat?.startTime ?? 0 }
+        const lines = yield* followFile(logFile, offset, Deferred.isDone(exit))
+        return processFor({ identity, backlog: [], lines, exit, cgroup: yield* cgroupDir(pid) })
+      })
+
+    const attach = (identity: ProcessIdentity) =>
+      Effect.gen(function*() {
+        if (!(yield* isAlive(identity))) return Option.none<GameProcess>()
+        const cgroup = yield* cgroupDir(identity.pid)
+        const exit = yield* Deferred.make<ProcessExit>()
+        // Not our child: its exit status is not ours to read, only that it is gone.
+        yield* isAlive(identity).pipe(
+          Effect.repeat({ while: (alive) => alive, schedule: Schedule.spaced(ATTACH_POLL) }),
+          Effect.andThen(Deferred.succeed(exit, { exitCode: null, signal: null })),
+          Effect.forkScoped
+        )
+        const size = yield* Effect.tryPromise(() => NodeFs.stat(logFile)).pipe(
+          Effect.map((s) => s.size),
+          Effect.orElseSucceed(() => 0)
+        )
+        const backlog = yield* lastLines(logFile, config.logRingSize)
+        const lines = yield* followFile(logFile, size, Deferred.isDone(exit))
+        return Option.some(processFor({ identity, backlog, lines, exit, cgroup }))
+      })
+
+    return ProcessLauncher.of({ launch, attach, portAccepting })
+  })
+)

@@ -1,0 +1,83 @@
+import * as NodeFs from "node:fs/promises"
+import { Effect } from "effect"
+import type { ProcessIdentity, ResourceSample } from "./game-launcher.ts"
+
+/** What /proc/<pid>/stat says about one process (fields 3, 4, 5, 14, 15, 22, 24). */
+export interface ProcStat {
+  readonly state: string
+  readonly ppid: number
+  readonly pgrp: number
+  readonly utime: number
+  readonly stime: number
+  /** Clock ticks since boot: with the PID it names one process for its whole life. */
+  readonly startTime: number
+  readonly rssPages: number
+}
+
+const CLOCK_TICKS = 100
+const PAGE_SIZE = 4096
+
+/** The command name may contain spaces and parentheses, so fields are counted after the last ')'. */
+export const parseStat = (text: string): ProcStat | undefined => {
+  const close = text.lastIndexOf(")")
+  if (close < 0) return undefined
+  const f = text.slice(close + 2).split(" ") // f[0] is field 3
+  const n = (i: number) => Number(f[i - 3])
+  const stat = { state: f[0] ?? "?", ppid: n(4), pgrp: n(5), utime: n(14), stime: n(15), startTime: n(22), rssPages: n(24) }
+  return Object.values(stat).some((v) => typeof v === "number" && !Number.isFinite(v)) ? undefined : stat
+}
+
+const readText = (path: string) =>
+  Effect.tryPromise(() => NodeFs.readFile(path, "utf8")).pipe(Effect.orElseSucceed(() => undefined))
+
+/** A live process's stat; undefined when it is gone or a zombie (exited, not yet reaped). */
+export const readStat = Effect.fnUntraced(function*(pid: number) {
+  const text = yield* readText(`/proc/${pid}/stat`)
+  const stat = text === undefined ? undefined : parseStat(text)
+  return stat === undefined || stat.state === "Z" || stat.state === "X" ? undefined : stat
+})
+
+export const isAlive = (id: ProcessIdentity) => Effect.map(readStat(id.pid), (s) => s !== undefined && s.startTime === id.startTime)
+
+/** Every live process in a process group (the server and whatever it started). */
+export const groupMembers = Effect.fnUntraced(function*(pgid: number) {
+  const names = yield* Effect.tryPromise(() => NodeFs.readdir("/proc")).pipe(Effect.orElseSucceed((): Array<string> => []))
+  const members: Array<{ pid: number; stat: ProcStat }> = []
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue
+    const stat = yield* readStat(Number(name))
+    if (stat !== undefined && stat.pgrp === pgid) members.push({ pid: Number(name), stat })
+  }
+  return members
+})
+
+/** The cgroup v2 directory of a process, when it has one (line `0::/path` of /proc/<pid>/cgroup). */
+export const cgroupDir = Effect.fnUntraced(function*(pid: number | "self") {
+  const text = yield* readText(`/proc/${pid}/cgroup`)
+  const line = text?.split("\n").find((l) => l.startsWith("0::"))
+  return line === undefined ? undefined : `/sys/fs/cgroup${line.slice(3).replace(/\/$/, "")}`
+})
+
+/** `oom_kill` from the cgroup's memory.events; null when the file or the counter is missing (cgroup v1). */
+export const readOomKills = Effect.fnUntraced(function*(dir: string | undefined) {
+  if (dir === undefined) return null
+  const text = yield* readText(`${dir}/memory.events`)
+  const match = text?.match(/^oom_kill (\d+)$/m)
+  return match?.[1] === undefined ? null : Number(match[1])
+})
+
+/**
+ * Memory: the game's own cgroup (memory.current) when it has one of its own, else the summed RSS of its
+ * process group. CPU: user + system time of the group's live members.
+ */
+export const groupUsage = Effect.fnUntraced(function*(pgid: number, gameCgroup: string | undefined) {
+  const members = yield* groupMembers(pgid)
+  const cpuSeconds = members.reduce((t, m) => t + m.stat.utime + m.stat.stime, 0) / CLOCK_TICKS
+  let memoryBytes = members.reduce((t, m) => t + m.stat.rssPages * PAGE_SIZE, 0)
+  const own = yield* cgroupDir("self")
+  if (gameCgroup !== undefined && gameCgroup !== own) {
+    const current = Number((yield* readText(`${gameCgroup}/memory.current`))?.trim())
+    if (Number.isFinite(current) && current > 0) memoryBytes = current
+  }
+  return { memoryBytes, cpuSeconds } satisfies ResourceSample
+})

@@ -1,0 +1,237 @@
+import * as NodeFs from "node:fs"
+import * as NodeNet from "node:net"
+import * as NodePath from "node:path"
+import { afterEach, assert, describe, it } from "@effect/vitest"
+import {
+  alive,
+  type GameAgent,
+  groupAlive,
+  makeGameRoot,
+  readPidFile,
+  realSettingsEnv,
+  startGameAgent,
+  waitFor,
+  waitForState
+} from "../support/game-agent.ts"
+
+/**
+ * The real launcher with the fixture game server (test/fixtures/game-server.mjs): real crashes, real
+ * signals, real process groups, checked in /proc. Durations are short but every wait is a deadline poll.
+ */
+const cleanups: Array<() => Promise<void> | void> = []
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c()
+})
+
+const setup = (fixtureArgs: ReadonlyArray<string>, env: Record<string, string> = {}) => {
+  const { root, cleanup } = makeGameRoot()
+  const pidFile = NodePath.join(root, "server", "pids.json")
+  const settingsEnv = realSettingsEnv(root, fixtureArgs.map((a) => a.replace("{pidfile}", pidFile)), env)
+  const agents: Array<GameAgent> = []
+  const agent = () => {
+    const a = startGameAgent(settingsEnv)
+    agents.push(a)
+    return a
+  }
+  cleanups.push(async () => {
+    for (const a of agents) await a.dispose()
+    cleanup()
+  })
+  return { root, pidFile, agent, env: settingsEnv }
+}
+
+const errorCode = async (r: Response) => ((await r.json()) as { error: { code: string } }).error.code
+const logs = async (a: GameAgent, tail = 1000) => ((await (await a.call("GET", `/server/logs?tail=${tail}`)).json()) as { lines: Array<string> }).lines
+
+const crashed = (a: GameAgent) =>
+  waitFor("a crash record", async () => {
+    const s = await a.status()
+    return s.lastCrash !== null && s.state === "backoff" ? s : undefined
+  })
+
+describe("game server supervision with real processes", () => {
+  const cases: ReadonlyArray<{ name: string; args: ReadonlyArray<string>; env?: Record<string, string>; classification: string; evidence: RegExp }> = [
+    { name: "Java OutOfMemoryError", args: ["--ready=50", "--crash=java-oom"], classification: "oom", evidence: /^java\.lang\.OutOfMemoryError: Java heap space$/ },
+    { name: "OOM line then SIGKILL", args: ["--crash=oom-sigkill"], classification: "oom", evidence: /^SIGKILL after: java\.lang\.OutOfMemoryError/ },
+    { name: "Paper plugin that cannot load", args: ["--crash=paper-plugin"], classification: "mod_or_plugin_error", evidence: /Could not load 'plugins\/EssentialsX/ },
+    { name: "Forge loading failure", args: ["--crash=forge-mod"], classification: "mod_or_plugin_error", evidence: /LoadingFailedException/ },
+    { name: "Fabric incompatible mod set", args: ["--crash=fabric-mod"], classification: "mod_or_plugin_error", evidence: /incompatible mod set/ },
+    { name: "Mixin failure", args: ["--crash=mixin"], classification: "mod_or_plugin_error", evidence: /Mixin apply for mod sodium failed/ },
+    { name: "missing Java class", args: ["--crash=java-class"], classification: "missing_dependency", evidence: /ClassNotFoundException|NoClassDefFoundError/ },
+    { name: "too old Java", args: ["--crash=java-version"], classification: "missing_dependency", evidence: /UnsupportedClassVersionError/ },
+    { name: "missing Node module", args: ["--crash=node-module"], classification: "missing_dependency", evidence: /Cannot find module 'ws'/ },
+    { name: "missing shared library", args: ["--crash=shared-library"], classification: "missing_dependency", evidence: /error while loading shared libraries/ },
+    { name: "missing executable", args: [], env: { GAME_COMMAND: "/nonexistent/bin/java" }, classification: "missing_dependency", evidence: /^exit code 127/ },
+    { name: "exit 3", args: ["--ready=50", "--exit=3"], classification: "nonzero_exit", evidence: /^exit code 3$/ },
+    { name: "exit 0 without a stop", args: ["--crash=clean-exit"], classification: "unexpected_exit", evidence: /^exit code 0 without a stop request$/ },
+    { name: "SIGKILL from outside", args: ["--crash=sigkill"], classification: "unexpected_exit", evidence: /killed by SIGKILL/ }
+  ]
+  for (const c of cases) {
+    it(`classifies a real crash: ${c.name} → ${c.classification}`, async () => {
+      const { agent } = setup(c.args, c.env)
+      const a = agent()
+      const r = await a.call("POST", "/server/start")
+      assert.strictEqual(r.status, 202)
+      const s = await crashed(a)
+      assert.strictEqual(s.lastCrashClassification, c.classification)
+      assert.strictEqual(s.lastCrash?.classification, c.classification)
+      assert.match(s.lastCrash?.evidence ?? "", c.evidence)
+      assert.isTrue(s.lastCrash?.earlyExit, "exit inside the (30 s test) early-exit window")
+      assert.strictEqual(s.restartCount, 1)
+      assert.isNotNull(s.nextRestartAt)
+      assert.deepStrictEqual(s.resources, { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 })
+      assert.isAbove(s.lastCrash?.logTail.length ?? 0, 0)
+      assert.deepStrictEqual(s.crashHistory[0], s.lastCrash)
+    })
+  }
+
+  it("flags an exit after the early-exit window as not early", async () => {
+    const { agent } = setup(["--ready=50", "--exit=2:1200"], { GAME_EARLY_EXIT_WINDOW: "1 second" })
+    const a = agent()
+    await a.call("POST", "/server/start")
+    const s = await crashed(a)
+    assert.isFalse(s.lastCrash?.earlyExit)
+    assert.isAtLeast(s.lastCrash?.uptimeMs ?? 0, 1200)
+  })
+
+  it("a stop kills the whole process group: the grandchild dies too", async () => {
+    const { agent, pidFile } = setup(["--ready=50", "--grandchild", "--pidfile={pidfile}"])
+    const a = agent()
+    await a.call("POST", "/server/start")
+    const running = await waitForState(a, "running")
+    const pids = await readPidFile(pidFile)
+    assert.isNotNull(pids.grandchild)
+    assert.isTrue(await alive(pids.grandchild!))
+    await waitFor("resource sample", async () => (await a.status()).resources.memoryBytes > 0)
+    assert.strictEqual(running.lastCrash, null)
+    assert.strictEqual((await a.call("POST", "/server/stop")).status, 202)
+    const stopped = await waitForState(a, "stopped")
+    assert.strictEqual(stopped.lastCrash, null, "an owner stop is not a crash")
+    assert.deepStrictEqual(stopped.resources, { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 })
+    assert.isFalse(await alive(pids.pid))
+    await waitFor("grandchild gone", async () => !(await alive(pids.grandchild!)))
+    assert.deepStrictEqual(await groupAlive(pids.pid), [])
+    const lines = await logs(a)
+    assert.include(lines, lines.find((l) => l.includes("Stopping the server")))
+  })
+
+  it("escalates to SIGKILL for a server that ignores stop and SIGTERM; power actions meanwhile get 409", async () => {
+    const { agent, pidFile } = setup(
+      ["--ready=50", "--ignore-stop", "--ignore-sigterm", "--grandchild", "--pidfile={pidfile}"],
+      { GAME_STOP_GRACE: "1 second", GAME_KILL_GRACE: "1 second" }
+    )
+    const a = agent()
+    await a.call("POST", "/server/start")
+    await waitForState(a, "running")
+    const pids = await readPidFile(pidFile)
+    assert.strictEqual((await a.call("POST", "/server/stop")).status, 202)
+    const second = await a.call("POST", "/server/start")
+    assert.strictEqual(second.status, 409)
+    assert.strictEqual(await errorCode(second), "power_action_in_progress")
+    const third = await a.call("POST", "/server/restart")
+    assert.strictEqual(await errorCode(third), "power_action_in_progress")
+    await waitForState(a, "stopping")
+    await waitForState(a, "stopped")
+    const lines = await logs(a)
+    assert.isTrue(lines.some((l) => l.includes("stop ignored")), "the stop command was tried first")
+    assert.isTrue(lines.some((l) => l.includes("SIGTERM received, ignoring it")), "then SIGTERM")
+    assert.isFalse(await alive(pids.pid))
+    await waitFor("grandchild gone", async () => !(await alive(pids.grandchild!)))
+    assert.strictEqual((await a.status()).lastCrash, null)
+  })
+
+  it("stays starting until the readiness line, then runs", async () => {
+    const { agent } = setup(["--ready=2500"])
+    const a = agent()
+    await a.call("POST", "/server/start")
+    await waitFor("start-up lines", async () => (await logs(a)).some((l) => l.includes("Preparing level")))
+    const before = await a.status()
+    const linesAfter = await logs(a)
+    if (!linesAfter.some((l) => l.includes("Done ("))) assert.strictEqual(before.state, "starting")
+    const running = await waitForState(a, "running")
+    assert.isTrue((await logs(a)).some((l) => /Done \([0-9.]+s\)! For help/.test(l)))
+    assert.strictEqual(running.restartCount, 0)
+  })
+
+  it("can use the game port as the readiness signal", async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = NodeNet.createServer().listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as NodeNet.AddressInfo).port
+        srv.close(() => resolve(p))
+      })
+    })
+    const { agent } = setup([`--listen=${port}:1000`], { GAME_READY_PATTERN: "none", GAME_READY_PORT: String(port) })
+    const a = agent()
+    await a.call("POST", "/server/start")
+    await waitForState(a, "running")
+  })
+
+  it("serves the log ring with tail=N and refuses a bad tail", async () => {
+    const { agent } = setup(["--ready=50"])
+    const a = agent()
+    await a.call("POST", "/server/start")
+    await waitForState(a, "running")
+    const two = await logs(a, 2)
+    assert.strictEqual(two.length, 2)
+    assert.match(two[1] ?? "", /Done \(/)
+    const bad = await a.call("GET", "/server/logs?tail=abc")
+    assert.strictEqual(bad.status, 400)
+    assert.strictEqual(await errorCode(bad), "bad_request")
+  })
+
+  it("re-attaches to a server that outlived the agent, and stops it through the same console", async () => {
+    const { agent, pidFile, root } = setup(["--ready=50", "--pidfile={pidfile}"], { GAME_KEEP_RUNNING_ON_SHUTDOWN: "true" })
+    const first = agent()
+    await first.call("POST", "/server/start")
+    await waitForState(first, "running")
+    const pids = await readPidFile(pidFile)
+    await first.dispose()
+    assert.isTrue(await alive(pids.pid), "the server outlived the agent")
+    const persisted = JSON.parse(NodeFs.readFileSync(NodePath.join(root, "run", "game-server.json"), "utf8"))
+    assert.strictEqual(persisted.desired, "running")
+    assert.strictEqual(persisted.process.pid, pids.pid)
+
+    const second = agent()
+    await second.boot()
+    await waitForState(second, "running")
+    assert.isTrue((await logs(second)).some((l) => l.includes("Done (")), "the console history came back from the log file")
+    assert.isTrue(await alive(pids.pid))
+    assert.strictEqual((await second.call("POST", "/server/stop")).status, 202)
+    await waitForState(second, "stopped")
+    assert.isFalse(await alive(pids.pid))
+    assert.isTrue((await logs(second)).some((l) => l.includes("Stopping the server")), "stopped by the console command")
+  })
+
+  it("no child survives the agent stopping, and the next agent starts the server again", async () => {
+    const { agent, pidFile } = setup(["--ready=50", "--grandchild", "--pidfile={pidfile}"])
+    const first = agent()
+    await first.call("POST", "/server/start")
+    await waitForState(first, "running")
+    const pids = await readPidFile(pidFile)
+    await first.dispose()
+    assert.isFalse(await alive(pids.pid))
+    assert.isFalse(await alive(pids.grandchild!))
+    assert.deepStrictEqual(await groupAlive(pids.pid), [])
+
+    NodeFs.rmSync(pidFile)
+    const second = agent()
+    await second.boot()
+    await waitForState(second, "running")
+    const again = await readPidFile(pidFile)
+    assert.notStrictEqual(again.pid, pids.pid)
+    await second.dispose()
+    assert.isFalse(await alive(again.pid))
+    assert.deepStrictEqual(await groupAlive(again.pid), [])
+  })
+
+  it.skipIf(process.getuid?.() !== 0)("runs the server as the configured unprivileged user", async () => {
+    const { agent, pidFile } = setup(["--ready=50", "--pidfile={pidfile}"], { GAME_RUN_AS: "65534:65534" })
+    const a = agent()
+    await a.call("POST", "/server/start")
+    await waitForState(a, "running")
+    const pids = await readPidFile(pidFile)
+    const status = NodeFs.readFileSync(`/proc/${pids.pid}/status`, "utf8")
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m)
+    assert.match(status, /^Gid:\s+65534\s+65534\s+65534\s+65534$/m)
+  })
+})
