@@ -82,6 +82,9 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
       pages.push(page)
       page.on("console", (m) => consoleLines.push(`[portal ${m.type()}] ${m.text()}`))
       try {
+        // A part the stack could not start is named on an `UNAVAILABLE` line: say which, not a timeout.
+        const missing = stack.output().match(/UNAVAILABLE .*/g) ?? []
+        if (missing.length > 0) throw new Error(`the dev stack started without:\n${missing.join("\n")}`)
         const token = stack.demoToken()
         await page.goto(stack.portalUrl, { waitUntil: "domcontentloaded", timeout: STEP })
         await page.getByLabel(/Portal user token/).fill(token)
