@@ -216,9 +216,11 @@ const makeGameSupervisor = Effect.gen(function*() {
       )
     }).pipe(provideLauncher)
 
+  // Cleared only once the fiber is done, so a shutdown that interrupts a stop half-way still waits for it.
   const stopSupervisor = Effect.gen(function*() {
-    const fiber = yield* Ref.getAndSet(supervisor, Option.none())
+    const fiber = yield* Ref.get(supervisor)
     if (Option.isSome(fiber)) yield* Fiber.interrupt(fiber.value)
+    yield* Ref.set(supervisor, Option.none())
   })
 
   const doStop = Effect.gen(function*() {
@@ -240,8 +242,10 @@ const makeGameSupervisor = Effect.gen(function*() {
       yield* stopSupervisor
       yield* setState("starting", () => ({ restartCount: 0, nextRestartAt: null, resources: ZERO }))
       const started = yield* Deferred.make<void>()
-      const fiber = yield* supervise(attach, started).pipe(Effect.forkDetach)
-      yield* Ref.set(supervisor, Option.some(fiber))
+      // Forked outside any request or action fiber (it outlives them); remembered before anything can interrupt.
+      const fiber = yield* Effect.uninterruptible(
+        Effect.tap(Effect.forkDetach(supervise(attach, started)), (f) => Ref.set(supervisor, Option.some(f)))
+      )
       yield* Effect.raceFirst(Deferred.await(started), Fiber.await(fiber))
     })
 

@@ -234,4 +234,34 @@ describe("game server supervision with real processes", () => {
     assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m)
     assert.match(status, /^Gid:\s+65534\s+65534\s+65534\s+65534$/m)
   })
+
+  it("backs off and gives up on a real server that keeps failing fast (short configured durations)", async () => {
+    const { agent } = setup(["--ready=50", "--exit=1:200"], {
+      GAME_BACKOFF_BASE: "400 millis",
+      GAME_BACKOFF_CAP: "800 millis",
+      GAME_MAX_FAST_FAILURES: "3"
+    })
+    const a = agent()
+    await a.call("POST", "/server/start")
+    const final = await waitForState(a, "error")
+    assert.strictEqual(final.restartCount, 2)
+    assert.strictEqual(final.nextRestartAt, null)
+    assert.strictEqual(final.crashHistory.length, 3)
+    const cycle = ["starting", "running", "crashed", "backoff"]
+    assert.deepStrictEqual(a.states().filter((st) => st !== "stopped"), [...cycle, ...cycle, "starting", "running", "crashed", "error"])
+    const backoffs = a.history.filter((h) => h.state === "backoff")
+    assert.deepStrictEqual(backoffs.map((b) => b.restartCount), [1, 2])
+    backoffs.forEach((b, i) => {
+      const delay = Date.parse(b.nextRestartAt ?? "") - Date.parse(b.lastCrash?.at ?? "")
+      assert.isAtLeast(delay, [400, 800][i]!)
+    })
+    assert.strictEqual((await logs(a)).filter((l) => l.includes("Starting minecraft server")).length, 3)
+    // an explicit start leaves error and starts the count over
+    await a.call("POST", "/server/start")
+    const again = await waitFor("a fresh start", async () => {
+      const s = await a.status()
+      return s.state !== "error" && s.restartCount === 0 ? s : undefined
+    })
+    assert.include(["starting", "running", "crashed"], again.state)
+  })
 })

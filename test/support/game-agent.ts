@@ -1,7 +1,7 @@
 import * as NodeFs from "node:fs"
 import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
-import { Effect, Layer, References } from "effect"
+import { Effect, Layer, References, Stream } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { GameConfig } from "../../agent/game/game-config.ts"
 import { gameLiveWith } from "../../agent/game/index.ts"
@@ -42,6 +42,9 @@ export const realSettingsEnv = (root: string, fixtureArgs: ReadonlyArray<string>
  */
 export const startGameAgent = (env: Record<string, string>) => {
   const store = Effect.runSync(makeInMemoryStatusStore(100, env.SERVER_ROOT ?? "/srv"))
+  /** Every published status, in order (what `agent-events:<vmid>` would carry). */
+  const history: Array<AgentStatus> = []
+  const collector = Effect.runFork(store.changes.pipe(Stream.runForEach((s) => Effect.sync(() => history.push(s)))))
   const app = gameLiveWith(GameConfig.make(gameSettings(env))).pipe(
     Layer.provideMerge(Layer.succeed(StatusStore, store)),
     Layer.provide(HttpServer.layerServices),
@@ -52,9 +55,15 @@ export const startGameAgent = (env: Record<string, string>) => {
   return {
     call,
     status: (): Promise<AgentStatus> => Effect.runPromise(store.get),
+    history,
+    /** Distinct consecutive states published so far. */
+    states: () => history.map((h) => h.state).filter((st, i, all) => i === 0 || all[i - 1] !== st),
     /** The layer is built on the first request. */
     boot: () => call("GET", "/server/logs?tail=0"),
-    dispose: () => web.dispose()
+    dispose: async () => {
+      await web.dispose()
+      collector.interruptUnsafe()
+    }
   }
 }
 export type GameAgent = ReturnType<typeof startGameAgent>

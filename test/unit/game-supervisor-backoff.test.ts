@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Layer, Logger, References, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import type { AgentState, AgentStatus } from "../../schemas/agent-status.ts"
 import { GameConfig } from "../../agent/game/game-config.ts"
@@ -279,5 +279,33 @@ describe("game supervisor back-off (TestClock + scripted launcher)", () => {
       assert.deepStrictEqual(log.launches, [0])
       assert.strictEqual((yield* (yield* StatusStore).get).state, "running")
     }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("each crash is exactly one structured log event carrying the whole crash record", () => {
+    const { layer } = harness([
+      { lifetime: "3 seconds", lines: [READY_LINE, "Caused by: java.lang.ClassNotFoundException: joptsimple.OptionSpec"] },
+      { lifetime: "forever" }
+    ])
+    const events: Array<{ level: string; message: unknown; annotations: Record<string, unknown> }> = []
+    const capture = Logger.make(({ fiber, logLevel, message }) => {
+      events.push({ level: logLevel, message: Array.isArray(message) ? message[0] : message, annotations: { ...fiber.getRef(References.CurrentLogAnnotations) } })
+    })
+    return Effect.gen(function*() {
+      yield* startAndSettle
+      yield* TestClock.adjust("3 seconds")
+      const crashes = events.filter((e) => e.annotations.event === "game_server_crash")
+      assert.strictEqual(crashes.length, 1)
+      const e = crashes[0]!
+      assert.strictEqual(e.level, "Warn")
+      assert.strictEqual(e.message, "game server crashed")
+      assert.deepStrictEqual(
+        [e.annotations.vmid, e.annotations.classification, e.annotations.rule, e.annotations.exitCode, e.annotations.signal, e.annotations.uptimeMs, e.annotations.earlyExit],
+        [100, "missing_dependency", "java-class-not-found", 1, null, s(3), false]
+      )
+      assert.strictEqual(e.annotations.evidence, "Caused by: java.lang.ClassNotFoundException: joptsimple.OptionSpec")
+      assert.deepStrictEqual(e.annotations.logTail, [READY_LINE, "Caused by: java.lang.ClassNotFoundException: joptsimple.OptionSpec"])
+      // the console lines themselves went to the structured log too
+      assert.isTrue(events.some((x) => x.message === READY_LINE && x.annotations.source === "game-server"))
+    }).pipe(Effect.provide(layer), Effect.provide(Logger.layer([capture])))
   })
 })
