@@ -184,7 +184,10 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
       }
     }
   })
+  let answered = false
   const fail = (error: ApiError) => {
+    if (answered) return
+    answered = true
     clearTimeout(connectTimer)
     upstream.destroy()
     if (gotUpstreamBytes) client.destroy()
@@ -207,9 +210,8 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
   })
   upstream.on("close", () => {
     clearTimeout(connectTimer)
-    if (!gotUpstreamBytes) {
-      if (!client.destroyed) rejectUpgrade(client, new ApiError(502, "ide_upstream_unavailable", "the IDE closed the connection"))
-    } else if (!client.destroyed) client.end()
+    if (!gotUpstreamBytes) fail(new ApiError(502, "ide_upstream_unavailable", "the IDE closed the connection"))
+    else if (!client.destroyed) client.end()
   })
   client.on("close", () => {
     closed = true

@@ -5,6 +5,7 @@
  * frame boundaries, and 1,000 connect/disconnect cycles leave no socket or file descriptor behind.
  */
 import { readdirSync } from "node:fs"
+import { createServer as createTcpServer, type Socket } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { ideRuntime } from "../../api/ide/runtime.ts"
@@ -116,6 +117,22 @@ describe("IDE WebSocket bridge", () => {
   it("answers 502 when the upstream is down, and refuses unauthenticated upgrades with 401", async () => {
     const deadCookie = await exchangeForCookie(api, "dead", await mintIdeToken(api, 102))
     await expect(connectWs(`${wsBase}/dead/ide/socket`, { cookie: deadCookie, origin: api.origin })).rejects.toMatchObject({ status: 502 })
+    // An upstream that accepts the connection and never answers: 504 after ideUpstreamTimeoutMs.
+    const silentSockets = new Set<Socket>()
+    const silent = createTcpServer((s) => {
+      silentSockets.add(s)
+      s.resume() // read (and ignore) the upgrade request, so the proxy's FIN is seen
+      s.on("close", () => silentSockets.delete(s))
+    })
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r))
+    try {
+      await api.register("silent", { vmid: 105, port: (silent.address() as { port: number }).port })
+      const silentCookie = await exchangeForCookie(api, "silent", await mintIdeToken(api, 105))
+      await expect(connectWs(`${wsBase}/silent/ide/socket`, { cookie: silentCookie, origin: api.origin })).rejects.toMatchObject({ status: 504 })
+      await until("the silent upstream's connection to be closed by the proxy", () => silentSockets.size === 0)
+    } finally {
+      await new Promise((r) => silent.close(r))
+    }
     await expect(connectWs(`${wsBase}/100/ide/socket`, { origin: api.origin })).rejects.toMatchObject({ status: 401 })
     await expect(connectWs(`${wsBase}/100/ide/a%2f..%2fb/socket`, { cookie, origin: api.origin })).rejects.toMatchObject({ status: 400 })
   })
