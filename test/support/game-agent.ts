@@ -48,7 +48,7 @@ export const startGameAgent = (env: Record<string, string>) => {
   const app = gameLiveWith(GameConfig.make(gameSettings(env))).pipe(
     Layer.provideMerge(Layer.succeed(StatusStore, store)),
     Layer.provide(HttpServer.layerServices),
-    Layer.provide(Layer.succeed(References.MinimumLogLevel, "Error"))
+    Layer.provideMerge(Layer.succeed(References.MinimumLogLevel, "Error"))
   )
   const web = HttpRouter.toWebHandler(app, { disableLogger: true })
   const call = (method: string, path: string) => web.handler(new Request(`http://agent${path}`, { method }))
