@@ -88,8 +88,10 @@ const handle = async (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse)
   proxy(rt, req, res, auth.record.host, auth.record.idePort, target.upstreamPath, target.serverId)
 }
 
-const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: string, port: number, path: string, serverId: string): void => {
+const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: string, port: number, path: string, serverId: string, retry = true): void => {
   const headers = upstreamRequestHeaders(req, { forwardedHost: req.headers.host, forwardedProto: forwardedProto(rt, req) }, false)
+  const length = req.headers["content-length"]
+  const hasBody = req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")
   const upReq = httpRequest({ host, port, method: req.method, path, headers, agent: upstreamAgent, setHost: false })
   let timedOut = false
   let timer: NodeJS.Timeout | undefined
@@ -117,14 +119,23 @@ const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: 
       if (!up.complete) res.destroy()
     })
   })
-  upReq.on("error", (error) => {
+  upReq.on("error", (error: NodeJS.ErrnoException) => {
     clearTimeout(timer)
+    // A pooled keep-alive connection the upstream had already closed (e.g. code-server restarted):
+    // retry a bodiless GET/HEAD once on a fresh connection instead of answering 502.
+    if (
+      retry && !hasBody && upReq.reusedSocket && !timedOut && upRes === undefined && !res.headersSent && !res.destroyed &&
+      (req.method === "GET" || req.method === "HEAD") && (error.code === "ECONNRESET" || error.code === "EPIPE")
+    ) {
+      proxy(rt, req, res, host, port, path, serverId, false)
+      return
+    }
     if (res.headersSent) {
       res.destroy()
       return
     }
     if (timedOut) sendJsonError(res, new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time"))
-    else sendJsonError(res, new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${(error as NodeJS.ErrnoException).code ?? error.message})`))
+    else sendJsonError(res, new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${error.code ?? error.message})`))
   })
   // Client gone before the response finished: abort the upstream request (and its body).
   res.on("close", () => {
@@ -134,8 +145,7 @@ const proxy = (rt: IdeRuntime, req: IncomingMessage, res: ServerResponse, host: 
     upRes?.destroy()
   })
   req.on("error", () => upReq.destroy())
-  const length = req.headers["content-length"]
-  if (req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")) req.pipe(upReq)
+  if (hasBody) req.pipe(upReq)
   // No body (most IDE requests): send the head now instead of waiting for the request's 'end'.
   else upReq.end()
 }

@@ -4,6 +4,7 @@
  * credential stripping, forwarding and hop-by-hop headers, redirect and cookie rewriting.
  */
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http"
+import { createServer as createTcpServer, type Socket } from "node:net"
 import { Readable } from "node:stream"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort } from "../support/code-server.ts"
@@ -166,6 +167,37 @@ describe("IDE HTTP proxy", () => {
     expect(slow.status).toBe(504)
     expect(JSON.parse(slow.body)).toMatchObject({ error: { code: "ide_upstream_timeout" } })
     await until("the upstream to see the timed-out request torn down", () => upstream.abortedResponses() >= 1)
+  })
+
+  it("retries a GET once when a pooled upstream connection turns out to be dead", async () => {
+    // Answers the first request of each connection, then resets the connection on the next one
+    // (what a restarted code-server looks like to a keep-alive pool).
+    let resets = 0
+    const flaky = createTcpServer((s: Socket) => {
+      let served = false
+      s.on("data", () => {
+        if (served) {
+          resets++
+          s.resetAndDestroy()
+          return
+        }
+        served = true
+        s.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+      })
+      s.on("error", () => undefined)
+    })
+    await new Promise<void>((r) => flaky.listen(0, "127.0.0.1", r))
+    try {
+      await api.register("flaky", { vmid: 106, port: (flaky.address() as { port: number }).port })
+      const flakyCookie = await exchangeForCookie(api, "flaky", await mintIdeToken(api, 106))
+      for (let i = 0; i < 3; i++) {
+        const res = await raw(api, "/api/dev/flaky/ide/x", { cookie: flakyCookie })
+        expect({ i, status: res.status, body: res.body }).toEqual({ i, status: 200, body: "ok" })
+      }
+      expect(resets).toBeGreaterThan(0)
+    } finally {
+      flaky.close()
+    }
   })
 
   it("aborts the upstream request when the client goes away mid-response and mid-upload", async () => {
