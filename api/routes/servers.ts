@@ -22,6 +22,18 @@ import { decodeAgentStatus, readAgentStatus, readAgentStatuses, type StatusView 
 export const EVENTS_HEARTBEAT_MS = 15_000
 /** Messages buffered for one slow client before it is disconnected (it reconnects and re-reads). */
 const MAX_PENDING = 256
+/** Open streams one user may hold on one API process (a portal needs one per visible server). */
+export const MAX_STREAMS_PER_USER = 32
+
+const perUser = new WeakMap<ApiDeps, Map<string, number>>()
+const userStreams = (deps: ApiDeps) => {
+  let m = perUser.get(deps)
+  if (m === undefined) {
+    m = new Map()
+    perUser.set(deps, m)
+  }
+  return m
+}
 
 const decodeRecord = Schema.decodeUnknownExit(ServerRecordFromHash)
 
@@ -92,6 +104,12 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
     assertCanManage(c.var.user, record)
     const vmid = record.vmid
     const channel = deps.keys.agentEvents(vmid)
+    const userId = c.var.user.id
+    const counts = userStreams(deps)
+    if ((counts.get(userId) ?? 0) >= MAX_STREAMS_PER_USER) {
+      throw new ApiError(429, "too_many_streams", `at most ${MAX_STREAMS_PER_USER} open event streams per user; close some first`, { headers: { "Retry-After": "5" } })
+    }
+    counts.set(userId, (counts.get(userId) ?? 0) + 1)
 
     // Subscribe before reading the current status, so nothing published in between is lost.
     const pending: Array<string> = []
@@ -109,6 +127,9 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
     const end = () => {
       if (ended) return
       ended = true
+      const left = (counts.get(userId) ?? 1) - 1
+      if (left <= 0) counts.delete(userId)
+      else counts.set(userId, left)
       unsubscribe()
       set.delete(end)
       wake?.()
@@ -123,6 +144,7 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
     set.add(end)
     c.req.raw.signal.addEventListener("abort", end, { once: true })
 
+    c.header("X-Accel-Buffering", "no")
     return streamSSE(c, async (stream) => {
       metrics.eventStreamsOpen.inc()
       stream.onAbort(end)

@@ -239,6 +239,37 @@ describe("GET /api/servers/:id/events", () => {
   })
 })
 
+describe("event stream cap", () => {
+  it("one user holds at most MAX_STREAMS_PER_USER streams per process; closing one frees a slot", async () => {
+    const { MAX_STREAMS_PER_USER } = await import("../../api/routes/servers.ts")
+    await putRecord(d.redis, keys, "dave1", { vmid: 250, ownerId: "dave", kind: "game" })
+    const dave = bearer(await token("dave"))
+    const open: Array<ReturnType<typeof sseReader>> = []
+    for (let i = 0; i < MAX_STREAMS_PER_USER; i++) {
+      const res = await get("/api/servers/dave1/events", dave)
+      expect(res.status).toBe(200)
+      const r = sseReader(res)
+      await r.next()
+      open.push(r)
+    }
+    const over = await get("/api/servers/dave1/events", dave)
+    expect(over.status).toBe(429)
+    expect((await errorOf(over)).code).toBe("too_many_streams")
+    // Another user is unaffected.
+    const adminStream = await get("/api/servers/dave1/events", bearer(await token("root", "admin")))
+    expect(adminStream.status).toBe(200)
+    await adminStream.body!.cancel()
+    await open.pop()!.cancel()
+    await eventually(async () => {
+      const res = await get("/api/servers/dave1/events", dave)
+      if (res.status !== 200) return false
+      open.push(sseReader(res))
+      return true
+    }, 20_000, "a freed slot")
+    for (const r of open) await r.cancel()
+  })
+})
+
 describe("app plumbing", () => {
   it("livez/healthz/readyz answer 200 while Redis is up", async () => {
     for (const p of ["/livez", "/healthz", "/readyz"]) expect((await get(p)).status).toBe(200)
