@@ -18,11 +18,26 @@ import { CodeServer, DevConfig, DevHardening, DevRoutes } from "./dev/index.ts"
 import { AgentConfig, type AgentSettings } from "./config.ts"
 import { AgentAuthMiddleware } from "./http/auth-middleware.ts"
 import { CoreRoutes } from "./http/core-routes.ts"
+import { InstallRoutes } from "./http/install-routes.ts"
+import { ProvisionRoutes } from "./http/provision-routes.ts"
+import { CatalogClient } from "./install/catalog-client.ts"
+import { Installer } from "./install/installer.ts"
+import { Provisioner } from "./provision/provisioner.ts"
 import { AgentLogger } from "./log/logger.ts"
 import { RedisStatusStore } from "./status/redis-status-store.ts"
 
 /** Every route and the router-wide auth (registrations only: what they need is provided below). */
-export const AgentRoutes = Layer.mergeAll(CoreRoutes, DevRoutes, AgentAuthMiddleware)
+export const AgentRoutes = Layer.mergeAll(CoreRoutes, ProvisionRoutes, InstallRoutes, DevRoutes, AgentAuthMiddleware)
+
+/** The core's services (need AgentConfig, StatusStore, NodeServices). */
+export const CoreServices = Layer.mergeAll(
+  Installer.layer.pipe(Layer.provideMerge(CatalogClient.layer)),
+  Layer.effect(Provisioner, Effect.gen(function*() {
+    const p = yield* Provisioner
+    yield* p.detect // /status is right after a restart
+    return p
+  })).pipe(Layer.provide(Provisioner.layer))
+)
 
 /**
  * Services the dev routes use while serving requests. `HttpRouter.serve` runs handlers in the context
@@ -35,7 +50,7 @@ export const agentHttpLayer = (settings: AgentSettings) =>
     // Innermost, so it is built last: the socket listens only once every service is ready (a request
     // accepted before `serve` attaches its handler would hang).
     Layer.provide(NodeHttpServer.layer(createServer, { port: settings.port, host: settings.bind })),
-    Layer.provide(DevServices),
+    Layer.provide(Layer.mergeAll(DevServices, CoreServices)),
     Layer.provide(RedisStatusStore.layer),
     Layer.provide(AgentConfig.make(settings)),
     Layer.provide(NodeServices.layer)
