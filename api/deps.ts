@@ -26,6 +26,8 @@ export interface ApiConfig {
   readonly userTokenAudience?: string
   /** IDE tokens issued per user per minute (IDE_TOKEN_RATE_LIMIT, default 30). */
   readonly ideTokenRateLimitPerMinute?: number
+  /** Live status streams: interval of the `: ping` comment (default 15 000). */
+  readonly eventsHeartbeatMs?: number
 }
 
 /** Everything the Hono app needs; tests build their own. No Node-only APIs in here besides the clients. */

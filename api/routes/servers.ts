@@ -150,7 +150,7 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
       stream.onAbort(end)
       const heartbeat = setInterval(() => {
         stream.write(": ping\n\n").catch(end)
-      }, EVENTS_HEARTBEAT_MS)
+      }, deps.config.eventsHeartbeatMs ?? EVENTS_HEARTBEAT_MS)
       try {
         await stream.write("retry: 2000\n\n")
         await stream.writeSSE({ event: "status", data: JSON.stringify(current) })

@@ -239,6 +239,27 @@ describe("GET /api/servers/:id/events", () => {
   })
 })
 
+describe("event stream heartbeat", () => {
+  it("sends a `: ping` comment at the configured interval while nothing happens", async () => {
+    const fast = await makeDeps({ keys, now: clock.now, config: { ...d.config, eventsHeartbeatMs: 100 } })
+    try {
+      const res = await createApp(fast).request("/api/servers/s1/events", { headers: bearer(await token("alice")) })
+      expect(res.status).toBe(200)
+      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader()
+      let text = ""
+      while ((text.match(/^: ping$/gm) ?? []).length < 2) {
+        const { value, done } = await reader.read()
+        if (done) throw new Error("stream ended")
+        text += value
+      }
+      expect(text.indexOf("event: status")).toBeLessThan(text.indexOf(": ping"))
+      await reader.cancel()
+    } finally {
+      await fast.closeClients()
+    }
+  })
+})
+
 describe("event stream cap", () => {
   it("one user holds at most MAX_STREAMS_PER_USER streams per process; closing one frees a slot", async () => {
     const { MAX_STREAMS_PER_USER } = await import("../../api/routes/servers.ts")
