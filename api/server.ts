@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net"
 import type { ApiDeps } from "./deps.ts"
 import { createApp } from "./app.ts"
 import { createIdeAwareServer } from "./ide/node-server.ts"
+import { isIdeTarget } from "./ide/paths.ts"
 import { disposeIdeRuntime } from "./ide/runtime.ts"
 import { closeEventStreams } from "./routes/servers.ts"
 
@@ -53,6 +54,15 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
     const code = status.startsWith("431") ? "headers_too_large" : status.startsWith("408") ? "request_timeout" : "bad_request"
     const body = JSON.stringify({ error: { code, message: status.slice(4) } })
     socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  })
+
+  // The IDE bridge takes `/api/dev/<id>/ide…` upgrades and ignores the rest; with an upgrade listener
+  // present Node never answers those itself, so refuse them here instead of leaving the socket hanging.
+  server.on("upgrade", (req, socket) => {
+    if (isIdeTarget(req.url)) return
+    const body = JSON.stringify({ error: { code: "not_found", message: "no WebSocket endpoint at this path" } })
+    socket.on("error", () => undefined)
+    socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   })
 
   await new Promise<void>((resolve, reject) => {

@@ -83,6 +83,14 @@ describe("startApiServer", () => {
     expect((await fetch(`${base}/livez`)).status).toBe(200)
   })
 
+  it("a WebSocket upgrade outside the IDE paths gets a JSON 404 instead of a hanging socket", async () => {
+    const out = await rawRequest(
+      "GET /api/servers/s1/events HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    expect(out).toMatch(/^HTTP\/1\.1 404 /)
+    expect(out).toContain('"code":"not_found"')
+  })
+
   it("close() ends open event streams and resolves; the port stops accepting", async () => {
     const d2 = await makeDeps({ keys })
     const api2 = await startApiServer(d2, { port: 0, host: "127.0.0.1" })
