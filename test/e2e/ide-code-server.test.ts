@@ -26,7 +26,7 @@ import { freePort, startCodeServer, type CodeServerHandle } from "../support/cod
 
 const STEP = 60_000
 /** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */
-const SLOW_STEP = 120_000
+const SLOW_STEP = 180_000
 const SERVER_ID = "100"
 const VMID = 100
 const artifacts = join(import.meta.dirname, "..", "..", ".test-results", "artifacts")
@@ -222,6 +222,6 @@ describe("IDE proxy in a real browser", () => {
         await page.close().catch(() => undefined)
       }
     },
-    420_000
+    600_000
   )
 })
