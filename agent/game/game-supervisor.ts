@@ -144,15 +144,15 @@ const makeGameSupervisor = Effect.gen(function*() {
       })
       const oomKillsBefore = yield* proc.oomKills
 
-      if (Option.isSome(config.launch.readyPort)) {
-        const port = config.launch.readyPort.value
-        yield* launcher.portAccepting(port).pipe(
+      const portProbe = Option.isSome(config.launch.readyPort)
+        ? yield* launcher.portAccepting(config.launch.readyPort.value).pipe(
           Effect.repeat({ until: (open) => open, schedule: Schedule.spaced(config.readyPollInterval) }),
           Effect.andThen(Deferred.succeed(ready, undefined)),
+          Effect.asVoid,
           Effect.forkScoped
         )
-      }
-      yield* Deferred.await(ready).pipe(
+        : undefined
+      const whileRunning = yield* Deferred.await(ready).pipe(
         Effect.andThen(setState("running", () => ({ nextRestartAt: null }))),
         Effect.andThen(Effect.logInfo("game server: ready").pipe(Effect.annotateLogs({ vmid }))),
         Effect.andThen(sampleResources(proc, since).pipe(Effect.repeat(Schedule.spaced(config.resourceInterval)))),
@@ -160,6 +160,9 @@ const makeGameSupervisor = Effect.gen(function*() {
       )
 
       const exit = yield* proc.exit
+      // Nothing may report "running" or resource use once the exit is known.
+      yield* Fiber.interrupt(whileRunning)
+      if (portProbe !== undefined) yield* Fiber.interrupt(portProbe)
       // Let the last lines (the stack trace) reach the ring before they are classified.
       yield* drained.pipe(Effect.timeoutOption("3 seconds"))
       const ended = yield* Clock.currentTimeMillis
