@@ -43,6 +43,8 @@ export interface DevSettings {
   }
   /** The agent's own secrets file (e.g. an env file); kept root-only when present. */
   readonly agentSecretsFile: string
+  /** Where `POST /dev/codeserver/install` finds the catalog (`devcontainer/_catalog.json`) and tarballs. */
+  readonly artifactBaseUrl: Option.Option<string>
 }
 
 const positiveInt = (name: string, fallback: number) =>
@@ -80,7 +82,8 @@ export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
   maxExtractBytes: positiveInt("FILES_MAX_EXTRACT_BYTES", 1024 * MiB),
   execTimeout: duration("DEV_EXEC_TIMEOUT", "30 seconds"),
   execMaxOutput: positiveInt("DEV_EXEC_MAX_OUTPUT_BYTES", 64 * 1024),
-  agentSecretsFile: Config.String("AGENT_SECRETS_FILE").pipe(Config.option)
+  agentSecretsFile: Config.String("AGENT_SECRETS_FILE").pipe(Config.option),
+  artifactBaseUrl: Config.String("ARTIFACT_BASE_URL").pipe(Config.option)
 }).pipe(Config.map((c): DevSettings => ({
   vmid: c.vmid,
   devUser: c.devUser,
@@ -112,7 +115,8 @@ export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
     maxExtractBytes: c.maxExtractBytes
   },
   exec: { timeout: c.execTimeout, maxOutputBytes: c.execMaxOutput },
-  agentSecretsFile: Option.getOrElse(c.agentSecretsFile, () => `${c.zlhRoot}/agent.env`)
+  agentSecretsFile: Option.getOrElse(c.agentSecretsFile, () => `${c.zlhRoot}/agent.env`),
+  artifactBaseUrl: Option.map(c.artifactBaseUrl, (u) => u.replace(/\/+$/, ""))
 })))
 
 export class DevConfig extends Context.Service<DevConfig, DevSettings>()("zlh/agent/dev/DevConfig") {

@@ -52,6 +52,14 @@ export const devErrorResponse = (error: unknown): Effect.Effect<HttpServerRespon
       return ok(409, "code_server_not_installed", `code-server is not installed in ${str("dir")}`)
     case "CodeServerStartFailed":
       return ok(502, "code_server_start_failed", str("message"))
+    case "UnknownCodeServerVersion": {
+      const available = Array.isArray(e.available) ? (e.available as Array<string>) : []
+      return ok(404, "unknown_version", `code-server ${str("version")} is not in the catalog; available: ${available.join(", ") || "none"}`)
+    }
+    case "ChecksumMismatch":
+      return ok(502, "checksum_mismatch", `artifact sha256 ${str("actual")} does not match the catalog's ${str("expected")}`)
+    case "InstallFailed":
+      return ok(502, "install_failed", str("message"))
     case "ExecFailed":
       return ok(400, "exec_failed", str("message"))
     default:

@@ -1,6 +1,7 @@
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { CodeServer } from "./code-server.ts"
+import { installCodeServer } from "./code-server-install.ts"
 import { handleDevErrors } from "./dev-error-response.ts"
 import { devExec, ExecRequest } from "./dev-exec.ts"
 
@@ -36,6 +37,18 @@ export const CodeServerRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const cs = yield* CodeServer
       return HttpServerResponse.jsonUnsafe(yield* cs.restart)
+    }).pipe(handleDevErrors)
+  ),
+  HttpRouter.route(
+    "POST",
+    "/dev/codeserver/install",
+    Effect.gen(function*() {
+      const body = yield* HttpServerRequest.schemaBodyJson(
+        Schema.Struct({ version: Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/)) }),
+        { errors: "all", onExcessProperty: "error" }
+      )
+      const result = yield* installCodeServer(body.version)
+      return HttpServerResponse.jsonUnsafe(result, { status: result.changed ? 201 : 200 })
     }).pipe(handleDevErrors)
   ),
   HttpRouter.route(

@@ -1,7 +1,7 @@
 import type { ConfigError } from "effect/Config"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
-import type { StatusStore } from "../status/status-store.ts"
+import { StatusStore } from "../status/status-store.ts"
 import { CodeServer } from "./code-server.ts"
 import { DevConfig } from "./dev-config.ts"
 import { CodeServerRoutes } from "./dev-routes.ts"
@@ -20,6 +20,11 @@ export const DevHardening = Layer.effectDiscard(Effect.gen(function*() {
   yield* hardenAgentFiles(yield* DevConfig)
 }))
 
+/** The core's StatusStore, handed on to the requests of these routes (the installer reports progress). */
+const StatusStorePassThrough = Layer.effect(StatusStore, Effect.gen(function*() {
+  return yield* StatusStore
+}))
+
 /**
  * The routes with their services built once (hardening first, then CodeServer, which adopts a running
  * code-server). `provideRequest` hands those services to every request of these routes, so the layer
@@ -27,7 +32,9 @@ export const DevHardening = Layer.effectDiscard(Effect.gen(function*() {
  */
 export const devLive = <E>(config: Layer.Layer<DevConfig, E>): Layer.Layer<never, E, HttpRouter.HttpRouter | StatusStore> =>
   DevRoutes.pipe(
-    HttpRouter.provideRequest(CodeServer.layer.pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(config)))
+    HttpRouter.provideRequest(
+      Layer.mergeAll(CodeServer.layer, StatusStorePassThrough).pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(config))
+    )
   )
 
 /** What `agent/main.ts` mounts: settings from the environment (DevConfig.layer). */

@@ -12,6 +12,7 @@ export const devSettings = (o: {
   readonly overrides?: Partial<DevSettings["codeServer"]>
   readonly files?: Partial<DevSettings["files"]>
   readonly exec?: Partial<DevSettings["exec"]>
+  readonly artifactBaseUrl?: string
 }): DevSettings => {
   const devHome = o.devHome ?? `${o.base}/home`
   const zlhRoot = `${o.base}/zlh`
@@ -41,6 +42,7 @@ export const devSettings = (o: {
     },
     files: { maxReadBytes: 1024 * 1024, maxWriteBytes: 1024 * 1024, maxUploadBytes: 4 * 1024 * 1024, maxExtractBytes: 8 * 1024 * 1024, ...o.files },
     exec: { timeout: Duration.seconds(20), maxOutputBytes: 4096, ...o.exec },
-    agentSecretsFile: `${zlhRoot}/agent.env`
+    agentSecretsFile: `${zlhRoot}/agent.env`,
+    artifactBaseUrl: o.artifactBaseUrl === undefined ? Option.none() : Option.some(o.artifactBaseUrl)
   }
 }
