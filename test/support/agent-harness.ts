@@ -1,0 +1,137 @@
+import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { signAgentCall } from "../../agent/auth/agent-token.ts"
+
+export const repoRoot = resolve(import.meta.dirname, "..", "..")
+export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")
+export const SECRET = "agent-test-secret-0123456789abcdef-xyz"
+
+export const freePort = (): Promise<number> =>
+  new Promise((done, fail) => {
+    const s = createServer()
+    s.once("error", fail)
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => done(port))
+    })
+  })
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `f` until it returns a value other than undefined, or fails after `timeoutMs` with `what`. */
+export const eventually = async <A>(what: string, f: () => Promise<A | undefined>, timeoutMs = 60_000): Promise<A> => {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await f()
+      if (v !== undefined) return v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}`)
+    await sleep(100)
+  }
+}
+
+export interface AgentTree {
+  readonly base: string
+  readonly zlhRoot: string
+  readonly devHome: string
+  readonly serverRoot: string
+  cleanup(): void
+}
+
+export const makeAgentTree = (): AgentTree => {
+  const base = mkdtempSync(join(tmpdir(), "zlh-agent-"))
+  const zlhRoot = join(base, "opt-zlh")
+  const devHome = join(base, "home", "dev")
+  mkdirSync(zlhRoot, { recursive: true })
+  mkdirSync(join(base, "home"), { recursive: true })
+  return { base, zlhRoot, devHome, serverRoot: join(zlhRoot, "server"), cleanup: () => rmSync(base, { recursive: true, force: true }) }
+}
+
+export const testVmid = () => 900_000 + Math.floor(Math.random() * 90_000)
+export const testPrefix = () => `test:${randomBytes(4).toString("hex")}:`
+
+export interface RunningAgent {
+  readonly url: string
+  readonly vmid: number
+  readonly child: ChildProcess
+  readonly output: () => string
+  call(method: string, path: string, options?: { body?: string | object; token?: string | null }): Promise<{ status: number; json: any }>
+  stop(): Promise<void>
+}
+
+/** Environment for a real agent in `tree`; override anything with `env`. */
+export const agentEnv = (tree: AgentTree, vmid: number, port: number, extra: Record<string, string>): Record<string, string> => ({
+  PATH: `${NODE_BIN}:${process.env["PATH"] ?? "/usr/bin:/bin"}`,
+  AGENT_VMID: String(vmid),
+  AGENT_PORT: String(port),
+  AGENT_BIND: "127.0.0.1",
+  REDIS_URL: "redis://127.0.0.1:6379",
+  ARTIFACT_BASE_URL: "http://127.0.0.1:9",
+  AGENT_TOKEN_SECRET: SECRET,
+  ZLH_ROOT: tree.zlhRoot,
+  DEV_USER: "zlhnobody",
+  DEV_HOME: tree.devHome,
+  SERVER_ROOT: tree.serverRoot,
+  LOG_LEVEL: "info",
+  ...extra
+})
+
+/** Runs `node agent/main.ts` as a real child process and waits for `/livez`. */
+export const startAgent = async (env: Record<string, string>): Promise<RunningAgent> => {
+  const child = spawn(join(NODE_BIN, "node"), [join(repoRoot, "agent", "main.ts")], {
+    env,
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let out = ""
+  child.stdout.on("data", (d) => (out += String(d)))
+  child.stderr.on("data", (d) => (out += String(d)))
+  const exited = new Promise<void>((r) => child.once("exit", () => r()))
+  const url = `http://127.0.0.1:${env["AGENT_PORT"]}`
+  const vmid = Number(env["AGENT_VMID"])
+  await eventually(`the agent on ${url} (output so far:\n${out.slice(-2000)})`, async () => {
+    if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${out.slice(-2000)}`)
+    const r = await fetch(`${url}/livez`).catch(() => undefined)
+    return r?.status === 200 ? true : undefined
+  }, 90_000)
+  return {
+    url,
+    vmid,
+    child,
+    output: () => out,
+    async call(method, path, options = {}) {
+      const token = options.token === undefined ? await signAgentCall(SECRET, vmid, Date.now()) : options.token
+      const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
+      const r = await fetch(`${url}${path}`, {
+        method,
+        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        ...(body === undefined ? {} : { body }),
+        signal: AbortSignal.timeout(240_000)
+      })
+      const text = await r.text()
+      let json: unknown = text
+      try {
+        json = JSON.parse(text)
+      } catch {
+        // keep text
+      }
+      return { status: r.status, json }
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM")
+        await Promise.race([exited, sleep(15_000)])
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      }
+      await exited
+    }
+  }
+}
