@@ -168,7 +168,7 @@ describe("resilience: bad-input sweep of every API route", () => {
           headers: c.headers ?? {},
           ...(c.body === undefined ? {} : { body: c.body }),
           redirect: "manual",
-          signal: AbortSignal.timeout(15_000)
+          signal: AbortSignal.timeout(30_000)
         })
         status = res.status
         text = await res.text()
@@ -186,7 +186,7 @@ describe("resilience: bad-input sweep of every API route", () => {
       else if (!isErrorBody(body)) failures.push(`${c.name}: ${status} without the error shape: ${text.slice(0, 120)}`)
       else if (!/^[a-z][a-z0-9_]*$/.test((body as { error: { code: string } }).error.code)) failures.push(`${c.name}: code not snake_case`)
     }
-    console.log(`[resilience-bad-input] ${all.length} requests, ${failures.length} not answered as expected`)
+    console.log(`[resilience-bad-input] ${all.length} requests, ${failures.length} not answered as expected${failures.length > 0 ? `: ${failures.join(" | ")}` : ""}`)
     expect(failures).toEqual([])
     expect(stack.api.exited()).toBe(false)
     const live = await fetch(`${stack.origin}/livez`)

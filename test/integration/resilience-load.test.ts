@@ -17,16 +17,31 @@ import { apiHeapUsed, fdCount, rssBytes, signedIdeCookie, sleep, socketPeers, st
 const SESSIONS = Number(process.env["ZLH_RESILIENCE_SESSIONS"] ?? 200)
 const DURATION_MS = Number(process.env["ZLH_RESILIENCE_MS"] ?? 30_000)
 
-const get = (agent: Agent, url: string, cookie: string): Promise<number> =>
+const retried = { count: 0 }
+
+/**
+ * GET through a session's keep-alive pool. Like a browser, a request that fails on a *reused* idle
+ * connection before any response byte arrived (the server closed that idle connection just as it was
+ * reused: the keep-alive race, see Node's `request.reusedSocket`) is retried once on a new one; the
+ * retries are counted and reported. Any other failure is an error.
+ */
+const get = (agent: Agent, url: string, cookie: string, retry = true): Promise<number> =>
   new Promise((resolve, reject) => {
+    let responded = false
     const req = request(url, { agent, headers: { cookie }, timeout: 60_000 }, (res) => {
+      responded = true
       let n = 0
       res.on("data", (c: Buffer) => (n += c.length))
       res.on("end", () => (res.statusCode === 200 && res.complete ? resolve(n) : reject(new Error(`status ${res.statusCode}, complete ${res.complete}`))))
       res.on("error", reject)
     })
     req.on("timeout", () => req.destroy(new Error("timeout")))
-    req.on("error", reject)
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      if (retry && !responded && req.reusedSocket && (e.code === "ECONNRESET" || e.message === "socket hang up")) {
+        retried.count++
+        get(agent, url, cookie, false).then(resolve, reject)
+      } else reject(e)
+    })
     req.end()
   })
 
@@ -143,6 +158,7 @@ describe("resilience: 200 concurrent IDE-like sessions", () => {
       ...counts,
       errors: errors.length,
       firstErrors: errors.slice(0, 5),
+      keepAliveRaceRetries: retried.count,
       fds: { baseline: fds0, peak: fdsPeak, end: fdsEnd },
       afterClients,
       rssMB: { baseline: +(rss0 / 1e6).toFixed(1), peak: +(rssPeak / 1e6).toFixed(1), after: +(rssAfter / 1e6).toFixed(1) },
