@@ -85,7 +85,7 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
   afterAll(async () => {
     await web?.handler(new Request("http://agent/dev/codeserver/stop", { method: "POST" })).catch(() => undefined)
     await web?.dispose()
-    await tamperedWeb?.dispose()
+    await tamperedWeb?.dispose().catch(() => undefined)
     await artifacts?.close()
     await tampered?.close()
     user?.remove()
@@ -130,6 +130,8 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
   })
 
   it("installs the real tarball into ZLH_ROOT/services/code-server, root-owned, and code-server runs from it", async () => {
+    // One agent per container: the second one (tampered catalog) would adopt the code-server started below.
+    await tamperedWeb.dispose()
     const r = await post(web, "/dev/codeserver/install", { version })
     assert.strictEqual(r.status, 201, JSON.stringify(r.body))
     const entry = NodePath.join(settings.codeServer.dir, "node_modules", "code-server", "out", "node", "entry.js")
