@@ -53,6 +53,26 @@ export const createApp = (deps: ApiDeps) => {
 
   app.use(requestId({ limitLength: 128 }))
 
+  // A refused POST/PUT/DELETE leaves its request body unread; the Node adapter then drains it and
+  // destroys the socket if that takes long, which can hit a keep-alive connection the client is
+  // already reusing. An empty body is consumed here (free); an unread non-empty one closes the
+  // connection explicitly so no client reuses it.
+  app.use(async (c, next) => {
+    await next()
+    const m = c.req.method
+    if (m === "GET" || m === "HEAD" || c.req.raw.bodyUsed) return
+    const length = c.req.header("content-length")
+    if (c.req.header("transfer-encoding") === undefined && (length === undefined || length === "0")) {
+      await c.req.raw.arrayBuffer().catch(() => undefined)
+    } else {
+      try {
+        c.res.headers.set("Connection", "close")
+      } catch {
+        // Immutable headers (a proxied Response): leave it to the adapter.
+      }
+    }
+  })
+
   app.use(async (c, next) => {
     const started = performance.now()
     await next()

@@ -83,6 +83,21 @@ describe("startApiServer", () => {
     expect((await fetch(`${base}/livez`)).status).toBe(200)
   })
 
+  it("a refused request with an unread body closes its connection; an empty-bodied one keeps it usable", async () => {
+    const body = '{"vmid":1}'
+    const withBody = await rawRequest(
+      `PUT /api/admin/servers/s9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`
+    )
+    expect(withBody).toMatch(/^HTTP\/1\.1 401 /)
+    expect(withBody.toLowerCase()).toContain("connection: close")
+    // Two refused empty POSTs pipelined on one keep-alive connection: both answered.
+    const two = await rawRequest(
+      "POST /api/dev/s1/ide-token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+        "POST /api/dev/s1/ide-token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    expect(two.match(/HTTP\/1\.1 401 /g)).toHaveLength(2)
+  })
+
   it("a WebSocket upgrade outside the IDE paths gets a JSON 404 instead of a hanging socket", async () => {
     const out = await rawRequest(
       "GET /api/servers/s1/events HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
