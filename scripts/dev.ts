@@ -292,8 +292,11 @@ interface StatusLike {
   readonly state?: string
 }
 
-/** Runs an agent install call while printing the agent's reported progress. */
-const installWithProgress = async (agent: AgentClient, what: string, path: string, body: unknown): Promise<void> => {
+/**
+ * Runs an agent install call while printing the agent's reported progress. Resolves false when the
+ * agent has no such route (404/405) and `missingOk` is set.
+ */
+const installWithProgress = async (agent: AgentClient, what: string, path: string, body: unknown, missingOk = false): Promise<boolean> => {
   let done = false
   const t0 = Date.now()
   const ticker = (async () => {
@@ -310,10 +313,12 @@ const installWithProgress = async (agent: AgentClient, what: string, path: strin
   })()
   try {
     const r = await agent.post<unknown>(path, body, 300_000)
+    if (missingOk && (r.status === 404 || r.status === 405)) return false
     if (r.status < 200 || r.status >= 300) {
       throw new StackError(`agent ${agent.vmid}: installing ${what} failed: ${r.status} ${JSON.stringify(r.body).slice(0, 400)}`)
     }
     say(`agent ${agent.vmid}: ${what} installed (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+    return true
   } finally {
     done = true
     await ticker
@@ -325,15 +330,9 @@ const installWithProgress = async (agent: AgentClient, what: string, path: strin
  * `POST /dev/codeserver/install` when the agent has it, else the core installer with the service name.
  */
 const installCodeServer = async (agent: AgentClient, version: string) => {
-  const probe = await agent.post<unknown>("/dev/codeserver/install", { version }, 300_000).catch(() => undefined)
-  if (probe !== undefined && probe.status >= 200 && probe.status < 300) {
-    say(`agent 100: code-server ${version} installed`)
-    return
-  }
-  if (probe !== undefined && probe.status !== 404 && probe.status !== 405) {
-    throw new StackError(`agent 100: installing code-server failed: ${probe.status} ${JSON.stringify(probe.body).slice(0, 400)}`)
-  }
-  await installWithProgress(agent, `code-server ${version}`, "/runtime/install", { runtime: "code-server", version })
+  const what = `code-server ${version}`
+  if (await installWithProgress(agent, what, "/dev/codeserver/install", { version }, true)) return
+  await installWithProgress(agent, what, "/runtime/install", { runtime: "code-server", version })
 }
 
 const setUpDevContainer = async (agent: AgentClient, pack: PackResult) => {

@@ -55,9 +55,15 @@ const sha256File = (file: string): Promise<string> =>
       .on("end", () => resolvePromise(hash.digest("hex")))
   })
 
+/** A Map that never remembers an inode, so tar never writes a hard-link entry. */
+const NO_HARD_LINKS = { get: () => undefined, set() { return this }, has: () => false } as unknown as Map<`${number}:${number}`, string>
+
+/** Bumped when the tarball layout changes, so cached tarballs made the old way are packed again. */
+const PACK_FORMAT = "2"
+
 /** A cheap identity for a source tree: every file's path, size and mtime. */
 const fingerprint = async (root: string): Promise<string> => {
-  const hash = createHash("sha256")
+  const hash = createHash("sha256").update(`format ${PACK_FORMAT}\0`)
   const walk = async (dir: string): Promise<void> => {
     const entries = await readdir(dir, { withFileTypes: true })
     entries.sort((a, b) => (a.name < b.name ? -1 : 1))
@@ -109,7 +115,19 @@ const packTree = async (
   }, 5000)
   try {
     const entries = await readdir(input.stageDir)
-    await tar.c({ gzip: { level: input.gzipLevel }, file: partial, cwd: input.stageDir, portable: true, follow: input.follow }, entries)
+    await tar.c(
+      {
+        gzip: { level: input.gzipLevel },
+        file: partial,
+        cwd: input.stageDir,
+        portable: true,
+        follow: input.follow,
+        // Hard links become plain copies: a `Link` entry's target is relative to the archive root, which
+        // installers that resolve link targets against the entry's directory refuse as escaping.
+        linkCache: NO_HARD_LINKS
+      },
+      entries
+    )
   } catch (cause) {
     rmSync(partial, { force: true })
     throw cause
