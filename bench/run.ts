@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --quick] [-- --rounds N] [-- --only small,asset,...] [-- --no-ide] [-- --idle N]`
+ * `npm run bench [-- --quick] [-- --rounds N] [-- --only small,asset,stream,ws1,ws64,wsbig,idle,ide]
+ *                 [-- --no-ide] [-- --idle N] [-- --seconds S] [-- --ws-ms MS] [-- --profile]`
  *
  * The IDE proxy side by side with direct access and with a plain Node proxy, in one interleaved run:
  * for each round, for each scenario: direct (A), the project's API (B), the http-proxy-3 baseline (C).
@@ -47,6 +48,8 @@ const opts = {
   wsMs: Number(value("--ws-ms") ?? (quick ? 1_500 : 4_000)),
   idleCount: Number(value("--idle") ?? (quick ? 1_000 : 9_000)),
   ide: !flag("--no-ide"),
+  /** `--profile`: run the API with --cpu-prof (profile written to bench/results/prof-<time>/ when it stops). */
+  profile: flag("--profile"),
   only: value("--only")?.split(",")
 }
 const PROXY_CPU = "0"
@@ -223,7 +226,8 @@ const wsIdle = async (t: Target): Promise<Metrics> => {
     openSeconds: c.info.openSeconds,
     rssKiBPerConn: (rss1 - rss0) / opened / 1024,
     fdsPerConn: (fds1 - fds0) / opened,
-    fdsLeftAfter: fdCount(t.pid) - fds0
+    // Other connections (e.g. a keep-alive pool) may close meanwhile: never report a negative leak.
+    fdsLeftAfter: Math.max(0, fdCount(t.pid) - fds0)
   }
 }
 
@@ -346,9 +350,14 @@ const main = async () => {
       : "pinning: not available (fewer than 2 cores or no taskset): numbers are not comparable to pinned runs"
   )
   const upstream = track(await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"], { cpus: pinned ? PROXY_CPU : undefined }))
+  const profDir = join(ROOT, "bench", "results", `prof-${new Date(started).toISOString().replace(/[:.]/g, "-")}`)
   const api = track(
-    await startNodeChild<ApiInfo>(join(ROOT, "bench", "serve-api.ts"), ["--upstream", String(upstream.info.port), "--server-id", SERVER_ID, "--exit-with-stdin"], { cpus: pinned ? PROXY_CPU : undefined })
+    await startNodeChild<ApiInfo>(join(ROOT, "bench", "serve-api.ts"), ["--upstream", String(upstream.info.port), "--server-id", SERVER_ID, "--exit-with-stdin"], {
+      cpus: pinned ? PROXY_CPU : undefined,
+      ...(opts.profile ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", profDir] } : {})
+    })
   )
+  if (opts.profile) log(`profiling the API: --cpu-prof into ${profDir} (open the .cpuprofile in Chrome DevTools)`)
   const baseline = track(await startNodeChild<{ port: number; pid: number }>(join(ROOT, "bench", "baseline-proxy.ts"), ["--upstream", String(upstream.info.port), "--exit-with-stdin"], { cpus: pinned ? PROXY_CPU : undefined }))
   const apiOrigin = `http://127.0.0.1:${api.info.port}`
   const { cookie, via } = await obtainIdeCookie(apiOrigin, api.info)
