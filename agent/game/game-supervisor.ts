@@ -243,7 +243,10 @@ const makeGameSupervisor = Effect.gen(function*() {
       if (Option.isSome(running) && (state === "running" || state === "starting")) return
       // From backoff or error an explicit start cancels the pending restart and starts the count over.
       yield* stopSupervisor
-      yield* setState("starting", () => ({ restartCount: 0, nextRestartAt: null, resources: ZERO }))
+      // A re-attach goes straight to running; a launch passes through starting.
+      yield* Option.isSome(attach)
+        ? store.update((s) => ({ ...s, restartCount: 0, nextRestartAt: null }))
+        : setState("starting", () => ({ restartCount: 0, nextRestartAt: null, resources: ZERO }))
       const started = yield* Deferred.make<void>()
       // Forked outside any request or action fiber (it outlives them); remembered before anything can interrupt.
       const fiber = yield* Effect.uninterruptible(

@@ -1,3 +1,4 @@
+import * as NodeCP from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
@@ -283,5 +284,62 @@ describe("game server supervision with real processes", () => {
     const running = await waitForState(a, "running")
     assert.strictEqual(running.lastCrash, null, "the restart's stop was not a crash")
     assert.includeMembers(a.states(), ["stopping", "stopped", "starting", "running"])
+  })
+
+  it("re-attaches after the agent process is SIGKILLed; a SIGTERMed agent stops the server and its group", async () => {
+    const { root, pidFile, env } = setup(["--ready=50", "--grandchild", "--pidfile={pidfile}"])
+    NodeFs.mkdirSync(NodePath.join(root, "run"), { recursive: true })
+    NodeFs.writeFileSync(NodePath.join(root, "run", "game-server.json"), JSON.stringify({ desired: "running", process: null }))
+    const main = NodePath.join(import.meta.dirname, "..", "support", "game-agent-main.ts")
+    const spawnAgent = () => {
+      const child = NodeCP.spawn(process.execPath, [main], {
+        env: { ...process.env, ...env, AGENT_VMID: "100", LOG_LEVEL: "Error" },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      const states: Array<{ state: string }> = []
+      let buffered = ""
+      child.stdout.on("data", (d: Buffer) => {
+        buffered += d.toString()
+        const lines = buffered.split("\n")
+        buffered = lines.pop() ?? ""
+        for (const l of lines) if (l.startsWith("STATE ")) states.push(JSON.parse(l.slice(6)))
+      })
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+      cleanups.push(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      })
+      return { child, states, exited, running: () => waitFor("agent reports running", async () => states.some((s) => s.state === "running")) }
+    }
+
+    const first = spawnAgent()
+    await first.running()
+    const pids = await readPidFile(pidFile)
+    // agents here may die by SIGKILL, which leaves the server running by design: never leave it behind
+    cleanups.push(() => {
+      for (const pid of [pids.pid, pids.grandchild]) {
+        try {
+          if (pid !== null) process.kill(pid, "SIGKILL")
+        } catch {
+          // already gone
+        }
+      }
+    })
+    first.child.kill("SIGKILL")
+    await first.exited
+    assert.isTrue(await alive(pids.pid), "the game server outlives a crashed agent")
+    assert.isTrue(await alive(pids.grandchild!))
+
+    NodeFs.rmSync(pidFile)
+    const second = spawnAgent()
+    await second.running()
+    assert.isFalse(NodeFs.existsSync(pidFile), "re-attached: no second server was launched")
+    assert.isTrue(await alive(pids.pid))
+    assert.isFalse(second.states.some((s) => s.state === "starting"))
+
+    second.child.kill("SIGTERM")
+    await second.exited
+    assert.isFalse(await alive(pids.pid))
+    await waitFor("grandchild gone", async () => !(await alive(pids.grandchild!)))
+    assert.deepStrictEqual(await groupAlive(pids.pid), [])
   })
 })
