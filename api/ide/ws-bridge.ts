@@ -171,7 +171,7 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
     close(code, reason) {
       if (closed) return
       if (tracker.atBoundary() && client.writable) {
-        upstream.unpipe(client)
+        upstream.removeAllListeners("data")
         client.unpipe(upstream)
         upstream.destroy()
         // Keep reading (and discarding) so the browser's close reply and FIN are seen.
@@ -203,7 +203,10 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
       clearTimeout(connectTimer)
     }
     tracker.onData(chunk)
+    // upstream → browser by hand (one 'data' listener instead of pipe's plus the tracker's).
+    if (!client.write(chunk)) upstream.pause()
   })
+  client.on("drain", () => upstream.resume())
   upstream.on("error", (error: NodeJS.ErrnoException) => {
     if (!gotUpstreamBytes) fail(new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${error.code ?? error.message})`))
     else client.destroy()
@@ -229,6 +232,5 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
 
   upstream.write(headText)
   if (head.length > 0) upstream.write(head)
-  upstream.pipe(client, { end: false })
   client.pipe(upstream)
 }
