@@ -140,6 +140,9 @@ export const NodeProcessLauncher = Layer.effect(
     const config = yield* GameConfig
     const fifo = config.stdinFifo
     const logFile = config.logFile
+    if (Option.isNone(config.launch.runAs) && process.getuid?.() === 0) {
+      yield* Effect.logWarning("GAME_RUN_AS is not set: the game server would run as root; set an unprivileged user")
+    }
 
     const send = (line: string) =>
       Effect.tryPromise(async () => {
