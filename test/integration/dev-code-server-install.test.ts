@@ -26,6 +26,7 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
   let artifacts: { url: string; close: () => Promise<void> }
   let tampered: { url: string; close: () => Promise<void> }
   let settings: ReturnType<typeof devSettings>
+  let evilDir: string | undefined
   let web: { handler: (request: Request) => Promise<Response>; dispose: () => Promise<void> }
   let tamperedWeb: { handler: (request: Request) => Promise<Response>; dispose: () => Promise<void> }
 
@@ -50,7 +51,7 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
     artifacts = await serveDirectory(built.dir)
 
     // A second artifact server: the same tarball under a catalog with a wrong sha256, plus a hostile archive.
-    const evilDir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-dev-evil-artifacts-"))
+    evilDir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-dev-evil-artifacts-"))
     NodeFs.mkdirSync(NodePath.join(evilDir, "devcontainer", "services"), { recursive: true })
     NodeFs.linkSync(NodePath.join(built.dir, built.pack.codeServer!.artifact), NodePath.join(evilDir, built.pack.codeServer!.artifact))
     const stage = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-dev-evil-stage-"))
@@ -90,6 +91,7 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
     await tampered?.close()
     user?.remove()
     if (base !== undefined) NodeFs.rmSync(base, { recursive: true, force: true })
+    if (evilDir !== undefined) NodeFs.rmSync(evilDir, { recursive: true, force: true })
   }, 120_000)
 
   const post = async (w: typeof web, path: string, body: unknown) => {
