@@ -65,9 +65,14 @@ const main = Effect.gen(function*() {
 }).pipe(
   Effect.provide(Layer.unwrap(Effect.gen(function*() {
     // The logger needs vmid and LOG_LEVEL before the rest of the config is known to be valid.
+    // A bad LOG_LEVEL is reported with the other problems; until then log at info.
     const env = process.env
     const vmid = Number(env["AGENT_VMID"])
-    return AgentLogger({ vmid: Number.isInteger(vmid) ? vmid : 0, level: (env["LOG_LEVEL"] ?? "info").toLowerCase() })
+    const level = (env["LOG_LEVEL"] ?? "info").toLowerCase()
+    return AgentLogger({
+      vmid: Number.isInteger(vmid) ? vmid : 0,
+      level: ["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(level) ? level : "info"
+    })
   }))),
   Effect.catchTag("AgentConfigInvalid", (e) =>
     Effect.sync(() => {

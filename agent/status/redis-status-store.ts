@@ -1,4 +1,4 @@
-import { Clock, Duration, Effect, Layer, PubSub, Queue, Ref, Schedule, Stream } from "effect"
+import { Clock, type Duration, Effect, Layer, PubSub, Queue, Ref, Stream } from "effect"
 import { Redis } from "ioredis"
 import { type AgentStatus, initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
@@ -53,7 +53,8 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
       })
       // Without a listener ioredis would throw connection errors as unhandled 'error' events.
       client.on("error", () => {})
-      client.on("ready", () => Queue.offerUnsafe(wake, undefined))
+      // Through a fiber: a bare offerUnsafe from this callback did not wake the waiting writer.
+      client.on("ready", () => void Effect.runFork(Queue.offer(wake, undefined)))
       return client
     }),
     (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
@@ -112,9 +113,9 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
 
   // The first write happens on ioredis' "ready"; then one every heartbeat period (an owned background
   // fiber: unbounded on purpose).
-  yield* heartbeat.pipe(
-    Effect.delay(options.heartbeat ?? "10 seconds"),
-    Effect.repeat(Schedule.spaced(options.heartbeat ?? "10 seconds")),
+  yield* Effect.sleep(options.heartbeat ?? "10 seconds").pipe(
+    Effect.andThen(heartbeat),
+    Effect.forever,
     Effect.forkScoped
   )
 
