@@ -44,8 +44,8 @@ const value = (name: string): string | undefined => {
 const quick = flag("--quick")
 const opts = {
   rounds: Number(value("--rounds") ?? (quick ? 1 : 3)),
-  httpSeconds: Number(value("--seconds") ?? (quick ? 2 : 4)),
-  wsMs: Number(value("--ws-ms") ?? (quick ? 1_500 : 4_000)),
+  httpSeconds: Number(value("--seconds") ?? (quick ? 2 : 3)),
+  wsMs: Number(value("--ws-ms") ?? (quick ? 1_500 : 3_000)),
   idleCount: Number(value("--idle") ?? (quick ? 1_000 : 9_000)),
   ide: !flag("--no-ide"),
   /** `--profile`: run the API with --cpu-prof (profile written to bench/results/prof-<time>/ when it stops). */
