@@ -3,8 +3,8 @@
  * CONTRACTS.md. Composition:
  *
  *   HTTP server (AGENT_BIND:AGENT_PORT)
- *     └ router: AgentAuthMiddleware (global) + CoreRoutes + ProvisionRoutes + InstallRoutes + GameLive + DevLive
- *         └ Installer, Provisioner, CatalogClient
+ *     └ router: AgentAuthMiddleware (global) + CoreRoutes + ProvisionRoutes + InstallRoutes + GameRoutes + DevRoutes
+ *         └ Installer, Provisioner, CatalogClient, GameSupervisor + GameConfig, CodeServer + DevConfig
  *             └ StatusStore (Redis mirror) ─ AgentConfig ─ NodeServices
  *   Logger: pino (one JSON line per event, every line with vmid)
  *
@@ -15,6 +15,7 @@ import { NodeHttpServer, NodeRuntime, NodeServices } from "@effect/platform-node
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
 import { CodeServer, DevConfig, DevHardening, DevRoutes } from "./dev/index.ts"
+import { GameConfig, GameRoutes, GameServicesLive } from "./game/index.ts"
 import { AgentConfig, type AgentSettings } from "./config.ts"
 import { AgentAuthMiddleware } from "./http/auth-middleware.ts"
 import { CoreRoutes } from "./http/core-routes.ts"
@@ -27,7 +28,7 @@ import { AgentLogger } from "./log/logger.ts"
 import { RedisStatusStore } from "./status/redis-status-store.ts"
 
 /** Every route and the router-wide auth (registrations only: what they need is provided below). */
-export const AgentRoutes = Layer.mergeAll(CoreRoutes, ProvisionRoutes, InstallRoutes, DevRoutes, AgentAuthMiddleware)
+export const AgentRoutes = Layer.mergeAll(CoreRoutes, ProvisionRoutes, InstallRoutes, GameRoutes, DevRoutes, AgentAuthMiddleware)
 
 /** The core's services (need AgentConfig, StatusStore, NodeServices). */
 export const CoreServices = Layer.mergeAll(
@@ -45,12 +46,15 @@ export const CoreServices = Layer.mergeAll(
  */
 const DevServices = CodeServer.layer.pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(DevConfig.layer))
 
+/** The game supervisor and its settings (same reason: `GameLive` minus the route registration). */
+const GameServices = GameServicesLive.pipe(Layer.provideMerge(GameConfig.layer))
+
 export const agentHttpLayer = (settings: AgentSettings) =>
   HttpRouter.serve(AgentRoutes).pipe(
     // Innermost, so it is built last: the socket listens only once every service is ready (a request
     // accepted before `serve` attaches its handler would hang).
     Layer.provide(NodeHttpServer.layer(createServer, { port: settings.port, host: settings.bind })),
-    Layer.provide(Layer.mergeAll(DevServices, CoreServices)),
+    Layer.provide(Layer.mergeAll(DevServices, GameServices, CoreServices)),
     Layer.provide(RedisStatusStore.layer),
     Layer.provide(AgentConfig.make(settings)),
     Layer.provide(NodeServices.layer)
