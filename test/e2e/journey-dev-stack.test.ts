@@ -113,6 +113,9 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
         await ide.keyboard.press("Control+Backquote")
         const rows = ide.locator(".terminal-wrapper .xterm-rows").first()
         await until("the terminal prompt", ide, async () => {
+          // A fresh workspace asks whether to trust its folder before a terminal may run: answer as the user would.
+          const trust = ide.getByRole("button", { name: "Trust Folder & Continue" })
+          if ((await trust.count()) > 0) await trust.first().click().catch(() => undefined)
           if ((await rows.count()) === 0) return undefined
           const text = (await rows.innerText().catch(() => "")).trim()
           return /[$#>]\s*$/m.test(text) ? true : undefined
