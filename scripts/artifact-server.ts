@@ -18,6 +18,8 @@ export interface ArtifactServer {
   readonly server: Server
   /** Every request path served, in order (tests assert nothing was downloaded). */
   readonly requests: Array<string>
+  /** Tests: answer the next `n` artifact requests with 503. */
+  failNext(n: number): void
   close(): Promise<void>
 }
 
@@ -76,6 +78,9 @@ export const startArtifactServer = (options: ArtifactServerOptions): Promise<Art
         port,
         server,
         requests,
+        failNext: (n) => {
+          failuresLeft = n
+        },
         close: () => new Promise((c) => {
           server.closeAllConnections()
           server.close(() => c())

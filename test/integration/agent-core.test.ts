@@ -121,6 +121,7 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
 
     // Other engineers' routes and unknown paths are behind the same middleware.
     assert.strictEqual((await agent.call("POST", "/dev/codeserver/start", { token: null, body: {} })).status, 401)
+    assert.strictEqual((await agent.call("POST", "/server/start", { token: null, body: {} })).status, 401)
     assert.strictEqual((await agent.call("GET", "/no/such/route", { token: null })).status, 401)
   })
 
@@ -179,7 +180,24 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
 
   it("installs the real Node tarball, runs its binary, and reports it in /status and Redis", async () => {
     const version = built.nodeVersion!
-    const r = await agent.call("POST", "/runtime/install", { body: { runtime: "node", version } })
+    // Watch /status while the ~120 MB download runs: progress must be visible mid-install.
+    const seen: Array<{ phase: string; bytesDone: number; bytesTotal: number | null }> = []
+    let installing = true
+    const watcher = (async () => {
+      while (installing) {
+        const s = await agent.call("GET", "/status").catch(() => undefined)
+        if (s?.json?.install != null) seen.push(s.json.install)
+        await new Promise((r) => setTimeout(r, 25))
+      }
+    })()
+    const r = await agent.call("POST", "/runtime/install", { body: { runtime: "node", version } }).finally(() => {
+      installing = false
+    })
+    await watcher
+    assert.isTrue(
+      seen.some((p) => (p.phase === "downloading" && p.bytesDone < (p.bytesTotal ?? 0)) || p.phase === "verifying" || p.phase === "extracting"),
+      `progress seen: ${JSON.stringify(seen.map((p) => [p.phase, p.bytesDone]).slice(0, 20))}`
+    )
     assert.strictEqual(r.status, 200, JSON.stringify(r.json))
     const target = join(tree.zlhRoot, "runtimes", "node", version)
     assert.strictEqual(r.json.path, target)
@@ -206,6 +224,16 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     const out = execFileSync(join(tree.zlhRoot, "runtimes", "dotnet", "8.0.0", "dotnet"), ["--version"], { encoding: "utf8" }).trim()
     assert.strictEqual(out, "8.0.0")
     assert.deepInclude((await status()).runtimes, { runtime: "dotnet", version: "8.0.0" })
+  }, 120_000)
+
+  it("retries transient download failures (503) with the bounded schedule and then succeeds", async () => {
+    const count = () => artifacts.requests.filter((p) => p.includes("/dotnet/")).length
+    const before = count()
+    artifacts.failNext(2)
+    const r = await agent.call("POST", "/runtime/install", { body: { runtime: "dotnet", version: "8.0.0" } })
+    assert.strictEqual(r.status, 200, JSON.stringify(r.json))
+    assert.isTrue(r.json.replaced)
+    assert.strictEqual(count() - before, 3)
   }, 120_000)
 
   it("reports a failing installer's exit code and the last 50 lines of its output, leaving nothing behind", async () => {
