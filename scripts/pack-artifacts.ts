@@ -8,16 +8,17 @@
  *
  *   node scripts/pack-artifacts.ts [outDir]     (default .zlh/artifacts)
  */
-import { Schema } from "effect"
 import { createHash } from "node:crypto"
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { readdir, stat } from "node:fs/promises"
 import { join, relative, resolve } from "node:path"
 import * as tar from "tar"
-import { type Catalog, CatalogFromJson, type CatalogRuntime } from "../schemas/catalog.ts"
+import type { Catalog } from "../schemas/catalog.ts"
+import { type ArtifactSpec, buildArtifacts } from "./build-artifacts.ts"
 
 const repoRoot = resolve(import.meta.dirname, "..")
-export const CATALOG_PATH = "devcontainer/_catalog.json"
+export { CATALOG_PATH } from "./build-artifacts.ts"
+import { CATALOG_PATH } from "./build-artifacts.ts"
 
 export interface PackedArtifact {
   readonly name: string
@@ -191,22 +192,31 @@ export const packArtifacts = async (options: PackOptions): Promise<PackResult> =
       }
     }
 
-    const runtime = (a: PackedArtifact, binDir?: string): CatalogRuntime => ({
+    // The catalog itself comes from the core's builder (scripts/build-artifacts.ts), fed with the cached
+    // tarballs: it copies them to its layout, hashes them and writes a schema-checked catalog.
+    const spec = (a: PackedArtifact, kind: "runtime" | "service", binDir: string): ArtifactSpec => ({
+      kind,
       name: a.name,
-      versions: [{ version: a.version, artifact: a.artifact, sha256: a.sha256, method: "tar", ...(binDir === undefined ? {} : { binDir }) }]
+      version: a.version,
+      from: { tarball: join(outDir, a.artifact) },
+      binDir
     })
-    const catalog: Catalog = {
-      schemaVersion: 1,
-      runtimes: [runtime(node, "bin"), runtime(sampleGame, ".")],
-      ...(codeServer === undefined ? {} : { services: [runtime(codeServer, "node_modules/.bin")] })
+    const built = await buildArtifacts({
+      outDir,
+      node: false,
+      dotnet: false,
+      extra: [
+        spec(node, "runtime", "bin"),
+        spec(sampleGame, "runtime", "."),
+        ...(codeServer === undefined ? [] : [spec(codeServer, "service", "node_modules/.bin")])
+      ]
+    })
+    const published = (a: PackedArtifact): PackedArtifact => {
+      const b = built.artifacts.find((x) => x.spec.name === a.name && x.spec.version === a.version)
+      return b === undefined ? a : { ...a, artifact: b.artifact, sha256: b.sha256, bytes: b.bytes }
     }
-    // Validate what we write with the schema the agent reads it with.
-    const text = JSON.stringify(catalog, null, 2)
-    Schema.decodeUnknownSync(CatalogFromJson)(text)
-    mkdirSync(join(outDir, "devcontainer"), { recursive: true })
-    writeFileSync(join(outDir, `${CATALOG_PATH}.partial`), text)
-    renameSync(join(outDir, `${CATALOG_PATH}.partial`), join(outDir, CATALOG_PATH))
-    return { catalog, node, sampleGame, codeServer, codeServerProblem }
+    const catalog = built.catalog
+    return { catalog, node: published(node), sampleGame: published(sampleGame), codeServer: codeServer === undefined ? undefined : published(codeServer), codeServerProblem }
   } finally {
     rmSync(stageRoot, { recursive: true, force: true })
   }
