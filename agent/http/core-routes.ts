@@ -1,5 +1,6 @@
 import { Effect } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
+import { Installer } from "../install/installer.ts"
 import { StatusStore } from "../status/status-store.ts"
 import { handleAgentErrors } from "./agent-errors.ts"
 import { errorResponse } from "./error-response.ts"
@@ -22,6 +23,8 @@ export const CoreRoutes = HttpRouter.addAll([
     "/status",
     Effect.gen(function*() {
       const store = yield* StatusStore
+      // `runtimes`/`runtimeInstalled` follow the disk, even if someone removed a runtime by hand.
+      yield* (yield* Installer).refresh
       return HttpServerResponse.jsonUnsafe(yield* store.get)
     }).pipe(handleAgentErrors)
   ),

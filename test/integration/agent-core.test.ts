@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process"
-import { mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync, existsSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { Redis } from "ioredis"
@@ -281,6 +281,15 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     assert.isFalse(existsSync(join(tree.zlhRoot, "runtimes", "escape.txt")))
     assert.isFalse(existsSync(join(tree.zlhRoot, "escape.txt")))
   }, 120_000)
+
+  it("reads runtimes from disk: a runtime removed by hand disappears from /status", async () => {
+    assert.deepInclude((await status()).runtimes, { runtime: "dotnet", version: "8.0.0" })
+    rmSync(join(tree.zlhRoot, "runtimes", "dotnet", "8.0.0"), { recursive: true, force: true })
+    const s = await status()
+    assert.notDeepInclude(s.runtimes, { runtime: "dotnet", version: "8.0.0" })
+    assert.deepInclude(s.runtimes, { runtime: "node", version: built.nodeVersion! })
+    assert.isTrue(s.runtimeInstalled)
+  })
 
   it.skipIf(!isRoot)("provisions a real dev user, home and 0750 workspace; a second call changes nothing", async () => {
     const first = await agent.call("POST", "/dev/provision", { body: {} })
