@@ -57,25 +57,31 @@ export const startNodeChild = async <T>(
   let exited = false
   const exitPromise = new Promise<void>((resolve) => proc.once("exit", () => { exited = true; resolve() }))
   const lines = createInterface({ input: proc.stdout! })
+  const waiting: Array<(line: string) => void> = []
+  let first: ((line: string) => void) | undefined
+  // One listener for every line, registered before anything is awaited, so no line is ever lost.
+  lines.on("line", (line) => {
+    keep(`${line}\n`)
+    if (first !== undefined) {
+      const f = first
+      first = undefined
+      f(line)
+    } else waiting.shift()?.(line)
+  })
   const info = await new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start within ${options.timeoutMs ?? 30_000} ms:\n${out}`)), options.timeoutMs ?? 30_000)
-    lines.once("line", (line) => {
+    first = (line) => {
       clearTimeout(timer)
       try {
         resolve(JSON.parse(line) as T)
       } catch {
         reject(new Error(`${script} printed a non-JSON first line: ${line}\n${out}`))
       }
-    })
+    }
     proc.once("exit", (code, signal) => {
       clearTimeout(timer)
       reject(new Error(`${script} exited (${code ?? signal}) before it was ready:\n${out}`))
     })
-  })
-  const waiting: Array<(line: string) => void> = []
-  lines.on("line", (line) => {
-    keep(`${line}\n`)
-    waiting.shift()?.(line)
   })
   // With taskset, `proc.pid` is taskset's pid until it execs node: same pid (exec, not fork).
   const pid = proc.pid ?? -1
@@ -340,10 +346,12 @@ export interface SocketPeers {
   outgoing: number
   listening: number
   total: number
+  /** Of `accepted`, those whose remote port is in `clientPorts` (the given clients' connections). */
+  fromClients: number
 }
 
 /** Classifies the TCP sockets a process holds (its fds' inodes looked up in /proc/<pid>/net/tcp{,6}). */
-export const socketPeers = (pid: number, localPort: number, remotePort: number): SocketPeers => {
+export const socketPeers = (pid: number, localPort: number, remotePort: number, clientPorts?: ReadonlySet<number>): SocketPeers => {
   const inodes = new Set<string>()
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -353,7 +361,7 @@ export const socketPeers = (pid: number, localPort: number, remotePort: number):
       // closed meanwhile
     }
   }
-  const out: SocketPeers = { accepted: 0, outgoing: 0, listening: 0, total: 0 }
+  const out: SocketPeers = { accepted: 0, outgoing: 0, listening: 0, total: 0, fromClients: 0 }
   for (const file of [`/proc/${pid}/net/tcp`, `/proc/${pid}/net/tcp6`]) {
     let text = ""
     try {
@@ -368,7 +376,10 @@ export const socketPeers = (pid: number, localPort: number, remotePort: number):
       const lport = parseInt(f[1]!.split(":")[1]!, 16)
       const rport = parseInt(f[2]!.split(":")[1]!, 16)
       if (f[3] === "0A") out.listening++
-      else if (lport === localPort) out.accepted++
+      else if (lport === localPort) {
+        out.accepted++
+        if (clientPorts?.has(rport) === true) out.fromClients++
+      }
       else if (rport === remotePort) out.outgoing++
     }
   }
