@@ -258,6 +258,8 @@ export class CodeServer extends Context.Service<CodeServer, {
           "none",
           "--disable-telemetry",
           "--disable-update-check",
+          // The container is the user's own: Restricted Mode would only block their terminal and tasks.
+          "--disable-workspace-trust",
           "--user-data-dir",
           dataDir,
           "--extensions-dir",
