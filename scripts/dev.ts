@@ -237,6 +237,8 @@ const agentRoots = (c: DevStackConfig, vmid: number) => {
 const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: string, spec: AgentSpec): Promise<{ managed: Managed; client: AgentClient }> => {
   const roots = agentRoots(c, spec.vmid)
   mkdirSync(roots.zlhRoot, { recursive: true })
+  // The container's game server directory (a real container image ships /opt/zlh/server); the game runs there.
+  mkdirSync(roots.serverRoot, { recursive: true })
   mkdirSync(join(roots.devHome, ".."), { recursive: true })
   const m = start(`agent-${spec.vmid}`, [join(c.repoRoot, "agent", "main.ts")], {
     AGENT_VMID: String(spec.vmid),
