@@ -1,9 +1,13 @@
 import { Hono } from "hono"
 import type { ApiDeps } from "./deps.ts"
+import { limitBody } from "./body-limit.ts"
 import { ApiError } from "./errors.ts"
 import { loadServer } from "./registry.ts"
 import { assertCanManage, requireUser } from "./auth/user.ts"
 import { signAgentCall } from "../agent/auth/agent-token.ts"
+
+/** `{ "action": "restart" }` and a little room: anything bigger is not a power action. */
+const MAX_ACTION_BODY_BYTES = 4 * 1024
 
 /**
  * Portal → agent control routes: the API checks the user owns the server (or is an admin), then calls
@@ -83,7 +87,7 @@ export const agentRoutes = (deps: ApiDeps, options: AgentRoutesOptions = {}): Ho
     })
   }
 
-  app.post("/:id/power", async (c) => {
+  app.post("/:id/power", limitBody(MAX_ACTION_BODY_BYTES), async (c) => {
     const user = await requireUser(c, deps)
     const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
     assertCanManage(user, record)
@@ -93,7 +97,7 @@ export const agentRoutes = (deps: ApiDeps, options: AgentRoutesOptions = {}): Ho
     return callAgent(record, `/server/${action}`)
   })
 
-  app.post("/:id/codeserver", async (c) => {
+  app.post("/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), async (c) => {
     const user = await requireUser(c, deps)
     const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
     assertCanManage(user, record)

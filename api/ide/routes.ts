@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response"
 import { Hono, type Context } from "hono"
 import type { ApiDeps } from "../deps.ts"
+import { limitBody } from "../body-limit.ts"
 import { ApiError } from "../errors.ts"
 import { assertServerId } from "../registry.ts"
 import { handleIdeHttp } from "./http-proxy.ts"
@@ -49,7 +50,7 @@ export const ideRoutes = (deps: ApiDeps): Hono => {
     return RESPONSE_ALREADY_SENT
   })
 
-  app.post("/:id/ide-session", async (c) => {
+  app.post("/:id/ide-session", limitBody(16 * 1024), async (c) => {
     const id = assertServerId(c.req.param("id"))
     const site = c.req.header("sec-fetch-site")
     const origin = c.req.header("origin")

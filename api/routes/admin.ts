@@ -6,13 +6,13 @@
  * - `DELETE /api/admin/servers/:id` → 204, or 404 `server_not_found`.
  */
 import type { Hono } from "hono"
-import { bodyLimit } from "hono/body-limit"
 import { Schema } from "effect"
 import { formatIssues, schemaIssues } from "../../schemas/errors.ts"
 import type { RedisKeys } from "../../schemas/redis-keys.ts"
 import { ServerRecordInput, type ServerRecord } from "../../schemas/server-record.ts"
 import type { Redis } from "ioredis"
 import type { ApiDeps } from "../deps.ts"
+import { limitBody } from "../body-limit.ts"
 import { ApiError } from "../errors.ts"
 import { assertAdmin, requireUser, type UserEnv } from "../auth/user.ts"
 import { redisCall } from "../redis.ts"
@@ -68,12 +68,7 @@ export const adminRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
   app.put(
     "/api/admin/servers/:id",
     admin,
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new ApiError(413, "body_too_large", `the body must be at most ${MAX_BODY_BYTES} bytes`)
-      }
-    }),
+    limitBody(MAX_BODY_BYTES),
     async (c) => {
       assertAdmin(c.var.user)
       const id = assertServerId(c.req.param("id"))

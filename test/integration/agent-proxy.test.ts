@@ -125,6 +125,14 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     expect(await dev.json()).toMatchObject({ error: { code: "not_a_game_server" } })
   })
 
+  it("refuses an oversized action body with 413 before reading it, and never calls the agent", async () => {
+    const before = received.length
+    const big = await call("201", JSON.stringify({ action: "start", pad: "x".repeat(64 * 1024) }))
+    expect(big.status).toBe(413)
+    expect(await big.json()).toMatchObject({ error: { code: "body_too_large" } })
+    expect(received.length).toBe(before)
+  })
+
   it("code-server actions go to /dev/codeserver/<action> for dev servers only", async () => {
     answer = (_req, res) => res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ running: true }))
     // The fake agent verifies for vmid 201, so a signed call for 202 is refused: the API passes the 401 on.

@@ -168,4 +168,15 @@ describe("resilience: abusive clients", () => {
     expect(chunked.status).toBe(413)
     expect(isErrorBody(JSON.parse(chunked.text))).toBe(true)
   }, 90_000)
+
+  it("the unauthenticated IDE form exchange refuses an oversized body with 413 before parsing it", async () => {
+    const port = stack.api.info.port
+    const size = 256 * 1024
+    const head =
+      `POST ${idePath().replace(/\/ide$/, "/ide-session")} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nSec-Fetch-Site: same-origin\r\n` +
+      `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${size}\r\n\r\n`
+    const r = await rawRequest(port, head, Buffer.alloc(size, 0x61), 60_000)
+    expect(r.status).toBe(413)
+    expect(JSON.parse(r.text).error.code).toBe("body_too_large")
+  }, 90_000)
 })
