@@ -1,4 +1,8 @@
-import { Cause, Duration, Effect, Schedule, Schema } from "effect"
+import type { Duration, Schedule } from "effect"
+import { Schema } from "effect"
+import { restartPolicy as backoff, type RestartPolicyOptions } from "../process/restart-policy.ts"
+
+export type { RestartPolicyOptions }
 
 /** code-server exited without being asked to (or failed to come up). */
 export class CodeServerCrashed extends Schema.TaggedError<CodeServerCrashed>()("CodeServerCrashed", {
@@ -9,32 +13,6 @@ export class CodeServerCrashed extends Schema.TaggedError<CodeServerCrashed>()("
   reason: Schema.String
 }) {}
 
-export interface RestartPolicyOptions {
-  readonly base: Duration.Duration
-  readonly cap: Duration.Duration
-  /** A run at least this long counts as healthy: the back-off starts over. */
-  readonly resetAfter: Duration.Duration
-  /** After this many consecutive short runs the schedule stops (the supervisor gives up). */
-  readonly maxFastFailures: number
-}
-
-/**
- * Exponential back-off (base, 2·base, 4·base … capped) that resets after a long enough run and stops
- * after `maxFastFailures` short runs in a row. The state lives per schedule run (fresh per Effect.retry).
- */
+/** code-server's crash back-off (see agent/process/restart-policy.ts). */
 export const restartPolicy = (o: RestartPolicyOptions): Schedule.Schedule<Duration.Duration, CodeServerCrashed> =>
-  Schedule.fromStep(Effect.sync(() => {
-    const resetAfter = Duration.toMillis(o.resetAfter)
-    let fastFailures = 0
-    let index = 0
-    return (_now: number, crash: CodeServerCrashed) => {
-      if (crash.uptimeMillis >= resetAfter) {
-        fastFailures = 0
-        index = 0
-      } else if (++fastFailures >= o.maxFastFailures) {
-        return Cause.done(Duration.zero)
-      }
-      const delay = Duration.min(Duration.times(o.base, 2 ** index++), o.cap)
-      return Effect.succeed([delay, delay] as [Duration.Duration, Duration.Duration])
-    }
-  }))
+  backoff(o, (crash: CodeServerCrashed) => crash.uptimeMillis)
