@@ -57,7 +57,8 @@ for (const suite of suites) {
   failed += report.numFailedTests
   // A file that fails to load has no test results but is a failure all the same.
   for (const file of report.testResults) {
-    if (file.status === "failed" && file.assertionResults.length === 0) {
+    const assertions = file.assertionResults as Array<{ status?: string }>
+    if (file.status === "failed" && !assertions.some((a) => a.status === "failed")) {
       failed++
       console.error(`${suite.name}: ${file.name} failed to run: ${file.message ?? ""}`)
     }

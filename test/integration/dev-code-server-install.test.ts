@@ -53,7 +53,9 @@ describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real 
     // A second artifact server: the same tarball under a catalog with a wrong sha256, plus a hostile archive.
     evilDir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-dev-evil-artifacts-"))
     NodeFs.mkdirSync(NodePath.join(evilDir, "devcontainer", "services"), { recursive: true })
-    NodeFs.linkSync(NodePath.join(built.dir, built.pack.codeServer!.artifact), NodePath.join(evilDir, built.pack.codeServer!.artifact))
+    const tamperedCopy = NodePath.join(evilDir, built.pack.codeServer!.artifact)
+    NodeFs.mkdirSync(NodePath.dirname(tamperedCopy), { recursive: true })
+    NodeFs.linkSync(NodePath.join(built.dir, built.pack.codeServer!.artifact), tamperedCopy)
     const stage = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-dev-evil-stage-"))
     NodeFs.mkdirSync(NodePath.join(stage, "out", "node"), { recursive: true })
     NodeFs.writeFileSync(NodePath.join(stage, "out", "node", "entry.js"), "")
