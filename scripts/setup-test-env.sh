@@ -1,0 +1,29 @@
+# Sourced by scripts/npm-entry.sh before the tests: makes this machine able to run every test.
+# Installs what is missing (Debian packages as root, code-server into its cache), makes sure Redis answers
+# on 127.0.0.1:6379, and exports ZLH_CODE_SERVER_DIR. Prints one line per step it had to take.
+
+need_apt=""
+for pkg in chromium redis-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
+done
+if [ -n "$need_apt" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "zlh-dev: apt-get install$need_apt" >&2
+    apt-get update -qq >&2 || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null || return 1
+  else
+    echo "zlh-dev: missing Debian packages:$need_apt (run as root, or: sudo apt-get install$need_apt)" >&2
+    return 1
+  fi
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "zlh-dev: starting redis-server on 127.0.0.1:6379" >&2
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >&2 || return 1
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+if [ -z "${ZLH_CODE_SERVER_DIR:-}" ]; then
+  ZLH_CODE_SERVER_DIR="$(bash scripts/install-code-server.sh)" || return 1
+  export ZLH_CODE_SERVER_DIR
+fi
