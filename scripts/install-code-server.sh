@@ -21,6 +21,10 @@ if [ ! -x "$node_bin/node" ]; then
   exit 1
 fi
 export PATH="$node_bin:$PATH"
+# Under `npm test` the outer npm (the machine's, on its own Node) exports npm_config_user_agent naming
+# that Node; the nested install would inherit it and code-server's postinstall reads its Node version
+# from there. Start the nested npm from a clean npm environment.
+for var in $(compgen -e | grep -E '^npm_(config|package|lifecycle)_'); do unset "$var"; done
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
