@@ -5,10 +5,12 @@
  * WebSockets with 1001, let in-flight requests finish (bounded), then cut whatever is left.
  * Redis clients belong to the caller (api/main.ts quits them after `close()`).
  */
-import type { Server } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { Server as HttpServer } from "node:http"
+import type { AddressInfo, Server } from "node:net"
 import type { ApiDeps } from "./deps.ts"
 import { createApp } from "./app.ts"
+import { createIdeEdgeFront } from "./ide/edge/front.ts"
+import { rawJsonError } from "./ide/edge/raw-response.ts"
 import { createIdeAwareServer } from "./ide/node-server.ts"
 import { isIdeTarget } from "./ide/paths.ts"
 import { disposeIdeRuntime } from "./ide/runtime.ts"
@@ -23,7 +25,10 @@ export interface StartOptions {
 }
 
 export interface ApiServer {
+  /** The listening socket: the raw-socket IDE edge, which hands everything else to `http`. */
   readonly server: Server
+  /** Node's HTTP server for the Hono app, token exchanges and WebSocket upgrades (it never listens itself). */
+  readonly http: HttpServer
   readonly port: number
   readonly app: ReturnType<typeof createApp>
   /** Graceful stop; resolves when every connection is gone. Safe to call twice. */
@@ -50,37 +55,49 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
   })
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
-    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request"
-    const code = status.startsWith("431") ? "headers_too_large" : status.startsWith("408") ? "request_timeout" : "bad_request"
-    const body = JSON.stringify({ error: { code, message: status.slice(4) } })
-    socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    const [status, code, message] =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? [431, "headers_too_large", "Request Header Fields Too Large"]
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? [408, "request_timeout", "Request Timeout"]
+          : [400, "bad_request", "Bad Request"]
+    socket.end(rawJsonError(status, code, message), "latin1")
   })
 
   // The IDE bridge takes `/api/dev/<id>/ide…` upgrades and ignores the rest; with an upgrade listener
   // present Node never answers those itself, so refuse them here instead of leaving the socket hanging.
   server.on("upgrade", (req, socket) => {
     if (isIdeTarget(req.url)) return
-    const body = JSON.stringify({ error: { code: "not_found", message: "no WebSocket endpoint at this path" } })
     socket.on("error", () => undefined)
-    socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    socket.end(rawJsonError(404, "not_found", "no WebSocket endpoint at this path"), "latin1")
   })
 
+  const front = createIdeEdgeFront(server, deps, {
+    maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
+    headersTimeoutMs: SERVER_LIMITS.headersTimeout,
+    keepAliveTimeoutMs: SERVER_LIMITS.keepAliveTimeout
+  })
+  const listener = front.server
+
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject)
+    listener.once("error", reject)
     const done = () => {
-      server.off("error", reject)
+      listener.off("error", reject)
       resolve()
     }
-    if (options.host === undefined) server.listen(options.port, done)
-    else server.listen(options.port, options.host, done)
+    if (options.host === undefined) listener.listen(options.port, done)
+    else listener.listen(options.port, options.host, done)
   })
-  const port = (server.address() as AddressInfo).port
+  const port = (listener.address() as AddressInfo).port
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000
 
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      // The listener's close completes once every connection it accepted is gone, handed-off ones included.
+      const closed = new Promise<void>((resolve) => listener.close(() => resolve()))
+      server.close()
+      front.startClosing()
       closeEventStreams(deps)
       ide.closeAll(1001, "server shutting down")
       ide.detach()
@@ -93,10 +110,11 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
       if (outcome === "timeout") {
         deps.logger.warn({ drainTimeoutMs }, "in-flight requests did not finish in time; closing their connections")
         server.closeAllConnections()
+        front.destroyAll()
         await closed
       }
     })()
     return closing
   }
-  return { server, port, app, close }
+  return { server: listener, http: server, port, app, close }
 }

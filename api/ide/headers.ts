@@ -32,9 +32,18 @@ export interface ForwardingInfo {
  * Builds the upstream request headers. For WebSocket upgrades `Connection: Upgrade` and
  * `Upgrade: websocket` are set explicitly; everything else hop-by-hop is dropped.
  */
-export const upstreamRequestHeaders = (req: IncomingMessage, info: ForwardingInfo, upgrade: boolean): Array<string> => {
-  const raw = req.rawHeaders
-  const listed = connectionListed(req.headers.connection)
+export const upstreamRequestHeaders = (req: IncomingMessage, info: ForwardingInfo, upgrade: boolean): Array<string> =>
+  forwardRequestHeaders(req.rawHeaders, req.headers.connection, req.socket.remoteAddress ?? "", info, upgrade)
+
+/** `upstreamRequestHeaders` on a flat `[name, value, …]` list (the raw-socket edge parses its own heads). */
+export const forwardRequestHeaders = (
+  raw: ReadonlyArray<string>,
+  connection: string | undefined,
+  remote: string,
+  info: ForwardingInfo,
+  upgrade: boolean
+): Array<string> => {
+  const listed = connectionListed(connection)
   const out: Array<string> = []
   let priorXff: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
@@ -57,7 +66,6 @@ export const upstreamRequestHeaders = (req: IncomingMessage, info: ForwardingInf
     if (DROP_REQUEST.has(lower) || (listed !== undefined && listed.has(lower))) continue
     out.push(name, value)
   }
-  const remote = req.socket.remoteAddress ?? ""
   out.push("X-Forwarded-For", priorXff === undefined ? remote : `${priorXff}, ${remote}`)
   out.push("X-Forwarded-Proto", info.forwardedProto)
   if (info.forwardedHost !== undefined) out.push("X-Forwarded-Host", info.forwardedHost)
@@ -70,9 +78,12 @@ export const upstreamRequestHeaders = (req: IncomingMessage, info: ForwardingInf
  * moved under the public prefix, our cookie name never settable by the upstream, and headers that fit an
  * IDE on a shared origin (no X-Frame-Options: VS Code's webviews are same-origin iframes).
  */
-export const downstreamResponseHeaders = (up: IncomingMessage, publicPrefix: string): Array<string> => {
-  const raw = up.rawHeaders
-  const listed = connectionListed(up.headers.connection)
+export const downstreamResponseHeaders = (up: IncomingMessage, publicPrefix: string): Array<string> =>
+  forwardResponseHeaders(up.rawHeaders, up.headers.connection, publicPrefix)
+
+/** `downstreamResponseHeaders` on a flat `[name, value, …]` list. */
+export const forwardResponseHeaders = (raw: ReadonlyArray<string>, connection: string | undefined, publicPrefix: string): Array<string> => {
+  const listed = connectionListed(connection)
   const out: Array<string> = []
   let sawNosniff = false
   let sawReferrer = false

@@ -8,6 +8,7 @@
  * may also call it first thing in its request listener to skip Hono's per-request work entirely.
  */
 import { Agent, request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http"
+import type { Socket } from "node:net"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts"
@@ -54,8 +55,11 @@ export const crossSiteInterstitial = (serverId: string, token: string, next: str
 <input type="hidden" name="token" value="${escapeHtml(token)}"><input type="hidden" name="next" value="${escapeHtml(next)}">
 <button type="submit">Open the IDE</button></form></body></html>`
 
-const forwardedProto = (rt: IdeRuntime, req: IncomingMessage): string =>
-  rt.publicOrigin !== undefined ? rt.publicOrigin.protocol.slice(0, -1) : (req.socket as { encrypted?: boolean }).encrypted === true ? "https" : "http"
+/** `http` or `https` as the browser sees the API: PUBLIC_ORIGIN's scheme when set, else the socket's. */
+export const forwardedProtoOf = (rt: IdeRuntime, socket: Socket): string =>
+  rt.publicOrigin !== undefined ? rt.publicOrigin.protocol.slice(0, -1) : (socket as { encrypted?: boolean }).encrypted === true ? "https" : "http"
+
+const forwardedProto = (rt: IdeRuntime, req: IncomingMessage): string => forwardedProtoOf(rt, req.socket)
 
 export { forwardedProto }
 

@@ -48,6 +48,13 @@ export interface IdeRuntime {
   readonly publicOrigin: URL | undefined
   /** Authenticates a proxied request or upgrade for `serverId` (token first, then cookie). */
   authenticate(req: IncomingMessage, serverId: string, queryToken: string | undefined): Promise<IdeAuth>
+  /** `authenticate` on the two header values it reads (the raw-socket edge has no IncomingMessage). */
+  authenticateHeaders(authorization: string | undefined, cookie: string | undefined, serverId: string, queryToken: string | undefined): Promise<IdeAuth>
+  /**
+   * Cookie authentication answered from memory alone: the session and the server's record are cached
+   * and fresh enough. Undefined means "ask `authenticateHeaders`" (which also produces the error).
+   */
+  authenticateCookieCached(cookie: string | undefined, serverId: string): IdeAuth | undefined
   /** Verifies and consumes an IDE token for `serverId` and mints a session; returns the Set-Cookie value. */
   exchangeToken(token: string, serverId: string): Promise<{ setCookie: string; session: IdeSession }>
   loadRecord(serverId: string): Promise<ServerRecord>
@@ -226,20 +233,18 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
     return { userId: claims.sub, record, issuedAt, exp: claims.exp * 1000 }
   }
 
-  const bearerOf = (req: IncomingMessage): string | undefined => {
-    const h = req.headers.authorization
+  const bearerOf = (h: string | undefined): string | undefined => {
     if (h === undefined) return undefined
     const m = /^Bearer\s+(\S+)\s*$/i.exec(h)
     return m?.[1]
   }
 
-  const authenticate = async (req: IncomingMessage, serverId: string, queryToken: string | undefined): Promise<IdeAuth> => {
-    const token = bearerOf(req) ?? queryToken
+  const authenticateHeaders = async (authorization: string | undefined, cookieHeader: string | undefined, serverId: string, queryToken: string | undefined): Promise<IdeAuth> => {
+    const token = bearerOf(authorization) ?? queryToken
     if (token !== undefined) {
       const t = await consumeToken(token, serverId)
       return { userId: t.userId, record: t.record, issuedAt: t.issuedAt, via: "token" }
     }
-    const cookieHeader = req.headers.cookie
     if (cookieHeader === undefined || !cookieHeader.includes(IDE_COOKIE_NAME)) {
       throw unauthorized("ide_auth_required", "open the IDE from the panel (no IDE session or token)")
     }
@@ -265,6 +270,33 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
     const record = await loadRecord(serverId)
     if (record.vmid !== found.vm) throw new ApiError(403, "ide_session_wrong_server", "this IDE session is for another server")
     assertDevServer(record, serverId)
+    return { userId: found.sub, record, issuedAt: found.iat, via: "cookie" }
+  }
+
+  const authenticate = (req: IncomingMessage, serverId: string, queryToken: string | undefined): Promise<IdeAuth> =>
+    authenticateHeaders(req.headers.authorization, req.headers.cookie, serverId, queryToken)
+
+  const authenticateCookieCached = (cookieHeader: string | undefined, serverId: string): IdeAuth | undefined => {
+    if (cookieHeader === undefined || !cookieHeader.includes(IDE_COOKIE_NAME)) return undefined
+    const now = deps.now()
+    let found: IdeSession | undefined
+    for (const value of splitCookieHeader(cookieHeader, IDE_COOKIE_NAME).values) {
+      const hit = sessions.get(value)
+      if (hit === undefined) return undefined
+      if (hit.session.sv !== serverId) continue
+      if (now - hit.checkedAt >= SESSION_RECHECK_MS) {
+        hit.checkedAt = now
+        void refreshRevocation(hit.session.sv)
+      }
+      found = hit.session
+      break
+    }
+    if (found === undefined || found.exp <= now || isRevoked(serverId, found.iat)) return undefined
+    const cached = records.get(serverId)
+    if (cached === undefined) return undefined
+    if (now - cached.at >= RECORD_CACHE_MS && !pendingRecords.has(serverId)) fetchRecord(serverId, cached).catch(() => undefined)
+    const record = cached.record
+    if (record.vmid !== found.vm || record.kind !== "dev") return undefined
     return { userId: found.sub, record, issuedAt: found.iat, via: "cookie" }
   }
 
@@ -311,6 +343,8 @@ export const createIdeRuntime = (deps: ApiDeps): IdeRuntime => {
     secureCookies,
     publicOrigin,
     authenticate,
+    authenticateHeaders,
+    authenticateCookieCached,
     exchangeToken,
     loadRecord,
     revoke,

@@ -4,12 +4,13 @@
  * on every path (a text message `__request` is answered with the upgrade request as JSON).
  * It counts its connections and aborted requests so tests can see what reached it.
  *
- * `startIdeTestApi` composes the API side the way production does (Hono app with `ideRoutes` at
- * /api/dev on @hono/node-server, plus `attachIdeUpgrade`) against real Redis with its own key prefix.
+ * `startIdeTestApi` composes the API side the way production does (the raw-socket IDE edge listening,
+ * handing the rest to a Hono app with `ideRoutes` at /api/dev on @hono/node-server, plus
+ * `attachIdeUpgrade`) against real Redis with its own key prefix.
  */
 import { randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import type { Socket } from "node:net"
+import { createServer as createNetServer, type Socket } from "node:net"
 import { createAdaptorServer } from "@hono/node-server"
 import { Hono } from "hono"
 import { Redis } from "ioredis"
@@ -17,6 +18,7 @@ import pino from "pino"
 import { WebSocketServer } from "ws"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import { ApiError } from "../../api/errors.ts"
+import { createIdeEdgeFront, EDGE_SERVER_OPTIONS } from "../../api/ide/edge/front.ts"
 import { ideRoutes } from "../../api/ide/routes.ts"
 import { disposeIdeRuntime } from "../../api/ide/runtime.ts"
 import { attachIdeUpgrade, type IdeUpgradeHandle } from "../../api/ide/ws-bridge.ts"
@@ -209,9 +211,11 @@ export const startIdeTestApi = async (
   const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
   const sub = new Redis("redis://127.0.0.1:6379")
   let offset = 0
+  // Production layout: the raw-socket IDE edge listens and hands everything else to the Hono server.
   const server = createAdaptorServer({ fetch: (req, env) => app.fetch(req, env) }) as Server
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  const addr = server.address()
+  const listener = createNetServer(EDGE_SERVER_OPTIONS)
+  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve))
+  const addr = listener.address()
   const port = typeof addr === "object" && addr !== null ? addr.port : 0
   const origin = `http://127.0.0.1:${port}`
   const deps: ApiDeps = {
@@ -240,8 +244,9 @@ export const startIdeTestApi = async (
   })
   app.route("/api/dev", ideRoutes(deps))
   const ide = attachIdeUpgrade(server, deps)
+  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000 }, listener)
   const sockets = new Set<Socket>()
-  server.on("connection", (s: Socket) => {
+  listener.on("connection", (s: Socket) => {
     sockets.add(s)
     s.once("close", () => sockets.delete(s))
   })
@@ -269,8 +274,10 @@ export const startIdeTestApi = async (
       disposeIdeRuntime(deps)
       ide.detach()
       server.closeAllConnections()
+      front.destroyAll()
       for (const s of sockets) s.destroy()
-      await new Promise((r) => server.close(r))
+      server.close()
+      await new Promise((r) => listener.close(r))
       if (options.share === undefined) {
         const leftover = await redis.keys(`${keys.prefix}*`)
         if (leftover.length > 0) await redis.del(...leftover)
