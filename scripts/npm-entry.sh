@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entry of `npm test` and `npm run dev`: on a fresh clone it installs the dependencies first (they bring
+# Entry of `npm test`, `npm run bench` and `npm run dev`: on a fresh clone it installs the dependencies first (they bring
 # Node 24; the machine's Node may be older), and for the tests everything else they need.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +26,13 @@ case "$mode" in
       exit 1
     fi
     exec node scripts/test.ts "$@"
+    ;;
+  bench)
+    if ! ZLH_EXTRA_APT=wrk . scripts/setup-test-env.sh; then
+      echo "zlh-dev: benchmark set-up failed" >&2
+      exit 1
+    fi
+    exec node bench/run.ts "$@"
     ;;
   dev) exec node scripts/dev.ts "$@" ;;
   *) echo "npm-entry: unknown mode $mode" >&2; exit 2 ;;
