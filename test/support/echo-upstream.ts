@@ -8,7 +8,7 @@
  * handing the rest to a Hono app with `ideRoutes` at /api/dev on @hono/node-server, plus
  * `attachIdeUpgrade`) against real Redis with its own key prefix.
  */
-import { randomBytes } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createNetServer, type Socket } from "node:net"
 import { createAdaptorServer } from "@hono/node-server"
@@ -18,6 +18,7 @@ import pino from "pino"
 import { WebSocketServer } from "ws"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import { ApiError } from "../../api/errors.ts"
+import type { EdgeLimits } from "../../api/ide/edge/client-connection.ts"
 import { createIdeEdgeFront, EDGE_SERVER_OPTIONS } from "../../api/ide/edge/front.ts"
 import { ideRoutes } from "../../api/ide/routes.ts"
 import { disposeIdeRuntime } from "../../api/ide/runtime.ts"
@@ -54,6 +55,16 @@ export interface EchoUpstream {
 }
 
 const CHUNK = Buffer.alloc(64 * 1024, 0x61)
+
+/** Byte `i` of the `/pattern` body for `seed`: varies with position, so reordered or reused bytes show. */
+export const patternBytes = (seed: number, offset: number, length: number): Buffer => {
+  const out = Buffer.allocUnsafe(length)
+  for (let k = 0; k < length; k++) {
+    const i = offset + k
+    out[k] = (i * 31 + seed + (i >>> 8) * 7 + (i >>> 16)) & 0xff
+  }
+  return out
+}
 
 export const startEchoUpstream = async (): Promise<EchoUpstream> => {
   const requests: Array<EchoRequest> = []
@@ -92,18 +103,44 @@ export const startEchoUpstream = async (): Promise<EchoUpstream> => {
         pump()
         return
       }
+      case "/pattern": {
+        // `bytes` of patternBytes(seed) in writes of 1..`maxWrite` bytes; chunked unless `length=1`.
+        const total = Number(url.searchParams.get("bytes") ?? "0")
+        const seed = Number(url.searchParams.get("seed") ?? "0")
+        const maxWrite = Number(url.searchParams.get("maxWrite") ?? String(64 * 1024))
+        res.writeHead(200, url.searchParams.get("length") === "1" ? { "content-length": total } : {})
+        let sent = 0
+        let step = seed
+        const pump = () => {
+          while (sent < total) {
+            step = (step * 1103515245 + 12345) & 0x7fffffff
+            const n = Math.min(1 + (step % maxWrite), total - sent)
+            const piece = patternBytes(seed, sent, n)
+            sent += n
+            if (!res.write(piece)) {
+              res.once("drain", pump)
+              return
+            }
+          }
+          res.end()
+        }
+        pump()
+        return
+      }
       case "/upload": {
         let bytes = 0
         if (url.searchParams.get("hold") === "1") {
           req.pause()
           held.push(req)
         }
+        const hash = createHash("sha256")
         req.on("data", (c: Buffer) => {
           bytes += c.length
           uploaded += c.length
+          hash.update(c)
         })
         req.on("end", () => {
-          const body = JSON.stringify({ bytes })
+          const body = JSON.stringify({ bytes, sha256: hash.digest("hex") })
           res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
           res.end(body)
         })
@@ -204,7 +241,7 @@ export interface IdeTestApi {
  * Pass `share` to build a second replica on the same Redis key prefix and secret.
  */
 export const startIdeTestApi = async (
-  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string } } = {}
+  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; edgeLimits?: Partial<EdgeLimits> } = {}
 ): Promise<IdeTestApi> => {
   const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
   const secret = options.share?.secret ?? randomBytes(32).toString("hex")
@@ -244,7 +281,7 @@ export const startIdeTestApi = async (
   })
   app.route("/api/dev", ideRoutes(deps))
   const ide = attachIdeUpgrade(server, deps)
-  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000 }, listener)
+  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000, ...options.edgeLimits }, listener)
   const sockets = new Set<Socket>()
   listener.on("connection", (s: Socket) => {
     sockets.add(s)

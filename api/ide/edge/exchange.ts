@@ -127,19 +127,17 @@ export class Exchange implements UpstreamOwner {
     }
   }
 
-  onUpstreamData(chunk: Buffer): void {
-    if (this.finished) return
-    if (this.responseBody !== undefined) {
-      this.relay(chunk, undefined)
-      return
-    }
+  /** `chunk` is a view of the upstream connection's read buffer (see UpstreamOwner). */
+  onUpstreamData(chunk: Buffer): boolean {
+    if (this.finished) return false
+    if (this.responseBody !== undefined) return this.relay(chunk, undefined)
     let buf = this.responseBuffer === undefined ? chunk : Buffer.concat([this.responseBuffer, chunk])
     for (;;) {
       const idx = buf.indexOf(CRLFCRLF)
       if (idx < 0) {
         if (buf.length > MAX_RESPONSE_HEAD) return this.badGateway("the IDE sent a response head that is too large")
-        this.responseBuffer = buf
-        return
+        this.responseBuffer = Buffer.from(buf)
+        return false
       }
       const head = parseResponseHead(buf, idx + 4)
       if (head === undefined) return this.badGateway("the IDE sent a malformed response")
@@ -150,7 +148,7 @@ export class Exchange implements UpstreamOwner {
         this.writeClient(serializeHead(`HTTP/1.1 ${head.status} ${head.reason}`, forwardResponseHeaders(head.headers, head.connection, this.request.publicPrefix)))
         if (rest.length === 0) {
           this.responseBuffer = undefined
-          return
+          return false
         }
         buf = rest
         continue
@@ -169,8 +167,7 @@ export class Exchange implements UpstreamOwner {
       const headers = forwardResponseHeaders(head.headers, head.connection, this.request.publicPrefix)
       if (head.chunked && !noBody) headers.push("Transfer-Encoding", "chunked")
       if (!this.keepClient) headers.push("Connection", "close")
-      this.relay(rest, serializeHead(`HTTP/1.1 ${head.status} ${head.reason}`, headers))
-      return
+      return this.relay(rest, serializeHead(`HTTP/1.1 ${head.status} ${head.reason}`, headers))
     }
   }
 
@@ -213,7 +210,8 @@ export class Exchange implements UpstreamOwner {
     if (now - this.requestSentAt >= this.ctx.upstreamTimeoutMs) this.fail(new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time"))
   }
 
-  private relay(chunk: Buffer, head: string | undefined): void {
+  /** Writes the body part of `chunk` (after `head`, if given); true when a write still holds `chunk`. */
+  private relay(chunk: Buffer, head: string | undefined): boolean {
     const body = this.responseBody!
     let n: number
     try {
@@ -222,14 +220,18 @@ export class Exchange implements UpstreamOwner {
       if (!(error instanceof FramingError)) throw error
       this.upstreamDirty = true
       if (head !== undefined) return this.badGateway(`the IDE sent a malformed body (${error.message})`)
-      return this.abortClient()
+      this.abortClient()
+      return false
     }
     if (n < chunk.length) this.upstreamDirty = true // bytes after the response: never reuse that connection
     const piece = n === chunk.length ? chunk : chunk.subarray(0, n)
     const socket = this.client.socket
     let ok: boolean
-    if (head === undefined) ok = n === 0 || socket.write(piece)
-    else if (n === 0) ok = this.writeClient(head)
+    let held = false
+    if (head === undefined) {
+      ok = n === 0 || socket.write(piece)
+      held = n > 0 && socket.writableLength > 0
+    } else if (n === 0) ok = this.writeClient(head)
     else if (n <= COALESCE_LIMIT) {
       const headBytes = Buffer.from(head, "latin1")
       ok = this.writeClient(Buffer.concat([headBytes, piece], headBytes.length + n))
@@ -238,12 +240,14 @@ export class Exchange implements UpstreamOwner {
       this.writeClient(head)
       ok = socket.write(piece)
       socket.uncork()
+      held = socket.writableLength > 0
     }
     if (!ok && !body.done) {
       this.upstreamPaused = true
       this.upstream.socket.pause()
     }
     if (body.done) this.finish()
+    return held
   }
 
   private writeClient(data: string | Buffer): boolean {
@@ -288,8 +292,9 @@ export class Exchange implements UpstreamOwner {
     this.client.exchangeEnded(keepAlive)
   }
 
-  private badGateway(message: string): void {
+  private badGateway(message: string): false {
     this.fail(new ApiError(502, "ide_upstream_bad_response", message))
+    return false
   }
 
   private failRequestFraming(error: unknown): void {

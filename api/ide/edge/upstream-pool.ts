@@ -8,10 +8,17 @@
 import { connect, type Socket } from "node:net"
 
 export interface UpstreamOwner {
-  onUpstreamData(chunk: Buffer): void
+  /**
+   * Bytes from code-server, as a view of the connection's read buffer: true when the owner still holds
+   * the view after returning (a socket write not yet flushed), so the next read must use a new buffer.
+   */
+  onUpstreamData(chunk: Buffer): boolean
   onUpstreamClose(error: NodeJS.ErrnoException | undefined): void
   onUpstreamDrain(): void
 }
+
+/** Each connection reads into one reusable buffer (no allocation per read) until a write holds on to it. */
+const READ_BUFFER_SIZE = 64 * 1024
 
 export class UpstreamConn {
   readonly socket: Socket
@@ -22,15 +29,35 @@ export class UpstreamConn {
   idleSince = 0
   closed = false
   private error: NodeJS.ErrnoException | undefined = undefined
+  private readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_SIZE)
+  private readBufferHeld = false
 
-  constructor(socket: Socket, key: string, onGone: (conn: UpstreamConn) => void) {
-    this.socket = socket
+  constructor(host: string, port: number, key: string, onGone: (conn: UpstreamConn) => void) {
     this.key = key
-    socket.setNoDelay(true)
-    socket.on("data", (chunk: Buffer) => {
-      if (this.owner !== undefined) this.owner.onUpstreamData(chunk)
-      else socket.destroy() // bytes nobody asked for: the connection cannot be trusted any more
+    const socket = connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: () => {
+          if (this.readBufferHeld) {
+            this.readBufferHeld = false
+            this.readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_SIZE)
+          }
+          return this.readBuffer
+        },
+        callback: (n: number, buf: Uint8Array) => {
+          if (this.owner === undefined) {
+            // Bytes nobody asked for: the connection cannot be trusted any more.
+            socket.destroy()
+            return false
+          }
+          this.readBufferHeld = this.owner.onUpstreamData((buf as Buffer).subarray(0, n))
+          return true
+        }
+      }
     })
+    this.socket = socket
     socket.on("drain", () => this.owner?.onUpstreamDrain())
     socket.on("error", (error: NodeJS.ErrnoException) => {
       this.error = error
@@ -65,7 +92,7 @@ export class UpstreamPool {
       const conn = list.pop()!
       if (!conn.closed && !conn.socket.destroyed) return conn
     }
-    const conn = new UpstreamConn(connect({ host, port }), key, (c) => this.forget(c))
+    const conn = new UpstreamConn(host, port, key, (c) => this.forget(c))
     this.all.add(conn)
     return conn
   }

@@ -1,0 +1,249 @@
+/**
+ * The raw-socket IDE edge (api/ide/edge/) end to end against a real upstream and real Redis: it proxies
+ * cookie-authenticated requests itself (counted by its metric), relays bodies byte-exact under
+ * back-pressure in both framings, serves pipelined requests in order, hands everything else to Node's
+ * HTTP server with the bytes intact (HTTP/1.0, ambiguous framing, other routes on the same connection),
+ * and enforces its own timeouts and protocol checks.
+ */
+import { createHash } from "node:crypto"
+import { request as httpRequest } from "node:http"
+import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { metrics } from "../../api/metrics.ts"
+import { exchangeForCookie, mintIdeToken, patternBytes, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
+
+const MiB = 1024 * 1024
+const proxied = () => metrics.ideEdgeRequests.get({ outcome: "proxied" })
+const handedOff = () => metrics.ideEdgeRequests.get({ outcome: "handed_off" })
+
+interface Parsed {
+  status: number
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/** Reads `count` Content-Length-framed responses off a raw socket (independent of the edge's parser). */
+const readResponses = (socket: Socket, count: number, timeoutMs = 10_000): Promise<Array<Parsed>> =>
+  new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0)
+    const out: Array<Parsed> = []
+    const timer = setTimeout(() => reject(new Error(`only ${out.length} of ${count} responses: ${buf.toString("latin1").slice(0, 200)}`)), timeoutMs)
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk])
+      for (;;) {
+        const end = buf.indexOf("\r\n\r\n")
+        if (end < 0) return
+        const lines = buf.subarray(0, end).toString("latin1").split("\r\n")
+        const headers: Record<string, string> = {}
+        for (const line of lines.slice(1)) {
+          const i = line.indexOf(":")
+          headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim()
+        }
+        const length = Number(headers["content-length"] ?? "0")
+        if (buf.length < end + 4 + length) return
+        out.push({ status: Number(lines[0]!.split(" ")[1]), headers, body: buf.subarray(end + 4, end + 4 + length) })
+        buf = buf.subarray(end + 4 + length)
+        if (out.length === count) {
+          clearTimeout(timer)
+          socket.off("data", onData)
+          resolve(out)
+          return
+        }
+      }
+    }
+    socket.on("data", onData)
+  })
+
+const open = (api: IdeTestApi): Promise<Socket> =>
+  new Promise((resolve, reject) => {
+    const s = connect(api.port, "127.0.0.1", () => resolve(s))
+    s.on("error", reject)
+  })
+
+const closed = (s: Socket, timeoutMs = 5_000): Promise<number> => {
+  const t0 = Date.now()
+  return new Promise((resolve, reject) => {
+    if (s.destroyed) return resolve(0)
+    const timer = setTimeout(() => reject(new Error("socket still open")), timeoutMs)
+    s.once("close", () => {
+      clearTimeout(timer)
+      resolve(Date.now() - t0)
+    })
+  })
+}
+
+const sha256 = (b: Buffer | Array<Buffer>) => {
+  const h = createHash("sha256")
+  for (const part of Array.isArray(b) ? b : [b]) h.update(part)
+  return h.digest("hex")
+}
+
+describe("IDE raw-socket edge", () => {
+  let upstream: EchoUpstream
+  let api: IdeTestApi
+  let cookie: string
+  let rogue: TcpServer
+
+  beforeAll(async () => {
+    upstream = await startEchoUpstream()
+    api = await startIdeTestApi({ edgeLimits: { headersTimeoutMs: 600, keepAliveTimeoutMs: 800 } })
+    await api.register("100", { vmid: 100, port: upstream.port })
+    // An upstream that answers every request with an ambiguous response.
+    rogue = createTcpServer((s) => {
+      s.on("error", () => undefined)
+      s.once("data", () => s.end("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"))
+    })
+    await new Promise<void>((r) => rogue.listen(0, "127.0.0.1", r))
+    const roguePort = (rogue.address() as { port: number }).port
+    await api.register("rogue", { vmid: 103, port: roguePort })
+    cookie = await exchangeForCookie(api, "100", await mintIdeToken(api, 100))
+  })
+  afterAll(async () => {
+    await api?.close()
+    await upstream?.close()
+    rogue?.close()
+  })
+
+  it("proxies cookie requests on the edge itself, keep-alive, several per connection", async () => {
+    const before = { proxied: proxied(), handedOff: handedOff() }
+    const s = await open(api)
+    for (let i = 0; i < 5; i++) {
+      s.write(`GET /api/dev/100/ide/n${i}?q=${i} HTTP/1.1\r\nHost: ide.test\r\nCookie: a=1; ${cookie}\r\n\r\n`)
+      const [r] = await readResponses(s, 1)
+      expect(r!.status).toBe(200)
+      const echoed = JSON.parse(r!.body.toString()) as { url: string; headers: Record<string, string> }
+      expect(echoed.url).toBe(`/n${i}?q=${i}`)
+      expect(echoed.headers["cookie"]).toBe("a=1")
+      expect(echoed.headers["x-forwarded-host"]).toBe("ide.test")
+    }
+    s.destroy()
+    expect(proxied() - before.proxied).toBe(5)
+    expect(handedOff()).toBe(before.handedOff)
+  })
+
+  it("relays chunked and Content-Length downloads byte-exact to slow readers, six at once", async () => {
+    const downloads = [0, 1, 2, 3, 4, 5].map(
+      (seed) =>
+        new Promise<{ seed: number; total: number; hash: string }>((resolve, reject) => {
+          const total = (12 + seed) * MiB + seed * 1013
+          const path = `/api/dev/100/ide/pattern?bytes=${total}&seed=${seed}&maxWrite=${seed % 2 === 0 ? 70_000 : 3_000}${seed < 3 ? "&length=1" : ""}`
+          httpRequest({ host: "127.0.0.1", port: api.port, path, headers: { cookie }, agent: false }, (res) => {
+            expect(res.statusCode).toBe(200)
+            expect(res.headers["transfer-encoding"]).toBe(seed < 3 ? undefined : "chunked")
+            const parts: Array<Buffer> = []
+            let received = 0
+            let nextStall = MiB
+            res.on("data", (c: Buffer) => {
+              parts.push(c)
+              received += c.length
+              // Stop reading long enough for every socket buffer on the way to fill, so the proxy has
+              // writes pending on its read buffers and must pause the upstream.
+              if (received >= nextStall) {
+                nextStall += 4 * MiB
+                res.pause()
+                setTimeout(() => res.resume(), 250)
+              }
+            })
+            res.on("end", () => resolve({ seed, total, hash: sha256(parts) }))
+            res.on("error", reject)
+          })
+            .on("error", reject)
+            .end()
+        })
+    )
+    for (const d of await Promise.all(downloads)) expect(d.hash).toBe(sha256(patternBytes(d.seed, 0, d.total)))
+  })
+
+  it("relays a chunked upload byte-exact and answers pipelined requests in order", async () => {
+    const body = patternBytes(9, 0, 3 * MiB + 17)
+    const s = await open(api)
+    let framed = ""
+    const pieces: Array<Buffer> = []
+    for (let off = 0; off < body.length; ) {
+      const n = Math.min(1 + ((off * 7) % 50_000), body.length - off)
+      framed = `${n.toString(16)}\r\n`
+      pieces.push(Buffer.from(framed), body.subarray(off, off + n), Buffer.from("\r\n"))
+      off += n
+    }
+    pieces.push(Buffer.from("0\r\n\r\n"))
+    // Three requests in one go: an upload (chunked), a POST with a Content-Length body, a GET.
+    s.write(Buffer.concat([
+      Buffer.from(`POST /api/dev/100/ide/upload HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nTransfer-Encoding: chunked\r\n\r\n`),
+      ...pieces,
+      Buffer.from(`POST /api/dev/100/ide/echo HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nContent-Length: 5\r\n\r\nhello`),
+      Buffer.from(`GET /api/dev/100/ide/last HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\n\r\n`)
+    ]))
+    const [upload, echo, last] = await readResponses(s, 3, 20_000)
+    expect(JSON.parse(upload!.body.toString())).toEqual({ bytes: body.length, sha256: sha256(body) })
+    const e = JSON.parse(echo!.body.toString()) as { url: string; body: string; method: string }
+    expect([e.method, e.url, e.body]).toEqual(["POST", "/echo", "hello"])
+    expect((JSON.parse(last!.body.toString()) as { url: string }).url).toBe("/last")
+    s.destroy()
+  })
+
+  it("hands HTTP/1.0, ambiguous framing and other routes to Node's server with the bytes intact", async () => {
+    const before = handedOff()
+    // HTTP/1.0: served by the general path, still proxied.
+    const s1 = await open(api)
+    s1.write(`GET /api/dev/100/ide/old HTTP/1.0\r\nHost: h\r\nCookie: ${cookie}\r\n\r\n`)
+    const [old] = await readResponses(s1, 1)
+    expect(old!.status).toBe(200)
+    expect((JSON.parse(old!.body.toString()) as { url: string }).url).toBe("/old")
+    s1.destroy()
+
+    // Content-Length + Transfer-Encoding: refused by llhttp, nothing reaches the upstream.
+    const seen = upstream.requests.length
+    const s2 = await open(api)
+    s2.write(`POST /api/dev/100/ide/smuggle HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`)
+    const [refused] = await readResponses(s2, 1)
+    // (This harness has no clientError handler: api/server.ts adds the JSON body in production.)
+    expect(refused!.status).toBe(400)
+    await closed(s2)
+    expect(upstream.requests.slice(seen).some((r) => r.url.includes("smuggle"))).toBe(false)
+
+    // An IDE request, then a request for another route on the same connection.
+    const s3 = await open(api)
+    s3.write(`GET /api/dev/100/ide/first HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\n\r\n`)
+    const [first] = await readResponses(s3, 1)
+    expect(first!.status).toBe(200)
+    s3.write("GET /api/dev/100/elsewhere HTTP/1.1\r\nHost: h\r\n\r\n")
+    const [other] = await readResponses(s3, 1)
+    expect(other!.status).toBe(404)
+    s3.destroy()
+    expect(handedOff() - before).toBe(3)
+  })
+
+  it("answers 400 and closes on broken chunked framing, 502 on an ambiguous upstream response", async () => {
+    const s = await open(api)
+    s.write(`POST /api/dev/100/ide/upload HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n`)
+    const [bad] = await readResponses(s, 1)
+    expect(bad!.status).toBe(400)
+    expect(JSON.parse(bad!.body.toString())).toMatchObject({ error: { code: "invalid_request_body" } })
+    await closed(s)
+
+    const rogueCookie = await exchangeForCookie(api, "rogue", await mintIdeToken(api, 103))
+    const r = await open(api)
+    r.write(`GET /api/dev/rogue/ide/x HTTP/1.1\r\nHost: h\r\nCookie: ${rogueCookie}\r\n\r\n`)
+    // The first request of a new session is verified, then proxied by the edge.
+    const [gateway] = await readResponses(r, 1)
+    expect(gateway!.status).toBe(502)
+    expect(JSON.parse(gateway!.body.toString())).toMatchObject({ error: { code: "ide_upstream_bad_response" } })
+    r.destroy()
+  })
+
+  it("closes a dribbled request head with 408 and an idle keep-alive connection", async () => {
+    const s = await open(api)
+    s.write(`GET /api/dev/100/ide/slow HTTP/1.1\r\nHost: h\r\n`)
+    const drip = setInterval(() => s.writable && s.write("X-Drip: 1\r\n"), 100)
+    const [timeout] = await readResponses(s, 1, 5_000)
+    clearInterval(drip)
+    expect(timeout!.status).toBe(408)
+    await closed(s)
+
+    const idle = await open(api)
+    idle.write(`GET /api/dev/100/ide/once HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\n\r\n`)
+    await readResponses(idle, 1)
+    const ms = await closed(idle, 5_000)
+    expect(ms).toBeGreaterThanOrEqual(500)
+  })
+})
