@@ -19,6 +19,7 @@ import { ideRoutes } from "../../api/ide/routes.ts"
 import { disposeIdeRuntime, ideRuntime } from "../../api/ide/runtime.ts"
 import { signIdeToken, ideTokenKey } from "../../api/ide/token.ts"
 import { createIdeAwareServer } from "../../api/ide/node-server.ts"
+import { metrics } from "../../api/metrics.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
@@ -179,6 +180,8 @@ describe("IDE proxy in a real browser", () => {
         mark("Explorer lists hello.txt")
         // The workbench's remote connection went through our WebSocket bridge.
         expect(ideRuntime(deps).openBridges(SERVER_ID)).toBeGreaterThan(0)
+        // The workbench's assets came through the raw-socket edge (api/ide/edge/), not only the general path.
+        if (realApi) expect(metrics.ideEdgeRequests.get({ outcome: "proxied" })).toBeGreaterThan(0)
 
         // Integrated terminal: open it, wait for a prompt, run a command that prints and writes a file.
         await page.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
