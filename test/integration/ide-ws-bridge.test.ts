@@ -92,6 +92,35 @@ describe("IDE WebSocket bridge", () => {
     await closed(ws)
   })
 
+  it("keeps every byte in order when the browser stops reading with thousands of frames in flight", async () => {
+    const ws = await connectWs(`${wsBase}/100/ide/bulk`, { cookie, origin: api.origin })
+    const count = 4000
+    const messages = Array.from({ length: count }, (_, m) => {
+      const payload = Buffer.alloc(m % 50 === 0 ? 256 * 1024 : 1 + ((m * 7919) % 6_000))
+      for (let i = 0; i < payload.length; i++) payload[i] = (i * 31 + m * 7 + (i >>> 9)) & 0xff
+      return payload
+    })
+    const received: Array<Buffer> = []
+    const done = new Promise<void>((resolve, reject) => {
+      ws.on("message", (d) => {
+        received.push(d as Buffer)
+        // Stop reading now and then, so the bridge's writes to the browser back up.
+        if (received.length % 200 === 1) {
+          const raw = (ws as unknown as { _socket: Socket })._socket
+          raw.pause()
+          setTimeout(() => raw.resume(), 60)
+        }
+        if (received.length === count) resolve()
+      })
+      ws.once("error", reject)
+    })
+    for (const m of messages) ws.send(m)
+    await done
+    for (let m = 0; m < count; m++) expect(Buffer.compare(received[m]!, messages[m]!), `message ${m}`).toBe(0)
+    ws.close()
+    await closed(ws)
+  })
+
   it("accepts a single-use ?token= on the upgrade and never forwards it", async () => {
     const token = await mintIdeToken(api, 100)
     const ws = await connectWs(`${wsBase}/100/ide/socket?a=1&token=${token}`, { origin: api.origin })
