@@ -38,7 +38,10 @@ export interface ApiServer {
 export const SERVER_LIMITS = {
   /** Whole request head must arrive within this (slowloris). */
   headersTimeout: 20_000,
-  /** Whole request (head + body) must arrive within this; responses may stream for longer. */
+  /**
+   * Whole request (head + body) must arrive within this; responses may stream for longer. On the IDE
+   * edge it bounds the silence inside a request body instead, so a long upload is not cut.
+   */
   requestTimeout: 60_000,
   keepAliveTimeout: 10_000,
   /** Larger request heads get 431. */
@@ -75,7 +78,8 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
   const front = createIdeEdgeFront(server, deps, {
     maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
     headersTimeoutMs: SERVER_LIMITS.headersTimeout,
-    keepAliveTimeoutMs: SERVER_LIMITS.keepAliveTimeout
+    keepAliveTimeoutMs: SERVER_LIMITS.keepAliveTimeout,
+    bodyIdleTimeoutMs: SERVER_LIMITS.requestTimeout
   })
   const listener = front.server
 

@@ -72,6 +72,14 @@ const closed = (s: Socket, timeoutMs = 5_000): Promise<number> => {
   })
 }
 
+const until = async (probe: () => boolean, timeoutMs = 5_000) => {
+  const deadline = Date.now() + timeoutMs
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error("timed out")
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
 const sha256 = (b: Buffer | Array<Buffer>) => {
   const h = createHash("sha256")
   for (const part of Array.isArray(b) ? b : [b]) h.update(part)
@@ -86,7 +94,7 @@ describe("IDE raw-socket edge", () => {
 
   beforeAll(async () => {
     upstream = await startEchoUpstream()
-    api = await startIdeTestApi({ edgeLimits: { headersTimeoutMs: 600, keepAliveTimeoutMs: 800 } })
+    api = await startIdeTestApi({ edgeLimits: { headersTimeoutMs: 600, keepAliveTimeoutMs: 800, bodyIdleTimeoutMs: 700 } })
     await api.register("100", { vmid: 100, port: upstream.port })
     // An upstream that answers every request with an ambiguous response.
     rogue = createTcpServer((s) => {
@@ -231,7 +239,7 @@ describe("IDE raw-socket edge", () => {
     r.destroy()
   })
 
-  it("closes a dribbled request head with 408 and an idle keep-alive connection", async () => {
+  it("closes a dribbled request head and a stalled body with 408 and an idle keep-alive connection, but not a slow steady upload", async () => {
     const s = await open(api)
     s.write(`GET /api/dev/100/ide/slow HTTP/1.1\r\nHost: h\r\n`)
     const drip = setInterval(() => s.writable && s.write("X-Drip: 1\r\n"), 100)
@@ -239,6 +247,27 @@ describe("IDE raw-socket edge", () => {
     clearInterval(drip)
     expect(timeout!.status).toBe(408)
     await closed(s)
+
+    // A body that stops arriving: 408, the upstream's half-received upload aborted, the connection closed.
+    const uploadsAborted = upstream.abortedUploads()
+    const stalled = await open(api)
+    stalled.write(`POST /api/dev/100/ide/upload HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nContent-Length: 100000\r\n\r\n${"x".repeat(1000)}`)
+    const [stalledAnswer] = await readResponses(stalled, 1, 5_000)
+    expect(stalledAnswer!.status).toBe(408)
+    expect(JSON.parse(stalledAnswer!.body.toString())).toMatchObject({ error: { code: "request_timeout" } })
+    await closed(stalled)
+    await until(() => upstream.abortedUploads() > uploadsAborted)
+
+    // A slow but steady upload is not cut: 3 s of trickling, longer than every timeout above.
+    const slow = await open(api)
+    slow.write(`POST /api/dev/100/ide/upload HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\nContent-Length: 30\r\n\r\n`)
+    for (let i = 0; i < 30; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      slow.write("y")
+    }
+    const [slowAnswer] = await readResponses(slow, 1, 5_000)
+    expect(JSON.parse(slowAnswer!.body.toString())).toMatchObject({ bytes: 30 })
+    slow.destroy()
 
     const idle = await open(api)
     idle.write(`GET /api/dev/100/ide/once HTTP/1.1\r\nHost: h\r\nCookie: ${cookie}\r\n\r\n`)

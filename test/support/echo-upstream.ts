@@ -281,7 +281,7 @@ export const startIdeTestApi = async (
   })
   app.route("/api/dev", ideRoutes(deps))
   const ide = attachIdeUpgrade(server, deps)
-  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000, ...options.edgeLimits }, listener)
+  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000, bodyIdleTimeoutMs: 60_000, ...options.edgeLimits }, listener)
   const sockets = new Set<Socket>()
   listener.on("connection", (s: Socket) => {
     sockets.add(s)

@@ -22,6 +22,8 @@ export interface EdgeLimits {
   readonly headersTimeoutMs: number
   /** An idle keep-alive connection is closed after this. */
   readonly keepAliveTimeoutMs: number
+  /** A request body that stops arriving for this long is cut (408): no whole-request limit, so uploads may be long. */
+  readonly bodyIdleTimeoutMs: number
 }
 
 export interface EdgeContext extends ExchangeContext {
@@ -51,6 +53,7 @@ export class ClientConnection implements ExchangeHost {
   /** When the first byte of the request head now in `pending` arrived (0: none). */
   private headStartedAt = 0
   private idleSince: number
+  private lastDataAt = 0
 
   constructor(socket: Socket, ctx: EdgeContext) {
     this.socket = socket
@@ -74,6 +77,7 @@ export class ClientConnection implements ExchangeHost {
 
   private readonly onData = (chunk: Buffer): void => {
     const exchange = this.exchange
+    this.lastDataAt = this.ctx.now()
     if (exchange !== undefined && !exchange.requestDone) {
       const used = exchange.feedRequest(chunk, 0, chunk.length)
       if (used === chunk.length) return
@@ -223,7 +227,8 @@ export class ClientConnection implements ExchangeHost {
   sweep(now: number): void {
     if (this.state !== "open") return
     if (this.exchange !== undefined) {
-      this.exchange.checkTimeout(now)
+      if (!this.exchange.requestDone && now - Math.max(this.lastDataAt, this.idleSince) >= this.ctx.limits.bodyIdleTimeoutMs) this.exchange.requestStalled()
+      else this.exchange.checkTimeout(now)
       return
     }
     if (this.authPending) return

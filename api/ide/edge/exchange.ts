@@ -211,6 +211,11 @@ export class Exchange implements UpstreamOwner {
   }
 
   /** Writes the body part of `chunk` (after `head`, if given); true when a write still holds `chunk`. */
+  /** The client stopped sending its request body: 408 (or a cut connection once the response started). */
+  requestStalled(): void {
+    this.fail(new ApiError(408, "request_timeout", "the request body stopped arriving"))
+  }
+
   private relay(chunk: Buffer, head: string | undefined): boolean {
     const body = this.responseBody!
     let n: number
@@ -278,7 +283,7 @@ export class Exchange implements UpstreamOwner {
     if (this.finished) return
     this.finished = true
     this.ctx.pool.discard(this.upstream)
-    metrics.ideEdgeRequests.inc({ outcome: error.status === 400 ? "bad_request" : "upstream_error" })
+    metrics.ideEdgeRequests.inc({ outcome: error.status < 500 ? "bad_request" : "upstream_error" })
     if (this.wroteToClient) {
       this.client.socket.destroy()
       return
