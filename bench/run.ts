@@ -3,7 +3,7 @@
  *                 [-- --no-ide] [-- --idle N] [-- --seconds S] [-- --ws-ms MS] [-- --profile]`
  *
  * The IDE proxy side by side with direct access and with a plain Node proxy, in one interleaved run:
- * for each round, for each scenario: direct (A), the project's API (B), the http-proxy-3 baseline (C).
+ * for each round, for each scenario: direct (A), the project's API (B), the http-proxy-3 baseline (C), the bare relay floor (D).
  * Medians over the rounds; absolute numbers plus ratios to direct and to the baseline. Prints ratios,
  * not verdicts.
  *
@@ -63,8 +63,8 @@ const log = (s: string) => process.stderr.write(`${s}\n`)
 
 // ---------------------------------------------------------------- targets
 
-type TargetName = "direct" | "api" | "baseline"
-const TARGETS: ReadonlyArray<TargetName> = ["direct", "api", "baseline"]
+type TargetName = "direct" | "api" | "baseline" | "floor"
+const TARGETS: ReadonlyArray<TargetName> = ["direct", "api", "baseline", "floor"]
 
 interface Target {
   readonly name: TargetName
@@ -291,7 +291,7 @@ const ideLoads = async (rounds: number): Promise<Record<TargetName, Array<number
   const workspace = mkdtempSync(join(tmpdir(), "zlh-bench-ws-"))
   writeFileSync(join(workspace, "hello.txt"), "hello from the benchmark\n")
   const cs = await startCodeServer({ workspace })
-  const out: Record<TargetName, Array<number>> & { errors: Array<string> } = { direct: [], api: [], baseline: [], errors: [] }
+  const out: Record<TargetName, Array<number>> & { errors: Array<string> } = { direct: [], api: [], baseline: [], floor: [], errors: [] }
   const local: Array<Child<unknown>> = []
   try {
     // code-server and Chromium are not pinned: a browser rendering VS Code on one shared core measures
@@ -305,6 +305,7 @@ const ideLoads = async (rounds: number): Promise<Record<TargetName, Array<number
     await fetch(cs.url).then((r) => r.arrayBuffer()).catch(() => undefined)
     for (let r = 0; r < rounds; r++) {
       for (const name of TARGETS) {
+        if (name === "floor") continue
         let url: string
         if (name === "direct") url = cs.url
         else if (name === "baseline") url = `http://127.0.0.1:${base.info.port}${IDE_PREFIX}/`
@@ -343,7 +344,7 @@ const ratio = (a: number | undefined, b: number | undefined): string =>
 
 const main = async () => {
   const started = Date.now()
-  log(`zlh-dev proxy benchmark${quick ? " (--quick)" : ""}: ${opts.rounds} interleaved round(s), direct / api / baseline`)
+  log(`zlh-dev proxy benchmark${quick ? " (--quick)" : ""}: ${opts.rounds} interleaved round(s), direct / api / baseline / floor`)
   log(
     pinned
       ? `pinning: upstream + proxies on CPU ${PROXY_CPU}, load generators (wrk -t1, ws-client, Chromium) on CPU ${LOAD_CPU}: every CPU-µs the proxy spends is lost throughput`
@@ -359,6 +360,7 @@ const main = async () => {
   )
   if (opts.profile) log(`profiling the API: --cpu-prof into ${profDir} (open the .cpuprofile in Chrome DevTools)`)
   const baseline = track(await startNodeChild<{ port: number; pid: number }>(join(ROOT, "bench", "baseline-proxy.ts"), ["--upstream", String(upstream.info.port), "--exit-with-stdin"], { cpus: pinned ? PROXY_CPU : undefined }))
+  const floor = track(await startNodeChild<{ port: number; pid: number }>(join(ROOT, "bench", "floor-relay.ts"), ["--upstream", String(upstream.info.port), "--exit-with-stdin"], { cpus: pinned ? PROXY_CPU : undefined }))
   const apiOrigin = `http://127.0.0.1:${api.info.port}`
   const { cookie, via } = await obtainIdeCookie(apiOrigin, api.info)
   log(`api: ${api.info.mode === "startApiServer" ? "api/server.ts startApiServer" : "IDE edge only (api/server.ts not landed: Hono app with ideRoutes on createIdeAwareServer)"}; session cookie from the real ?token= exchange (token ${via === "api" ? "from POST /api/dev/:id/ide-token" : "signed locally: the ide-token route has not landed"})`)
@@ -367,7 +369,8 @@ const main = async () => {
   const targets: Record<TargetName, Target> = {
     direct: { name: "direct", httpBase: `http://127.0.0.1:${upstream.info.port}`, wsBase: `ws://127.0.0.1:${upstream.info.port}`, cookie: undefined, pid: upstream.info.pid, isProxy: false },
     api: { name: "api", httpBase: `${apiOrigin}${IDE_PREFIX}`, wsBase: `ws://127.0.0.1:${api.info.port}${IDE_PREFIX}`, cookie, pid: api.info.pid, isProxy: true },
-    baseline: { name: "baseline", httpBase: `http://127.0.0.1:${baseline.info.port}${IDE_PREFIX}`, wsBase: `ws://127.0.0.1:${baseline.info.port}${IDE_PREFIX}`, cookie: undefined, pid: baseline.info.pid, isProxy: true }
+    baseline: { name: "baseline", httpBase: `http://127.0.0.1:${baseline.info.port}${IDE_PREFIX}`, wsBase: `ws://127.0.0.1:${baseline.info.port}${IDE_PREFIX}`, cookie: undefined, pid: baseline.info.pid, isProxy: true },
+    floor: { name: "floor", httpBase: `http://127.0.0.1:${floor.info.port}${IDE_PREFIX}`, wsBase: `ws://127.0.0.1:${floor.info.port}${IDE_PREFIX}`, cookie: undefined, pid: floor.info.pid, isProxy: true }
   }
   const scenarios = SCENARIOS.filter((s) => opts.only === undefined || opts.only.includes(s.key))
 
@@ -385,7 +388,7 @@ const main = async () => {
   const sampler = setInterval(samplePeak, 250)
 
   const raw: Record<string, Record<TargetName, Array<Metrics>>> = {}
-  for (const s of scenarios) raw[s.key] = { direct: [], api: [], baseline: [] }
+  for (const s of scenarios) raw[s.key] = { direct: [], api: [], baseline: [], floor: [] }
   for (let round = 0; round < opts.rounds; round++) {
     for (const s of scenarios) {
       for (const name of TARGETS) {
@@ -418,7 +421,7 @@ const main = async () => {
   // ---- medians, table, JSON
   const medians: Record<string, Record<TargetName, Metrics>> = {}
   for (const s of scenarios) {
-    medians[s.key] = { direct: {}, api: {}, baseline: {} }
+    medians[s.key] = { direct: {}, api: {}, baseline: {}, floor: {} }
     for (const name of TARGETS) {
       const runs = raw[s.key]![name]
       const keys = new Set(runs.flatMap((m) => Object.keys(m)))
@@ -428,23 +431,27 @@ const main = async () => {
 
   const lines: Array<string> = []
   const row = (cols: Array<string>, widths: Array<number>) => cols.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
-  const widths = [22, 12, 12, 12, 11, 11]
+  const widths = [22, 11, 11, 11, 11, 11, 11, 12]
   lines.push("")
-  lines.push(`zlh-dev IDE proxy benchmark · ${new Date(started).toISOString()} · ${opts.rounds} round(s) interleaved direct/api/baseline, medians${quick ? " · --quick" : ""}`)
+  lines.push(`zlh-dev IDE proxy benchmark · ${new Date(started).toISOString()} · ${opts.rounds} round(s) interleaved direct/api/baseline/floor, medians${quick ? " · --quick" : ""}`)
   lines.push(pinned ? `upstream + proxies pinned to CPU ${PROXY_CPU}, load generators to CPU ${LOAD_CPU} (taskset)` : "NOT pinned")
   lines.push("api = the project's API (bench/serve-api.ts), cookie-authenticated; baseline = http-proxy-3 (ws: true, prefix strip, library defaults)")
+  lines.push("floor = bench/floor-relay.ts, a bare byte relay (no HTTP, no auth): the cheapest proxy Node can be; floor/direct is the ceiling for any Node proxy here")
   lines.push("ratios are value ÷ reference (for latency, CPU and memory lower is better); for direct, CPU/RSS columns are the upstream's own")
   for (const s of scenarios) {
     lines.push("")
     lines.push(`${s.title}`)
-    lines.push(row(["  metric", "direct", "api", "baseline", "api/direct", "api/base"], widths))
+    lines.push(row(["  metric", "direct", "api", "baseline", "floor", "api/direct", "api/base", "floor/direct"], widths))
     for (const [k, label] of s.show) {
       const m = medians[s.key]!
-      lines.push(row([`  ${label}`, fmt(m.direct[k]), fmt(m.api[k]), fmt(m.baseline[k]), ratio(m.api[k], m.direct[k]), ratio(m.api[k], m.baseline[k])], widths))
+      lines.push(
+        row([`  ${label}`, fmt(m.direct[k]), fmt(m.api[k]), fmt(m.baseline[k]), fmt(m.floor[k]), ratio(m.api[k], m.direct[k]), ratio(m.api[k], m.baseline[k]), ratio(m.floor[k], m.direct[k])], widths)
+      )
     }
     if (s.key === "ws1") {
       const m = medians[s.key]!
-      lines.push(`  extra p50 RTT over direct: api ${fmt((m.api["p50Us"] ?? Number.NaN) - (m.direct["p50Us"] ?? Number.NaN))} µs, baseline ${fmt((m.baseline["p50Us"] ?? Number.NaN) - (m.direct["p50Us"] ?? Number.NaN))} µs`)
+      const extra = (t: TargetName) => fmt((m[t]["p50Us"] ?? Number.NaN) - (m.direct["p50Us"] ?? Number.NaN))
+      lines.push(`  extra p50 RTT over direct: api ${extra("api")} µs, baseline ${extra("baseline")} µs, floor ${extra("floor")} µs`)
     }
   }
   lines.push("")
