@@ -11,6 +11,7 @@ import { Agent, request as httpRequest, type IncomingMessage, type ServerRespons
 import type { Socket } from "node:net"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
+import { SECURITY_HEADERS } from "./edge/raw-response.ts"
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts"
 import { idePublicPrefix, parseIdeTarget, isIdeTarget } from "./paths.ts"
 import { ideRuntime, type IdeRuntime } from "./runtime.ts"
@@ -18,12 +19,6 @@ import { ideRuntime, type IdeRuntime } from "./runtime.ts"
 /** One keep-alive pool per process for every container's code-server. */
 export const upstreamAgent = new Agent({ keepAlive: true, keepAliveMsecs: 10_000, maxFreeSockets: 256, scheduling: "lifo", timeout: 60_000 })
 
-const SECURITY_HEADERS: Record<string, string> = {
-  "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
-  "cache-control": "no-store",
-  "content-security-policy": "default-src 'none'; frame-ancestors 'none'; form-action 'self'; style-src 'unsafe-inline'"
-}
 
 export const sendJsonError = (res: ServerResponse, error: ApiError): void => {
   if (res.headersSent) {

@@ -15,8 +15,6 @@ import { UpstreamPool } from "./upstream-pool.ts"
 export interface IdeEdgeFront {
   /** The listening server (every connection, including those handed to `http`). */
   readonly server: Server
-  /** Connections currently on the edge itself (not handed off). */
-  edgeConnections(): number
   /** Stop proxying new requests on edge connections and close the idle ones (in-flight ones close when done). */
   startClosing(): void
   /** Cut every edge connection and every pooled upstream connection. */
@@ -79,7 +77,6 @@ export const createIdeEdgeFront = (http: HttpServer, deps: ApiDeps, limits: Edge
 
   return {
     server,
-    edgeConnections: () => connections.size,
     startClosing() {
       closing = true
       for (const conn of connections) if (conn.idle) conn.sweep(Date.now())

@@ -134,10 +134,6 @@ export class UpstreamPool {
     }
   }
 
-  get size(): number {
-    return this.all.size
-  }
-
   closeAll(): void {
     for (const conn of this.all) conn.socket.destroy()
     this.idle.clear()
