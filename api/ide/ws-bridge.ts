@@ -16,6 +16,8 @@ import { forwardedProto } from "./http-proxy.ts"
 import { isIdeTarget, parseIdeTarget } from "./paths.ts"
 import { ideRuntime, type IdeRuntime } from "./runtime.ts"
 
+const UPSTREAM_READ_BUFFER = 64 * 1024
+
 export interface IdeUpgradeHandle {
   /** Closes every open IDE WebSocket with a close frame (graceful shutdown: 1001). */
   closeAll(code: number, reason: string): void
@@ -157,8 +159,42 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
   for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`
   headText += "\r\n"
 
-  const upstream = connect({ host: auth.record.host, port: auth.record.idePort })
+  // code-server → browser by hand: reads land in one reusable buffer (no allocation per message) that is
+  // swapped for a new one only while a write to the browser still holds it.
+  let readBuffer = Buffer.allocUnsafeSlow(UPSTREAM_READ_BUFFER)
+  let readBufferHeld = false
+  let detached = false
+  const upstream = connect({
+    host: auth.record.host,
+    port: auth.record.idePort,
+    noDelay: true,
+    onread: {
+      buffer: () => {
+        if (readBufferHeld) {
+          readBufferHeld = false
+          readBuffer = Buffer.allocUnsafeSlow(UPSTREAM_READ_BUFFER)
+        }
+        return readBuffer
+      },
+      callback: (n: number, buf: Uint8Array) => {
+        if (detached) return true
+        const chunk = (buf as Buffer).subarray(0, n)
+        if (!gotUpstreamBytes) {
+          gotUpstreamBytes = true
+          clearTimeout(connectTimer)
+        }
+        tracker.onData(chunk)
+        const ok = client.write(chunk)
+        readBufferHeld = client.writableLength > 0
+        return ok
+      }
+    }
+  })
   const tracker = createBoundaryTracker()
+  // browser → code-server: bytes as they come, the browser paused while code-server is not reading.
+  const toUpstream = (chunk: Buffer) => {
+    if (!upstream.write(chunk)) client.pause()
+  }
   let gotUpstreamBytes = false
   let closed = false
   const connectTimer = setTimeout(() => {
@@ -171,8 +207,8 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
     close(code, reason) {
       if (closed) return
       if (tracker.atBoundary() && client.writable) {
-        upstream.removeAllListeners("data")
-        client.unpipe(upstream)
+        detached = true
+        client.off("data", toUpstream)
         upstream.destroy()
         // Keep reading (and discarding) so the browser's close reply and FIN are seen.
         client.resume()
@@ -194,19 +230,10 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
     else rejectUpgrade(client, error)
   }
 
-  upstream.setNoDelay(true)
   client.setNoDelay(true)
   client.setTimeout(0)
-  upstream.on("data", (chunk: Buffer) => {
-    if (!gotUpstreamBytes) {
-      gotUpstreamBytes = true
-      clearTimeout(connectTimer)
-    }
-    tracker.onData(chunk)
-    // upstream → browser by hand (one 'data' listener instead of pipe's plus the tracker's).
-    if (!client.write(chunk)) upstream.pause()
-  })
   client.on("drain", () => upstream.resume())
+  upstream.on("drain", () => client.resume())
   upstream.on("error", (error: NodeJS.ErrnoException) => {
     if (!gotUpstreamBytes) fail(new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${error.code ?? error.message})`))
     else client.destroy()
@@ -232,5 +259,5 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
 
   upstream.write(headText)
   if (head.length > 0) upstream.write(head)
-  client.pipe(upstream)
+  client.on("data", toUpstream)
 }
