@@ -11,6 +11,7 @@
  * A bad environment stops start-up with one line per problem on stderr and exit code 1.
  */
 import { createServer } from "node:http"
+import { clientErrorResponse } from "../schemas/errors.ts"
 import { NodeHttpServer, NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
@@ -49,11 +50,21 @@ const DevServices = CodeServer.layer.pipe(Layer.provideMerge(DevHardening), Laye
 /** The game supervisor and its settings (same reason: `GameLive` minus the route registration). */
 const GameServices = GameServicesLive.pipe(Layer.provideMerge(GameConfig.layer))
 
+/** Node's server for the agent: requests its parser refuses (431, 400, 408) get the contract's error body. */
+const agentNodeServer = () => {
+  const server = createServer()
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy()
+    socket.end(clientErrorResponse(err.code), "latin1")
+  })
+  return server
+}
+
 export const agentHttpLayer = (settings: AgentSettings) =>
   HttpRouter.serve(AgentRoutes).pipe(
     // Innermost, so it is built last: the socket listens only once every service is ready (a request
     // accepted before `serve` attaches its handler would hang).
-    Layer.provide(NodeHttpServer.layer(createServer, { port: settings.port, host: settings.bind })),
+    Layer.provide(NodeHttpServer.layer(agentNodeServer, { port: settings.port, host: settings.bind })),
     Layer.provide(Layer.mergeAll(DevServices, GameServices, CoreServices)),
     Layer.provide(RedisStatusStore.layer),
     Layer.provide(AgentConfig.make(settings)),

@@ -8,6 +8,7 @@
 import type { Server as HttpServer } from "node:http"
 import type { AddressInfo, Server } from "node:net"
 import type { ApiDeps } from "./deps.ts"
+import { clientErrorResponse } from "../schemas/errors.ts"
 import { createApp } from "./app.ts"
 import { createIdeEdgeFront } from "./ide/edge/front.ts"
 import { rawJsonError } from "./ide/edge/raw-response.ts"
@@ -58,13 +59,7 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
   })
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
-    const [status, code, message] =
-      err.code === "HPE_HEADER_OVERFLOW"
-        ? [431, "headers_too_large", "Request Header Fields Too Large"]
-        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-          ? [408, "request_timeout", "Request Timeout"]
-          : [400, "bad_request", "Bad Request"]
-    socket.end(rawJsonError(status, code, message), "latin1")
+    socket.end(clientErrorResponse(err.code), "latin1")
   })
 
   // The IDE bridge takes `/api/dev/<id>/ide…` upgrades and ignores the rest; with an upgrade listener

@@ -206,9 +206,10 @@ describe("resilience: bad-input sweep of every agent route", () => {
     console.log(`[resilience-agent-bad-input] ${cases.length} requests, ${failures.length} not answered as expected`)
     expect(failures).toEqual([])
     // A request head over Node's 16 KiB limit is refused by the HTTP parser before any route runs:
-    // 431 (its body is Node's default, empty, not the error shape: reported, not asserted).
+    // 431 with the contract's error body.
     const big = await fetch(`${origin}/files?path=${"p".repeat(20_000)}`, { headers: { authorization: auth } })
     expect(big.status).toBe(431)
+    expect(await big.json()).toEqual({ error: { code: "headers_too_large", message: "Request Header Fields Too Large" } })
     expect(agent.exitCode).toBe(null)
     expect((await fetch(`${origin}/livez`)).status).toBe(200)
     // Positive control: the valid token does open the agent.
