@@ -1,3 +1,4 @@
+import { STATUS_CODES } from "node:http"
 import { Schema, SchemaIssue } from "effect"
 
 /** The contract's error body: `{ "error": { "code": "snake_case", "message": "…" } }`. */
@@ -28,17 +29,25 @@ export const formatIssues = (issues: ReadonlyArray<Issue>): string =>
   issues.map((i) => `${i.path}: ${i.message}`).join("; ")
 
 /**
- * The contract's error body as a complete HTTP/1.1 response, for a request Node's parser refused before
- * any route ran (an `http.Server` 'clientError'): 431 for an oversized head, 408 for a timed-out one,
- * else 400. Both the API and the agent answer with it, then close the connection.
+ * A JSON body as a complete HTTP/1.1 response, for code that answers on a raw socket (no ServerResponse):
+ * `extraHeaders` first, then the content headers; `keepAlive: false` adds `connection: close`.
+ */
+export const rawJsonResponse = (status: number, payload: unknown, extraHeaders: Readonly<Record<string, string>> = {}, keepAlive = false): string => {
+  const body = JSON.stringify(payload)
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\n`
+  for (const [name, value] of Object.entries(extraHeaders)) head += `${name}: ${value}\r\n`
+  head += `content-type: application/json; charset=UTF-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`
+  if (!keepAlive) head += "connection: close\r\n"
+  return `${head}\r\n${body}`
+}
+
+/**
+ * The answer to a request Node's parser refused before any route ran (an `http.Server` 'clientError'):
+ * 431 for an oversized head, 408 for a timed-out one, else 400, in the contract's error shape, then close.
+ * Both the API and the agent use it.
  */
 export const clientErrorResponse = (nodeErrorCode: string | undefined): string => {
-  const [status, reason, code] =
-    nodeErrorCode === "HPE_HEADER_OVERFLOW"
-      ? [431, "Request Header Fields Too Large", "headers_too_large"]
-      : nodeErrorCode === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? [408, "Request Timeout", "request_timeout"]
-        : [400, "Bad Request", "bad_request"]
-  const body = JSON.stringify({ error: { code, message: reason } })
-  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  const status = nodeErrorCode === "HPE_HEADER_OVERFLOW" ? 431 : nodeErrorCode === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400
+  const code = status === 431 ? "headers_too_large" : status === 408 ? "request_timeout" : "bad_request"
+  return rawJsonResponse(status, { error: { code, message: STATUS_CODES[status] ?? "Bad Request" } })
 }
