@@ -443,7 +443,7 @@ const main = async () => {
     optionalAgent({
       vmid: cfg.devVmid,
       port: cfg.devAgentPort,
-      extraEnv: { CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
+      extraEnv: { AGENT_WORKLOAD: "dev", CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
     }),
     optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv })
   ])

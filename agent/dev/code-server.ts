@@ -130,11 +130,14 @@ export class CodeServer extends Context.Service<CodeServer, {
       let nextRestartAt: string | null = null
       let installed = false
 
+      // In a dev container code-server is the workload: its state is the container's `state`.
+      const ownsState = settings.workload === "dev"
       const setStatus = Effect.fnUntraced(function*() {
         const running = current !== undefined && state === "running"
         const snapshot = yield* status.get
-        if (snapshot.codeServerRunning !== running || snapshot.codeServerInstalled !== installed) {
-          yield* status.update((s) => ({ ...s, codeServerRunning: running, codeServerInstalled: installed }))
+        const containerState = ownsState ? (running ? "running" : state === "running" ? "stopped" : state) : snapshot.state
+        if (snapshot.codeServerRunning !== running || snapshot.codeServerInstalled !== installed || snapshot.state !== containerState) {
+          yield* status.update((s) => ({ ...s, codeServerRunning: running, codeServerInstalled: installed, state: ownsState ? containerState : s.state }))
         }
       })
 

@@ -1,4 +1,5 @@
 import { Config, Context, Duration, Effect, Layer, Option, Schema } from "effect"
+import { workloadConfig, type Workload } from "../workload.ts"
 
 /**
  * Everything the dev-container half of the agent reads from the environment, decoded once at start-up.
@@ -6,6 +7,8 @@ import { Config, Context, Duration, Effect, Layer, Option, Schema } from "effect
  */
 export interface DevSettings {
   readonly vmid: number
+  /** `dev`: code-server's state is the container's `state`; `game`: the game supervisor's is. */
+  readonly workload: Workload
   readonly devUser: string
   readonly devHome: string
   readonly workspaceRoot: string
@@ -57,6 +60,7 @@ const MiB = 1024 * 1024
 
 export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
   vmid: Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "AGENT_VMID"),
+  workload: workloadConfig,
   devUser: Config.schema(
     Schema.String.check(Schema.isPattern(/^[a-z_][a-z0-9_-]{0,31}$/, { message: "must be a valid user name" })),
     "DEV_USER"
@@ -86,6 +90,7 @@ export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
   artifactBaseUrl: Config.String("ARTIFACT_BASE_URL").pipe(Config.option)
 }).pipe(Config.map((c): DevSettings => ({
   vmid: c.vmid,
+  workload: c.workload,
   devUser: c.devUser,
   devHome: c.devHome,
   workspaceRoot: `${c.devHome}/workspace`,

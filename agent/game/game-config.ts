@@ -1,4 +1,5 @@
 import { Config, Context, Duration, Effect, Layer, Option, Schema } from "effect"
+import { workloadConfig, type Workload } from "../workload.ts"
 
 /**
  * Everything game-server supervision reads from the environment, decoded once at start-up. All durations
@@ -6,6 +7,8 @@ import { Config, Context, Duration, Effect, Layer, Option, Schema } from "effect
  */
 export interface GameSettings {
   readonly vmid: number
+  /** `game`: the supervisor's state is the container's `state`; `dev`: code-server's is. */
+  readonly workload: Workload
   readonly zlhRoot: string
   readonly serverRoot: string
   readonly launch: {
@@ -85,6 +88,7 @@ export const MINECRAFT_READY_PATTERN = String.raw`Done \([0-9.,]+m?s\)! For help
 
 export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
   vmid: Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "AGENT_VMID"),
+  workload: workloadConfig,
   zlhRoot: Config.String("ZLH_ROOT").pipe(Config.withDefault("/opt/zlh")),
   serverRoot: Config.String("SERVER_ROOT").pipe(Config.option),
   command: Config.String("GAME_COMMAND").pipe(Config.withDefault("java")),
@@ -121,6 +125,7 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
   keepRunningOnShutdown: Config.Boolean("GAME_KEEP_RUNNING_ON_SHUTDOWN").pipe(Config.withDefault(false))
 }).pipe(Config.map((c): GameSettings => ({
   vmid: c.vmid,
+  workload: c.workload,
   zlhRoot: c.zlhRoot,
   serverRoot: Option.getOrElse(c.serverRoot, () => `${c.zlhRoot}/server`),
   launch: {

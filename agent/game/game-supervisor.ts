@@ -81,8 +81,10 @@ const makeGameSupervisor = Effect.gen(function*() {
   const spec = launchSpecFrom(config)
   const vmid = config.vmid
 
+  // In a dev container code-server owns `state`; the supervisor still records everything else.
+  const ownsState = config.workload === "game"
   const setState = (state: AgentState, f: (s: AgentStatus) => Partial<AgentStatus> = () => ({})) =>
-    store.update((s) => ({ ...s, ...f(s), state }))
+    store.update((s) => ({ ...s, ...f(s), state: ownsState ? state : s.state }))
 
   const sampleResources = (proc: GameProcess, since: number) =>
     Effect.gen(function*() {

@@ -104,6 +104,7 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
         (await (await web.handler(new Request("http://agent/test/status"))).json()) as {
           codeServerRunning: boolean
           codeServerInstalled: boolean
+          state: string
         },
       dispose: () => web.dispose()
     }
@@ -174,6 +175,8 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     const status = await agent.status()
     assert.isTrue(status.codeServerRunning)
     assert.isTrue(status.codeServerInstalled)
+    // A dev container (AGENT_WORKLOAD=dev): code-server is the workload, so it is the container's state.
+    assert.strictEqual(status.state, "running")
 
     // Starting again is a no-op: same process.
     const again = await agent.call("POST", "/dev/codeserver/start")
@@ -210,6 +213,7 @@ describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_U
     assert.lengthOf(await codeServerProcesses(), 0)
     await eventually("port closed", async () => ((await healthz().catch(() => "closed")) === "closed" ? true : undefined))
     assert.isFalse((await agent.status()).codeServerRunning)
+    assert.strictEqual((await agent.status()).state, "stopped")
     // One agent per container: this one must not watch (and adopt) what the next test starts.
     await agent.dispose()
   }, 180_000)

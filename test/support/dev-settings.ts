@@ -18,6 +18,7 @@ export const devSettings = (o: {
   const zlhRoot = `${o.base}/zlh`
   return {
     vmid: 100,
+    workload: "dev",
     devUser: o.devUser,
     devHome,
     workspaceRoot: o.workspaceRoot ?? `${devHome}/workspace`,

@@ -169,6 +169,20 @@ describe("game supervisor back-off (TestClock + scripted launcher)", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.effect("in a dev container (AGENT_WORKLOAD=dev) the supervisor records crashes but leaves `state` to code-server", () => {
+    const { layer, log } = harness([], { GAME_MAX_FAST_FAILURES: "2", AGENT_WORKLOAD: "dev" })
+    return Effect.gen(function*() {
+      const store = yield* StatusStore
+      const before = (yield* store.get).state
+      yield* startAndSettle
+      yield* TestClock.adjust("10 minutes")
+      assert.deepStrictEqual(log.launches, [0, s(31)])
+      const after = yield* store.get
+      assert.strictEqual(after.state, before)
+      assert.isAbove(after.crashHistory?.length ?? 0, 0)
+    }).pipe(Effect.provide(layer))
+  })
+
   it.effect("an owner stop is not a crash and is never followed by a restart", () => {
     const { layer, log } = harness([{ lifetime: "forever" }])
     return Effect.gen(function*() {
