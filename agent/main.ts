@@ -12,6 +12,9 @@
  */
 import { createServer } from "node:http"
 import { clientErrorResponse } from "../schemas/errors.ts"
+import { checkConfigFields } from "./config-check.ts"
+import { devSettingsFields } from "./dev/dev-config.ts"
+import { gameSettingsFields } from "./game/game-config.ts"
 import { NodeHttpServer, NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
@@ -73,6 +76,7 @@ export const agentHttpLayer = (settings: AgentSettings) =>
 
 const main = Effect.gen(function*() {
   const settings = yield* Effect.service(AgentConfig).pipe(Effect.provide(AgentConfig.layer))
+  yield* checkConfigFields(gameSettingsFields, devSettingsFields)
   yield* Effect.logInfo("agent starting").pipe(
     Effect.annotateLogs({ operation: "start", bind: settings.bind, port: settings.port, zlhRoot: settings.zlhRoot })
   )

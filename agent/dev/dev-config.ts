@@ -58,7 +58,8 @@ const duration = (name: string, fallback: Duration.Input) =>
 
 const MiB = 1024 * 1024
 
-export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
+/** Every variable the dev settings read, one Config each (start-up checks them one by one). */
+export const devSettingsFields = {
   vmid: Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "AGENT_VMID"),
   workload: workloadConfig,
   devUser: Config.schema(
@@ -88,7 +89,9 @@ export const devSettingsConfig: Config.Config<DevSettings> = Config.all({
   execMaxOutput: positiveInt("DEV_EXEC_MAX_OUTPUT_BYTES", 64 * 1024),
   agentSecretsFile: Config.String("AGENT_SECRETS_FILE").pipe(Config.option),
   artifactBaseUrl: Config.String("ARTIFACT_BASE_URL").pipe(Config.option)
-}).pipe(Config.map((c): DevSettings => ({
+}
+
+export const devSettingsConfig: Config.Config<DevSettings> = Config.all(devSettingsFields).pipe(Config.map((c): DevSettings => ({
   vmid: c.vmid,
   workload: c.workload,
   devUser: c.devUser,

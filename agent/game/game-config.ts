@@ -86,7 +86,8 @@ const RegExpText = Schema.String.check(
 /** Minecraft (vanilla, Paper, Forge, Fabric): `Done (12.345s)! For help, type "help"`. */
 export const MINECRAFT_READY_PATTERN = String.raw`Done \([0-9.,]+m?s\)! For help`
 
-export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
+/** Every variable the game settings read, one Config each (start-up checks them one by one). */
+export const gameSettingsFields = {
   vmid: Config.schema(Schema.Int.check(Schema.isGreaterThan(0)), "AGENT_VMID"),
   workload: workloadConfig,
   zlhRoot: Config.String("ZLH_ROOT").pipe(Config.withDefault("/opt/zlh")),
@@ -123,7 +124,9 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all({
   resourceInterval: duration("GAME_RESOURCE_INTERVAL", "10 seconds"),
   readyPollInterval: duration("GAME_READY_POLL_INTERVAL", "1 second"),
   keepRunningOnShutdown: Config.Boolean("GAME_KEEP_RUNNING_ON_SHUTDOWN").pipe(Config.withDefault(false))
-}).pipe(Config.map((c): GameSettings => ({
+}
+
+export const gameSettingsConfig: Config.Config<GameSettings> = Config.all(gameSettingsFields).pipe(Config.map((c): GameSettings => ({
   vmid: c.vmid,
   workload: c.workload,
   zlhRoot: c.zlhRoot,

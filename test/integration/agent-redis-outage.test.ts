@@ -146,4 +146,30 @@ describe("agent start-up with a bad environment", () => {
       tree.cleanup()
     }
   }, 120_000)
+
+  it("reports every bad game, code-server and workload variable too, one line each", async () => {
+    const tree = makeAgentTree()
+    try {
+      const bad: Record<string, string> = {
+        ...agentEnv(tree, 1, 18888, {}),
+        AGENT_WORKLOAD: "both",
+        GAME_STOP_GRACE: "soon",
+        GAME_MAX_FAST_FAILURES: "abc",
+        CODE_SERVER_PORT: "99999"
+      }
+      const child = spawn(join(NODE_BIN, "node"), [join(repoRoot, "agent", "main.ts")], { env: bad, stdio: ["ignore", "pipe", "pipe"] })
+      let stderr = ""
+      child.stderr.on("data", (d) => (stderr += String(d)))
+      const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)))
+      assert.strictEqual(code, 1)
+      assert.deepStrictEqual(stderr.trim().split("\n").sort(), [
+        "zlh-agent: invalid configuration: AGENT_WORKLOAD: Expected \"game\" | \"dev\"",
+        "zlh-agent: invalid configuration: CODE_SERVER_PORT: Expected a value between 1 and 65535",
+        "zlh-agent: invalid configuration: GAME_MAX_FAST_FAILURES: Expected a string representing a finite number",
+        "zlh-agent: invalid configuration: GAME_STOP_GRACE: Expected a valid Duration string"
+      ])
+    } finally {
+      tree.cleanup()
+    }
+  }, 120_000)
 })
