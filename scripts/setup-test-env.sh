@@ -3,7 +3,7 @@
 # on 127.0.0.1:6379, and exports ZLH_CODE_SERVER_DIR. Prints one line per step it had to take.
 
 need_apt=""
-for pkg in chromium redis-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
+for pkg in chromium redis-server minetest-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
 done
 if [ -n "$need_apt" ]; then

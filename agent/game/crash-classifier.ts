@@ -1,10 +1,17 @@
 import type { CrashClassification } from "../../schemas/crash.ts"
 
 /**
- * Why did the game server die? Evidence is weighed in a fixed order: the kernel's OOM kill (the cgroup's
- * `oom_kill` counter went up), then SIGKILL with OOM evidence in the log, then log patterns (memory, then
- * plugin/mod loaders, then missing dependencies), then the exit code. The patterns are data: one row per
- * pattern, each proven by a test on a realistic log excerpt (test/unit/game-crash-classifier.test.ts).
+ * Why did the game server die? Evidence is weighed in a fixed order:
+ *
+ *  1. the kernel's OOM killer: the `oom_kill` counter of the game's cgroup went up (in a cgroup shared with
+ *     the agent only when the game itself died of SIGKILL: another process's kill is not the game's);
+ *  2. SIGKILL (or a shell's 137) after an out-of-memory line, or a shell's `Killed` line;
+ *  3. the log rules below, first row first (memory, then mod/plugin loaders, then missing dependencies);
+ *  4. the exit code or signal.
+ *
+ * The rules are data: one row per pattern. Each row is proven by real crash excerpts collected from public
+ * bug trackers (test/fixtures/game-crash-excerpts.ts, every one with its source URL) and by the real
+ * servers in test/integration/game-*.test.ts. The evidence is the first matching line, trimmed.
  */
 export interface LogRule {
   readonly id: string
@@ -12,34 +19,65 @@ export interface LogRule {
   readonly pattern: RegExp
 }
 
+const oom = (id: string, pattern: RegExp): LogRule => ({ id, classification: "oom", pattern })
+const mod = (id: string, pattern: RegExp): LogRule => ({ id, classification: "mod_or_plugin_error", pattern })
+const dep = (id: string, pattern: RegExp): LogRule => ({ id, classification: "missing_dependency", pattern })
+
 export const OOM_LOG_RULES: ReadonlyArray<LogRule> = [
-  { id: "java-out-of-memory-error", classification: "oom", pattern: /java\.lang\.OutOfMemoryError/ },
-  { id: "cannot-allocate-memory", classification: "oom", pattern: /Cannot allocate memory/ },
-  { id: "jvm-insufficient-memory", classification: "oom", pattern: /insufficient memory for the Java Runtime Environment/ },
-  { id: "node-heap-out-of-memory", classification: "oom", pattern: /JavaScript heap out of memory/ }
+  // JVM (Minecraft and every Java server)
+  oom("java-out-of-memory-error", /java\.lang\.OutOfMemoryError/),
+  oom("jvm-insufficient-memory", /insufficient memory for the Java Runtime Environment/),
+  oom("jvm-heap-reservation", /Could not reserve enough space for (?:\d+KB )?object heap/),
+  oom("cannot-allocate-memory", /Cannot allocate memory/),
+  // Node (and V8 hosts such as FiveM's FXServer)
+  oom("node-heap-out-of-memory", /JavaScript heap out of memory/),
+  // Luanti / Minetest: LuaJIT's allocator gives up ("Lua: OOM error from mod … not enough memory")
+  oom("luanti-lua-oom", /OOM error\b.*not enough memory/),
+  // .NET (Terraria/TShock, Space Engineers, …) and Python
+  oom("dotnet-out-of-memory", /System\.OutOfMemoryException/),
+  oom("python-memory-error", /^\s*MemoryError\b/)
+]
+
+/** Lines that only mean "out of memory" when the process was SIGKILLed (exit 137): a shell reporting the kill. */
+export const KILLED_LINE_RULES: ReadonlyArray<LogRule> = [
+  oom("shell-killed-line", /(?:^|:\s*\d+\s+|\s)Killed(?:\s|$)/)
 ]
 
 export const LOG_RULES: ReadonlyArray<LogRule> = [
   ...OOM_LOG_RULES,
   // Paper / Spigot / Bukkit plugin loader
-  { id: "bukkit-could-not-load-plugin", classification: "mod_or_plugin_error", pattern: /Could not load '[^']*plugins[/\\][^']*'/ },
-  { id: "bukkit-error-enabling-plugin", classification: "mod_or_plugin_error", pattern: /Error occurred while enabling / },
-  { id: "paper-plugin-load-failure", classification: "mod_or_plugin_error", pattern: /\[PluginInitializerManager\] Failed to (?:load|bootstrap) plugin/ },
+  mod("bukkit-could-not-load-plugin", /Could not load '[^']*plugins[/\\][^']*'/),
+  mod("bukkit-error-enabling-plugin", /Error occurred while enabling /),
+  mod("paper-plugin-load-failure", /\[PluginInitializerManager\] Failed to (?:load|bootstrap) plugin/),
+  mod("paper-directory-provider", /\[DirectoryProviderSource\] Error loading plugin/),
   // Forge / NeoForge
-  { id: "forge-loading-failed", classification: "mod_or_plugin_error", pattern: /(?:LoadingFailedException|ModLoadingException)/ },
-  { id: "forge-missing-mod-dependencies", classification: "mod_or_plugin_error", pattern: /Missing or unsupported mandatory dependencies/ },
+  mod("forge-loading-failed", /(?:LoadingFailedException|ModLoadingException)/),
+  mod("forge-missing-mods", /MissingModsException/),
+  mod("forge-missing-mod-dependencies", /Missing or unsupported mandatory dependencies/),
+  mod("neoforge-mod-loading-crash", /ModLoadingCrashException|Mod [Ll]oading has failed/),
   // Fabric / Quilt
-  { id: "fabric-incompatible-mod-set", classification: "mod_or_plugin_error", pattern: /(?:Mod resolution encountered an incompatible mod set|Incompatible mods? (?:set )?found)/ },
-  { id: "mixin-failure", classification: "mod_or_plugin_error", pattern: /(?:Mixin apply (?:for mod \S+ )?failed|MixinApplyError|MixinTransformerError|InvalidMixinException)/ },
-  // Missing classes, modules, libraries, wrong runtime version
-  { id: "java-class-not-found", classification: "missing_dependency", pattern: /ClassNotFoundException/ },
-  { id: "java-no-class-def-found", classification: "missing_dependency", pattern: /NoClassDefFoundError/ },
-  { id: "java-unsupported-class-version", classification: "missing_dependency", pattern: /UnsupportedClassVersionError/ },
-  { id: "node-cannot-find-module", classification: "missing_dependency", pattern: /Cannot find (?:module|package) '/ },
-  { id: "python-module-not-found", classification: "missing_dependency", pattern: /ModuleNotFoundError/ },
-  { id: "shared-library-missing", classification: "missing_dependency", pattern: /error while loading shared libraries/ },
-  { id: "jar-not-found", classification: "missing_dependency", pattern: /Error: Unable to access jarfile / },
-  { id: "exec-failed", classification: "missing_dependency", pattern: /failed to execute .*: (?:No such file or directory|Permission denied)/ }
+  mod("fabric-incompatible-mod-set", /(?:Mod resolution encountered an incompatible mod set|Incompatible mods? (?:set )?found|Some of your mods are incompatible with the game or each other)/),
+  mod("mixin-failure", /(?:Mixin apply (?:for mod \S+ )?failed|MixinApplyError|MixinTransformerError|InvalidMixinException)/),
+  // Luanti / Minetest mods
+  mod("luanti-mod-error", /(?:ModError: )?Failed to load and run script from /),
+  // Terraria: TShock / TerrariaServerAPI plugins
+  mod("tshock-plugin-initialization", /(?:Startup aborted due to an exception in the Server API initialization|Plugin "[^"]+" has thrown an exception during initialization)/),
+  // The agent's own spawn failure (command missing or not executable): the OS error is the evidence
+  dep("spawn-failed", /^zlh-agent: cannot start /),
+  // Missing classes, modules, assemblies, libraries, games, wrong runtime version
+  dep("java-class-not-found", /ClassNotFoundException/),
+  dep("java-no-class-def-found", /NoClassDefFoundError/),
+  dep("java-unsupported-class-version", /UnsupportedClassVersionError/),
+  dep("jar-not-found", /Error: Unable to access jarfile /),
+  dep("node-cannot-find-module", /Cannot find (?:module|package) '/),
+  dep("python-module-not-found", /ModuleNotFoundError/),
+  dep("python-import-error", /\bImportError: (?:No module named|cannot import name)/),
+  dep("dotnet-could-not-load-assembly", /Could not load file or assembly/),
+  dep("dotnet-file-load-exception", /System\.IO\.FileLoadException/),
+  dep("shared-library-missing", /error while loading shared libraries/),
+  dep("shared-object-not-found", /cannot open shared object file/),
+  dep("luanti-game-not-found", /\b(?:Sub)?[Gg]ame \[[^\]]*\] could not be found|Supplied invalid gamespec/),
+  dep("exec-failed", /failed to execute .*: (?:No such file or directory|Permission denied)/)
 ]
 
 export interface CrashFacts {
@@ -47,9 +85,14 @@ export interface CrashFacts {
   readonly signal: string | null
   /** The last lines of this run, oldest first. */
   readonly lines: ReadonlyArray<string>
-  /** cgroup `oom_kill` counter at start and at exit, when the cgroup exposes one. */
+  /** The cgroup's `oom_kill` counter at start and at exit, when the cgroup exposes one. */
   readonly oomKillsBefore: number | null
   readonly oomKillsAfter: number | null
+  /**
+   * Where those counters come from: the game's own cgroup (default), or one it shares with the agent
+   * (whose kills may be another process's). `file` names the counter in the evidence.
+   */
+  readonly oomSource?: { readonly scope: "own" | "shared"; readonly file: string }
 }
 
 export interface Verdict {
@@ -73,16 +116,20 @@ const firstMatch = (rules: ReadonlyArray<LogRule>, lines: ReadonlyArray<string>)
 const killedByKill = (f: CrashFacts) => f.signal === "SIGKILL" || f.exitCode === 137
 
 export const classifyCrash = (facts: CrashFacts): Verdict => {
-  if (facts.oomKillsBefore !== null && facts.oomKillsAfter !== null && facts.oomKillsAfter > facts.oomKillsBefore) {
+  const source = facts.oomSource ?? { scope: "own", file: "memory.events" }
+  const oomKilled = facts.oomKillsBefore !== null && facts.oomKillsAfter !== null && facts.oomKillsAfter > facts.oomKillsBefore
+  if (oomKilled && (source.scope === "own" || killedByKill(facts))) {
     return {
       classification: "oom",
-      rule: "cgroup-oom-kill",
-      evidence: `cgroup memory.events oom_kill ${facts.oomKillsBefore} -> ${facts.oomKillsAfter}`
+      rule: source.scope === "own" ? "cgroup-oom-kill" : "shared-cgroup-oom-kill",
+      evidence: `${source.scope === "own" ? "cgroup" : "shared cgroup"} ${source.file} oom_kill ${facts.oomKillsBefore} -> ${facts.oomKillsAfter}`
     }
   }
   if (killedByKill(facts)) {
-    const oom = firstMatch(OOM_LOG_RULES, facts.lines)
-    if (oom !== undefined) return { classification: "oom", rule: "sigkill-with-oom-log", evidence: `SIGKILL after: ${oom.line}` }
+    const logged = firstMatch(OOM_LOG_RULES, facts.lines)
+    if (logged !== undefined) return { classification: "oom", rule: "sigkill-with-oom-log", evidence: `SIGKILL after: ${logged.line}` }
+    const killed = firstMatch(KILLED_LINE_RULES, facts.lines)
+    if (killed !== undefined) return { classification: "oom", rule: killed.rule.id, evidence: killed.line }
   }
   const match = firstMatch(LOG_RULES, facts.lines)
   if (match !== undefined) return { classification: match.rule.classification, rule: match.rule.id, evidence: match.line }
