@@ -16,6 +16,7 @@ import { agentRoutes } from "./agent-proxy.ts"
 import type { UserEnv } from "./auth/user.ts"
 import type { ApiDeps } from "./deps.ts"
 import { ApiError, errorBody } from "./errors.ts"
+import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
 import { ideRoutes } from "./ide/routes.ts"
 import { metrics, PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./metrics.ts"
 import { portalRoutes } from "./portal.ts"
@@ -47,8 +48,14 @@ const routeLabel = (c: Context): string => {
 
 const PING_TIMEOUT_MS = 2_000
 
-export const createApp = (deps: ApiDeps) => {
+export interface AppParts {
+  /** The IDE gateway the Node server runs in front of the app (its revocations back `DELETE …/ide-sessions`). */
+  readonly ide?: IdeGateway
+}
+
+export const createApp = (deps: ApiDeps, parts: AppParts = {}) => {
   const app = new Hono<AppEnv>()
+  const ide = parts.ide ?? createIdeGateway(deps)
   const { logger } = deps
 
   app.use(requestId({ limitLength: 128 }))
@@ -147,8 +154,8 @@ export const createApp = (deps: ApiDeps) => {
   serverRoutes(routes, deps)
   adminRoutes(routes, deps)
   app.route("/api/servers", agentRoutes(deps))
-  app.route("/api/dev", ideRoutes(deps))
-  app.route("/portal", portalRoutes())
+  app.route("/api/dev", ideRoutes(deps, ide.revocations))
+  app.route("/portal", portalRoutes({ ideOrigins: ide.origins }))
 
   return app
 }

@@ -8,6 +8,7 @@
  */
 import { randomBytes } from "node:crypto"
 import type { ApiConfig } from "./deps.ts"
+import { ideOriginTemplateProblem } from "./ide/ide-origins.ts"
 
 export class ConfigError extends Error {
   readonly problems: ReadonlyArray<string>
@@ -143,6 +144,14 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   const ideUpstreamTimeoutMs = int("IDE_UPSTREAM_TIMEOUT_MS", undefined, 100, 600_000)
   const ideSessionCacheSize = int("IDE_SESSION_CACHE_SIZE", undefined, 1, 10_000_000)
   const ideTokenRateLimitPerMinute = int("IDE_TOKEN_RATE_LIMIT", DEFAULT_IDE_TOKEN_RATE_LIMIT, 1, 100_000) ?? DEFAULT_IDE_TOKEN_RATE_LIMIT
+  const ideOriginTemplate = get("IDE_ORIGIN_TEMPLATE")
+  if (ideOriginTemplate !== undefined) {
+    const problem = ideOriginTemplateProblem(ideOriginTemplate)
+    if (problem !== undefined) problems.push(`IDE_ORIGIN_TEMPLATE: ${problem}`)
+  }
+  const adminPathRaw = get("IDE_ALLOW_ADMIN_PATH_ACCESS") ?? "false"
+  if (adminPathRaw !== "true" && adminPathRaw !== "false") problems.push(`IDE_ALLOW_ADMIN_PATH_ACCESS: must be true or false (got ${JSON.stringify(adminPathRaw.slice(0, 40))})`)
+  const ideAllowAdminPathAccess = adminPathRaw === "true"
   const userTokenIssuer = get("AUTH_JWT_ISSUER")
   const userTokenAudience = get("AUTH_JWT_AUDIENCE")
 
@@ -159,6 +168,8 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
     logLevel,
     ideSessionTtlSeconds,
     ideTokenRateLimitPerMinute,
+    ideAllowAdminPathAccess,
+    ...(ideOriginTemplate === undefined ? {} : { ideOriginTemplate }),
     ...(ideUpstreamTimeoutMs === undefined ? {} : { ideUpstreamTimeoutMs }),
     ...(ideSessionCacheSize === undefined ? {} : { ideSessionCacheSize }),
     ...(userTokenIssuer === undefined ? {} : { userTokenIssuer }),

@@ -26,6 +26,13 @@ export interface ApiConfig {
   readonly userTokenAudience?: string
   /** IDE tokens issued per user per minute (IDE_TOKEN_RATE_LIMIT, default 30). */
   readonly ideTokenRateLimitPerMinute?: number
+  /**
+   * Per-server IDE origins (IDE_ORIGIN_TEMPLATE), e.g. `https://{id}.ide.example.com`: the IDE of server
+   * `<id>` is served at the root of its own origin. Unset: path mode (`/api/dev/<id>/ide/` on this origin).
+   */
+  readonly ideOriginTemplate?: string
+  /** Path mode only: may an admin open an IDE they do not own (IDE_ALLOW_ADMIN_PATH_ACCESS, default false)? */
+  readonly ideAllowAdminPathAccess?: boolean
   /** Live status streams: interval of the `: ping` comment (default 15 000). */
   readonly eventsHeartbeatMs?: number
 }

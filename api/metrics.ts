@@ -133,9 +133,9 @@ export const metrics = {
   ideWebSocketsOpen: new Gauge("zlh_ide_websockets_open", "IDE WebSockets currently bridged by this process."),
   eventStreamsOpen: new Gauge("zlh_event_streams_open", "Live status streams (GET /api/servers/:id/events) currently open."),
   redisErrors: new Counter("zlh_redis_errors_total", "Redis errors seen by the API (connection errors and failed commands).", ["client"]),
-  ideEdgeRequests: new Counter(
-    "zlh_ide_edge_requests_total",
-    "IDE requests on the raw-socket edge: proxied, upstream_error (502/504 answered), bad_request, or handed_off to the general HTTP path.",
+  ideRequests: new Counter(
+    "zlh_ide_requests_total",
+    "IDE requests by outcome: proxied (code-server answered), upstream_error (502/504 answered), offline (the IDE was not running), refused (the proxy's own 4xx).",
     ["outcome"]
   ),
   ideTokensIssued: new Counter("zlh_ide_tokens_issued_total", "IDE tokens issued."),

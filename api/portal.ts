@@ -1,6 +1,7 @@
 import { Hono } from "hono"
 import { readFile } from "node:fs/promises"
 import { join } from "node:path"
+import type { IdeOrigins } from "./ide/ide-origins.ts"
 
 /**
  * The demo portal (`portal/`), served by the API in development so the page, the API and the IDE proxy
@@ -17,29 +18,37 @@ const FILES: Readonly<Record<string, { file: string; type: string }>> = {
   "portal.css": { file: "portal.css", type: "text/css; charset=utf-8" }
 }
 
-/** Strict: the page loads only its own script and style and talks only to its own origin. */
-const CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "connect-src 'self'",
-  "img-src 'self' data:",
-  "form-action 'self'",
-  "base-uri 'none'",
-  "frame-ancestors 'none'"
-].join("; ")
+/**
+ * Strict: the page loads only its own script and style and talks only to its own origin; its forms go
+ * only to itself or, in host mode, to the IDE origins (the IDE hand-over is a form POST, see portal.js).
+ */
+const csp = (formTargets: string): string =>
+  [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "img-src 'self' data:",
+    `form-action 'self'${formTargets}`,
+    "base-uri 'none'",
+    "frame-ancestors 'none'"
+  ].join("; ")
 
 export interface PortalOptions {
   /** Directory holding the portal's files (default: `portal/` next to `api/`). */
   readonly dir?: string
   /** JSON file with notes from the dev stack (default: `process.env.ZLH_DEV_STATE_FILE`). */
   readonly devStateFile?: string | undefined
+  /** Where IDEs live (host mode adds the IDE origins to `form-action`). */
+  readonly ideOrigins?: IdeOrigins
 }
 
 export const portalRoutes = (options: PortalOptions = {}): Hono => {
   const dir = options.dir ?? join(import.meta.dirname, "..", "portal")
   const devStateFile = "devStateFile" in options ? options.devStateFile : process.env["ZLH_DEV_STATE_FILE"]
   const app = new Hono()
+  const wildcard = options.ideOrigins?.wildcardSource
+  const CSP = csp(wildcard === undefined ? "" : ` ${wildcard}`)
 
   const headers = (type: string): Record<string, string> => ({
     "Content-Type": type,

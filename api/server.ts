@@ -1,20 +1,19 @@
 /**
- * The Node edge: `startApiServer(deps, { port })` serves `createApp(deps)` on a real `http.Server`, with
- * the IDE proxy's HTTP fast path and WebSocket bridge attached (api/ide/node-server.ts), slowloris and
- * header-size limits, and a graceful `close()`: stop accepting, end live event streams, close IDE
- * WebSockets with 1001, let in-flight requests finish (bounded), then cut whatever is left.
+ * The Node server: `startApiServer(deps, { port })` listens with Node's own `http.Server` (llhttp parses
+ * every request), hands the IDE's requests and upgrades to the IDE gateway (api/ide/ide-gateway.ts)
+ * before Hono builds a Request, and everything else to `createApp(deps)`. Slowloris and header-size
+ * limits, and a graceful `close()`: stop accepting, end live event streams, close IDE WebSockets with
+ * 1001, let in-flight requests finish (bounded), then cut whatever is left.
  * Redis clients belong to the caller (api/main.ts quits them after `close()`).
  */
-import type { Server as HttpServer } from "node:http"
-import type { AddressInfo, Server } from "node:net"
+import { createServer, type Server } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import { getRequestListener } from "@hono/node-server"
 import type { ApiDeps } from "./deps.ts"
-import { clientErrorResponse } from "../schemas/errors.ts"
+import { clientErrorResponse, rawJsonResponse } from "../schemas/errors.ts"
 import { createApp } from "./app.ts"
-import { createIdeEdgeFront } from "./ide/edge/front.ts"
-import { rawJsonError } from "./ide/edge/raw-response.ts"
-import { createIdeAwareServer } from "./ide/node-server.ts"
-import { isIdeTarget } from "./ide/paths.ts"
-import { disposeIdeRuntime } from "./ide/runtime.ts"
+import { errorBody } from "./errors.ts"
+import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
 import { closeEventStreams } from "./routes/servers.ts"
 
 export interface StartOptions {
@@ -26,12 +25,10 @@ export interface StartOptions {
 }
 
 export interface ApiServer {
-  /** The listening socket: the raw-socket IDE edge, which hands everything else to `http`. */
   readonly server: Server
-  /** Node's HTTP server for the Hono app, token exchanges and WebSocket upgrades (it never listens itself). */
-  readonly http: HttpServer
   readonly port: number
   readonly app: ReturnType<typeof createApp>
+  readonly ide: IdeGateway
   /** Graceful stop; resolves when every connection is gone. Safe to call twice. */
   close(): Promise<void>
 }
@@ -39,10 +36,7 @@ export interface ApiServer {
 export const SERVER_LIMITS = {
   /** Whole request head must arrive within this (slowloris). */
   headersTimeout: 20_000,
-  /**
-   * Whole request (head + body) must arrive within this; responses may stream for longer. On the IDE
-   * edge it bounds the silence inside a request body instead, so a long upload is not cut.
-   */
+  /** Whole request (head + body) must arrive within this; responses may stream for longer. */
   requestTimeout: 60_000,
   keepAliveTimeout: 10_000,
   /** Larger request heads get 431. */
@@ -50,57 +44,49 @@ export const SERVER_LIMITS = {
 } as const
 
 export const startApiServer = async (deps: ApiDeps, options: StartOptions): Promise<ApiServer> => {
-  const app = createApp(deps)
-  const { server, ide } = createIdeAwareServer((request, env) => app.fetch(request, env), deps, {
-    maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
-    requestTimeout: SERVER_LIMITS.requestTimeout,
-    headersTimeout: SERVER_LIMITS.headersTimeout,
-    keepAliveTimeout: SERVER_LIMITS.keepAliveTimeout
-  })
+  const ide = createIdeGateway(deps)
+  const app = createApp(deps, { ide })
+  const hono = getRequestListener((request, env) => app.fetch(request, env))
+  const server = createServer(
+    {
+      maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
+      requestTimeout: SERVER_LIMITS.requestTimeout,
+      headersTimeout: SERVER_LIMITS.headersTimeout,
+      keepAliveTimeout: SERVER_LIMITS.keepAliveTimeout
+    },
+    (req, res) => {
+      if (!ide.handleRequest(req, res)) void hono(req, res)
+    }
+  )
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
     socket.end(clientErrorResponse(err.code), "latin1")
   })
-
-  // The IDE bridge takes `/api/dev/<id>/ide…` upgrades and ignores the rest; with an upgrade listener
-  // present Node never answers those itself, so refuse them here instead of leaving the socket hanging.
-  server.on("upgrade", (req, socket) => {
-    if (isIdeTarget(req.url)) return
+  // With an upgrade listener present Node never answers upgrades itself: refuse the ones that are not the IDE's.
+  server.on("upgrade", (req, socket: Socket, head: Buffer) => {
+    if (ide.handleUpgrade(req, socket, head)) return
     socket.on("error", () => undefined)
-    socket.end(rawJsonError(404, "not_found", "no WebSocket endpoint at this path"), "latin1")
+    socket.end(rawJsonResponse(404, errorBody("not_found", "no WebSocket endpoint at this path")), "latin1")
   })
-
-  const front = createIdeEdgeFront(server, deps, {
-    maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
-    headersTimeoutMs: SERVER_LIMITS.headersTimeout,
-    keepAliveTimeoutMs: SERVER_LIMITS.keepAliveTimeout,
-    bodyIdleTimeoutMs: SERVER_LIMITS.requestTimeout
-  })
-  const listener = front.server
 
   await new Promise<void>((resolve, reject) => {
-    listener.once("error", reject)
+    server.once("error", reject)
     const done = () => {
-      listener.off("error", reject)
+      server.off("error", reject)
       resolve()
     }
-    if (options.host === undefined) listener.listen(options.port, done)
-    else listener.listen(options.port, options.host, done)
+    if (options.host === undefined) server.listen(options.port, done)
+    else server.listen(options.port, options.host, done)
   })
-  const port = (listener.address() as AddressInfo).port
+  const port = (server.address() as AddressInfo).port
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000
 
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
-      // The listener's close completes once every connection it accepted is gone, handed-off ones included.
-      const closed = new Promise<void>((resolve) => listener.close(() => resolve()))
-      server.close()
-      front.startClosing()
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       closeEventStreams(deps)
-      ide.closeAll(1001, "server shutting down")
-      ide.detach()
-      disposeIdeRuntime(deps)
+      ide.openWebSockets.closeAll(1001, "server shutting down")
       // Keep-alive sockets become idle once their response is done: close them as they do.
       const idle = setInterval(() => server.closeIdleConnections(), 50)
       const deadline = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), drainTimeoutMs).unref())
@@ -109,11 +95,11 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
       if (outcome === "timeout") {
         deps.logger.warn({ drainTimeoutMs }, "in-flight requests did not finish in time; closing their connections")
         server.closeAllConnections()
-        front.destroyAll()
         await closed
       }
+      await ide.dispose()
     })()
     return closing
   }
-  return { server: listener, http: server, port, app, close }
+  return { server, port, app, ide, close }
 }

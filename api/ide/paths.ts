@@ -1,7 +1,8 @@
 /**
- * Parsing and sanitising of `/api/dev/<id>/ide[/...]` request targets, shared by the HTTP proxy and the
- * WebSocket bridge. Works on the raw request target (never a URL-normalised one) so that nothing a
- * client encodes can climb out of `/` upstream or into another server's prefix.
+ * Parsing and sanitising of IDE request targets, shared by the HTTP proxy and the WebSocket bridge: path
+ * mode's `/api/dev/<id>/ide[/...]` and host mode's plain `/...` on the IDE's own origin. Works on the raw
+ * request target (never a URL-normalised one) so that nothing a client encodes can climb out of `/`
+ * upstream or into another server's prefix.
  */
 import { ServerIdPattern } from "./constants.ts"
 
@@ -15,6 +16,8 @@ export type IdeTarget =
       readonly serverId: string
       /** Path + query for the upstream: starts with `/`, the `token` parameter removed. */
       readonly upstreamPath: string
+      /** Where this IDE starts in the browser: `/api/dev/<id>/ide/` (path mode) or `/` (host mode). */
+      readonly publicBase: string
       /** The public path + query without the token (where the exchange redirects to). */
       readonly publicPathWithoutToken: string
       /** The `?token=` value, if any. */
@@ -73,6 +76,7 @@ const splitQuery = (query: string): { rest: string; token: string | undefined; t
   return { rest: kept.join("&"), token, tokenCount }
 }
 
+/** Path mode: `/api/dev/<id>/ide[/...]`; undefined when the URL is not an IDE URL at all. */
 export const parseIdeTarget = (url: string): IdeTarget | undefined => {
   if (!isIdeTarget(url)) return undefined
   const q = url.indexOf("?")
@@ -83,6 +87,17 @@ export const parseIdeTarget = (url: string): IdeTarget | undefined => {
   if (!ServerIdPattern.test(serverId)) return { kind: "invalid", serverId: undefined, message: "server id must be 1-64 characters of [A-Za-z0-9_-]" }
   const sub = path.slice(slash + 4)
   if (sub === "") return { kind: "bare", serverId, query }
+  return parseSubPath(serverId, sub, query, idePublicPrefix(serverId))
+}
+
+/** Host mode: any request target on the IDE's own origin (`*` and absolute forms are refused). */
+export const parseHostIdeTarget = (serverId: string, url: string): IdeTarget => {
+  if (!url.startsWith("/")) return { kind: "invalid", serverId, message: "the request target must be a path" }
+  const q = url.indexOf("?")
+  return parseSubPath(serverId, q < 0 ? url : url.slice(0, q), q < 0 ? "" : url.slice(q + 1), "/")
+}
+
+const parseSubPath = (serverId: string, sub: string, query: string, publicBase: string): IdeTarget => {
   if (FORBIDDEN_RAW.test(sub) || sub.includes("//")) return { kind: "invalid", serverId, message: "the IDE path contains a forbidden sequence" }
   const segments = sub.split("/")
   for (let i = 1; i < segments.length; i++) {
@@ -99,10 +114,15 @@ export const parseIdeTarget = (url: string): IdeTarget | undefined => {
     kind: "proxy",
     serverId,
     upstreamPath: sub + suffix,
-    publicPathWithoutToken: `${IDE_ROUTE_PREFIX}${serverId}/ide${sub}${suffix}`,
+    publicBase,
+    publicPathWithoutToken: `${publicBase}${sub.slice(1)}${suffix}`,
     token
   }
 }
+
+/** Path mode's form exchange: `POST /api/dev/<id>/ide-session`; host mode's, on the IDE origin. */
+export const PATH_MODE_EXCHANGE = /^\/api\/dev\/([A-Za-z0-9_-]{1,64})\/ide-session(?:\?|$)/
+export const HOST_MODE_EXCHANGE_PATH = "/_zlh/ide-session"
 
 /** Where the session cookie is scoped (and what the WS bridge checks). */
 export const idePublicPrefix = (serverId: string): string => `${IDE_ROUTE_PREFIX}${serverId}/ide/`

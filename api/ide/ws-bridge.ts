@@ -1,54 +1,34 @@
 /**
- * WebSocket upgrades for `/api/dev/<id>/ide/...`, bridged at the socket level: authenticate the upgrade
- * (cookie or token, Origin allow-list), open a TCP connection to the container's code-server, write the
- * rewritten upgrade request, then pipe bytes both ways. No frame is decoded or re-encoded; a tiny
- * length-only tracker follows the frame boundaries of the upstream → browser direction so that shutdown
- * and revocation can append a proper close frame (1001 / 1008) instead of cutting mid-frame.
+ * IDE WebSockets. The browser's upgrade request was parsed by Node's server (its `upgrade` event) and
+ * authenticated by the gateway; here it is sent to code-server on a connection of its own with Node's
+ * HTTP client, whose parser (llhttp) reads the answer:
+ * - 101: the 101 goes to the browser and from then on bytes flow both ways untouched. Not one byte the
+ *   browser sent after its upgrade request reaches code-server before this point.
+ * - anything else: relayed to the browser as an HTTP response, then both connections close.
+ * No frame is decoded or re-encoded; a length-only tracker follows the frame boundaries of the
+ * code-server → browser direction so that revocation (1008) and shutdown (1001) can append a real close
+ * frame instead of cutting a frame in half.
  */
-import type { Server, IncomingMessage } from "node:http"
-import { STATUS_CODES } from "node:http"
-import { connect, type Socket } from "node:net"
-import type { Duplex } from "node:stream"
-import type { ApiDeps } from "../deps.ts"
+import { request as httpRequest, STATUS_CODES, type IncomingMessage } from "node:http"
+import type { Socket } from "node:net"
 import { ApiError } from "../errors.ts"
-import { upstreamRequestHeaders } from "./headers.ts"
-import { forwardedProto } from "./http-proxy.ts"
-import { isIdeTarget, parseIdeTarget } from "./paths.ts"
-import { ideRuntime, type IdeRuntime } from "./runtime.ts"
+import { refuseUpgrade } from "./error-response.ts"
+import { downstreamResponseHeaders } from "./header-policy.ts"
+import type { OpenWebSockets } from "./open-websockets.ts"
 
-const UPSTREAM_READ_BUFFER = 64 * 1024
-
-export interface IdeUpgradeHandle {
-  /** Closes every open IDE WebSocket with a close frame (graceful shutdown: 1001). */
-  closeAll(code: number, reason: string): void
-  /** How many IDE WebSockets are open in this process. */
-  openCount(): number
-  /** Removes the upgrade listener (the open bridges stay). */
-  detach(): void
+export interface BridgeTarget {
+  readonly serverId: string
+  readonly host: string
+  readonly port: number
+  readonly upstreamPath: string
+  readonly publicBase: string
+  /** Upgrade request headers for code-server (header-policy.ts, `upgrade: true`). */
+  readonly headers: Array<string>
+  /** When the credential was issued (revocation closes bridges opened with older ones). */
+  readonly issuedAt: number
 }
 
-export const attachIdeUpgrade = (server: Server, deps: ApiDeps): IdeUpgradeHandle => {
-  const rt = ideRuntime(deps)
-  const listener = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (!isIdeTarget(req.url)) return
-    void handleIdeUpgrade(rt, req, socket as Socket, head)
-  }
-  server.on("upgrade", listener)
-  return {
-    closeAll: (code, reason) => rt.closeAll(code, reason),
-    openCount: () => rt.openBridges(),
-    detach: () => server.off("upgrade", listener)
-  }
-}
-
-const rejectUpgrade = (socket: Socket, error: ApiError): void => {
-  if (socket.destroyed) return
-  const body = JSON.stringify(error.toBody())
-  const extra = Object.entries(error.headers).map(([k, v]) => `${k}: ${v}\r\n`).join("")
-  socket.end(
-    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`
-  )
-}
+const HALF_CLOSED_GRACE_MS = 10_000
 
 const closeFrame = (code: number, reason: string): Buffer => {
   const r = Buffer.from(reason.slice(0, 100), "utf8")
@@ -60,153 +40,173 @@ const closeFrame = (code: number, reason: string): Buffer => {
   return b
 }
 
-/** Follows frame boundaries (lengths only) of the upstream → client byte stream. */
-const createBoundaryTracker = () => {
-  let headState = 0 // matched bytes of "\r\n\r\n"
-  let headDone = false
-  let firstBytes = ""
-  let upgraded = false
-  let remaining = 0
-  let pending: Buffer | undefined
-  const HEAD_END = [13, 10, 13, 10]
-  return {
-    atBoundary: () => headDone && upgraded && remaining === 0 && pending === undefined,
-    onData(chunk: Buffer) {
-      let i = 0
-      if (!headDone) {
-        if (firstBytes.length < 12) firstBytes += chunk.subarray(0, 12 - firstBytes.length).toString("latin1")
-        for (; i < chunk.length; i++) {
-          headState = chunk[i] === HEAD_END[headState] ? headState + 1 : chunk[i] === 13 ? 1 : 0
-          if (headState === 4) {
-            i++
-            headDone = true
-            upgraded = /^HTTP\/1\.1 101/.test(firstBytes)
-            break
-          }
-        }
-        if (!headDone || !upgraded) return
+/** Follows frame boundaries (lengths only) of a WebSocket byte stream. */
+class FrameBoundaries {
+  private remaining = 0
+  private pending: Buffer | undefined
+
+  atBoundary(): boolean {
+    return this.remaining === 0 && this.pending === undefined
+  }
+
+  onData(data: Buffer): void {
+    let chunk = data
+    if (this.pending !== undefined) {
+      chunk = Buffer.concat([this.pending, data])
+      this.pending = undefined
+    }
+    const n = chunk.length
+    let i = 0
+    while (i < n) {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, n - i)
+        this.remaining -= take
+        i += take
+        continue
       }
-      if (pending !== undefined) {
-        chunk = Buffer.concat([pending, chunk.subarray(i)])
-        pending = undefined
-        i = 0
+      const b1 = chunk[i + 1]
+      if (b1 === undefined) {
+        this.pending = Buffer.from(chunk.subarray(i))
+        return
       }
-      const n = chunk.length
-      while (i < n) {
-        if (remaining > 0) {
-          const take = Math.min(remaining, n - i)
-          remaining -= take
-          i += take
-          continue
-        }
-        if (n - i < 2) {
-          pending = Buffer.from(chunk.subarray(i))
-          return
-        }
-        const b1 = chunk[i + 1]!
-        let len = b1 & 0x7f
-        let hdr = 2
-        if (len === 126) hdr = 4
-        else if (len === 127) hdr = 10
-        if (b1 & 0x80) hdr += 4
-        if (n - i < hdr) {
-          pending = Buffer.from(chunk.subarray(i))
-          return
-        }
-        if (len === 126) len = chunk.readUInt16BE(i + 2)
-        else if (len === 127) len = chunk.readUInt32BE(i + 2) * 2 ** 32 + chunk.readUInt32BE(i + 6)
-        i += hdr
-        remaining = len
+      let len = b1 & 0x7f
+      let hdr = len === 126 ? 4 : len === 127 ? 10 : 2
+      if (b1 & 0x80) hdr += 4
+      if (n - i < hdr) {
+        this.pending = Buffer.from(chunk.subarray(i))
+        return
       }
+      if (len === 126) len = chunk.readUInt16BE(i + 2)
+      else if (len === 127) len = chunk.readUInt32BE(i + 2) * 2 ** 32 + chunk.readUInt32BE(i + 6)
+      i += hdr
+      this.remaining = len
     }
   }
 }
 
-export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, client: Socket, head: Buffer): Promise<void> => {
-  client.on("error", () => client.destroy())
-  let auth
-  let upstreamPath: string
-  let serverId: string
+const responseHead = (status: number, headers: ReadonlyArray<string>): string => {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`
+  return `${head}\r\n`
+}
+
+/** Relays code-server's non-101 answer to an upgrade as a plain response, then closes (body close-delimited). */
+const relayRefusal = (client: Socket, res: IncomingMessage, publicBase: string): void => {
+  let headers: Array<string>
   try {
-    const target = parseIdeTarget(req.url ?? "")
-    if (target === undefined) throw new ApiError(404, "not_found", "not found")
-    if (target.kind === "invalid") throw new ApiError(400, "invalid_ide_path", target.message)
-    if (target.kind === "bare") throw new ApiError(400, "invalid_ide_path", "IDE WebSockets live under /api/dev/<id>/ide/")
-    if (req.headers.upgrade?.toLowerCase() !== "websocket") throw new ApiError(400, "unsupported_upgrade", "only WebSocket upgrades are proxied")
-    if (!rt.isOriginAllowed(req.headers.origin, req.headers.host)) throw new ApiError(403, "ide_origin_refused", "this Origin may not open IDE WebSockets")
-    auth = await rt.authenticate(req, target.serverId, target.token)
-    upstreamPath = target.upstreamPath
-    serverId = target.serverId
+    headers = downstreamResponseHeaders(res.rawHeaders, { publicBase, dropLength: true })
   } catch (error) {
-    rejectUpgrade(client, error instanceof ApiError ? error : new ApiError(500, "internal_error", "internal error"))
+    res.destroy()
+    refuseUpgrade(client, error as ApiError)
     return
   }
-  if (client.destroyed) return
-
-  // code-server compares Origin's host with X-Forwarded-Host (else Host): make them agree. The Origin
-  // was checked above, so this cannot be used to smuggle in a foreign origin.
-  const origin = req.headers.origin
-  let forwardedHost = req.headers.host
-  if (origin !== undefined) {
-    try {
-      forwardedHost = new URL(origin).host
-    } catch {
-      // unreachable: a malformed Origin was refused above
-    }
-  }
-  const headers = upstreamRequestHeaders(req, { forwardedHost, forwardedProto: forwardedProto(rt, req) }, true)
-  let headText = `${req.method ?? "GET"} ${upstreamPath} HTTP/1.1\r\n`
-  for (let i = 0; i < headers.length; i += 2) headText += `${headers[i]}: ${headers[i + 1]}\r\n`
-  headText += "\r\n"
-
-  // code-server → browser by hand: reads land in one reusable buffer (no allocation per message) that is
-  // swapped for a new one only while a write to the browser still holds it.
-  let readBuffer = Buffer.allocUnsafeSlow(UPSTREAM_READ_BUFFER)
-  let readBufferHeld = false
-  let detached = false
-  const upstream = connect({
-    host: auth.record.host,
-    port: auth.record.idePort,
-    noDelay: true,
-    onread: {
-      buffer: () => {
-        if (readBufferHeld) {
-          readBufferHeld = false
-          readBuffer = Buffer.allocUnsafeSlow(UPSTREAM_READ_BUFFER)
-        }
-        return readBuffer
-      },
-      callback: (n: number, buf: Uint8Array) => {
-        if (detached) return true
-        const chunk = (buf as Buffer).subarray(0, n)
-        if (!gotUpstreamBytes) {
-          gotUpstreamBytes = true
-          clearTimeout(connectTimer)
-        }
-        tracker.onData(chunk)
-        const ok = client.write(chunk)
-        readBufferHeld = client.writableLength > 0
-        return ok
-      }
-    }
+  headers.push("Connection", "close")
+  client.write(responseHead(res.statusCode ?? 502, headers), "latin1")
+  res.on("data", (chunk: Buffer) => {
+    if (!client.write(chunk)) res.pause()
   })
-  const tracker = createBoundaryTracker()
-  // browser → code-server: bytes as they come, the browser paused while code-server is not reading.
+  client.on("drain", () => res.resume())
+  res.on("end", () => client.end())
+  res.on("error", () => client.destroy())
+  client.on("close", () => res.destroy())
+}
+
+/** Opens the upstream side of an authenticated IDE upgrade and bridges it; never throws. */
+export const bridgeIdeWebSocket = (
+  open: OpenWebSockets,
+  upstreamTimeoutMs: number,
+  req: IncomingMessage,
+  client: Socket,
+  head: Buffer,
+  target: BridgeTarget
+): void => {
+  let answered = false
+  client.on("error", () => client.destroy())
+  const upReq = httpRequest({
+    host: target.host,
+    port: target.port,
+    method: req.method ?? "GET",
+    path: target.upstreamPath,
+    headers: target.headers,
+    agent: false,
+    setHost: false,
+    maxHeaderSize: 16 * 1024
+  })
+  const timer = setTimeout(() => fail(new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time")), upstreamTimeoutMs)
+  const fail = (error: ApiError) => {
+    if (answered) return
+    answered = true
+    clearTimeout(timer)
+    upReq.destroy()
+    refuseUpgrade(client, error)
+  }
+  const clientGone = () => {
+    if (answered) return
+    answered = true
+    clearTimeout(timer)
+    upReq.destroy()
+  }
+  client.once("close", clientGone)
+
+  upReq.on("error", (error: NodeJS.ErrnoException) => {
+    const code = error.code ?? ""
+    if (code.startsWith("HPE_")) fail(new ApiError(502, "ide_upstream_bad_response", `the IDE sent a response the proxy will not relay (${code})`))
+    else fail(new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${code === "" ? error.message : code})`))
+  })
+
+  upReq.on("response", (res) => {
+    if (answered) return res.destroy()
+    answered = true
+    clearTimeout(timer)
+    client.off("close", clientGone)
+    if (res.statusCode === 101) {
+      res.destroy()
+      refuseUpgrade(client, new ApiError(502, "ide_upstream_bad_response", "the IDE answered 101 without switching protocols"))
+      return
+    }
+    relayRefusal(client, res, target.publicBase)
+  })
+
+  upReq.on("upgrade", (res: IncomingMessage, upstream: Socket, upstreamHead: Buffer) => {
+    if (answered) return upstream.destroy()
+    answered = true
+    clearTimeout(timer)
+    client.off("close", clientGone)
+    let headers: Array<string>
+    try {
+      headers = downstreamResponseHeaders(res.rawHeaders, { publicBase: target.publicBase, dropLength: true })
+    } catch (error) {
+      upstream.destroy()
+      refuseUpgrade(client, error as ApiError)
+      return
+    }
+    headers.push("Connection", "Upgrade", "Upgrade", "websocket")
+    if (client.destroyed) return upstream.destroy()
+    client.write(responseHead(101, headers), "latin1")
+    bridge(open, client, upstream, head, upstreamHead, target)
+  })
+
+  upReq.end()
+}
+
+const bridge = (open: OpenWebSockets, client: Socket, upstream: Socket, clientHead: Buffer, upstreamHead: Buffer, target: BridgeTarget): void => {
+  const boundaries = new FrameBoundaries()
+  let detached = false
+  let closed = false
+  const toClient = (chunk: Buffer) => {
+    if (detached) return
+    boundaries.onData(chunk)
+    if (!client.write(chunk)) upstream.pause()
+  }
   const toUpstream = (chunk: Buffer) => {
     if (!upstream.write(chunk)) client.pause()
   }
-  let gotUpstreamBytes = false
-  let closed = false
-  const connectTimer = setTimeout(() => {
-    if (!gotUpstreamBytes) fail(new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time"))
-  }, rt.upstreamTimeoutMs)
-
-  const unregister = rt.registerBridge({
-    serverId,
-    issuedAt: auth.issuedAt,
+  const unregister = open.add({
+    serverId: target.serverId,
+    issuedAt: target.issuedAt,
     close(code, reason) {
       if (closed) return
-      if (tracker.atBoundary() && client.writable) {
+      if (boundaries.atBoundary() && client.writable) {
         detached = true
         client.off("data", toUpstream)
         upstream.destroy()
@@ -220,44 +220,31 @@ export const handleIdeUpgrade = async (rt: IdeRuntime, req: IncomingMessage, cli
       }
     }
   })
-  let answered = false
-  const fail = (error: ApiError) => {
-    if (answered) return
-    answered = true
-    clearTimeout(connectTimer)
-    upstream.destroy()
-    if (gotUpstreamBytes) client.destroy()
-    else rejectUpgrade(client, error)
-  }
 
   client.setNoDelay(true)
   client.setTimeout(0)
+  upstream.setNoDelay(true)
+  upstream.on("error", () => client.destroy())
   client.on("drain", () => upstream.resume())
   upstream.on("drain", () => client.resume())
-  upstream.on("error", (error: NodeJS.ErrnoException) => {
-    if (!gotUpstreamBytes) fail(new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${error.code ?? error.message})`))
-    else client.destroy()
-  })
   upstream.on("close", () => {
-    clearTimeout(connectTimer)
-    if (!gotUpstreamBytes) fail(new ApiError(502, "ide_upstream_unavailable", "the IDE closed the connection"))
-    else if (!client.destroyed) client.end()
+    if (!client.destroyed && !detached) client.end()
   })
   client.on("close", () => {
     closed = true
-    clearTimeout(connectTimer)
     unregister()
     upstream.destroy()
   })
-  // A half-closed browser side must not keep the pair alive forever.
+  // A half-closed browser side must not keep the pair alive for ever.
   client.on("end", () => {
     setTimeout(() => {
       client.destroy()
       upstream.destroy()
-    }, 10_000).unref()
+    }, HALF_CLOSED_GRACE_MS).unref()
   })
 
-  upstream.write(headText)
-  if (head.length > 0) upstream.write(head)
+  if (upstreamHead.length > 0) toClient(upstreamHead)
+  if (clientHead.length > 0) upstream.write(clientHead)
+  upstream.on("data", toClient)
   client.on("data", toUpstream)
 }

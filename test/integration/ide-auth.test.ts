@@ -8,7 +8,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { SignJWT } from "jose"
 import WebSocket from "ws"
-import { ideRuntime } from "../../api/ide/runtime.ts"
 import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
 
 const until = async (what: string, probe: () => boolean, timeoutMs = 30_000) => {
@@ -148,7 +147,7 @@ describe("IDE proxy authentication", () => {
     const closedA = closedWith(wsA)
     const closedB = closedWith(wsB)
 
-    await ideRuntime(api.deps).revoke("100")
+    await api.ide.revocations.revoke("100")
 
     expect(await closedA).toBe(1008)
     expect(await closedB).toBe(1008) // the other replica heard it through Redis pub/sub
@@ -172,7 +171,7 @@ describe("IDE proxy authentication", () => {
     ws101.close()
     const fresh = await exchangeForCookie(replica, "100", await mintIdeToken(api, 100, { nowMs: api.deps.now() + 1000 }))
     expect((await httpGet(api, "/api/dev/100/ide/echo", { cookie: fresh })).status).toBe(200)
-    await until("bridges to be released", () => ideRuntime(api.deps).openBridges() === 0 && ideRuntime(replica.deps).openBridges() === 0)
+    await until("bridges to be released", () => api.ide.openWebSockets.count() === 0 && replica.ide.openWebSockets.count() === 0)
   })
 
   it("refuses a cross-site token exchange (forced login) and offers a same-origin POST form instead", async () => {

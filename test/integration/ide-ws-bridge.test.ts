@@ -8,7 +8,6 @@ import { readdirSync } from "node:fs"
 import { createServer as createTcpServer, type Socket } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import { ideRuntime } from "../../api/ide/runtime.ts"
 import { metrics } from "../../api/metrics.ts"
 import { freePort } from "../support/code-server.ts"
 import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
@@ -167,11 +166,11 @@ describe("IDE WebSocket bridge", () => {
   })
 
   it("tears down the other side when either side closes", async () => {
-    const rt = ideRuntime(api.deps)
+    const rt = api.ide.openWebSockets
     const a = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
-    await until("the upstream to hold one WebSocket", () => upstream.openWebSockets() === 1 && rt.openBridges("100") === 1)
+    await until("the upstream to hold one WebSocket", () => upstream.openWebSockets() === 1 && rt.count("100") === 1)
     a.terminate()
-    await until("the upstream WebSocket to go away after the client vanished", () => upstream.openWebSockets() === 0 && rt.openBridges("100") === 0)
+    await until("the upstream WebSocket to go away after the client vanished", () => upstream.openWebSockets() === 0 && rt.count("100") === 0)
 
     const b = await connectWs(`${wsBase}/100/ide/socket`, { cookie, origin: api.origin })
     await until("the upstream to hold one WebSocket", () => upstream.openWebSockets() === 1)
@@ -179,7 +178,7 @@ describe("IDE WebSocket bridge", () => {
     // Kill the upstream side of the pair (code-server dying).
     upstream.killWebSockets()
     await bClosed
-    await until("the bridge to be unregistered", () => rt.openBridges("100") === 0)
+    await until("the bridge to be unregistered", () => rt.count("100") === 0)
   })
 
   it("closeAll sends a proper close frame (1001) even while large frames are in flight", async () => {
@@ -187,14 +186,14 @@ describe("IDE WebSocket bridge", () => {
     // Warm each one with messages of every length class so the boundary tracker has work to do.
     for (const ws of sockets) for (const size of [10, 200, 70_000]) await roundTrip(ws, Buffer.alloc(size, 1))
     const results = sockets.map(closed)
-    api.ide.closeAll(1001, "server shutting down")
+    api.ide.openWebSockets.closeAll(1001, "server shutting down")
     const got = await Promise.all(results)
     expect(got).toEqual(sockets.map(() => ({ code: 1001, reason: "server shutting down" })))
-    await until("bridges and upstream sockets to be released", () => api.ide.openCount() === 0 && upstream.openWebSockets() === 0)
+    await until("bridges and upstream sockets to be released", () => api.ide.openWebSockets.count() === 0 && upstream.openWebSockets() === 0)
   })
 
   it("leaves nothing behind after 1,000 connect/disconnect cycles", async () => {
-    await until("a quiet start", () => api.ide.openCount() === 0 && upstream.openWebSockets() === 0)
+    await until("a quiet start", () => api.ide.openWebSockets.count() === 0 && upstream.openWebSockets() === 0)
     const fds0 = openFds()
     const apiConns0 = api.openConnections()
     const upConns0 = upstream.openConnections()
@@ -215,10 +214,10 @@ describe("IDE WebSocket bridge", () => {
     }
     await Promise.all(Array.from({ length: 16 }, worker))
     await until("sockets back to baseline", () =>
-      api.ide.openCount() === 0 && upstream.openWebSockets() === 0 && api.openConnections() <= apiConns0 && upstream.openConnections() <= upConns0
+      api.ide.openWebSockets.count() === 0 && upstream.openWebSockets() === 0 && api.openConnections() <= apiConns0 && upstream.openConnections() <= upConns0
     )
     await until("file descriptors back to baseline", () => openFds() <= fds0 + 2)
-    expect(api.ide.openCount()).toBe(0)
+    expect(api.ide.openWebSockets.count()).toBe(0)
     // The /metrics gauge followed the bridges up and back down.
     expect(gaugePeak).toBeGreaterThan(gauge0)
     expect(metrics.ideWebSocketsOpen.get()).toBe(gauge0)

@@ -4,26 +4,20 @@
  * on every path (a text message `__request` is answered with the upgrade request as JSON).
  * It counts its connections and aborted requests so tests can see what reached it.
  *
- * `startIdeTestApi` composes the API side the way production does (the raw-socket IDE edge listening,
- * handing the rest to a Hono app with `ideRoutes` at /api/dev on @hono/node-server, plus
- * `attachIdeUpgrade`) against real Redis with its own key prefix.
+ * `startIdeTestApi` starts the API the way production does (`startApiServer`) against real Redis with its
+ * own key prefix.
  */
 import { createHash, randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createNetServer, type Socket } from "node:net"
-import { createAdaptorServer } from "@hono/node-server"
-import { Hono } from "hono"
 import { Redis } from "ioredis"
 import pino from "pino"
 import { WebSocketServer } from "ws"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
-import { ApiError } from "../../api/errors.ts"
-import type { EdgeLimits } from "../../api/ide/edge/client-connection.ts"
-import { createIdeEdgeFront, EDGE_SERVER_OPTIONS } from "../../api/ide/edge/front.ts"
-import { ideRoutes } from "../../api/ide/routes.ts"
-import { disposeIdeRuntime } from "../../api/ide/runtime.ts"
-import { attachIdeUpgrade, type IdeUpgradeHandle } from "../../api/ide/ws-bridge.ts"
+import type { IdeGateway } from "../../api/ide/ide-gateway.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
+import { startApiServer } from "../../api/server.ts"
+import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 
 export interface EchoRequest {
@@ -226,34 +220,35 @@ export interface IdeTestApi {
   readonly server: Server
   readonly deps: ApiDeps
   readonly keys: RedisKeys
-  readonly ide: IdeUpgradeHandle
+  readonly ide: IdeGateway
   readonly secret: string
   /** Moves the API's clock (ms) relative to real time. */
   advance(ms: number): void
-  /** Registers `server:<id>` in Redis. */
-  register(id: string, record: { vmid: number; port: number; kind?: "dev" | "game"; ownerId?: string; host?: string }): Promise<void>
+  /**
+   * Registers `server:<id>` in Redis and, unless `online: false`, an agent status that says code-server is
+   * running (fresh for a day), as the agent would report it.
+   */
+  register(id: string, record: { vmid: number; port: number; kind?: "dev" | "game"; ownerId?: string; host?: string; online?: boolean }): Promise<void>
+  /** Writes the agent status of `vmid` (the IDE gateway serves only IDEs whose code-server runs). */
+  setAgentStatus(vmid: number, status: { codeServerRunning: boolean; updatedAt?: Date }): Promise<void>
   openConnections(): number
   close(): Promise<void>
 }
 
 /**
- * The API side: `ideRoutes` mounted at /api/dev through Hono on @hono/node-server + `attachIdeUpgrade`.
- * Pass `share` to build a second replica on the same Redis key prefix and secret.
+ * The API as production runs it (`startApiServer`: Node's http.Server with the IDE gateway in front of
+ * the Hono app) on real Redis with its own key prefix. Pass `share` to build a second replica on the
+ * same Redis key prefix and secret.
  */
 export const startIdeTestApi = async (
-  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; edgeLimits?: Partial<EdgeLimits> } = {}
+  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; port?: number } = {}
 ): Promise<IdeTestApi> => {
   const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
   const secret = options.share?.secret ?? randomBytes(32).toString("hex")
   const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
   const sub = new Redis("redis://127.0.0.1:6379")
   let offset = 0
-  // Production layout: the raw-socket IDE edge listens and hands everything else to the Hono server.
-  const server = createAdaptorServer({ fetch: (req, env) => app.fetch(req, env) }) as Server
-  const listener = createNetServer(EDGE_SERVER_OPTIONS)
-  await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve))
-  const addr = listener.address()
-  const port = typeof addr === "object" && addr !== null ? addr.port : 0
+  const port = options.port ?? (await freePort())
   const origin = `http://127.0.0.1:${port}`
   const deps: ApiDeps = {
     config: {
@@ -274,26 +269,24 @@ export const startIdeTestApi = async (
     now: () => Date.now() + offset,
     logger: pino({ level: "silent" })
   }
-  const app = new Hono()
-  app.onError((err, c) => {
-    if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
-    return c.json({ error: { code: "internal_error", message: String(err) } }, 500)
-  })
-  app.route("/api/dev", ideRoutes(deps))
-  const ide = attachIdeUpgrade(server, deps)
-  const front = createIdeEdgeFront(server, deps, { maxHeaderSize: 16 * 1024, headersTimeoutMs: 20_000, keepAliveTimeoutMs: 10_000, bodyIdleTimeoutMs: 60_000, ...options.edgeLimits }, listener)
+  const api = await startApiServer(deps, { port, host: "127.0.0.1", drainTimeoutMs: 1_000 })
   const sockets = new Set<Socket>()
-  listener.on("connection", (s: Socket) => {
+  api.server.on("connection", (s: Socket) => {
     sockets.add(s)
     s.once("close", () => sockets.delete(s))
   })
+  const setAgentStatus: IdeTestApi["setAgentStatus"] = async (vmid, status) => {
+    const updatedAt = status.updatedAt ?? new Date(Date.now() + 24 * 3600_000)
+    const record = { ...initialAgentStatus(vmid, "/opt/zlh/server", updatedAt), state: "running" as const, codeServerInstalled: true, codeServerRunning: status.codeServerRunning, devProvisioned: true }
+    await redis.set(keys.agent(vmid), JSON.stringify(record))
+  }
   return {
     origin,
     port,
-    server,
+    server: api.server,
     deps,
     keys,
-    ide,
+    ide: api.ide,
     secret,
     advance: (ms) => void (offset += ms),
     async register(id, r) {
@@ -305,16 +298,14 @@ export const startIdeTestApi = async (
         idePort: String(r.port),
         agentPort: "18888"
       })
+      if (r.online !== false) await setAgentStatus(r.vmid, { codeServerRunning: true })
     },
+    setAgentStatus,
     openConnections: () => sockets.size,
     async close() {
-      disposeIdeRuntime(deps)
-      ide.detach()
-      server.closeAllConnections()
-      front.destroyAll()
+      const closing = api.close()
       for (const s of sockets) s.destroy()
-      server.close()
-      await new Promise((r) => listener.close(r))
+      await closing
       if (options.share === undefined) {
         const leftover = await redis.keys(`${keys.prefix}*`)
         if (leftover.length > 0) await redis.del(...leftover)
@@ -323,6 +314,15 @@ export const startIdeTestApi = async (
       await deps.pubsub.close()
     }
   }
+}
+
+/** A port nothing listens on right now (host-mode IDE origins name the port, so tests pick it first). */
+export const freePort = async (): Promise<number> => {
+  const probe = createNetServer()
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve))
+  const addr = probe.address()
+  await new Promise((r) => probe.close(r))
+  return typeof addr === "object" && addr !== null ? addr.port : 0
 }
 
 /** Mints an IDE token the way `POST /api/dev/:id/ide-token` does (signIdeToken with the API's secret). */
