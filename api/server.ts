@@ -22,6 +22,8 @@ export interface StartOptions {
   readonly host?: string
   /** How long `close()` waits for in-flight requests before cutting connections (default 10 s). */
   readonly drainTimeoutMs?: number
+  /** Tests shorten these. */
+  readonly limits?: Partial<ServerLimits>
 }
 
 export interface ApiServer {
@@ -33,31 +35,48 @@ export interface ApiServer {
   close(): Promise<void>
 }
 
-export const SERVER_LIMITS = {
-  /** Whole request head must arrive within this (slowloris). */
-  headersTimeout: 20_000,
-  /** Whole request (head + body) must arrive within this; responses may stream for longer. */
-  requestTimeout: 60_000,
-  keepAliveTimeout: 10_000,
+export interface ServerLimits {
+  /** Whole request head must arrive within this (slowloris): 408. */
+  readonly headersTimeout: number
+  /**
+   * A connection with nothing moving for this long is closed: a request body that stops arriving, a
+   * response nobody reads. A long upload that keeps flowing is never cut (nginx's client_body_timeout;
+   * Node's whole-request `requestTimeout` is off for that reason).
+   */
+  readonly idleTimeout: number
+  readonly keepAliveTimeout: number
   /** Larger request heads get 431. */
-  maxHeaderSize: 16 * 1024
-} as const
+  readonly maxHeaderSize: number
+  /** How often Node checks `headersTimeout` (its default, 30 s, would let a dribbled head live 50 s). */
+  readonly connectionsCheckingInterval: number
+}
+
+export const SERVER_LIMITS: ServerLimits = {
+  headersTimeout: 20_000,
+  idleTimeout: 60_000,
+  keepAliveTimeout: 10_000,
+  maxHeaderSize: 16 * 1024,
+  connectionsCheckingInterval: 2_000
+}
 
 export const startApiServer = async (deps: ApiDeps, options: StartOptions): Promise<ApiServer> => {
   const ide = createIdeGateway(deps)
   const app = createApp(deps, { ide })
   const hono = getRequestListener((request, env) => app.fetch(request, env))
+  const limits = { ...SERVER_LIMITS, ...options.limits }
   const server = createServer(
     {
-      maxHeaderSize: SERVER_LIMITS.maxHeaderSize,
-      requestTimeout: SERVER_LIMITS.requestTimeout,
-      headersTimeout: SERVER_LIMITS.headersTimeout,
-      keepAliveTimeout: SERVER_LIMITS.keepAliveTimeout
+      maxHeaderSize: limits.maxHeaderSize,
+      requestTimeout: 0,
+      headersTimeout: limits.headersTimeout,
+      keepAliveTimeout: limits.keepAliveTimeout,
+      connectionsCheckingInterval: limits.connectionsCheckingInterval
     },
     (req, res) => {
       if (!ide.handleRequest(req, res)) void hono(req, res)
     }
   )
+  server.setTimeout(limits.idleTimeout, (socket: Socket) => socket.destroy())
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
     socket.end(clientErrorResponse(err.code), "latin1")

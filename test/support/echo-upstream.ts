@@ -16,7 +16,7 @@ import { WebSocketServer } from "ws"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import type { IdeGateway } from "../../api/ide/ide-gateway.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
-import { startApiServer } from "../../api/server.ts"
+import { startApiServer, type ServerLimits } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 
@@ -241,7 +241,7 @@ export interface IdeTestApi {
  * same Redis key prefix and secret.
  */
 export const startIdeTestApi = async (
-  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; port?: number } = {}
+  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; port?: number; limits?: Partial<ServerLimits> } = {}
 ): Promise<IdeTestApi> => {
   const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
   const secret = options.share?.secret ?? randomBytes(32).toString("hex")
@@ -269,7 +269,7 @@ export const startIdeTestApi = async (
     now: () => Date.now() + offset,
     logger: pino({ level: "silent" })
   }
-  const api = await startApiServer(deps, { port, host: "127.0.0.1", drainTimeoutMs: 1_000 })
+  const api = await startApiServer(deps, { port, host: "127.0.0.1", drainTimeoutMs: 1_000, ...(options.limits === undefined ? {} : { limits: options.limits }) })
   const sockets = new Set<Socket>()
   api.server.on("connection", (s: Socket) => {
     sockets.add(s)
