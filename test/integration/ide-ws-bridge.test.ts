@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { metrics } from "../../api/metrics.ts"
 import { freePort } from "../support/code-server.ts"
+import { connectWs } from "../support/ws-connect.ts"
 import { exchangeForCookie, mintIdeToken, startEchoUpstream, startIdeTestApi, type EchoUpstream, type IdeTestApi } from "../support/echo-upstream.ts"
 
 const until = async (what: string, probe: () => boolean, timeoutMs = 30_000) => {
@@ -21,20 +22,6 @@ const until = async (what: string, probe: () => boolean, timeoutMs = 30_000) => 
 }
 
 const openFds = () => readdirSync("/proc/self/fd").length
-
-export const connectWs = (url: string, options: { cookie?: string; origin?: string; headers?: Record<string, string> } = {}): Promise<WebSocket> =>
-  new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { ...options.headers }
-    if (options.cookie !== undefined) headers["cookie"] = options.cookie
-    const ws = new WebSocket(url, { headers, ...(options.origin === undefined ? {} : { origin: options.origin }) })
-    ws.once("open", () => resolve(ws))
-    ws.once("unexpected-response", (_req, res) => {
-      const chunks: Array<Buffer> = []
-      res.on("data", (c: Buffer) => chunks.push(c))
-      res.on("end", () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body: Buffer.concat(chunks).toString() })))
-    })
-    ws.once("error", reject)
-  })
 
 const roundTrip = (ws: WebSocket, data: string | Buffer): Promise<Buffer> =>
   new Promise((resolve, reject) => {

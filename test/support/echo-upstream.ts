@@ -11,13 +11,14 @@ import { createHash, randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createNetServer, type Socket } from "node:net"
 import { Redis } from "ioredis"
-import pino from "pino"
+import pino, { type Logger } from "pino"
 import { WebSocketServer } from "ws"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import type { IdeGateway } from "../../api/ide/ide-gateway.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { startApiServer, type ServerLimits } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
+import { freePort } from "./code-server.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 
 export interface EchoRequest {
@@ -241,7 +242,7 @@ export interface IdeTestApi {
  * same Redis key prefix and secret.
  */
 export const startIdeTestApi = async (
-  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; port?: number; limits?: Partial<ServerLimits> } = {}
+  options: { config?: Partial<ApiConfig>; share?: { keys: RedisKeys; secret: string }; port?: number; limits?: Partial<ServerLimits>; logger?: Logger } = {}
 ): Promise<IdeTestApi> => {
   const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
   const secret = options.share?.secret ?? randomBytes(32).toString("hex")
@@ -267,7 +268,7 @@ export const startIdeTestApi = async (
     pubsub: createPubSubHub(sub),
     keys,
     now: () => Date.now() + offset,
-    logger: pino({ level: "silent" })
+    logger: options.logger ?? pino({ level: "silent" })
   }
   const api = await startApiServer(deps, { port, host: "127.0.0.1", drainTimeoutMs: 1_000, ...(options.limits === undefined ? {} : { limits: options.limits }) })
   const sockets = new Set<Socket>()
@@ -314,15 +315,6 @@ export const startIdeTestApi = async (
       await deps.pubsub.close()
     }
   }
-}
-
-/** A port nothing listens on right now (host-mode IDE origins name the port, so tests pick it first). */
-export const freePort = async (): Promise<number> => {
-  const probe = createNetServer()
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve))
-  const addr = probe.address()
-  await new Promise((r) => probe.close(r))
-  return typeof addr === "object" && addr !== null ? addr.port : 0
 }
 
 /** Mints an IDE token the way `POST /api/dev/:id/ide-token` does (signIdeToken with the API's secret). */
