@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { CrashClassification, CrashRecord } from "./crash.ts"
+import { GameSupervisionStatus } from "./game-supervision.ts"
 
 /** The workload state of a container: its game server, or code-server for a dev container. */
 export const AgentState = Schema.Literals([
@@ -56,7 +57,9 @@ export const AgentStatus = Schema.Struct({
   install: Schema.NullOr(InstallProgress),
   resources: ResourceUsage,
   /** ISO-8601 time of the last write (state change or heartbeat). */
-  updatedAt: Schema.String
+  updatedAt: Schema.String,
+  /** Game supervision details (readiness, OOM accounting); absent until a game supervisor writes it. */
+  game: Schema.optionalKey(GameSupervisionStatus)
 })
 export type AgentStatus = typeof AgentStatus.Type
 

@@ -20,6 +20,13 @@ export const CrashRecord = Schema.Struct({
   /** The log line or fact that decided the classification. */
   evidence: Schema.NullOr(Schema.String),
   /** Exit within a couple of seconds of start: most likely configuration or a missing dependency. */
-  earlyExit: Schema.Boolean
+  earlyExit: Schema.Boolean,
+  /**
+   * Milliseconds from launch to readiness (ready line or port); null when the run never became ready
+   * (it then never resets the back-off). Absent in records written before readiness was tracked.
+   */
+  readyAfterMs: Schema.optionalKey(Schema.NullOr(Schema.Number)),
+  /** The rule that decided the classification (a crash-classifier.ts row id). */
+  rule: Schema.optionalKey(Schema.String)
 })
 export type CrashRecord = typeof CrashRecord.Type

@@ -47,6 +47,17 @@ export interface GameSettings {
   readonly crashHistorySize: number
   readonly resourceInterval: Duration.Duration
   readonly readyPollInterval: Duration.Duration
+  /**
+   * How long a launch may stay `starting` without its ready line/port. Then it is reported `running` with
+   * `game.readiness: "timed_out"` (resources sampled), and its run never resets the crash back-off.
+   */
+  readonly readyTimeout: Duration.Duration
+  /** false: an exit 0 nobody asked for is a stop (`stopped`, no restart), not a crash. */
+  readonly crashOnCleanExit: boolean
+  /** Memory limit of the game's own cgroup, in bytes (GAME_MEMORY_MAX); none = no limit. */
+  readonly memoryMax: Option.Option<number>
+  /** `auto`: give the game a memory cgroup of its own when the host allows it; `off`: share the agent's. */
+  readonly cgroup: "auto" | "off"
   /** Leave the server running when the agent stops (the next agent re-attaches); default: stop it. */
   readonly keepRunningOnShutdown: boolean
   readonly stateFile: string
@@ -81,6 +92,20 @@ const RegExpText = Schema.String.check(
       return `must be a valid regular expression (${String(e)})`
     }
   })
+)
+
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
+
+/** `536870912`, `512M`, `512MiB`, `2G`, `2g` → bytes. */
+export const parseByteSize = (text: string): number | undefined => {
+  const m = text.trim().match(/^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i)
+  if (m === null) return undefined
+  const bytes = Math.floor(Number(m[1]) * (SIZE_UNITS[(m[2] ?? "").toLowerCase()] ?? NaN))
+  return Number.isSafeInteger(bytes) && bytes > 0 ? bytes : undefined
+}
+
+const ByteSize = Schema.String.check(
+  Schema.makeFilter((s) => parseByteSize(s) !== undefined || "must be a size such as 536870912, 512M or 2G")
 )
 
 /** Minecraft (vanilla, Paper, Forge, Fabric): `Done (12.345s)! For help, type "help"`. */
@@ -123,6 +148,10 @@ export const gameSettingsFields = {
   crashHistorySize: positiveInt("GAME_CRASH_HISTORY_SIZE", 10),
   resourceInterval: duration("GAME_RESOURCE_INTERVAL", "10 seconds"),
   readyPollInterval: duration("GAME_READY_POLL_INTERVAL", "1 second"),
+  readyTimeout: duration("GAME_READY_TIMEOUT", "10 minutes"),
+  crashOnCleanExit: Config.Boolean("GAME_CRASH_ON_CLEAN_EXIT").pipe(Config.withDefault(true)),
+  memoryMax: Config.schema(ByteSize, "GAME_MEMORY_MAX").pipe(Config.option),
+  cgroup: Config.schema(Schema.Literals(["auto", "off"]), "GAME_CGROUP").pipe(Config.withDefault<"auto" | "off">("auto")),
   keepRunningOnShutdown: Config.Boolean("GAME_KEEP_RUNNING_ON_SHUTDOWN").pipe(Config.withDefault(false))
 }
 
@@ -156,6 +185,10 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all(gameSe
   crashHistorySize: c.crashHistorySize,
   resourceInterval: c.resourceInterval,
   readyPollInterval: c.readyPollInterval,
+  readyTimeout: c.readyTimeout,
+  crashOnCleanExit: c.crashOnCleanExit,
+  memoryMax: Option.map(c.memoryMax, (s) => parseByteSize(s) ?? 0),
+  cgroup: c.cgroup,
   keepRunningOnShutdown: c.keepRunningOnShutdown,
   stateFile: `${c.zlhRoot}/run/game-server.json`,
   logFile: `${c.zlhRoot}/logs/game-server.log`,

@@ -1,19 +1,13 @@
 import { Context, type Effect, type Option, type Scope, type Stream } from "effect"
+import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
 
-/** PID plus the start time from /proc/<pid>/stat: together they name one process for its whole life. */
-export interface ProcessIdentity {
-  readonly pid: number
-  readonly startTime: number
-}
+import type { ProcessIdentity, ResourceSample } from "../process/proc.ts"
+
+export type { ProcessIdentity, ResourceSample }
 
 export interface ProcessExit {
   readonly exitCode: number | null
   readonly signal: string | null
-}
-
-export interface ResourceSample {
-  readonly memoryBytes: number
-  readonly cpuSeconds: number
 }
 
 export interface LaunchSpec {
@@ -26,7 +20,8 @@ export interface LaunchSpec {
 
 /**
  * One running game server, as the supervisor sees it. A spawn failure is not an error: it is a process
- * that printed why and exited (127), so it is recorded and classified like every other crash.
+ * that printed the OS's reason and exited (127 not found, 126 not executable), so it is recorded and
+ * classified like every other crash.
  */
 export interface GameProcess {
   /** null when the process never started (spawn failure). */
@@ -45,6 +40,8 @@ export interface GameProcess {
   readonly usage: Effect.Effect<ResourceSample>
   /** The cgroup's `oom_kill` counter, when the cgroup exposes one. */
   readonly oomKills: Effect.Effect<number | null>
+  /** Whose counter that is: the game's own cgroup, or the agent's (shared); `file` names it in evidence. */
+  readonly oomSource: { readonly scope: "own" | "shared"; readonly file: string }
 }
 
 /**
@@ -56,6 +53,15 @@ export class ProcessLauncher extends Context.Service<ProcessLauncher, {
   readonly launch: (spec: LaunchSpec) => Effect.Effect<GameProcess, never, Scope.Scope>
   /** The process with this identity if it is still alive, for re-attaching after an agent restart. */
   readonly attach: (identity: ProcessIdentity) => Effect.Effect<Option.Option<GameProcess>, never, Scope.Scope>
+  /** Whether the process with this identity is still alive (start-up decides attach vs launch with it). */
+  readonly isAlive: (identity: ProcessIdentity) => Effect.Effect<boolean>
   /** Whether something accepts TCP connections on this local port (readiness by port). */
   readonly portAccepting: (port: number) => Effect.Effect<boolean>
+  /** Where the game's OOM kills are counted (decided once, when the launcher is built). */
+  readonly cgroup: GameCgroupStatus
+  /**
+   * Appends a line of the agent's own to the server's console (log file): crashes and restarts show up
+   * where the owner reads the console, and survive an agent restart.
+   */
+  readonly consoleNote: (line: string) => Effect.Effect<void>
 }>()("zlh/agent/game/ProcessLauncher") {}

@@ -13,7 +13,9 @@ export const PersistedGameState = Schema.Struct({
     pid: Schema.Int,
     startTime: Schema.Number,
     /** Epoch millis (agent Clock) of the launch: uptime and the back-off reset survive re-attaching. */
-    launchedAt: Schema.Number
+    launchedAt: Schema.Number,
+    /** Epoch millis it became ready; null while starting. Absent in files of older agents (taken as ready). */
+    readyAt: Schema.optionalKey(Schema.NullOr(Schema.Number))
   }))
 })
 export type PersistedGameState = typeof PersistedGameState.Type

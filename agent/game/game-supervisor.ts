@@ -1,14 +1,16 @@
 import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Option, Ref, Schedule, Schema, Stream } from "effect"
 import type { AgentState, AgentStatus, ResourceUsage } from "../../schemas/agent-status.ts"
 import type { CrashRecord } from "../../schemas/crash.ts"
+import type { GameReadiness, GameSupervisionStatus } from "../../schemas/game-supervision.ts"
+import { restartPolicy } from "../process/restart-policy.ts"
 import { StatusStore } from "../status/status-store.ts"
 import { classifyCrash } from "./crash-classifier.ts"
+import { GameCrashed } from "./game-crashed.ts"
 import { GameConfig, type GameSettings } from "./game-config.ts"
 import { type GameProcess, type LaunchSpec, ProcessLauncher, type ProcessIdentity } from "./game-launcher.ts"
 import { acquireGameProcess } from "./game-process.ts"
 import { GameStateFile } from "./game-state-file.ts"
 import { LogRing } from "./log-ring.ts"
-import { GameCrashed, restartPolicy } from "./restart-policy.ts"
 
 export type PowerAction = "start" | "stop" | "restart"
 
@@ -39,6 +41,16 @@ export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
 
 const iso = (millis: number) => new Date(millis).toISOString()
 
+const seconds = (d: Duration.Duration) => {
+  const ms = Duration.toMillis(d)
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`
+}
+
+/** How a run ended, for the console note (Wings-style: time, exit code or signal, classification). */
+const describeExit = (r: CrashRecord) =>
+  `${r.signal !== null ? `killed by ${r.signal}` : r.exitCode !== null ? `exit code ${r.exitCode}` : "exit status unknown"}, ` +
+  `${r.classification}${r.evidence === null ? "" : ` (${r.evidence})`}`
+
 /**
  * Keeps the container's game server alive and explains its deaths. Owns the game part of `AgentStatus`
  * (`state`, `restartCount`, `nextRestartAt`, `lastCrash*`, `crashHistory`, `resources`), written only
@@ -63,7 +75,12 @@ export class GameSupervisor extends Context.Service<GameSupervisor, {
 interface Attach {
   readonly identity: ProcessIdentity
   readonly launchedAt: number
+  /** When that run became ready; null: it had not yet; undefined: unknown (state file of an older agent). */
+  readonly readyAt: number | null | undefined
 }
+
+/** A run that ended without being a crash: an exit 0 with GAME_CRASH_ON_CLEAN_EXIT=false. */
+type RunEnd = "clean-exit"
 
 const makeGameSupervisor = Effect.gen(function*() {
   const config = yield* GameConfig
@@ -85,6 +102,16 @@ const makeGameSupervisor = Effect.gen(function*() {
   const ownsState = config.workload === "game"
   const setState = (state: AgentState, f: (s: AgentStatus) => Partial<AgentStatus> = () => ({})) =>
     store.update((s) => ({ ...s, ...f(s), state: ownsState ? state : s.state }))
+  const supervision = (readiness: GameReadiness, readySince: number | null = null): { game: GameSupervisionStatus } => ({
+    game: { readiness, readySince: readySince === null ? null : iso(readySince), cgroup: launcher.cgroup }
+  })
+  /** A line of the agent's own in the server's console: the ring (`/server/logs`) and the log file. */
+  const note = (text: string) =>
+    Effect.gen(function*() {
+      const line = `[zlh-agent] ${iso(yield* Clock.currentTimeMillis)} ${text}`
+      ring.push(line)
+      yield* launcher.consoleNote(line)
+    })
 
   const sampleResources = (proc: GameProcess, since: number) =>
     Effect.gen(function*() {
@@ -93,13 +120,20 @@ const makeGameSupervisor = Effect.gen(function*() {
       yield* store.update((s) => ({ ...s, resources: { ...usage, uptimeSeconds: Math.max(0, Math.round((now - since) / 1000)) } }))
     })
 
-  /** One life of the game server: launch (or re-attach), readiness, exit, crash record. Always ends in GameCrashed. */
+  /**
+   * One life of the game server: launch (or re-attach), readiness (or its timeout), exit, crash record.
+   * Ends in GameCrashed, or succeeds with "clean-exit" for an exit 0 that GAME_CRASH_ON_CLEAN_EXIT=false
+   * turns into a stop.
+   */
   const runOnce = (firstAttach: Ref.Ref<Option.Option<Attach>>, started: Deferred.Deferred<void>) =>
     Effect.scoped(Effect.gen(function*() {
       const attach = yield* Ref.getAndSet(firstAttach, Option.none())
       const runLines = new LogRing(config.classifyLines)
+      /** Done once the ready line or port is seen (or known from before a re-attach). */
       const ready = yield* Deferred.make<void>()
+      const readyAt = yield* Ref.make(Option.none<number>())
       const pattern = config.launch.readyPattern
+      const seesReady = (line: string) => Option.isSome(pattern) && pattern.value.test(line)
       let drained: Effect.Effect<void> = Effect.void
       /** Output → console ring, this run's lines, the structured log, and the readiness pattern. */
       const consume = (p: GameProcess) =>
@@ -108,13 +142,17 @@ const makeGameSupervisor = Effect.gen(function*() {
             ring.push(line)
             runLines.push(line)
           }
+          // a re-attached server that was still starting may have printed its ready line while no agent watched
+          if (Option.isSome(attach) && attach.value.readyAt === null && p.backlog.some(seesReady)) {
+            yield* Deferred.succeed(ready, undefined)
+          }
           const fiber = yield* p.lines.pipe(
             Stream.runForEach((line) =>
               Effect.gen(function*() {
                 ring.push(line)
                 runLines.push(line)
                 yield* Effect.logInfo(line).pipe(Effect.annotateLogs({ source: "game-server", vmid }))
-                if (Option.isSome(pattern) && pattern.value.test(line)) yield* Deferred.succeed(ready, undefined)
+                if (seesReady(line)) yield* Deferred.succeed(ready, undefined)
               })
             ),
             Effect.forkScoped
@@ -130,20 +168,26 @@ const makeGameSupervisor = Effect.gen(function*() {
       if (Option.isSome(attached) && Option.isSome(attach)) {
         since = attach.value.launchedAt
         proc = attached.value
-        yield* Deferred.succeed(ready, undefined)
+        const knownReady = attach.value.readyAt === undefined ? since : attach.value.readyAt
+        if (knownReady !== null) {
+          yield* Ref.set(readyAt, Option.some(knownReady))
+          yield* Deferred.succeed(ready, undefined)
+        }
         yield* Effect.logInfo("game server: re-attached").pipe(Effect.annotateLogs({ vmid, pid: proc.identity?.pid }))
       } else {
         since = yield* Clock.currentTimeMillis
-        yield* setState("starting", () => ({ nextRestartAt: null, resources: ZERO }))
+        yield* setState("starting", () => ({ nextRestartAt: null, resources: ZERO, ...supervision("waiting") }))
         const launched = yield* acquireGameProcess({ _tag: "launch", spec }, stopOptions, detachOnRelease, consume)
         if (Option.isNone(launched)) return yield* Effect.die("launcher returned no process")
         proc = launched.value
       }
+      const persist = (ready: number | null) =>
+        stateFile.write({
+          desired: "running",
+          process: proc.identity === null ? null : { ...proc.identity, launchedAt: since, readyAt: ready }
+        })
+      yield* persist(Option.getOrNull(yield* Ref.get(readyAt)))
       yield* Deferred.succeed(started, undefined)
-      yield* stateFile.write({
-        desired: "running",
-        process: proc.identity === null ? null : { ...proc.identity, launchedAt: since }
-      })
       const oomKillsBefore = yield* proc.oomKills
 
       const portProbe = Option.isSome(config.launch.readyPort)
@@ -154,12 +198,40 @@ const makeGameSupervisor = Effect.gen(function*() {
           Effect.forkScoped
         )
         : undefined
-      const whileRunning = yield* Deferred.await(ready).pipe(
-        Effect.andThen(setState("running", () => ({ nextRestartAt: null }))),
-        Effect.andThen(Effect.logInfo("game server: ready").pipe(Effect.annotateLogs({ vmid }))),
-        Effect.andThen(sampleResources(proc, since).pipe(Effect.repeat(Schedule.spaced(config.resourceInterval)))),
-        Effect.forkScoped
-      )
+      const becomeReady = Effect.gen(function*() {
+        const known = yield* Ref.get(readyAt)
+        const at = Option.isSome(known) ? known.value : yield* Clock.currentTimeMillis
+        yield* Ref.set(readyAt, Option.some(at))
+        yield* persist(at)
+        yield* setState("running", () => ({ nextRestartAt: null, ...supervision("ready", at) }))
+        yield* Effect.logInfo("game server: ready").pipe(Effect.annotateLogs({ vmid, readyAfterMs: at - since }))
+      })
+      // GAME_READY_TIMEOUT counts from the launch (a re-attached run keeps its launch time)
+      const waited = (yield* Clock.currentTimeMillis) - since
+      const timeout = Duration.millis(Math.max(0, Duration.toMillis(config.readyTimeout) - waited))
+      const whileRunning = yield* Effect.gen(function*() {
+        const outcome = yield* Effect.raceFirst(
+          Effect.as(Deferred.await(ready), "ready" as const),
+          Effect.as(Effect.sleep(timeout), "timed_out" as const)
+        )
+        if (outcome === "ready") {
+          yield* becomeReady
+        } else {
+          const now = yield* Clock.currentTimeMillis
+          yield* setState("running", () => ({ nextRestartAt: null, ...supervision("timed_out", now) }))
+          yield* note(
+            `no readiness signal within ${seconds(config.readyTimeout)} (GAME_READY_TIMEOUT): reporting the server as running, ` +
+              "unconfirmed; until it is seen, a crash of this run counts as a failed start"
+          )
+          yield* Effect.logWarning("game server: readiness timed out; running unconfirmed").pipe(
+            Effect.annotateLogs({ vmid, readyTimeoutMs: Duration.toMillis(config.readyTimeout) })
+          )
+          // a ready line that comes late still confirms the run (and lets it reset the back-off)
+          // (a child of this fiber: interrupted with it when the process exits)
+          yield* Deferred.await(ready).pipe(Effect.andThen(becomeReady), Effect.forkChild)
+        }
+        yield* sampleResources(proc, since).pipe(Effect.repeat(Schedule.spaced(config.resourceInterval)))
+      }).pipe(Effect.forkScoped)
 
       const exit = yield* proc.exit
       // Nothing may report "running" or resource use once the exit is known.
@@ -168,9 +240,15 @@ const makeGameSupervisor = Effect.gen(function*() {
       // Let the last lines (the stack trace) reach the ring before they are classified.
       yield* drained.pipe(Effect.timeoutOption("3 seconds"))
       const ended = yield* Clock.currentTimeMillis
+      const becameReady = Option.getOrNull(yield* Ref.get(readyAt))
+      if (!config.crashOnCleanExit && exit.exitCode === 0 && exit.signal === null) {
+        yield* note("the server exited with code 0: counted as a stop (GAME_CRASH_ON_CLEAN_EXIT=false), not restarted")
+        yield* Effect.logInfo("game server exited cleanly: stopped").pipe(Effect.annotateLogs({ vmid, uptimeMs: ended - since }))
+        return "clean-exit" satisfies RunEnd as RunEnd
+      }
       const oomKillsAfter = yield* proc.oomKills
       const lines = runLines.tail()
-      const verdict = classifyCrash({ ...exit, lines, oomKillsBefore, oomKillsAfter })
+      const verdict = classifyCrash({ ...exit, lines, oomKillsBefore, oomKillsAfter, oomSource: proc.oomSource })
       const uptimeMs = Math.max(0, ended - since)
       const record: CrashRecord = {
         at: iso(ended),
@@ -180,45 +258,57 @@ const makeGameSupervisor = Effect.gen(function*() {
         logTail: lines.slice(-config.crashLogLines),
         classification: verdict.classification,
         evidence: verdict.evidence,
-        earlyExit: uptimeMs < Duration.toMillis(config.earlyExitWindow)
+        earlyExit: uptimeMs < Duration.toMillis(config.earlyExitWindow),
+        readyAfterMs: becameReady === null ? null : Math.max(0, becameReady - since),
+        rule: verdict.rule
       }
       yield* Effect.logWarning("game server crashed").pipe(
-        Effect.annotateLogs({ event: "game_server_crash", vmid, rule: verdict.rule, ...record })
+        Effect.annotateLogs({ event: "game_server_crash", vmid, ...record })
       )
       yield* setState("crashed", (s) => ({
         lastCrash: record,
         lastCrashClassification: record.classification,
         crashHistory: [record, ...s.crashHistory].slice(0, config.crashHistorySize),
         nextRestartAt: null,
-        resources: ZERO
+        resources: ZERO,
+        ...supervision("none")
       }))
       yield* stateFile.write({ desired: "running", process: null })
-      return yield* new GameCrashed({ record })
+      return yield* new GameCrashed({ record, healthyMs: becameReady === null ? 0 : Math.max(0, ended - becameReady) })
     }))
 
   const supervise = (firstAttach: Option.Option<Attach>, started: Deferred.Deferred<void>) =>
     Effect.gen(function*() {
       const attachRef = yield* Ref.make(firstAttach)
-      const policy = restartPolicy(config.backoff).pipe(
-        Schedule.tap(({ output }) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) =>
-            setState("backoff", (s) => ({
-              restartCount: s.restartCount + 1,
-              nextRestartAt: iso(now + Duration.toMillis(output))
-            })))
+      const policy = restartPolicy(config.backoff, (crash: GameCrashed) => crash.healthyMs).pipe(
+        Schedule.tap(({ input, output }) =>
+          Effect.gen(function*() {
+            const at = (yield* Clock.currentTimeMillis) + Duration.toMillis(output)
+            yield* note(`game server crashed: ${describeExit(input.record)}; restarting in ${seconds(output)} (at ${iso(at)})`)
+            yield* setState("backoff", (s) => ({ restartCount: s.restartCount + 1, nextRestartAt: iso(at) }))
+          })
         )
       )
-      yield* runOnce(attachRef, started).pipe(
+      const end = yield* runOnce(attachRef, started).pipe(
         Effect.retry(policy),
         Effect.catchTag("GameCrashed", (last) =>
           Effect.gen(function*() {
-            yield* setState("error", () => ({ nextRestartAt: null, resources: ZERO }))
+            yield* note(
+              `game server crashed: ${describeExit(last.record)}; ${config.backoff.maxFastFailures} failed starts in a row, ` +
+                "not restarting until an explicit start"
+            )
+            yield* setState("error", () => ({ nextRestartAt: null, resources: ZERO, ...supervision("none") }))
             yield* stateFile.write({ desired: "error", process: null })
             yield* Effect.logError("game server: too many fast failures, giving up until an explicit start").pipe(
               Effect.annotateLogs({ vmid, maxFastFailures: config.backoff.maxFastFailures, lastClassification: last.record.classification })
             )
+            return undefined
           }))
       )
+      if (end === "clean-exit") {
+        yield* stateFile.write({ desired: "stopped", process: null })
+        yield* setState("stopped", () => ({ nextRestartAt: null, resources: ZERO, ...supervision("none") }))
+      }
     }).pipe(provideLauncher)
 
   // Cleared only once the fiber is done, so a shutdown that interrupts a stop half-way still waits for it.
@@ -235,7 +325,7 @@ const makeGameSupervisor = Effect.gen(function*() {
       yield* setState("stopping", () => ({ nextRestartAt: null }))
       yield* stopSupervisor
     }
-    yield* setState("stopped", () => ({ nextRestartAt: null, resources: ZERO }))
+    yield* setState("stopped", () => ({ nextRestartAt: null, resources: ZERO, ...supervision("none") }))
   })
 
   const doStart = (attach: Option.Option<Attach>) =>
@@ -245,10 +335,10 @@ const makeGameSupervisor = Effect.gen(function*() {
       if (Option.isSome(running) && (state === "running" || state === "starting")) return
       // From backoff or error an explicit start cancels the pending restart and starts the count over.
       yield* stopSupervisor
-      // A re-attach goes straight to running; a launch passes through starting.
+      // A re-attach keeps the state the agent start-up already published (no idle blip); a launch passes through starting.
       yield* Option.isSome(attach)
         ? store.update((s) => ({ ...s, restartCount: 0, nextRestartAt: null }))
-        : setState("starting", () => ({ restartCount: 0, nextRestartAt: null, resources: ZERO }))
+        : setState("starting", () => ({ restartCount: 0, nextRestartAt: null, resources: ZERO, ...supervision("waiting") }))
       const started = yield* Deferred.make<void>()
       // Forked outside any request or action fiber (it outlives them); remembered before anything can interrupt.
       const fiber = yield* Effect.uninterruptible(
@@ -291,22 +381,36 @@ const makeGameSupervisor = Effect.gen(function*() {
       if (Option.isSome(running)) {
         if (!config.keepRunningOnShutdown) yield* setState("stopping")
         yield* stopSupervisor
-        if (!config.keepRunningOnShutdown) yield* setState("stopped", () => ({ resources: ZERO, nextRestartAt: null }))
+        if (!config.keepRunningOnShutdown) yield* setState("stopped", () => ({ resources: ZERO, nextRestartAt: null, ...supervision("none") }))
       }
     })
   )
 
-  // Agent start-up: re-attach to our server if it survived, start it if it should be running.
+  // Agent start-up: re-attach to our server if it survived, start it if it should be running. The state is
+  // published before anything is forked, so the first status anyone sees is the server's, never `idle`.
   const persisted = yield* stateFile.read
   if (persisted.desired === "running") {
-    const attach = persisted.process === null
+    const previous = persisted.process
+    const alive = previous === null ? false : yield* launcher.isAlive({ pid: previous.pid, startTime: previous.startTime })
+    const attach = previous === null || !alive
       ? Option.none<Attach>()
-      : Option.some({ identity: { pid: persisted.process.pid, startTime: persisted.process.startTime }, launchedAt: persisted.process.launchedAt })
+      : Option.some<Attach>({
+        identity: { pid: previous.pid, startTime: previous.startTime },
+        launchedAt: previous.launchedAt,
+        readyAt: previous.readyAt
+      })
+    if (Option.isSome(attach)) {
+      const readyAt = attach.value.readyAt === undefined ? attach.value.launchedAt : attach.value.readyAt
+      yield* setState(readyAt === null ? "starting" : "running", () => ({
+        nextRestartAt: null,
+        ...supervision(readyAt === null ? "waiting" : "ready", readyAt)
+      }))
+    }
     yield* begin("start", attach).pipe(
       Effect.catchTag("PowerRefused", (e) => Effect.logWarning(`game server not started at agent start-up: ${e.message}`))
     )
   } else {
-    yield* setState(persisted.desired === "error" ? "error" : "stopped", () => ({ resources: ZERO, nextRestartAt: null }))
+    yield* setState(persisted.desired === "error" ? "error" : "stopped", () => ({ resources: ZERO, nextRestartAt: null, ...supervision("none") }))
   }
 
   return GameSupervisor.of({

@@ -3,16 +3,23 @@ import * as NodeFsSync from "node:fs"
 import * as NodeFs from "node:fs/promises"
 import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
+import * as NodeCrypto from "node:crypto"
 import { type Cause, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
-import { GameConfig } from "./game-config.ts"
+import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
+import { type MemoryCgroup, memoryCgroupOf, oomCounterFile, readOomKills } from "../process/cgroup.ts"
+import { type ChildCgroup, joinCgroupArgs, makeChildCgroup, removeCgroup } from "../process/child-cgroup.ts"
+import { groupUsage, isAlive, readStat } from "../process/proc.ts"
+import { resolveCommand } from "../process/resolve-command.ts"
+import { GameConfig, type GameSettings } from "./game-config.ts"
 import { type GameProcess, type LaunchSpec, type ProcessExit, type ProcessIdentity, ProcessLauncher } from "./game-launcher.ts"
-import { cgroupDir, groupUsage, isAlive, readOomKills, readStat } from "./proc.ts"
 
 /**
  * The real launcher. The server's stdout/stderr go to a log file (not a pipe) and its stdin is a FIFO, so
  * both outlive the agent: a server left running across an agent restart neither dies of EPIPE nor loses
  * its console, and the next agent tails the same file and writes to the same FIFO. The server runs in its
- * own process group (detached), so one signal reaches everything it started.
+ * own process group (detached), so one signal reaches everything it started, and, where the host lets
+ * the agent create one, in a memory cgroup of its own (OOM kills counted there are the game's own,
+ * GAME_MEMORY_MAX applies); `cgroup` says which, and why not.
  */
 const LOG_ROTATE_BYTES = 16 * 1024 * 1024
 const TAIL_INTERVAL = "100 millis"
@@ -134,12 +141,44 @@ const portAccepting = (port: number) =>
     return Effect.sync(() => socket.destroy())
   })
 
+const sameDir = (a: MemoryCgroup | undefined, b: MemoryCgroup | undefined) =>
+  a !== undefined && b !== undefined && a.dir.replace(/\/$/, "") === b.dir.replace(/\/$/, "")
+
+/** Decides once where the game's OOM kills are counted. The name is per ZLH_ROOT: one game per root. */
+const gameCgroupFor = (config: GameSettings) =>
+  Effect.gen(function*() {
+    const memoryMax = Option.getOrNull(config.memoryMax)
+    if (config.cgroup === "off") {
+      const shared = yield* memoryCgroupOf("self")
+      return { _tag: "shared", cgroup: shared, reason: "GAME_CGROUP=off: the game shares the agent's cgroup" } satisfies ChildCgroup as ChildCgroup
+    }
+    const name = `zlh-game-${NodeCrypto.createHash("sha256").update(config.zlhRoot).digest("hex").slice(0, 8)}`
+    return yield* makeChildCgroup({ name, memoryMax })
+  })
+
+const cgroupStatusOf = (cg: ChildCgroup, config: GameSettings): GameCgroupStatus =>
+  cg._tag === "own"
+    ? { mode: cg.cgroup.version === 2 ? "own-v2" : "own-v1", path: cg.cgroup.dir, memoryMax: cg.memoryMax, note: null }
+    : {
+      mode: cg.cgroup === undefined ? "none" : cg.cgroup.version === 2 ? "shared-v2" : "shared-v1",
+      path: cg.cgroup?.dir ?? null,
+      memoryMax: null,
+      note: Option.isSome(config.memoryMax) ? `${cg.reason}; GAME_MEMORY_MAX is not applied` : cg.reason
+    }
+
 export const NodeProcessLauncher = Layer.effect(
   ProcessLauncher,
   Effect.gen(function*() {
     const config = yield* GameConfig
     const fifo = config.stdinFifo
     const logFile = config.logFile
+    const gameCgroup = yield* gameCgroupFor(config)
+    const cgroup = cgroupStatusOf(gameCgroup, config)
+    if (gameCgroup._tag === "own") {
+      yield* Effect.addFinalizer(() => removeCgroup(gameCgroup.cgroup))
+    } else {
+      yield* Effect.logWarning(`game server OOM accounting: ${cgroup.note}`).pipe(Effect.annotateLogs({ cgroupMode: cgroup.mode }))
+    }
     if (Option.isNone(config.launch.runAs) && process.getuid?.() === 0) {
       yield* Effect.logWarning("GAME_RUN_AS is not set: the game server would run as root; set an unprivileged user")
     }
@@ -156,46 +195,77 @@ export const NodeProcessLauncher = Layer.effect(
         return true
       }).pipe(Effect.orElseSucceed(() => false))
 
+    const consoleNote = (line: string) =>
+      Effect.tryPromise(async () => {
+        await NodeFs.mkdir(NodePath.dirname(logFile), { recursive: true })
+        await NodeFs.appendFile(logFile, `${line}\n`, { mode: 0o600 })
+      }).pipe(Effect.ignore)
+
+    /** The process's memory cgroup: its own (the game cgroup) or a shared one (the agent's). */
+    const accounting = (cg: MemoryCgroup | undefined) => {
+      const own = gameCgroup._tag === "own" && sameDir(cg, gameCgroup.cgroup)
+      return {
+        own: own ? cg : undefined,
+        counter: cg,
+        oomSource: { scope: own ? "own" as const : "shared" as const, file: cg === undefined ? "memory.events" : oomCounterFile(cg) }
+      }
+    }
+
     const processFor = (o: {
       readonly identity: ProcessIdentity
       readonly backlog: ReadonlyArray<string>
       readonly lines: Stream.Stream<string>
       readonly exit: Deferred.Deferred<ProcessExit>
-      readonly cgroup: string | undefined
-    }): GameProcess => ({
-      identity: o.identity,
-      backlog: o.backlog,
-      lines: o.lines,
-      exit: Deferred.await(o.exit),
-      exited: Deferred.isDone(o.exit),
-      send,
-      signalGroup: (signal) => killGroup(o.identity.pid, signal),
-      usage: groupUsage(o.identity.pid, o.cgroup),
-      oomKills: readOomKills(o.cgroup)
-    })
+      readonly cgroup: MemoryCgroup | undefined
+    }): GameProcess => {
+      const acc = accounting(o.cgroup)
+      return {
+        identity: o.identity,
+        backlog: o.backlog,
+        lines: o.lines,
+        exit: Deferred.await(o.exit),
+        exited: Deferred.isDone(o.exit),
+        send,
+        signalGroup: (signal) => killGroup(o.identity.pid, signal),
+        usage: groupUsage(o.identity.pid, acc.own),
+        oomKills: readOomKills(acc.counter),
+        oomSource: acc.oomSource
+      }
+    }
 
-    const failedStart = (message: string): GameProcess => ({
-      identity: null,
-      backlog: [],
-      lines: Stream.make(message),
-      exit: Effect.succeed({ exitCode: 127, signal: null }),
-      exited: Effect.succeed(true),
-      send: () => Effect.succeed(false),
-      signalGroup: () => Effect.void,
-      usage: Effect.succeed({ memoryBytes: 0, cpuSeconds: 0 }),
-      oomKills: Effect.succeed(null)
-    })
+    /** A launch that never produced a process: the OS's reason is its only output line (and goes to the console). */
+    const failedStart = (exitCode: number, message: string) =>
+      Effect.as(consoleNote(message), {
+        identity: null,
+        backlog: [],
+        lines: Stream.make(message),
+        exit: Effect.succeed({ exitCode, signal: null }),
+        exited: Effect.succeed(true),
+        send: () => Effect.succeed(false),
+        signalGroup: () => Effect.void,
+        usage: Effect.succeed({ memoryBytes: 0, cpuSeconds: 0 }),
+        oomKills: Effect.succeed(null),
+        oomSource: { scope: "shared", file: "memory.events" }
+      } satisfies GameProcess)
 
     const launch = (spec: LaunchSpec) =>
       Effect.gen(function*() {
         const prepared = yield* Effect.all([ensureFifo(fifo), openLog(logFile)]).pipe(Effect.result)
-        if (prepared._tag === "Failure") return failedStart(`cannot prepare the console or log file: ${String(prepared.failure)}`)
+        if (prepared._tag === "Failure") return yield* failedStart(127, `zlh-agent: cannot prepare the console or log file: ${String(prepared.failure)}`)
+        const resolved = yield* resolveCommand(spec.command, { cwd: spec.cwd, path: spec.env["PATH"] ?? "" })
+        if (resolved._tag === "failed") {
+          NodeFsSync.closeSync(prepared.success[1].fd)
+          return yield* failedStart(resolved.exitCode, resolved.message)
+        }
         const { fd: logFd, offset } = prepared.success[1]
         // O_RDWR: the server's stdin never sees EOF, and opening does not wait for a writer.
         const stdinFd = NodeFsSync.openSync(fifo, NodeFsSync.constants.O_RDWR)
-        const [command, args] = Option.isSome(spec.runAs)
+        const [userCommand, userArgs] = Option.isSome(spec.runAs)
           ? ["setpriv", [...(yield* setprivArgs(spec.runAs.value)), spec.command, ...spec.args]] as const
           : [spec.command, spec.args] as const
+        const [command, args] = gameCgroup._tag === "own"
+          ? joinCgroupArgs(gameCgroup.cgroup, userCommand, userArgs)
+          : [userCommand, userArgs] as const
         const exit = yield* Deferred.make<ProcessExit>()
         const spawned = yield* Effect.callback<NodeCP.ChildProcess, Error>((resume) => {
           const child = NodeCP.spawn(command, args, {
@@ -206,7 +276,7 @@ export const NodeProcessLauncher = Layer.effect(
           })
           child.once("exit", (code, signal) => Deferred.doneUnsafe(exit, Effect.succeed({ exitCode: code, signal })))
           child.once("spawn", () => resume(Effect.succeed(child)))
-          child.once("error", (e) => resume(Effect.fail(e)))
+          child.once("error", (e: NodeJS.ErrnoException) => resume(Effect.fail(e)))
         }).pipe(
           Effect.ensuring(Effect.sync(() => {
             NodeFsSync.closeSync(logFd)
@@ -214,20 +284,24 @@ export const NodeProcessLauncher = Layer.effect(
           })),
           Effect.result
         )
-        if (spawned._tag === "Failure") return failedStart(`cannot start ${command}: ${spawned.failure.message}`)
+        if (spawned._tag === "Failure") {
+          const e = spawned.failure as NodeJS.ErrnoException
+          return yield* failedStart(e.code === "EACCES" ? 126 : 127, `zlh-agent: cannot start ${userCommand}: ${e.message}`)
+        }
         const child = spawned.success
         const pid = child.pid ?? -1
         // Not unref'd: the agent keeps its own child alive; a detached server is re-attached by the next agent.
         const stat = yield* readStat(pid)
         const identity = { pid, startTime: stat?.startTime ?? 0 }
         const lines = yield* followFile(logFile, offset, Deferred.isDone(exit))
-        return processFor({ identity, backlog: [], lines, exit, cgroup: yield* cgroupDir(pid) })
+        const cg = gameCgroup._tag === "own" ? gameCgroup.cgroup : yield* memoryCgroupOf(pid)
+        return processFor({ identity, backlog: [], lines, exit, cgroup: cg })
       })
 
     const attach = (identity: ProcessIdentity) =>
       Effect.gen(function*() {
         if (!(yield* isAlive(identity))) return Option.none<GameProcess>()
-        const cgroup = yield* cgroupDir(identity.pid)
+        const cgroup = yield* memoryCgroupOf(identity.pid)
         const exit = yield* Deferred.make<ProcessExit>()
         // Not our child: its exit status is not ours to read, only that it is gone.
         yield* isAlive(identity).pipe(
@@ -244,6 +318,6 @@ export const NodeProcessLauncher = Layer.effect(
         return Option.some(processFor({ identity, backlog, lines, exit, cgroup }))
       })
 
-    return ProcessLauncher.of({ launch, attach, portAccepting })
+    return ProcessLauncher.of({ launch, attach, isAlive, portAccepting, cgroup, consoleNote })
   })
 )

@@ -1,6 +1,23 @@
 import * as NodeFs from "node:fs/promises"
 import { Effect } from "effect"
-import type { ProcessIdentity, ResourceSample } from "./game-launcher.ts"
+import { type MemoryCgroup, readMemoryCurrent } from "./cgroup.ts"
+
+/**
+ * The agent's /proc reader for supervised process trees (the game server; code-server's scan in
+ * agent/dev/proc-scan.ts is to move here): identity (PID + start time), process-group members, CPU and
+ * memory of a group. cgroup files are read by ./cgroup.ts.
+ */
+
+/** PID plus the start time from /proc/<pid>/stat: together they name one process for its whole life. */
+export interface ProcessIdentity {
+  readonly pid: number
+  readonly startTime: number
+}
+
+export interface ResourceSample {
+  readonly memoryBytes: number
+  readonly cpuSeconds: number
+}
 
 /** What /proc/<pid>/stat says about one process (fields 3, 4, 5, 14, 15, 22, 24). */
 export interface ProcStat {
@@ -51,33 +68,17 @@ export const groupMembers = Effect.fnUntraced(function*(pgid: number) {
   return members
 })
 
-/** The cgroup v2 directory of a process, when it has one (line `0::/path` of /proc/<pid>/cgroup). */
-export const cgroupDir = Effect.fnUntraced(function*(pid: number | "self") {
-  const text = yield* readText(`/proc/${pid}/cgroup`)
-  const line = text?.split("\n").find((l) => l.startsWith("0::"))
-  return line === undefined ? undefined : `/sys/fs/cgroup${line.slice(3).replace(/\/$/, "")}`
-})
-
-/** `oom_kill` from the cgroup's memory.events; null when the file or the counter is missing (cgroup v1). */
-export const readOomKills = Effect.fnUntraced(function*(dir: string | undefined) {
-  if (dir === undefined) return null
-  const text = yield* readText(`${dir}/memory.events`)
-  const match = text?.match(/^oom_kill (\d+)$/m)
-  return match?.[1] === undefined ? null : Number(match[1])
-})
-
 /**
- * Memory: the game's own cgroup (memory.current) when it has one of its own, else the summed RSS of its
- * process group. CPU: user + system time of the group's live members.
+ * Memory: the group's own cgroup (memory.current / memory.usage_in_bytes) when it has one of its own,
+ * else the summed RSS of its process group. CPU: user + system time of the group's live members.
  */
-export const groupUsage = Effect.fnUntraced(function*(pgid: number, gameCgroup: string | undefined) {
+export const groupUsage = Effect.fnUntraced(function*(pgid: number, ownCgroup: MemoryCgroup | undefined) {
   const members = yield* groupMembers(pgid)
   const cpuSeconds = members.reduce((t, m) => t + m.stat.utime + m.stat.stime, 0) / CLOCK_TICKS
   let memoryBytes = members.reduce((t, m) => t + m.stat.rssPages * PAGE_SIZE, 0)
-  const own = yield* cgroupDir("self")
-  if (gameCgroup !== undefined && gameCgroup !== own) {
-    const current = Number((yield* readText(`${gameCgroup}/memory.current`))?.trim())
-    if (Number.isFinite(current) && current > 0) memoryBytes = current
+  if (ownCgroup !== undefined) {
+    const current = yield* readMemoryCurrent(ownCgroup)
+    if (current !== undefined && current > 0) memoryBytes = current
   }
   return { memoryBytes, cpuSeconds } satisfies ResourceSample
 })

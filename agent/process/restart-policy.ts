@@ -3,7 +3,7 @@ import { Cause, Duration, Effect, Schedule } from "effect"
 export interface RestartPolicyOptions {
   readonly base: Duration.Duration
   readonly cap: Duration.Duration
-  /** A run at least this long counts as healthy: the back-off starts over. */
+  /** A run healthy at least this long (callers decide what healthy means: the game counts from readiness). */
   readonly resetAfter: Duration.Duration
   /** After this many consecutive short runs the schedule stops (the supervisor gives up). */
   readonly maxFastFailures: number
@@ -11,20 +11,20 @@ export interface RestartPolicyOptions {
 
 /**
  * base, 2·base, 4·base … capped at `cap` (30, 60, 120, 120 s with the game server's defaults). A run that
- * stayed up at least `resetAfter` starts the sequence over; the `maxFastFailures`-th short run in a row
+ * stayed healthy at least `resetAfter` (`healthyMillis` of its crash) starts the sequence over; the `maxFastFailures`-th short run in a row
  * ends the schedule, which the supervisor turns into `error`. v4 has no `resetAfter` combinator, hence
  * `fromStep`; its state is fresh for every `Effect.retry`, i.e. for every explicit start.
  */
 export const restartPolicy = <Crash>(
   o: RestartPolicyOptions,
-  uptimeMillis: (crash: Crash) => number
+  healthyMillis: (crash: Crash) => number
 ): Schedule.Schedule<Duration.Duration, Crash> =>
   Schedule.fromStep(Effect.sync(() => {
     const resetAfter = Duration.toMillis(o.resetAfter)
     let fastFailures = 0
     let index = 0
     return (_now: number, crash: Crash) => {
-      if (uptimeMillis(crash) >= resetAfter) {
+      if (healthyMillis(crash) >= resetAfter) {
         fastFailures = 0
         index = 0
       } else if (++fastFailures >= o.maxFastFailures) {

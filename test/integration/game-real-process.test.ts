@@ -27,7 +27,8 @@ afterEach(async () => {
 const setup = (fixtureArgs: ReadonlyArray<string>, env: Record<string, string> = {}) => {
   const { root, cleanup } = makeGameRoot()
   const pidFile = NodePath.join(root, "server", "pids.json")
-  const settingsEnv = realSettingsEnv(root, fixtureArgs.map((a) => a.replace("{pidfile}", pidFile)), env)
+  const resolved = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v.replace("{noexec}", NodePath.join(root, "server", "not-executable.sh"))]))
+  const settingsEnv = realSettingsEnv(root, fixtureArgs.map((a) => a.replace("{pidfile}", pidFile)), resolved)
   const agents: Array<GameAgent> = []
   const agent = () => {
     const a = startGameAgent(settingsEnv)
@@ -62,19 +63,38 @@ describe("game server supervision with real processes", () => {
     { name: "too old Java", args: ["--crash=java-version"], classification: "missing_dependency", evidence: /UnsupportedClassVersionError/ },
     { name: "missing Node module", args: ["--crash=node-module"], classification: "missing_dependency", evidence: /Cannot find module 'ws'/ },
     { name: "missing shared library", args: ["--crash=shared-library"], classification: "missing_dependency", evidence: /error while loading shared libraries/ },
-    { name: "missing executable", args: [], env: { GAME_COMMAND: "/nonexistent/bin/java" }, classification: "missing_dependency", evidence: /^exit code 127/ },
+    {
+      name: "missing executable (ENOENT: 127, the OS's reason as evidence)",
+      args: [],
+      env: { GAME_COMMAND: "/nonexistent/bin/java" },
+      classification: "missing_dependency",
+      evidence: /^zlh-agent: cannot start \/nonexistent\/bin\/java: ENOENT: no such file or directory.*\(exit 127: not found\)$/
+    },
+    {
+      name: "command without the execute bit (EACCES: 126, not 127)",
+      args: [],
+      env: { GAME_COMMAND: "{noexec}" },
+      classification: "missing_dependency",
+      evidence: /^zlh-agent: cannot start .*not-executable\.sh: EACCES: permission denied.*\(exit 126: not executable\)$/
+    },
     { name: "exit 3", args: ["--ready=50", "--exit=3"], classification: "nonzero_exit", evidence: /^exit code 3$/ },
     { name: "exit 0 without a stop", args: ["--crash=clean-exit"], classification: "unexpected_exit", evidence: /^exit code 0 without a stop request$/ },
     { name: "SIGKILL from outside", args: ["--crash=sigkill"], classification: "unexpected_exit", evidence: /killed by SIGKILL/ }
   ]
   for (const c of cases) {
     it(`classifies a real crash: ${c.name} → ${c.classification}`, async () => {
-      const { agent } = setup(c.args, c.env)
+      const { agent, root } = setup(c.args, c.env)
+      if (c.env?.["GAME_COMMAND"] === "{noexec}") {
+        // as root the execute bit is the only thing that makes a file runnable: 0644 is refused by exec
+        const script = NodePath.join(root, "server", "not-executable.sh")
+        NodeFs.writeFileSync(script, "#!/bin/sh\necho never\n", { mode: 0o644 })
+      }
       const a = agent()
       const r = await a.call("POST", "/server/start")
       assert.strictEqual(r.status, 202)
       const s = await crashed(a)
       assert.strictEqual(s.lastCrashClassification, c.classification)
+      if (c.env?.["GAME_COMMAND"] !== undefined) assert.strictEqual(s.lastCrash?.exitCode, c.name.includes("EACCES") ? 126 : 127)
       assert.strictEqual(s.lastCrash?.classification, c.classification)
       assert.match(s.lastCrash?.evidence ?? "", c.evidence)
       assert.isTrue(s.lastCrash?.earlyExit, "exit inside the (30 s test) early-exit window")
@@ -195,7 +215,7 @@ describe("game server supervision with real processes", () => {
     const second = agent()
     await second.boot()
     await waitForState(second, "running")
-    assert.isTrue((await logs(second)).some((l) => l.includes("Done (")), "the console history came back from the log file")
+    await waitFor("the console history back from the log file", async () => (await logs(second)).some((l) => l.includes("Done (")))
     assert.isTrue(await alive(pids.pid))
     assert.strictEqual((await second.call("POST", "/server/stop")).status, 202)
     await waitForState(second, "stopped")

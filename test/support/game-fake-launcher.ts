@@ -16,6 +16,8 @@ export interface FakeRun {
   /** Whether the console `stop` command makes it exit (false: it ignores it, like a hung server). */
   readonly honoursStop?: boolean
   readonly ignoresSigterm?: boolean
+  /** How long after launch `lines` are printed (a server that takes a while to load). */
+  readonly linesAfter?: Duration.Input
 }
 
 export const READY_LINE = `[12:00:01] [Server thread/INFO]: Done (1.234s)! For help, type "help"`
@@ -25,10 +27,19 @@ export interface FakeLauncherLog {
   readonly launches: Array<number>
   readonly commands: Array<{ at: number; line: string }>
   readonly signals: Array<{ at: number; signal: string }>
+  /** Lines the supervisor appended to the console (crash notes, readiness timeout, clean exit). */
+  readonly notes: Array<string>
+  /** PIDs re-attached to. */
+  readonly attaches: Array<number>
 }
 
-export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun = { lifetime: "1 second" }) => {
-  const log: FakeLauncherLog = { launches: [], commands: [], signals: [] }
+export interface FakeLauncherOptions {
+  /** The process named in the persisted state is alive: start-up re-attaches to it (it runs until stopped). */
+  readonly attachable?: boolean
+}
+
+export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun = { lifetime: "1 second" }, options: FakeLauncherOptions = {}) => {
+  const log: FakeLauncherLog = { launches: [], commands: [], signals: [], notes: [], attaches: [] }
   const layer = Layer.succeed(ProcessLauncher, ProcessLauncher.of({
     launch: () =>
       Effect.gen(function*() {
@@ -46,7 +57,10 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
         return {
           identity: { pid: 10_000 + index, startTime: index },
           backlog: [],
-          lines: Stream.concat(Stream.fromIterable(run.lines ?? [READY_LINE]), Stream.fromEffectDrain(Deferred.await(exit))),
+          lines: Stream.concat(
+            Stream.fromEffectDrain(Effect.sleep(run.linesAfter ?? 0)),
+            Stream.concat(Stream.fromIterable(run.lines ?? [READY_LINE]), Stream.fromEffectDrain(Deferred.await(exit)))
+          ),
           exit: Deferred.await(exit),
           exited: Deferred.isDone(exit),
           send: (line: string) =>
@@ -63,11 +77,33 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
               }
             }),
           usage: Effect.succeed({ memoryBytes: 512 * 1024 * 1024, cpuSeconds: 3 }),
-          oomKills: Effect.sync(() => (run.oomKills === undefined ? null : run.oomKills[oomReads++ === 0 ? 0 : 1]))
+          oomKills: Effect.sync(() => (run.oomKills === undefined ? null : run.oomKills[oomReads++ === 0 ? 0 : 1])),
+          oomSource: { scope: "own" as const, file: "memory.events" }
         }
       }),
-    attach: () => Effect.succeed(Option.none()),
-    portAccepting: () => Effect.succeed(false)
+    attach: (identity) =>
+      Effect.gen(function*() {
+        if (options.attachable !== true) return Option.none()
+        log.attaches.push(identity.pid)
+        const exit = yield* Deferred.make<ProcessExit>()
+        const finish = (e: ProcessExit) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
+        return Option.some({
+          identity,
+          backlog: [READY_LINE],
+          lines: Stream.fromEffectDrain(Deferred.await(exit)),
+          exit: Deferred.await(exit),
+          exited: Deferred.isDone(exit),
+          send: (line: string) => (line === "stop" ? Effect.as(finish({ exitCode: null, signal: null }), true) : Effect.succeed(true)),
+          signalGroup: (signal: NodeJS.Signals) => (signal === "SIGKILL" || signal === "SIGTERM" ? finish({ exitCode: null, signal: null }) : Effect.void),
+          usage: Effect.succeed({ memoryBytes: 256 * 1024 * 1024, cpuSeconds: 1 }),
+          oomKills: Effect.succeed(null),
+          oomSource: { scope: "own" as const, file: "memory.events" }
+        })
+      }),
+    isAlive: () => Effect.succeed(options.attachable === true),
+    portAccepting: () => Effect.succeed(false),
+    cgroup: { mode: "own-v2", path: "/sys/fs/cgroup/fake/zlh-game", memoryMax: null, note: null },
+    consoleNote: (line: string) => Effect.sync(() => void log.notes.push(line))
   }))
   return { layer, log }
 }

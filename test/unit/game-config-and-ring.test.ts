@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option } from "effect"
 import { gameSettingsConfig, MINECRAFT_READY_PATTERN } from "../../agent/game/game-config.ts"
 import { LogRing } from "../../agent/game/log-ring.ts"
-import { parseStat } from "../../agent/game/proc.ts"
+import { parseStat } from "../../agent/process/proc.ts"
 
 const parse = (env: Record<string, string>) =>
   Effect.runSync(Effect.result(gameSettingsConfig.parse(ConfigProvider.fromEnvRecord(env))))

@@ -1,58 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, References, Stream } from "effect"
+import { Effect, Logger, References } from "effect"
 import { TestClock } from "effect/testing"
-import type { AgentState, AgentStatus } from "../../schemas/agent-status.ts"
-import { GameConfig } from "../../agent/game/game-config.ts"
-import { type PersistedGameState, GameStateFile } from "../../agent/game/game-state-file.ts"
+import type { AgentState } from "../../schemas/agent-status.ts"
 import { GameSupervisor } from "../../agent/game/game-supervisor.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
-import { type FakeRun, fakeLauncher, READY_LINE } from "../support/game-fake-launcher.ts"
-import { gameSettings } from "../support/game-settings.ts"
-
-/**
- * The crash-simulation harness: the real GameSupervisor, StatusStore and restart policy with a scripted
- * launcher on the TestClock. Settings are the code's defaults unless a test overrides one, so changing a
- * back-off number in the code fails these tests.
- */
-const harness = (script: ReadonlyArray<FakeRun>, env: Record<string, string> = {}, persisted?: PersistedGameState) => {
-  const fake = fakeLauncher(script)
-  const layer = GameSupervisor.layer.pipe(
-    Layer.provideMerge(Layer.mergeAll(
-      StatusStore.inMemory(100, "/srv/game"),
-      GameStateFile.inMemory(persisted),
-      fake.layer,
-      GameConfig.make(gameSettings(env))
-    ))
-  )
-  return { layer, log: fake.log }
-}
-
-/** Lets every runnable fiber run until it suspends (no time passes). */
-const settle = Effect.gen(function*() {
-  for (let i = 0; i < 100; i++) yield* Effect.yieldNow
-})
-
-const s = (seconds: number) => seconds * 1000
-const iso = (millis: number) => new Date(millis).toISOString()
-
-/** Every status the store publishes from now on; `states()` collapses repeats (resource samples). */
-const watch = Effect.gen(function*() {
-  const store = yield* StatusStore
-  const seen: Array<AgentStatus> = []
-  yield* store.changes.pipe(Stream.runForEach((x) => Effect.sync(() => seen.push(x))), Effect.forkScoped)
-  yield* settle
-  return {
-    seen,
-    states: () => seen.map((x) => x.state).filter((st, i, all) => i === 0 || all[i - 1] !== st)
-  }
-})
-
-const startAndSettle = Effect.gen(function*() {
-  const supervisor = yield* GameSupervisor
-  yield* supervisor.power("start")
-  yield* settle
-  yield* supervisor.idle
-})
+import { READY_LINE } from "../support/game-fake-launcher.ts"
+import { harness, iso, s, settle, startAndSettle, watch } from "../support/game-supervisor-harness.ts"
 
 const crashCycle: ReadonlyArray<AgentState> = ["starting", "running", "crashed", "backoff"]
 
@@ -83,7 +36,9 @@ describe("game supervisor back-off (TestClock + scripted launcher)", () => {
           logTail: undefined,
           classification: "nonzero_exit",
           evidence: "exit code 1",
-          earlyExit: true
+          earlyExit: true,
+          readyAfterMs: 0,
+          rule: "exit-code-nonzero"
         }
       )
       assert.deepStrictEqual(backingOff.lastCrash?.logTail, [READY_LINE])
@@ -227,12 +182,15 @@ describe("game supervisor back-off (TestClock + scripted launcher)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("starting becomes running only on the readiness line", () => {
+  it.effect("starting becomes running only on the readiness line (until GAME_READY_TIMEOUT)", () => {
     const { layer } = harness([{ lifetime: "forever", lines: ["[main/INFO]: Loading libraries, please wait..."] }])
     return Effect.gen(function*() {
       yield* startAndSettle
-      yield* TestClock.adjust("10 minutes")
-      assert.strictEqual((yield* (yield* StatusStore).get).state, "starting")
+      yield* TestClock.adjust("599999 millis")
+      const waiting = yield* (yield* StatusStore).get
+      assert.strictEqual(waiting.state, "starting")
+      assert.strictEqual(waiting.game?.readiness, "waiting")
+      assert.deepStrictEqual(waiting.resources, { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 })
       assert.deepStrictEqual(yield* (yield* GameSupervisor).logs(10), ["[main/INFO]: Loading libraries, please wait..."])
     }).pipe(Effect.provide(layer))
   })
