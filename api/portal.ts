@@ -55,7 +55,8 @@ export const portalRoutes = (options: PortalOptions = {}): Hono => {
     "Cache-Control": "no-store",
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    // Not no-referrer: that also blanks the Origin of the IDE hand-over's form POST, which the API checks.
+    "Referrer-Policy": "strict-origin",
     "X-Frame-Options": "DENY"
   })
 

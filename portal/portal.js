@@ -2,9 +2,8 @@
 //
 // Rules it follows:
 // - the user token lives in sessionStorage and goes out only as `Authorization: Bearer`;
-// - the IDE token is fetched on click and only ever placed in the new tab's first URL, which the API's
-//   proxy exchanges for a session cookie and redirects away from; it never enters this page's URL,
-//   history or console;
+// - the IDE token is fetched on click and handed over in a form POST into a new tab without opener
+//   (see openIde); it never enters any URL, history or console, and the IDE tab cannot reach this page;
 // - live state comes from `GET /api/servers/:id/events` (server-sent events read with fetch so the
 //   bearer stays in a header); when the stream is unavailable the page polls `/status` instead.
 
@@ -426,21 +425,28 @@ const readEvents = async (entry, signal) => {
 
 const openIde = async (id) => {
   clearErrors()
-  // Open the tab synchronously inside the click so popup blockers allow it, then point it at the IDE.
-  const tab = window.open("", "_blank")
   try {
-    const { url } = await api("POST", `/api/dev/${encodeURIComponent(id)}/ide-token`)
-    const target = new URL(url, location.origin)
-    if (tab) {
-      tab.opener = null
-      tab.location.replace(target.href)
-    } else {
-      // Popup refused: a same-tab navigation still keeps the token out of this page's history entry.
-      location.assign(target.href)
-    }
+    const { token, exchange } = await api("POST", `/api/dev/${encodeURIComponent(id)}/ide-token`)
+    // Hand the token over in a form POST into a new top-level tab with no opener: the token never
+    // appears in an address bar or history, and the IDE tab shares nothing with this page (no
+    // window.opener, no copy of this tab's sessionStorage, where the user token lives). In host mode
+    // the form goes to the IDE's own origin; the API accepts it because it comes from this origin.
+    const form = document.createElement("form")
+    form.method = "post"
+    form.action = new URL(exchange.action, location.origin).href
+    form.target = "_blank"
+    form.rel = "noopener"
+    form.hidden = true
+    const field = document.createElement("input")
+    field.type = "hidden"
+    field.name = exchange.field
+    field.value = token
+    form.append(field)
+    document.body.append(form)
+    form.submit()
+    form.remove()
     say(`Opened the IDE of server ${id} in a new tab.`)
   } catch (e) {
-    if (tab) tab.close()
     fail(`Could not open the IDE of server ${id}: ${describeError(e)}`)
   }
 }
