@@ -6,21 +6,19 @@
  *                           [--server-id 100] [--vmid 100] [--user user-1] [--exit-with-stdin]
  *
  * It registers `server:<id>` (kind dev, owned by the user) → 127.0.0.1:<upstream> under its own Redis key
- * prefix, serves the real API (`startApiServer(deps, { port })` from api/server.ts; until that lands, the
- * IDE edge alone: a Hono app with `ideRoutes` at /api/dev on `createIdeAwareServer`), and prints one JSON
- * line (`ApiInfo` from bench/lib.ts). Secrets are random per run. SIGTERM: stop, delete its keys, exit.
+ * prefix with an agent status that says code-server runs (fresh for a day), serves the real API
+ * (`startApiServer(deps, { port })` from api/server.ts), and prints one JSON line (`ApiInfo` from
+ * bench/lib.ts). Secrets are random per run. SIGTERM: stop, delete its keys, exit.
  * With `--exit-with-stdin`, a line `mem` on stdin is answered with one JSON line of memoryUsage().
  */
 import { randomBytes } from "node:crypto"
-import { existsSync } from "node:fs"
-import type { Server } from "node:http"
-import { join } from "node:path"
-import { Hono } from "hono"
 import { Redis } from "ioredis"
 import pino from "pino"
 import type { ApiConfig, ApiDeps } from "../api/deps.ts"
-import { ApiError } from "../api/errors.ts"
 import { createPubSubHub } from "../api/pubsub.ts"
+import { createRedisClients } from "../api/redis.ts"
+import { startApiServer } from "../api/server.ts"
+import { initialAgentStatus } from "../schemas/agent-status.ts"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import type { ApiInfo } from "./lib.ts"
 
@@ -44,15 +42,8 @@ const keys = makeRedisKeys(prefix)
 const userSecret = randomBytes(32).toString("hex")
 const ideSecret = randomBytes(32).toString("hex")
 
-// The production Redis clients (api/redis.ts: fail fast while Redis is away, reconnect forever) when
-// they exist; otherwise clients that reconnect forever with a short back-off.
-const fallbackOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: true, retryStrategy: (n: number) => Math.min(50 * n, 500) }
-const redisModule = join(import.meta.dirname, "..", "api", "redis.ts")
-type CreateRedisClients = (url: string, logger: pino.Logger) => { redis: Redis; subscriber: Redis }
-const created = existsSync(redisModule) ? ((await import(redisModule)) as { createRedisClients?: CreateRedisClients }).createRedisClients : undefined
 const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" })
-const { redis, subscriber } =
-  created !== undefined ? created(redisUrl, logger) : { redis: new Redis(redisUrl, fallbackOptions), subscriber: new Redis(redisUrl, fallbackOptions) }
+const { redis, subscriber } = createRedisClients(redisUrl, logger)
 redis.on("error", () => undefined)
 subscriber.on("error", () => undefined)
 
@@ -66,6 +57,8 @@ await setup.hset(keys.server(serverId), {
   idePort: String(upstreamPort),
   agentPort: "18888"
 })
+const status = { ...initialAgentStatus(vmid, "/opt/zlh/server", new Date(Date.now() + 24 * 3600_000)), state: "running" as const, codeServerInstalled: true, codeServerRunning: true }
+await setup.set(keys.agent(vmid), JSON.stringify(status))
 setup.disconnect()
 await new Promise<void>((resolve) => (redis.status === "ready" ? resolve() : redis.once("ready", () => resolve())))
 
@@ -84,56 +77,10 @@ const config: ApiConfig = {
 }
 const deps: ApiDeps = { config, redis, pubsub: createPubSubHub(subscriber), keys, now: () => Date.now(), logger }
 
-let server: Server
-let mode: ApiInfo["mode"]
-let close: () => Promise<void>
-
-type StartApiServer = (deps: ApiDeps, options: { port: number; host?: string }) => unknown
-const serverModule = join(import.meta.dirname, "..", "api", "server.ts")
-const loaded = existsSync(serverModule) ? ((await import(serverModule)) as { startApiServer?: StartApiServer }) : {}
-
-const serverOf = (handle: unknown): Server | undefined => {
-  if (handle === null || typeof handle !== "object") return undefined
-  const h = handle as { server?: unknown; address?: unknown }
-  if (typeof h.address === "function") return handle as Server
-  if (h.server !== null && typeof h.server === "object" && typeof (h.server as { address?: unknown }).address === "function") return h.server as Server
-  return undefined
-}
-
-if (typeof loaded.startApiServer === "function") {
-  mode = "startApiServer"
-  const handle = await Promise.resolve(loaded.startApiServer(deps, { port: wantedPort, host: "127.0.0.1" }))
-  const s = serverOf(handle)
-  if (s === undefined) throw new Error("serve-api: startApiServer returned no recognisable server")
-  server = s
-  if (!server.listening) await new Promise<void>((resolve) => server.once("listening", () => resolve()))
-  const h = handle as { close?: () => Promise<void> | void; stop?: () => Promise<void> | void }
-  close = async () => {
-    if (typeof h.close === "function") await h.close()
-    else if (typeof h.stop === "function") await h.stop()
-    else await new Promise((r) => server.close(r))
-  }
-} else {
-  mode = "ide-edge"
-  const { ideRoutes } = await import("../api/ide/routes.ts")
-  const { createIdeAwareServer } = await import("../api/ide/node-server.ts")
-  const { disposeIdeRuntime } = await import("../api/ide/runtime.ts")
-  const app = new Hono()
-  app.onError((err, c) => {
-    if (err instanceof ApiError) return c.json(err.toBody(), err.status, err.headers)
-    return c.json({ error: { code: "internal_error", message: "internal error" } }, 500)
-  })
-  app.route("/api/dev", ideRoutes(deps))
-  const composed = createIdeAwareServer((req, env) => app.fetch(req, env), deps)
-  server = composed.server
-  await new Promise<void>((resolve) => server.listen(wantedPort, "127.0.0.1", () => resolve()))
-  close = async () => {
-    disposeIdeRuntime(deps)
-    composed.ide.detach()
-    server.closeAllConnections()
-    await new Promise((r) => server.close(r))
-  }
-}
+const api = await startApiServer(deps, { port: wantedPort, host: "127.0.0.1" })
+const server = api.server
+const close = () => api.close()
+const mode: ApiInfo["mode"] = "startApiServer"
 
 const addr = server.address()
 const port = typeof addr === "object" && addr !== null ? addr.port : 0
