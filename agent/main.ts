@@ -29,6 +29,7 @@ import { CatalogClient } from "./install/catalog-client.ts"
 import { Installer } from "./install/installer.ts"
 import { Provisioner } from "./provision/provisioner.ts"
 import { AgentLogger } from "./log/logger.ts"
+import { shutdownTeardown } from "./process/shutdown-teardown.ts"
 import { RedisStatusStore } from "./status/redis-status-store.ts"
 
 /** Every route and the router-wide auth (registrations only: what they need is provided below). */
@@ -101,4 +102,5 @@ const main = Effect.gen(function*() {
   )
 )
 
-if (import.meta.main) NodeRuntime.runMain(main)
+// SIGTERM/SIGINT: graceful shutdown, exit 0 (agent/process/shutdown-teardown.ts)
+if (import.meta.main) NodeRuntime.runMain(main, { teardown: shutdownTeardown })

@@ -94,6 +94,13 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
     Effect.forever,
     Effect.forkScoped
   )
+  // Last finalizer before the client quits (finalizers run in reverse): whatever changed while the agent
+  // was shutting down (the game's final `stopped`) is written and published, not left as `stopping`.
+  yield* Effect.addFinalizer(() =>
+    Effect.gen(function*() {
+      if ((yield* Ref.get(unpublished)).length > 0 || (yield* Ref.get(missedPublish))) yield* writeOnce
+    }).pipe(Effect.timeoutOption("3 seconds"), Effect.ignore)
+  )
 
   const update = (f: (current: AgentStatus) => AgentStatus) =>
     Effect.gen(function*() {

@@ -7,6 +7,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer, Schedule } from "effect"
 import { GameConfig } from "../../agent/game/game-config.ts"
 import { GameServicesLive } from "../../agent/game/index.ts"
+import { shutdownTeardown } from "../../agent/process/shutdown-teardown.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
 
 const Reporter = Layer.effectDiscard(Effect.gen(function*() {
@@ -31,4 +32,4 @@ const Main = Layer.mergeAll(GameServicesLive, Reporter).pipe(
   Layer.provideMerge(StatusStore.inMemory(vmid, process.env.SERVER_ROOT ?? "/opt/zlh/server"))
 )
 
-Layer.launch(Main).pipe(NodeRuntime.runMain)
+NodeRuntime.runMain(Layer.launch(Main), { teardown: shutdownTeardown })
