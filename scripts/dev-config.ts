@@ -18,6 +18,8 @@ export interface DevStackConfig {
   readonly redisUrl: string
   readonly apiPort: number
   readonly publicOrigin: string
+  /** Per-server IDE origins (host mode, the default here); empty: path mode (`/api/dev/<id>/ide/`). */
+  readonly ideOriginTemplate: string
   readonly artifactPort: number
   readonly devAgentPort: number
   readonly gameAgentPort: number
@@ -87,6 +89,8 @@ export const readDevConfig = (env: NodeJS.ProcessEnv = process.env): { config: D
     redisUrl: env["REDIS_URL"] || "redis://127.0.0.1:6379",
     apiPort,
     publicOrigin: env["PUBLIC_ORIGIN"] || `http://127.0.0.1:${apiPort}`,
+    // Chromium and Firefox resolve *.localhost to loopback: every IDE gets its own origin on this machine too.
+    ideOriginTemplate: env["IDE_ORIGIN_TEMPLATE"] ?? `http://{id}.ide.localhost:${apiPort}`,
     artifactPort: int(env, "ZLH_DEV_ARTIFACT_PORT", 8790, problems),
     devAgentPort,
     gameAgentPort: int(env, "ZLH_DEV_GAME_AGENT_PORT", devAgentPort + 1, problems),

@@ -215,6 +215,7 @@ const startApi = async (c: DevStackConfig, redisUrl: string): Promise<Managed> =
     AUTH_JWT_SECRET: c.secrets.authJwt,
     AGENT_TOKEN_SECRET: c.secrets.agentToken,
     PUBLIC_ORIGIN: c.publicOrigin,
+    IDE_ORIGIN_TEMPLATE: c.ideOriginTemplate,
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
     ZLH_DEV_STATE_FILE: stateFile
   }, true)
@@ -454,6 +455,7 @@ const main = async () => {
   say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game)`)
   console.log("")
   console.log(`  portal      ${cfg.publicOrigin}/portal/`)
+  console.log(`  IDE         ${cfg.ideOriginTemplate === "" ? `${cfg.publicOrigin}/api/dev/${cfg.devVmid}/ide/ (path mode)` : `${cfg.ideOriginTemplate.replace("{id}", String(cfg.devVmid))}/ (its own origin; open it from the portal)`}`)
   console.log(`  demo token  ${demoToken}`)
   console.log(`              (user "${cfg.owner}", valid 12 h: paste it into the portal's sign-in box)`)
   console.log(`  API         ${cfg.publicOrigin}   logs: ${cfg.logsDir}`)

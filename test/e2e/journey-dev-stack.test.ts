@@ -104,7 +104,8 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
         ])
         pages.push(ide)
         ide.on("console", (m) => consoleLines.push(`[ide ${m.type()}] ${m.text()}`))
-        await ide.waitForURL(/\/api\/dev\/100\/ide\//, { timeout: STEP })
+        // npm run dev serves every IDE on its own origin (host mode).
+        await ide.waitForURL(/^http:\/\/100\.ide\.localhost:\d+\/(\?|$)/, { timeout: STEP })
         expect(ide.url()).not.toContain("token=")
         await until("the Explorer row hello.txt", ide, async () =>
           (await ide.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
