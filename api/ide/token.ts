@@ -11,7 +11,7 @@ const decodeClaims = Schema.decodeUnknownExit(IdeTokenClaims)
 
 export const ideTokenKey = (secret: string): Uint8Array => new TextEncoder().encode(secret)
 
-/** Mints the 300 s IDE token of CONTRACTS.md. `nowMs` comes from the app's clock. */
+/** Mints the 300 s IDE token (claims in api/ide/README.md). `nowMs` comes from the app's clock. */
 export const signIdeToken = async (
   key: Uint8Array,
   input: { userId: string; vmid: number; nowMs: number; ttlSeconds?: number }
