@@ -27,7 +27,9 @@ const Reporter = Layer.effectDiscard(Effect.gen(function*() {
 }))
 
 const vmid = Number(process.env.AGENT_VMID ?? "100")
-const Main = Layer.mergeAll(GameServicesLive, Reporter).pipe(
+// The reporter starts once the supervisor is built: what it prints first is what the agent publishes first.
+const Main = Reporter.pipe(
+  Layer.provideMerge(GameServicesLive),
   Layer.provideMerge(GameConfig.layer),
   Layer.provideMerge(StatusStore.inMemory(vmid, process.env.SERVER_ROOT ?? "/opt/zlh/server"))
 )
