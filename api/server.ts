@@ -13,6 +13,7 @@ import type { ApiDeps } from "./deps.ts"
 import { clientErrorResponse, rawJsonResponse } from "../schemas/errors.ts"
 import { createApp } from "./app.ts"
 import { errorBody } from "./errors.ts"
+import { endRawSocket } from "./ide/error-response.ts"
 import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
 import { closeEventStreams } from "./routes/servers.ts"
 
@@ -76,6 +77,12 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
       if (!ide.handleRequest(req, res)) void hono(req, res)
     }
   )
+  // Every connection, upgraded ones included (Node's closeAllConnections no longer sees those).
+  const sockets = new Set<Socket>()
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket)
+    socket.once("close", () => sockets.delete(socket))
+  })
   server.setTimeout(limits.idleTimeout, (socket: Socket) => socket.destroy())
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
@@ -85,7 +92,7 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
   server.on("upgrade", (req, socket: Socket, head: Buffer) => {
     if (ide.handleUpgrade(req, socket, head)) return
     socket.on("error", () => undefined)
-    socket.end(rawJsonResponse(404, errorBody("not_found", "no WebSocket endpoint at this path")), "latin1")
+    endRawSocket(socket, Buffer.from(rawJsonResponse(404, errorBody("not_found", "no WebSocket endpoint at this path")), "latin1"))
   })
 
   await new Promise<void>((resolve, reject) => {
@@ -114,6 +121,7 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
       if (outcome === "timeout") {
         deps.logger.warn({ drainTimeoutMs }, "in-flight requests did not finish in time; closing their connections")
         server.closeAllConnections()
+        for (const socket of sockets) socket.destroy()
         await closed
       }
       await ide.dispose()

@@ -65,10 +65,23 @@ export const sendRedirect = (res: ServerResponse, status: 303 | 308, location: s
   res.end()
 }
 
+const CLOSE_GRACE_MS = 5_000
+
+/**
+ * Ends a raw socket after `last` and closes it for good: whatever the browser still sends is read and
+ * dropped (never forwarded), and a peer that never closes its side is cut after 5 s.
+ */
+export const endRawSocket = (socket: Duplex, last?: string | Buffer): void => {
+  if (socket.destroyed) return
+  if (last === undefined) socket.end()
+  else socket.end(last)
+  socket.resume()
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref()
+}
+
 /** Refuses an upgrade on the raw socket with the contract's JSON, then closes it. */
 export const refuseUpgrade = (socket: Duplex, error: ApiError): void => {
-  if (socket.destroyed) return
-  socket.end(rawJsonResponse(error.status, error.toBody(), { ...SECURITY_HEADERS, ...error.headers }), "latin1")
+  endRawSocket(socket, Buffer.from(rawJsonResponse(error.status, error.toBody(), { ...SECURITY_HEADERS, ...error.headers }), "latin1"))
 }
 
 export { escapeHtml }

@@ -12,7 +12,7 @@ import { ApiError } from "../errors.ts"
 import { IDE_COOKIE_NAMES, withoutIdeCookies } from "./session-cookie.ts"
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization", "http2-settings"])
-/** Never forwarded upstream: hop-by-hop, our credentials, forwarding headers we set ourselves, and `Expect` (Node answered the 100). */
+/** Never forwarded upstream: hop-by-hop, our credentials, forwarding headers (any `X-Forwarded-*` too), and `Expect` (Node answered the 100). */
 const DROP_REQUEST = new Set([...HOP_BY_HOP, "authorization", "forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "expect"])
 /** Headers that frame or route a message: `Connection` may never name them. */
 const FRAMING = new Set(["content-length", "transfer-encoding", "host"])
@@ -99,7 +99,7 @@ export const upstreamRequestHeaders = (raw: ReadonlyArray<string>, info: Forward
       priorXff = priorXff === undefined ? value : `${priorXff}, ${value}`
       continue
     }
-    if (DROP_REQUEST.has(lower) || (listed !== undefined && listed.has(lower))) continue
+    if (DROP_REQUEST.has(lower) || lower.startsWith("x-forwarded-") || (listed !== undefined && listed.has(lower))) continue
     if (upgrade && lower === "content-length") continue
     out.push(name, value)
   }

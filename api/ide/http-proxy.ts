@@ -36,7 +36,7 @@ const upstreamError = (error: Error & { code?: string }): ApiError => {
   if (error instanceof ApiError) return error
   const code = error.code ?? ""
   if (code === "UND_ERR_HEADERS_TIMEOUT") return new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time")
-  if (code.startsWith("HPE_") || BAD_RESPONSE.has(code) || error.message === "bad upgrade" || error.message === "bad response") {
+  if (error.name === "HTTPParserError" || code.startsWith("HPE_") || BAD_RESPONSE.has(code) || error.message === "bad upgrade" || error.message === "bad response") {
     return new ApiError(502, "ide_upstream_bad_response", `the IDE sent a response the proxy will not relay (${error.message})`)
   }
   return new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${code === "" ? error.message : code})`)
@@ -44,6 +44,8 @@ const upstreamError = (error: Error & { code?: string }): ApiError => {
 
 class IdeExchange implements Dispatcher.DispatchHandler {
   private controller: Controller | undefined
+  /** code-server's status and headers, written with the first body bytes (a body that breaks at once is still a clean 502). */
+  private head: { status: number; headers: Array<string> } | undefined
   private bytes = 0
   private retried = false
   private readonly started = performance.now()
@@ -86,15 +88,24 @@ class IdeExchange implements Dispatcher.DispatchHandler {
     const raw = controller.rawHeaders ?? []
     const strings = new Array<string>(raw.length)
     for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString("latin1")
-    this.res.writeHead(statusCode, downstreamResponseHeaders(strings, { publicBase: this.target.publicBase }))
+    this.head = { status: statusCode, headers: downstreamResponseHeaders(strings, { publicBase: this.target.publicBase }) }
+  }
+
+  private writeHead(): void {
+    const head = this.head
+    if (head === undefined) return
+    this.head = undefined
+    this.res.writeHead(head.status, head.headers)
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
+    if (this.head !== undefined) this.writeHead()
     this.bytes += chunk.length
     if (!this.res.write(chunk)) controller.pause()
   }
 
   onResponseEnd(): void {
+    if (this.head !== undefined) this.writeHead()
     this.res.end()
     metrics.ideRequests.inc({ outcome: "proxied" })
     this.accessLog(this.req, this.target.serverId, this.res.statusCode, this.bytes, this.started)
@@ -105,6 +116,7 @@ class IdeExchange implements Dispatcher.DispatchHandler {
     if (res.destroyed) return
     // A pooled keep-alive connection code-server had already closed (e.g. it restarted): retry a
     // bodiless GET/HEAD once on a fresh connection instead of answering 502.
+    this.head = undefined
     if (!this.retried && !this.hasBody && !res.headersSent && (req.method === "GET" || req.method === "HEAD") && RETRYABLE.has(error.code ?? "")) {
       this.retried = true
       this.dispatch()

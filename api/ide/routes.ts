@@ -6,7 +6,7 @@
  *   replica and closes its open IDE WebSockets (portal user auth; owner or admin). Answers 200
  *   `{ serverId, revokedBefore }` (ISO-8601).
  */
-import { Hono } from "hono"
+import { Hono, type Context } from "hono"
 import { assertCanManage, requireUser } from "../auth/user.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
@@ -26,7 +26,8 @@ export const ideRoutes = (deps: ApiDeps, revocations: Revocations): Hono => {
     return c.json({ serverId: id, revokedBefore: new Date(before).toISOString() }, 200, { "cache-control": "no-store" })
   })
 
-  const needsNode = () => {
+  const needsNode = (c: Context) => {
+    assertServerId(c.req.param("id") ?? "")
     throw new ApiError(501, "ide_proxy_needs_node", "the IDE proxy runs on the Node server only (api/server.ts)")
   }
   app.all("/:id/ide", needsNode)

@@ -12,7 +12,7 @@
 import { request as httpRequest, STATUS_CODES, type IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import { ApiError } from "../errors.ts"
-import { refuseUpgrade } from "./error-response.ts"
+import { endRawSocket, refuseUpgrade } from "./error-response.ts"
 import { downstreamResponseHeaders } from "./header-policy.ts"
 import type { OpenWebSockets } from "./open-websockets.ts"
 
@@ -106,7 +106,7 @@ const relayRefusal = (client: Socket, res: IncomingMessage, publicBase: string):
     if (!client.write(chunk)) res.pause()
   })
   client.on("drain", () => res.resume())
-  res.on("end", () => client.end())
+  res.on("end", () => endRawSocket(client))
   res.on("error", () => client.destroy())
   client.on("close", () => res.destroy())
 }
@@ -228,7 +228,7 @@ const bridge = (open: OpenWebSockets, client: Socket, upstream: Socket, clientHe
   client.on("drain", () => upstream.resume())
   upstream.on("drain", () => client.resume())
   upstream.on("close", () => {
-    if (!client.destroyed && !detached) client.end()
+    if (!detached) endRawSocket(client)
   })
   client.on("close", () => {
     closed = true

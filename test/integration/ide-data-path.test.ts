@@ -266,4 +266,15 @@ describe("IDE data path", () => {
     const ms = await closed(idle, 5_000)
     expect(ms).toBeGreaterThanOrEqual(500)
   })
+
+  it("closes a refused upgrade's connection itself, even when the client never closes its side", async () => {
+    const s = await open(api)
+    s.write("GET /api/dev/100/ide/socket HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+    const [refused] = await readResponses(s, 1)
+    expect(refused!.status).toBe(401)
+    // The client neither reads to the end nor closes: the API cuts it (5 s grace), and /after never reached code-server.
+    s.pause()
+    expect(await closed(s, 8_000)).toBeLessThan(7_000)
+    expect(upstream.requests.some((r) => r.url === "/after")).toBe(false)
+  })
 })
