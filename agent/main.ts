@@ -11,7 +11,7 @@
  * A bad environment stops start-up with one line per problem on stderr and exit code 1.
  */
 import { createServer } from "node:http"
-import { clientErrorResponse } from "../schemas/errors.ts"
+import { clientErrorResponse } from "../wire/raw-http.ts"
 import { checkConfigFields } from "./config-check.ts"
 import { devSettingsFields } from "./dev/dev-config.ts"
 import { gameSettingsFields } from "./game/game-config.ts"

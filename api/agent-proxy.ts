@@ -4,7 +4,7 @@ import { limitBody } from "./body-limit.ts"
 import { ApiError } from "./errors.ts"
 import { loadServer } from "./registry.ts"
 import { assertCanManage, requireUser } from "./auth/user.ts"
-import { signAgentCall } from "../agent/auth/agent-token.ts"
+import { signAgentCall } from "../schemas/agent-call-token.ts"
 
 /** `{ "action": "restart" }` and a little room: anything bigger is not a power action. */
 const MAX_ACTION_BODY_BYTES = 4 * 1024

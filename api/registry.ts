@@ -2,14 +2,14 @@ import type { Redis } from "ioredis"
 import { Schema } from "effect"
 import { formatIssues, schemaIssues } from "../schemas/errors.ts"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
-import { ServerId, ServerRecordFromHash, type ServerRecord } from "../schemas/server-record.ts"
+import { SERVER_ID_RULE, ServerId, ServerRecordFromHash, type ServerRecord } from "../schemas/server-record.ts"
 import { ApiError } from "./errors.ts"
 
 const isServerId = Schema.is(ServerId)
 const decodeRecord = Schema.decodeUnknownExit(ServerRecordFromHash)
 
 export const assertServerId = (id: string): string => {
-  if (!isServerId(id)) throw new ApiError(400, "invalid_server_id", "server id must be 1-64 characters of [A-Za-z0-9_-]")
+  if (!isServerId(id)) throw new ApiError(400, "invalid_server_id", SERVER_ID_RULE)
   return id
 }
 

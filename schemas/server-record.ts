@@ -1,8 +1,11 @@
 import { Schema } from "effect"
 
-export const ServerId = Schema.String.check(
-  Schema.isPattern(/^[A-Za-z0-9_-]{1,64}$/, { message: "server id must be 1-64 of [A-Za-z0-9_-]" })
-)
+/** A server id, the one pattern everything checks against (`{1,64}` of `[A-Za-z0-9_-]`). */
+export const SERVER_ID_CHARS = "[A-Za-z0-9_-]{1,64}"
+export const SERVER_ID_PATTERN = new RegExp(`^${SERVER_ID_CHARS}$`)
+export const SERVER_ID_RULE = "server id must be 1-64 characters of [A-Za-z0-9_-]"
+
+export const ServerId = Schema.String.check(Schema.isPattern(SERVER_ID_PATTERN, { message: SERVER_ID_RULE }))
 
 export const ServerKind = Schema.Literals(["dev", "game"])
 export type ServerKind = typeof ServerKind.Type

@@ -1,5 +1,14 @@
 import { Schema } from "effect"
 
+/**
+ * The project's token names, written once: every token the API mints says `iss: "zlh-api"`; the
+ * audience says who may accept it (an IDE token: the API's IDE proxy; an agent call: an agent).
+ * docs/contracts.md "Tokens" lists the claims of each.
+ */
+export const TOKEN_ISSUER = "zlh-api"
+export const IDE_TOKEN_AUDIENCE = "zlh-ide"
+export const AGENT_CALL_AUDIENCE = "zlh-agent"
+
 export const IDE_TOKEN_TTL_SECONDS = 300
 export const AGENT_TOKEN_MAX_TTL_SECONDS = 60
 
@@ -11,8 +20,8 @@ export const IdeTokenClaims = Schema.Struct({
   jti: Schema.NonEmptyString,
   iat: Schema.Int,
   exp: Schema.Int,
-  iss: Schema.Literal("zlh-api"),
-  aud: Schema.Literal("zlh-ide")
+  iss: Schema.Literal(TOKEN_ISSUER),
+  aud: Schema.Literal(IDE_TOKEN_AUDIENCE)
 })
 export type IdeTokenClaims = typeof IdeTokenClaims.Type
 
@@ -21,8 +30,8 @@ export const AgentCallClaims = Schema.Struct({
   vmid: Schema.Int,
   iat: Schema.Int,
   exp: Schema.Int,
-  iss: Schema.Literal("zlh-api"),
-  aud: Schema.Literal("zlh-agent")
+  iss: Schema.Literal(TOKEN_ISSUER),
+  aud: Schema.Literal(AGENT_CALL_AUDIENCE)
 })
 export type AgentCallClaims = typeof AgentCallClaims.Type
 

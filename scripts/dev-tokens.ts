@@ -4,7 +4,7 @@
  * while setting them up (provision, installs, code-server start).
  */
 import { SignJWT } from "jose"
-import { signAgentCall } from "../agent/auth/agent-token.ts"
+import { signAgentCall } from "../schemas/agent-call-token.ts"
 
 const key = (secret: string) => new TextEncoder().encode(secret)
 

@@ -1,6 +1,6 @@
 import { Clock, Effect, Redacted } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { AgentTokenRejected, verifyAgentCall } from "../auth/agent-token.ts"
+import { AgentTokenRejected, verifyAgentCall } from "../../schemas/agent-call-token.ts"
 import { AgentConfig } from "../config.ts"
 import { errorResponse } from "./error-response.ts"
 

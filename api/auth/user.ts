@@ -11,6 +11,7 @@
  */
 import type { Context, MiddlewareHandler } from "hono"
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose"
+import { AGENT_CALL_AUDIENCE, IDE_TOKEN_AUDIENCE } from "../../schemas/tokens.ts"
 import type { ApiConfig, ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 
@@ -37,7 +38,7 @@ export interface RequireUserOptions {
 
 const REALM = 'realm="zlh"'
 /** Audiences of the project's other tokens: never accepted as a portal user token. */
-const FOREIGN_AUDIENCES = new Set(["zlh-ide", "zlh-agent"])
+const FOREIGN_AUDIENCES = new Set([IDE_TOKEN_AUDIENCE, AGENT_CALL_AUDIENCE])
 const ASYMMETRIC_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
 
 const quote = (s: string) => s.replace(/["\\]/g, "")

@@ -1,4 +1,3 @@
-export const ServerIdPattern = /^[A-Za-z0-9_-]{1,64}$/
 /** The IDE session cookie (HttpOnly, `Path=/api/dev/<id>/ide/`). */
 export const IDE_COOKIE_NAME = "zlh_ide"
 /** Default IDE session lifetime when the config does not say (12 h). */

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
-import { rawJsonResponse } from "../../schemas/errors.ts"
+import { rawJsonResponse } from "../../wire/raw-http.ts"
 import { ApiError } from "../errors.ts"
 
 /** Headers on everything the proxy answers itself. */

@@ -4,7 +4,7 @@
  * request target (never a URL-normalised one) so that nothing a client encodes can climb out of `/`
  * upstream or into another server's prefix.
  */
-import { ServerIdPattern } from "./constants.ts"
+import { SERVER_ID_CHARS, SERVER_ID_PATTERN, SERVER_ID_RULE } from "../../schemas/server-record.ts"
 
 export const IDE_ROUTE_PREFIX = "/api/dev/"
 
@@ -84,7 +84,7 @@ export const parseIdeTarget = (url: string): IdeTarget | undefined => {
   const query = q < 0 ? "" : url.slice(q + 1)
   const slash = path.indexOf("/", IDE_ROUTE_PREFIX.length)
   const serverId = path.slice(IDE_ROUTE_PREFIX.length, slash)
-  if (!ServerIdPattern.test(serverId)) return { kind: "invalid", serverId: undefined, message: "server id must be 1-64 characters of [A-Za-z0-9_-]" }
+  if (!SERVER_ID_PATTERN.test(serverId)) return { kind: "invalid", serverId: undefined, message: SERVER_ID_RULE }
   const sub = path.slice(slash + 4)
   if (sub === "") return { kind: "bare", serverId, query }
   return parseSubPath(serverId, sub, query, idePublicPrefix(serverId))
@@ -121,7 +121,7 @@ const parseSubPath = (serverId: string, sub: string, query: string, publicBase: 
 }
 
 /** Path mode's form exchange: `POST /api/dev/<id>/ide-session`; host mode's, on the IDE origin. */
-export const PATH_MODE_EXCHANGE = /^\/api\/dev\/([A-Za-z0-9_-]{1,64})\/ide-session(?:\?|$)/
+export const PATH_MODE_EXCHANGE = new RegExp(`^/api/dev/(${SERVER_ID_CHARS})/ide-session(?:\\?|$)`)
 export const HOST_MODE_EXCHANGE_PATH = "/_zlh/ide-session"
 
 /** Where the session cookie is scoped (and what the WS bridge checks). */

@@ -1,11 +1,8 @@
 import { Schema } from "effect"
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose"
 import { randomUUID } from "node:crypto"
-import { IDE_TOKEN_TTL_SECONDS, IdeTokenClaims } from "../../schemas/tokens.ts"
+import { IDE_TOKEN_AUDIENCE, IDE_TOKEN_TTL_SECONDS, IdeTokenClaims, TOKEN_ISSUER } from "../../schemas/tokens.ts"
 import { ApiError } from "../errors.ts"
-
-export const IDE_TOKEN_ISSUER = "zlh-api"
-export const IDE_TOKEN_AUDIENCE = "zlh-ide"
 
 const decodeClaims = Schema.decodeUnknownExit(IdeTokenClaims)
 
@@ -24,7 +21,7 @@ export const signIdeToken = async (
     jti: randomUUID(),
     iat,
     exp: iat + (input.ttlSeconds ?? IDE_TOKEN_TTL_SECONDS),
-    iss: IDE_TOKEN_ISSUER,
+    iss: TOKEN_ISSUER,
     aud: IDE_TOKEN_AUDIENCE
   }
   const token = await new SignJWT({ vmid: claims.vmid, type: claims.type })
@@ -45,7 +42,7 @@ export const verifyIdeToken = async (key: Uint8Array, token: string, nowMs: numb
   try {
     const verified = await jwtVerify(token, key, {
       algorithms: ["HS256"],
-      issuer: IDE_TOKEN_ISSUER,
+      issuer: TOKEN_ISSUER,
       audience: IDE_TOKEN_AUDIENCE,
       currentDate: new Date(nowMs),
       requiredClaims: ["sub", "jti", "iat", "exp"]

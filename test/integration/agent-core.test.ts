@@ -4,7 +4,7 @@ import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { Redis } from "ioredis"
 import * as tar from "tar"
-import { signAgentCall } from "../../agent/auth/agent-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { type ArtifactServer, startArtifactServer } from "../../scripts/artifact-server.ts"
 import { type BuildResult, buildArtifacts } from "../../scripts/build-artifacts.ts"
 import {

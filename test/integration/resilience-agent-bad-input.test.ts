@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { Redis } from "ioredis"
 import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { signAgentCall } from "../../agent/auth/agent-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { ErrorBody } from "../../schemas/errors.ts"
 import { NODE, ROOT, freePort, waitFor } from "../../bench/lib.ts"
 

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { signAgentCall } from "../../agent/auth/agent-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")

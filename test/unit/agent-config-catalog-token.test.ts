@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
-import { AgentTokenRejected, signAgentCall, verifyAgentCall } from "../../agent/auth/agent-token.ts"
+import { AgentTokenRejected, signAgentCall, verifyAgentCall } from "../../schemas/agent-call-token.ts"
 import { decodeAgentSettings } from "../../agent/config.ts"
 import { decodeCatalog, resolveInCatalog } from "../../agent/install/catalog-client.ts"
 import { escapeReason } from "../../agent/install/safe-tar.ts"

@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto"
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from "node:http"
 import { createServer as createNetServer, type Server as NetServer, type Socket } from "node:net"
-import { clientErrorResponse } from "../../../schemas/errors.ts"
+import { clientErrorResponse } from "../../../wire/raw-http.ts"
 import { Conn, type WireResponse } from "./wire.ts"
 
 export const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex")

@@ -1,14 +1,15 @@
 import { jwtVerify, SignJWT } from "jose"
 import { Schema } from "effect"
-import { AGENT_TOKEN_MAX_TTL_SECONDS, AgentCallClaims } from "../../schemas/tokens.ts"
+import { AGENT_CALL_AUDIENCE, AGENT_TOKEN_MAX_TTL_SECONDS, AgentCallClaims, TOKEN_ISSUER } from "./tokens.ts"
 
 /**
- * The bearer the API puts on every call to an agent (CONTRACTS.md "Agent calls"): HS256 with
+ * The bearer the API puts on every call to an agent (docs/contracts.md "Tokens"): HS256 with
  * AGENT_TOKEN_SECRET, `iss: "zlh-api"`, `aud: "zlh-agent"`, the target's `vmid`, lifetime ≤ 60 s.
- * Plain promises (no Effect) so the Hono API and the tests use it as it is.
+ * Both sides use this one module: the API signs (api/agent-proxy.ts), the agent verifies
+ * (agent/http/auth-middleware.ts). Plain promises (no Effect) so the Hono API uses it as it is.
  */
-export const AGENT_TOKEN_ISSUER = "zlh-api"
-export const AGENT_TOKEN_AUDIENCE = "zlh-agent"
+export const AGENT_TOKEN_ISSUER = TOKEN_ISSUER
+export const AGENT_TOKEN_AUDIENCE = AGENT_CALL_AUDIENCE
 /** The lifetime the signer uses unless told otherwise. */
 export const AGENT_TOKEN_DEFAULT_TTL_SECONDS = 30
 
