@@ -167,10 +167,16 @@ export const createIdeGateway = (deps: ApiDeps): IdeGateway => {
     if (req.method !== "POST") throw new ApiError(405, "method_not_allowed", "the IDE session exchange takes a POST", { headers: { allow: "POST" } })
     const site = req.headers["sec-fetch-site"]
     const origin = req.headers.origin
-    // Path mode: same-origin only. Host mode: the portal's origin or the IDE's own (its interstitial).
+    // Path mode: same-origin only. Host mode: the portal's origin or the IDE's own (its interstitial);
+    // other IDE origins are same-site, so there only the Origin itself can tell.
     const allowed = host ? [...ideOriginOf(serverId, true, undefined), ...(publicOrigin === undefined ? [] : [publicOrigin.origin])] : ideOriginOf(serverId, false, req.headers.host)
-    const browser = site !== undefined || origin !== undefined
-    const ok = !browser || (origin !== undefined && allowed.includes(origin) && (host || site === undefined || site === "same-origin"))
+    const originOk = origin !== undefined && allowed.includes(origin)
+    const ok =
+      site === undefined && origin === undefined // not a browser
+        ? true
+        : host
+          ? originOk
+          : (site === "same-origin" || site === undefined) && (origin === undefined || originOk)
     if (!ok) throw new ApiError(403, "ide_exchange_cross_site", "the IDE session exchange only accepts requests from the panel or the IDE itself")
     const form = await readForm(req)
     const token = form.get("token")

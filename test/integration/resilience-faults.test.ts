@@ -11,6 +11,7 @@
  *   the same API process.
  */
 import { Redis } from "ioredis"
+import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { ErrorBody } from "../../schemas/errors.ts"
@@ -201,6 +202,9 @@ describe("resilience: Redis killed and restarted", () => {
       idePort: String(stack.upstreamPort),
       agentPort: "18888"
     })
+    // ... and the dev container's agent publishes its status again on its next heartbeat.
+    const status = { ...initialAgentStatus(stack.api.info.vmid, "/opt/zlh/server", new Date(Date.now() + 3600_000)), state: "running", codeServerInstalled: true, codeServerRunning: true }
+    await client.set(`${stack.api.info.keyPrefix}agent:${stack.api.info.vmid}`, JSON.stringify(status))
     // The same API process recovers by itself: the earlier token now exchanges, and a new one too.
     let recovered = false
     for (const deadline = Date.now() + 20_000; Date.now() < deadline && !recovered; ) {

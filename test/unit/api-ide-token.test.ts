@@ -66,8 +66,9 @@ describe("POST /api/dev/:id/ide-token", () => {
     const res = await issue(appA, "dev1", bearer(await token("alice")))
     expect(res.status).toBe(201)
     expect(res.headers.get("cache-control")).toBe("no-store")
-    const body = (await res.json()) as { token: string; expiresAt: string; url: string }
-    expect(Object.keys(body).sort()).toEqual(["expiresAt", "token", "url"])
+    const body = (await res.json()) as { token: string; expiresAt: string; url: string; exchange: unknown }
+    expect(Object.keys(body).sort()).toEqual(["exchange", "expiresAt", "token", "url"])
+    expect(body.exchange).toEqual({ action: "/api/dev/dev1/ide-session", field: "token" })
     expect(decodeProtectedHeader(body.token).alg).toBe("HS256")
     const { payload } = await jwtVerify(body.token, ideTokenKey(shared.ideTokenSecret), { currentDate: new Date(clock.now()) })
     expect(Object.keys(payload).sort()).toEqual(["aud", "exp", "iat", "iss", "jti", "sub", "type", "vmid"])
@@ -97,8 +98,11 @@ describe("POST /api/dev/:id/ide-token", () => {
     expect(jtis.size).toBe(5)
   })
 
-  it("lets an admin get a token for someone else's dev server, with the admin as sub", async () => {
-    const res = await issue(appA, "dev2", bearer(await token("root", "admin")))
+  it("lets an admin get a token for someone else's dev server on per-server IDE origins (not in path mode), with the admin as sub", async () => {
+    await expectError(await issue(appA, "dev2", bearer(await token("root", "admin"))), 403, "ide_admin_path_access_disabled")
+    const h = await makeDeps({ config: testConfig({ ...shared, ideTokenRateLimitPerMinute: 1000, ideOriginTemplate: "https://{id}.ide.example.com" }), keys, now: clock.now })
+    opened.push(h)
+    const res = await issue(createApp(h), "dev2", bearer(await token("root", "admin")))
     expect(res.status).toBe(201)
     const { token: ide } = (await res.json()) as { token: string }
     const claims = await verifyIdeToken(ideTokenKey(shared.ideTokenSecret), ide, clock.now())
