@@ -3,7 +3,7 @@
  * CONTRACTS.md. Composition:
  *
  *   HTTP server (AGENT_BIND:AGENT_PORT)
- *     └ router: AgentAuthMiddleware (global) + CoreRoutes + ProvisionRoutes + InstallRoutes + GameRoutes + DevRoutes
+ *     └ router: AgentRoutes (routes.ts: the route table, AgentAuthMiddleware global)
  *         └ Installer, Provisioner, CatalogClient, GameSupervisor + GameConfig, CodeServer + DevConfig
  *             └ StatusStore (Redis mirror) ─ AgentConfig ─ NodeServices
  *   Logger: pino (one JSON line per event, every line with vmid)
@@ -18,13 +18,10 @@ import { gameSettingsFields } from "./game/game-config.ts"
 import { NodeHttpServer, NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { HttpRouter } from "effect/http"
-import { CodeServer, DevConfig, DevHardening, DevRoutes } from "./dev/index.ts"
-import { GameConfig, GameRoutes, GameServicesLive } from "./game/index.ts"
+import { CodeServer, DevConfig, DevHardening } from "./dev/index.ts"
+import { GameConfig, GameServicesLive } from "./game/index.ts"
 import { AgentConfig, type AgentSettings } from "./config.ts"
-import { AgentAuthMiddleware } from "./http/auth-middleware.ts"
-import { CoreRoutes } from "./http/core-routes.ts"
-import { InstallRoutes } from "./http/install-routes.ts"
-import { ProvisionRoutes } from "./http/provision-routes.ts"
+import { AgentRoutes } from "./routes.ts"
 import { CatalogClient } from "./install/catalog-client.ts"
 import { Installer } from "./install/installer.ts"
 import { Provisioner } from "./provision/provisioner.ts"
@@ -32,8 +29,7 @@ import { AgentLogger } from "./log/logger.ts"
 import { shutdownTeardown } from "./process/shutdown-teardown.ts"
 import { RedisStatusStore } from "./status/redis-status-store.ts"
 
-/** Every route and the router-wide auth (registrations only: what they need is provided below). */
-export const AgentRoutes = Layer.mergeAll(CoreRoutes, ProvisionRoutes, InstallRoutes, GameRoutes, DevRoutes, AgentAuthMiddleware)
+export { AgentRoutes }
 
 /** The core's services (need AgentConfig, StatusStore, NodeServices). */
 export const CoreServices = Layer.mergeAll(

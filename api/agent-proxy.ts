@@ -1,13 +1,12 @@
-import { Hono } from "hono"
+import type { Handler } from "hono"
 import type { ApiDeps } from "./deps.ts"
-import { limitBody } from "./body-limit.ts"
 import { ApiError } from "./errors.ts"
 import { loadServer } from "./registry.ts"
-import { assertCanManage, requireUser } from "./auth/user.ts"
+import { assertCanManage, type UserAuth } from "./auth/user.ts"
 import { signAgentCall } from "../schemas/agent-call-token.ts"
 
-/** `{ "action": "restart" }` and a little room: anything bigger is not a power action. */
-const MAX_ACTION_BODY_BYTES = 4 * 1024
+/** `{ "action": "restart" }` and a little room: anything bigger is not a power action (api/routes.ts). */
+export const MAX_ACTION_BODY_BYTES = 4 * 1024
 
 /**
  * Portal → agent control routes: the API checks the user owns the server (or is an admin), then calls
@@ -20,7 +19,7 @@ const MAX_ACTION_BODY_BYTES = 4 * 1024
  * (e.g. 409 while another power action runs); an unreachable agent is 502 `agent_unreachable`, an
  * agent 5xx is 502 `agent_error`, no answer within the timeout is 504 `agent_timeout`.
  */
-export interface AgentRoutesOptions {
+export interface AgentCallOptions {
   /** How long to wait for the agent (default 30 s: a start may wait for the process to spawn). */
   readonly timeoutMs?: number
   /** For tests: the fetch used to reach agents. */
@@ -47,10 +46,14 @@ const readAction = async (body: () => Promise<unknown>): Promise<"start" | "stop
 
 const hostForUrl = (host: string) => (host.includes(":") && !host.startsWith("[") ? `[${host}]` : host)
 
-export const agentRoutes = (deps: ApiDeps, options: AgentRoutesOptions = {}): Hono => {
+export interface AgentCallHandlers {
+  readonly power: Handler
+  readonly codeserver: Handler
+}
+
+export const agentCallHandlers = (deps: ApiDeps, users: UserAuth, options: AgentCallOptions = {}): AgentCallHandlers => {
   const timeoutMs = options.timeoutMs ?? 30_000
   const doFetch = options.fetch ?? fetch
-  const app = new Hono()
 
   const callAgent = async (record: { vmid: number; host: string; agentPort: number }, path: string): Promise<Response> => {
     const token = await signAgentCall(deps.config.agentTokenSecret, { vmid: record.vmid, nowMs: deps.now() })
@@ -87,25 +90,25 @@ export const agentRoutes = (deps: ApiDeps, options: AgentRoutesOptions = {}): Ho
     })
   }
 
-  app.post("/:id/power", limitBody(MAX_ACTION_BODY_BYTES), async (c) => {
-    const user = await requireUser(c, deps)
-    const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
+  const power: Handler = async (c) => {
+    const user = await users.authenticate(c)
+    const record = await loadServer(deps.redis, deps.keys, c.req.param("id") ?? "")
     assertCanManage(user, record)
     const action = await readAction(() => c.req.json())
     if (record.kind !== "game") throw new ApiError(409, "not_a_game_server", `server ${c.req.param("id")} is a ${record.kind} server; power actions are for game servers`)
     deps.logger.info({ serverId: c.req.param("id"), vmid: record.vmid, action, userId: user.sub }, "power action")
     return callAgent(record, `/server/${action}`)
-  })
+  }
 
-  app.post("/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), async (c) => {
-    const user = await requireUser(c, deps)
-    const record = await loadServer(deps.redis, deps.keys, c.req.param("id"))
+  const codeserver: Handler = async (c) => {
+    const user = await users.authenticate(c)
+    const record = await loadServer(deps.redis, deps.keys, c.req.param("id") ?? "")
     assertCanManage(user, record)
     const action = await readAction(() => c.req.json())
     if (record.kind !== "dev") throw new ApiError(409, "not_a_dev_server", `server ${c.req.param("id")} is a ${record.kind} server; code-server runs in dev servers`)
     deps.logger.info({ serverId: c.req.param("id"), vmid: record.vmid, action, userId: user.sub }, "code-server action")
     return callAgent(record, `/dev/codeserver/${action}`)
-  })
+  }
 
-  return app
+  return { power, codeserver }
 }

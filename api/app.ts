@@ -12,17 +12,12 @@ import { requestId } from "hono/request-id"
 import { routePath } from "hono/route"
 import { secureHeaders } from "hono/secure-headers"
 import type { ContentfulStatusCode } from "hono/utils/http-status"
-import { agentRoutes } from "./agent-proxy.ts"
 import type { UserEnv } from "./auth/user.ts"
 import type { ApiDeps } from "./deps.ts"
 import { ApiError, errorBody } from "./errors.ts"
-import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
-import { ideRoutes } from "./ide/routes.ts"
-import { metrics, PROMETHEUS_CONTENT_TYPE, renderMetrics } from "./metrics.ts"
-import { portalRoutes } from "./portal.ts"
-import { adminRoutes } from "./routes/admin.ts"
-import { ideTokenRoute } from "./routes/ide-token.ts"
-import { serverRoutes } from "./routes/servers.ts"
+import { metrics } from "./metrics.ts"
+import { registerApiRoutes } from "./routes.ts"
+import { createApiServices, type ApiServiceParts, type ApiServices } from "./services.ts"
 
 export type AppEnv = UserEnv & { Variables: { requestId: string } }
 
@@ -46,16 +41,15 @@ const routeLabel = (c: Context): string => {
   }
 }
 
-const PING_TIMEOUT_MS = 2_000
-
-export interface AppParts {
-  /** The IDE gateway the Node server runs in front of the app (its revocations back `DELETE …/ide-sessions`). */
-  readonly ide?: IdeGateway
+export interface AppParts extends ApiServiceParts {
+  /** Services built by the caller (api/server.ts builds them once and shuts them down). */
+  readonly services?: ApiServices
 }
 
+/** The app on `deps`, with services built once here unless the caller passes them; routes: api/routes.ts. */
 export const createApp = (deps: ApiDeps, parts: AppParts = {}) => {
   const app = new Hono<AppEnv>()
-  const ide = parts.ide ?? createIdeGateway(deps)
+  const services = parts.services ?? createApiServices(deps, parts)
   const { logger } = deps
 
   app.use(requestId({ limitLength: 128 }))
@@ -126,36 +120,7 @@ export const createApp = (deps: ApiDeps, parts: AppParts = {}) => {
 
   app.notFound((c) => c.json(errorBody("not_found", `no route for ${c.req.method} ${pathOf(c.req.url)}`), 404))
 
-  // Health and metrics.
-  const live = (c: Context) => c.json({ status: "ok" }, 200, { "Cache-Control": "no-store" })
-  app.get("/livez", live)
-  app.get("/healthz", live)
-  app.get("/readyz", async (c) => {
-    let timer: ReturnType<typeof setTimeout> | undefined
-    try {
-      await Promise.race([
-        deps.redis.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error("ping timed out")), PING_TIMEOUT_MS)
-        })
-      ])
-    } catch (cause) {
-      metrics.redisErrors.inc({ client: "command" })
-      throw new ApiError(503, "redis_unavailable", "Redis does not answer", { cause, headers: { "Retry-After": "2" } })
-    } finally {
-      clearTimeout(timer)
-    }
-    return c.json({ status: "ready" }, 200, { "Cache-Control": "no-store" })
-  })
-  app.get("/metrics", (c) => c.body(renderMetrics(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Cache-Control": "no-store" }))
-
-  const routes = app as unknown as Hono<UserEnv>
-  ideTokenRoute(routes, deps)
-  serverRoutes(routes, deps)
-  adminRoutes(routes, deps)
-  app.route("/api/servers", agentRoutes(deps))
-  app.route("/api/dev", ideRoutes(deps, ide.revocations))
-  app.route("/portal", portalRoutes({ ideOrigins: ide.origins }))
+  registerApiRoutes(app as unknown as Hono<UserEnv>, services)
 
   return app
 }

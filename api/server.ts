@@ -14,8 +14,8 @@ import { clientErrorResponse, rawJsonResponse } from "../wire/raw-http.ts"
 import { createApp } from "./app.ts"
 import { errorBody } from "./errors.ts"
 import { endRawSocket } from "./ide/error-response.ts"
-import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
-import { closeEventStreams } from "./routes/servers.ts"
+import type { IdeGateway } from "./ide/ide-gateway.ts"
+import { createApiServices, type ApiServiceParts, type ApiServices } from "./services.ts"
 
 export interface StartOptions {
   readonly port: number
@@ -25,6 +25,8 @@ export interface StartOptions {
   readonly drainTimeoutMs?: number
   /** Tests shorten these. */
   readonly limits?: Partial<ServerLimits>
+  /** Parts of the services to use instead of the defaults (api/services.ts). */
+  readonly services?: ApiServiceParts
 }
 
 export interface ApiServer {
@@ -32,6 +34,8 @@ export interface ApiServer {
   readonly port: number
   readonly app: ReturnType<typeof createApp>
   readonly ide: IdeGateway
+  /** What the routes run on, built once here (event streams, user auth, the IDE gateway). */
+  readonly services: ApiServices
   /** Graceful stop; resolves when every connection is gone. Safe to call twice. */
   close(): Promise<void>
 }
@@ -61,8 +65,9 @@ export const SERVER_LIMITS: ServerLimits = {
 }
 
 export const startApiServer = async (deps: ApiDeps, options: StartOptions): Promise<ApiServer> => {
-  const ide = createIdeGateway(deps)
-  const app = createApp(deps, { ide })
+  const services = createApiServices(deps, options.services)
+  const { ide } = services
+  const app = createApp(deps, { services })
   const hono = getRequestListener((request, env) => app.fetch(request, env))
   const limits = { ...SERVER_LIMITS, ...options.limits }
   const server = createServer(
@@ -111,7 +116,7 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
   const close = () => {
     closing ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      closeEventStreams(deps)
+      services.eventStreams.closeAll()
       ide.openWebSockets.closeAll(1001, "server shutting down")
       // Keep-alive sockets become idle once their response is done: close them as they do.
       const idle = setInterval(() => server.closeIdleConnections(), 50)
@@ -128,5 +133,5 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
     })()
     return closing
   }
-  return { server, port, app, ide, close }
+  return { server, port, app, ide, services, close }
 }

@@ -15,9 +15,8 @@ import { parseArgs } from "node:util"
 import { Redis } from "ioredis"
 import { SignJWT } from "jose"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
-import { assertServerId } from "../api/registry.ts"
+import { assertServerId, decodeServerInput, deleteServer, listServers, putServer } from "../api/registry.ts"
 import { ApiError } from "../api/errors.ts"
-import { decodeServerInput, deleteServer, putServer } from "../api/routes/admin.ts"
 import { MIN_SECRET_BYTES } from "../api/config.ts"
 
 const USAGE = `usage:
@@ -121,12 +120,7 @@ const serverRm = async (args: Array<string>) => {
 const serverLs = async (args: Array<string>) => {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { json: { type: "boolean" } } })
   if (positionals.length > 0) usage("server ls takes no arguments")
-  const servers = await withRedis(async (redis, keys) => {
-    // The API's listing, minus the parts that need a logger/clock.
-    const { listServers } = await import("../api/routes/servers.ts")
-    const { pino } = await import("pino")
-    return listServers({ redis, keys, logger: pino({ level: "silent" }) } as unknown as Parameters<typeof listServers>[0])
-  })
+  const servers = await withRedis((redis, keys) => listServers(redis, keys))
   if (values.json === true) {
     process.stdout.write(`${JSON.stringify(servers)}\n`)
     return

@@ -3,16 +3,17 @@
  * or `AUTH_JWKS_URL` (jose's remote JWKS, asymmetric algorithms only). `sub` is the user id;
  * `role: "admin"` manages every server.
  *
- * Two ways to use it:
- * - as middleware: `app.get("/x", requireUser(deps), (c) => c.var.user)` (sets `c.var.user`);
- * - inside a handler: `const user = await requireUser(c, deps)`.
+ * `createUserAuth(config, now)` is built once at start-up (api/services.ts) and passed: its verifier (and,
+ * with JWKS, its key cache) lives in the returned object, not in a module-level map.
+ * - as middleware: `app.get("/x", users.require(), (c) => c.var.user)` (sets `c.var.user`);
+ * - inside a handler: `const user = await users.authenticate(c)`.
  * Refusals are 401 ApiErrors with `WWW-Authenticate: Bearer …` (`missing_token`, `invalid_token`,
  * `token_expired`); an unreachable JWKS endpoint is 503 `auth_unavailable`.
  */
 import type { Context, MiddlewareHandler } from "hono"
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose"
 import { AGENT_CALL_AUDIENCE, IDE_TOKEN_AUDIENCE } from "../../schemas/tokens.ts"
-import type { ApiConfig, ApiDeps } from "../deps.ts"
+import type { ApiConfig } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 
 export interface User {
@@ -23,7 +24,7 @@ export interface User {
   readonly role: "admin" | "user"
 }
 
-/** Hono env for routes behind `requireUser(deps)`. */
+/** Hono env for routes behind `users.require()`. */
 export interface UserEnv {
   Variables: { user: User }
 }
@@ -55,8 +56,6 @@ interface Verifier {
   verify(token: string, nowMs: number): Promise<JWTPayload>
 }
 
-const verifiers = new WeakMap<ApiConfig, Verifier>()
-
 const makeVerifier = (config: ApiConfig): Verifier => {
   const claimChecks = {
     ...(config.userTokenIssuer === undefined ? {} : { issuer: config.userTokenIssuer }),
@@ -76,48 +75,6 @@ const makeVerifier = (config: ApiConfig): Verifier => {
   }
 }
 
-const verifierFor = (config: ApiConfig): Verifier => {
-  let v = verifiers.get(config)
-  if (v === undefined) {
-    v = makeVerifier(config)
-    verifiers.set(config, v)
-  }
-  return v
-}
-
-/** Verifies a portal user token and returns the user; throws 401/503 ApiErrors. */
-export const verifyUserToken = async (deps: Pick<ApiDeps, "config" | "now">, token: string): Promise<User> => {
-  let payload: JWTPayload
-  try {
-    payload = await verifierFor(deps.config).verify(token, deps.now())
-  } catch (cause) {
-    if (cause instanceof joseErrors.JWTExpired) throw unauthorized("token_expired", "the user token has expired", cause)
-    const code = (cause as { code?: unknown } | null)?.code
-    const keysUnavailable =
-      deps.config.userAuth.kind === "jwks" &&
-      (cause instanceof joseErrors.JWKSTimeout ||
-        cause instanceof joseErrors.JWKSInvalid ||
-        code === "ERR_JOSE_GENERIC" ||
-        (cause instanceof Error && !(cause instanceof joseErrors.JOSEError)))
-    if (keysUnavailable) {
-      throw new ApiError(503, "auth_unavailable", "the user token keys (AUTH_JWKS_URL) cannot be fetched; try again shortly", { cause })
-    }
-    if (cause instanceof joseErrors.JWTClaimValidationFailed) {
-      throw unauthorized("invalid_token", `the user token's "${cause.claim}" claim is not acceptable`, cause)
-    }
-    throw unauthorized("invalid_token", "the user token is not valid", cause)
-  }
-  const sub = payload.sub
-  if (typeof sub !== "string" || sub === "" || sub.length > 256) throw unauthorized("invalid_token", "the user token has no usable sub claim")
-  const aud = payload.aud
-  const auds = typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : []
-  if (auds.some((a) => FOREIGN_AUDIENCES.has(a)) || (payload as Record<string, unknown>)["type"] === "dev-ide") {
-    throw unauthorized("invalid_token", "this token is not a portal user token")
-  }
-  const role = (payload as Record<string, unknown>)["role"] === "admin" ? "admin" : "user"
-  return { id: sub, sub, role }
-}
-
 /** The bearer token of a request (header, or `?access_token=` when allowed), or undefined. */
 export const bearerToken = (c: Context, options: RequireUserOptions = {}): string | undefined => {
   const header = c.req.header("authorization")
@@ -133,33 +90,68 @@ export const bearerToken = (c: Context, options: RequireUserOptions = {}): strin
   return undefined
 }
 
-const authenticate = async (c: Context, deps: ApiDeps, options: RequireUserOptions): Promise<User> => {
-  const existing = c.get("user" as never) as User | undefined
-  if (existing !== undefined) return existing
-  const token = bearerToken(c, options)
-  if (token === undefined) throw unauthorized("missing_token", "a portal user token is required (Authorization: Bearer <token>)")
-  const user = await verifyUserToken(deps, token)
-  c.set("user" as never, user as never)
-  return user
+export interface UserAuth {
+  /** Verifies a portal user token and returns the user; throws 401/503 ApiErrors. */
+  verify(token: string): Promise<User>
+  /** The request's user (header, or `?access_token=` when allowed); throws 401/503 ApiErrors. */
+  authenticate(c: Context, options?: RequireUserOptions): Promise<User>
+  /** Middleware that sets `c.var.user`. */
+  require(options?: RequireUserOptions): MiddlewareHandler<UserEnv>
 }
 
-/**
- * `requireUser(deps, options?)` → middleware that sets `c.var.user`;
- * `requireUser(c, deps, options?)` → the authenticated user (throws 401 otherwise).
- */
-export function requireUser(deps: ApiDeps, options?: RequireUserOptions): MiddlewareHandler<UserEnv>
-export function requireUser(c: Context, deps: ApiDeps, options?: RequireUserOptions): Promise<User>
-export function requireUser(
-  a: ApiDeps | Context,
-  b?: ApiDeps | RequireUserOptions,
-  c?: RequireUserOptions
-): MiddlewareHandler<UserEnv> | Promise<User> {
-  if ("req" in a) return authenticate(a, b as ApiDeps, c ?? {})
-  const deps = a
-  const options = (b as RequireUserOptions | undefined) ?? {}
-  return async (ctx, next) => {
-    await authenticate(ctx as unknown as Context, deps, options)
-    await next()
+/** Portal user authentication for one configuration; build once and pass it on. */
+export const createUserAuth = (config: ApiConfig, now: () => number): UserAuth => {
+  const verifier = makeVerifier(config)
+
+  const verify = async (token: string): Promise<User> => {
+    let payload: JWTPayload
+    try {
+      payload = await verifier.verify(token, now())
+    } catch (cause) {
+      if (cause instanceof joseErrors.JWTExpired) throw unauthorized("token_expired", "the user token has expired", cause)
+      const code = (cause as { code?: unknown } | null)?.code
+      const keysUnavailable =
+        config.userAuth.kind === "jwks" &&
+        (cause instanceof joseErrors.JWKSTimeout ||
+          cause instanceof joseErrors.JWKSInvalid ||
+          code === "ERR_JOSE_GENERIC" ||
+          (cause instanceof Error && !(cause instanceof joseErrors.JOSEError)))
+      if (keysUnavailable) {
+        throw new ApiError(503, "auth_unavailable", "the user token keys (AUTH_JWKS_URL) cannot be fetched; try again shortly", { cause })
+      }
+      if (cause instanceof joseErrors.JWTClaimValidationFailed) {
+        throw unauthorized("invalid_token", `the user token's "${cause.claim}" claim is not acceptable`, cause)
+      }
+      throw unauthorized("invalid_token", "the user token is not valid", cause)
+    }
+    const sub = payload.sub
+    if (typeof sub !== "string" || sub === "" || sub.length > 256) throw unauthorized("invalid_token", "the user token has no usable sub claim")
+    const aud = payload.aud
+    const auds = typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : []
+    if (auds.some((a) => FOREIGN_AUDIENCES.has(a)) || (payload as Record<string, unknown>)["type"] === "dev-ide") {
+      throw unauthorized("invalid_token", "this token is not a portal user token")
+    }
+    const role = (payload as Record<string, unknown>)["role"] === "admin" ? "admin" : "user"
+    return { id: sub, sub, role }
+  }
+
+  const authenticate = async (c: Context, options: RequireUserOptions = {}): Promise<User> => {
+    const existing = c.get("user" as never) as User | undefined
+    if (existing !== undefined) return existing
+    const token = bearerToken(c, options)
+    if (token === undefined) throw unauthorized("missing_token", "a portal user token is required (Authorization: Bearer <token>)")
+    const user = await verify(token)
+    c.set("user" as never, user as never)
+    return user
+  }
+
+  return {
+    verify,
+    authenticate,
+    require: (options = {}) => async (ctx, next) => {
+      await authenticate(ctx as unknown as Context, options)
+      await next()
+    }
   }
 }
 

@@ -1,37 +1,36 @@
 /**
- * The IDE's routes on the Hono app, mounted at `/api/dev`. The IDE itself (path mode's
+ * The IDE's routes on the Hono app (paths in api/routes.ts). The IDE itself (path mode's
  * `/api/dev/<id>/ide/*` and the form exchange) is served by the gateway (ide-gateway.ts) before Hono
  * sees the request; what reaches Hono under those paths ran on a runtime without the Node gateway.
- * - `DELETE /:id/ide-sessions` → revokes every IDE session and unused token of the server on every
+ * - `DELETE /api/dev/:id/ide-sessions` → revokes every IDE session and unused token of the server on every
  *   replica and closes its open IDE WebSockets (portal user auth; owner or admin). Answers 200
  *   `{ serverId, revokedBefore }` (ISO-8601).
  */
-import { Hono, type Context } from "hono"
-import { assertCanManage, requireUser } from "../auth/user.ts"
+import type { Handler } from "hono"
+import { assertCanManage, type UserAuth } from "../auth/user.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 import { assertServerId, loadServer } from "../registry.ts"
 import type { Revocations } from "./revocations.ts"
 
-export const ideRoutes = (deps: ApiDeps, revocations: Revocations): Hono => {
-  const app = new Hono()
+export interface IdeHandlers {
+  readonly revokeSessions: Handler
+  /** The IDE paths when no Node gateway took them: 501. */
+  readonly needsNode: Handler
+}
 
-  app.delete("/:id/ide-sessions", async (c) => {
-    const id = assertServerId(c.req.param("id"))
-    const user = await requireUser(c, deps)
+export const ideHandlers = (deps: ApiDeps, users: UserAuth, revocations: Revocations): IdeHandlers => ({
+  revokeSessions: async (c) => {
+    const id = assertServerId(c.req.param("id") ?? "")
+    const user = await users.authenticate(c)
     // Not a cached record: ownership must be current.
     const record = await loadServer(deps.redis, deps.keys, id)
     assertCanManage(user, record)
     const before = await revocations.revoke(id)
     return c.json({ serverId: id, revokedBefore: new Date(before).toISOString() }, 200, { "cache-control": "no-store" })
-  })
-
-  const needsNode = (c: Context) => {
+  },
+  needsNode: (c) => {
     assertServerId(c.req.param("id") ?? "")
     throw new ApiError(501, "ide_proxy_needs_node", "the IDE proxy runs on the Node server only (api/server.ts)")
   }
-  app.all("/:id/ide", needsNode)
-  app.all("/:id/ide/*", needsNode)
-  app.all("/:id/ide-session", needsNode)
-  return app
-}
+})

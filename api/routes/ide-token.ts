@@ -7,10 +7,10 @@
  * - `exchange`: `{ action, field }`, where a browser hands the token over in a form POST (the portal does,
  *   so the token never appears in any address bar); in host mode `action` is on the IDE's own origin.
  */
-import type { Hono } from "hono"
+import type { Handler } from "hono"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
-import { assertCanManage, requireUser, type UserEnv } from "../auth/user.ts"
+import { assertCanManage, type UserEnv } from "../auth/user.ts"
 import { ideTokenKey, signIdeToken } from "../ide/token.ts"
 import { createIdeOrigins } from "../ide/ide-origins.ts"
 import { HOST_MODE_EXCHANGE_PATH, idePublicPrefix } from "../ide/paths.ts"
@@ -19,14 +19,15 @@ import { hitRateLimit } from "../rate-limit.ts"
 import { assertServerId, loadServer } from "../registry.ts"
 import { DEFAULT_IDE_TOKEN_RATE_LIMIT } from "../config.ts"
 
-export const ideTokenRoute = (app: Hono<UserEnv>, deps: ApiDeps): void => {
+/** The handler of `POST /api/dev/:id/ide-token` (api/routes.ts). */
+export const ideTokenHandler = (deps: ApiDeps): Handler<UserEnv> => {
   const key = ideTokenKey(deps.config.ideTokenSecret)
   const origins = createIdeOrigins(deps.config)
   const limit = { name: "ide-token", limit: deps.config.ideTokenRateLimitPerMinute ?? DEFAULT_IDE_TOKEN_RATE_LIMIT, windowMs: 60_000 }
 
-  app.post("/api/dev/:id/ide-token", requireUser(deps), async (c) => {
+  return async (c) => {
     const user = c.var.user
-    const id = assertServerId(c.req.param("id"))
+    const id = assertServerId(c.req.param("id") ?? "")
     await hitRateLimit(deps, limit, user.id)
     const record = await loadServer(deps.redis, deps.keys, id)
     assertCanManage(user, record)
@@ -51,5 +52,5 @@ export const ideTokenRoute = (app: Hono<UserEnv>, deps: ApiDeps): void => {
       201,
       { "Cache-Control": "no-store" }
     )
-  })
+  }
 }

@@ -7,16 +7,13 @@
  *   then every `agent-events:<vmid>` message (same shape), and a `: ping` comment every 15 s.
  *   Bearer header, or `?access_token=` for EventSource (never logged).
  */
-import type { Hono } from "hono"
+import type { Handler } from "hono"
 import { streamSSE } from "hono/streaming"
-import { Schema } from "effect"
-import { ServerRecordFromHash, type ServerRecord } from "../../schemas/server-record.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
-import { assertCanManage, requireUser, type UserEnv } from "../auth/user.ts"
+import { assertCanManage, type UserEnv } from "../auth/user.ts"
 import { metrics } from "../metrics.ts"
-import { redisCall } from "../redis.ts"
-import { assertServerId, loadServer } from "../registry.ts"
+import { assertServerId, listServers, loadServer } from "../registry.ts"
 import { decodeAgentStatus, readAgentStatus, readAgentStatuses, type StatusView } from "../status.ts"
 
 export const EVENTS_HEARTBEAT_MS = 15_000
@@ -25,91 +22,80 @@ const MAX_PENDING = 256
 /** Open streams one user may hold on one API process (a portal needs one per visible server). */
 export const MAX_STREAMS_PER_USER = 32
 
-const perUser = new WeakMap<ApiDeps, Map<string, number>>()
-const userStreams = (deps: ApiDeps) => {
-  let m = perUser.get(deps)
-  if (m === undefined) {
-    m = new Map()
-    perUser.set(deps, m)
+/**
+ * The open `/events` streams of one app: per-user counts (the limit above) and a way to end them all
+ * (graceful shutdown). Built once per app (api/services.ts) and passed.
+ */
+export interface EventStreams {
+  /** Counts a new stream of `userId`; false when the user is at the limit. */
+  tryOpen(userId: string): boolean
+  /** Registers the stream's `end` (called on shutdown); returns the function that forgets it. */
+  track(end: () => void): () => void
+  closed(userId: string): void
+  /** How many streams are open now. */
+  open(): number
+  /** Ends every open stream. */
+  closeAll(): void
+}
+
+export const createEventStreams = (): EventStreams => {
+  const perUser = new Map<string, number>()
+  const enders = new Set<() => void>()
+  return {
+    tryOpen(userId) {
+      const n = perUser.get(userId) ?? 0
+      if (n >= MAX_STREAMS_PER_USER) return false
+      perUser.set(userId, n + 1)
+      return true
+    },
+    track(end) {
+      enders.add(end)
+      return () => void enders.delete(end)
+    },
+    closed(userId) {
+      const left = (perUser.get(userId) ?? 1) - 1
+      if (left <= 0) perUser.delete(userId)
+      else perUser.set(userId, left)
+    },
+    open: () => enders.size,
+    closeAll() {
+      for (const end of [...enders]) end()
+    }
   }
-  return m
 }
 
-const decodeRecord = Schema.decodeUnknownExit(ServerRecordFromHash)
-
-/** Open event streams per app instance, so shutdown can end them (they never end by themselves). */
-const streams = new WeakMap<ApiDeps, Set<() => void>>()
-const streamSet = (deps: ApiDeps) => {
-  let s = streams.get(deps)
-  if (s === undefined) {
-    s = new Set()
-    streams.set(deps, s)
-  }
-  return s
+export interface ServerHandlers {
+  readonly list: Handler<UserEnv>
+  readonly status: Handler<UserEnv>
+  readonly events: Handler<UserEnv>
 }
 
-/** Ends every open `/events` stream of this deps' app (graceful shutdown). */
-export const closeEventStreams = (deps: ApiDeps): void => {
-  for (const end of [...(streams.get(deps) ?? [])]) end()
-}
-export const openEventStreams = (deps: ApiDeps): number => streams.get(deps)?.size ?? 0
-
-/** All registered servers (SCAN over `server:*`); malformed records are skipped and logged. */
-export const listServers = async (deps: ApiDeps): Promise<Array<ServerRecord & { id: string }>> => {
-  const prefix = deps.keys.server("")
-  const pattern = `${prefix.replace(/[*?[\]\\]/g, "\\$&")}*`
-  const ids: Array<string> = []
-  await redisCall(async () => {
-    let cursor = "0"
-    do {
-      const [next, keys] = await deps.redis.scan(cursor, "MATCH", pattern, "COUNT", 500)
-      cursor = next
-      for (const k of keys) ids.push(k.slice(prefix.length))
-    } while (cursor !== "0")
-  })
-  const unique = [...new Set(ids)].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
-  if (unique.length === 0) return []
-  const pipeline = deps.redis.pipeline()
-  for (const id of unique) pipeline.hgetall(deps.keys.server(id))
-  const results = (await redisCall(() => pipeline.exec())) ?? []
-  const out: Array<ServerRecord & { id: string }> = []
-  unique.forEach((id, i) => {
-    const [err, hash] = results[i] ?? [null, null]
-    if (err !== null || hash === null) return
-    const exit = decodeRecord(hash)
-    if (exit._tag === "Success") out.push({ id, ...exit.value })
-    else if (Object.keys(hash as object).length > 0) deps.logger.warn({ serverId: id }, "skipping a malformed registry record")
-  })
-  return out
-}
-
-export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
-  app.get("/api/servers", requireUser(deps), async (c) => {
+/** The portal's read routes (paths and auth: api/routes.ts). */
+export const serverHandlers = (deps: ApiDeps, streams: EventStreams): ServerHandlers => ({
+  list: async (c) => {
     const user = c.var.user
-    const all = await listServers(deps)
+    const all = await listServers(deps.redis, deps.keys, (serverId) => deps.logger.warn({ serverId }, "skipping a malformed registry record"))
     const mine = user.role === "admin" ? all : all.filter((s) => s.ownerId === user.id)
     const statuses = await readAgentStatuses(deps, mine.map((s) => s.vmid))
     return c.json({ servers: mine.map((s, i) => ({ ...s, status: statuses[i] })) }, 200, { "Cache-Control": "no-store" })
-  })
+  },
 
-  app.get("/api/servers/:id/status", requireUser(deps), async (c) => {
-    const record = await loadServer(deps.redis, deps.keys, assertServerId(c.req.param("id")))
+  status: async (c) => {
+    const record = await loadServer(deps.redis, deps.keys, assertServerId(c.req.param("id") ?? ""))
     assertCanManage(c.var.user, record)
     return c.json(await readAgentStatus(deps, record.vmid), 200, { "Cache-Control": "no-store" })
-  })
+  },
 
-  app.get("/api/servers/:id/events", requireUser(deps, { allowQueryToken: true }), async (c) => {
-    const id = assertServerId(c.req.param("id"))
+  events: async (c) => {
+    const id = assertServerId(c.req.param("id") ?? "")
     const record = await loadServer(deps.redis, deps.keys, id)
     assertCanManage(c.var.user, record)
     const vmid = record.vmid
     const channel = deps.keys.agentEvents(vmid)
     const userId = c.var.user.id
-    const counts = userStreams(deps)
-    if ((counts.get(userId) ?? 0) >= MAX_STREAMS_PER_USER) {
+    if (!streams.tryOpen(userId)) {
       throw new ApiError(429, "too_many_streams", `at most ${MAX_STREAMS_PER_USER} open event streams per user; close some first`, { headers: { "Retry-After": "5" } })
     }
-    counts.set(userId, (counts.get(userId) ?? 0) + 1)
 
     // Subscribe before reading the current status, so nothing published in between is lost.
     const pending: Array<string> = []
@@ -123,15 +109,13 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
       pending.push(message)
       wake?.()
     })
-    const set = streamSet(deps)
+    let untrack = () => undefined as void
     const end = () => {
       if (ended) return
       ended = true
-      const left = (counts.get(userId) ?? 1) - 1
-      if (left <= 0) counts.delete(userId)
-      else counts.set(userId, left)
+      streams.closed(userId)
       unsubscribe()
-      set.delete(end)
+      untrack()
       wake?.()
     }
     let current: StatusView
@@ -141,7 +125,7 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
       end()
       throw e
     }
-    set.add(end)
+    if (!ended) untrack = streams.track(end)
     c.req.raw.signal.addEventListener("abort", end, { once: true })
 
     c.header("X-Accel-Buffering", "no")
@@ -180,5 +164,5 @@ export const serverRoutes = (app: Hono<UserEnv>, deps: ApiDeps): void => {
         metrics.eventStreamsOpen.dec()
       }
     })
-  })
-}
+  }
+})

@@ -4,15 +4,13 @@
  */
 import { randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
-import { Hono } from "hono"
 import { Redis } from "ioredis"
 import { SignJWT } from "jose"
 import pino from "pino"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { verifyAgentCall } from "../../schemas/agent-call-token.ts"
-import { agentRoutes } from "../../api/agent-proxy.ts"
+import { createApp } from "../../api/app.ts"
 import type { ApiDeps } from "../../api/deps.ts"
-import { ApiError } from "../../api/errors.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { freePort } from "../../scripts/dev-net.ts"
@@ -24,7 +22,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
   const agentSecret = randomBytes(32).toString("hex")
   let redis: Redis
   let deps: ApiDeps
-  let app: Hono
+  let app: ReturnType<typeof createApp>
   let agent: Server
   let agentPort: number
   let deadPort: number
@@ -85,9 +83,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     await redis.hset(keys.server("201"), { ...base, vmid: "201", kind: "game", agentPort: String(agentPort) })
     await redis.hset(keys.server("202"), { ...base, vmid: "202", kind: "dev", agentPort: String(agentPort) })
     await redis.hset(keys.server("203"), { ...base, vmid: "203", kind: "game", agentPort: String(deadPort) })
-    app = new Hono()
-    app.onError((err, c) => (err instanceof ApiError ? c.json(err.toBody(), err.status, err.headers) : c.json({ error: { code: "internal_error", message: String(err) } }, 500)))
-    app.route("/api/servers", agentRoutes(deps, { timeoutMs: 500 }))
+    app = createApp(deps, { agentCalls: { timeoutMs: 500 } })
   })
 
   afterAll(async () => {

@@ -2,7 +2,6 @@
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
-import { openEventStreams } from "../../api/routes/servers.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { bearer, deletePrefix, eventually, makeDeps, mintUserToken, putRecord, statusAt, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 
@@ -69,9 +68,9 @@ describe("startApiServer", () => {
     await eventually(async () => Number(((await d.redis.pubsub("NUMSUB", channel)) as [string, number])[1]) === 1, 20_000, "subscribed")
     await d.redis.publish(channel, JSON.stringify(statusAt(501, new Date(), { state: "running" })))
     await until('"state":"running"')
-    expect(openEventStreams(d)).toBe(1)
+    expect(api.services.eventStreams.open()).toBe(1)
     controller.abort()
-    await eventually(() => d.pubsub.listenerCount(channel) === 0 && openEventStreams(d) === 0, 20_000, "the stream to be released")
+    await eventually(() => d.pubsub.listenerCount(channel) === 0 && api.services.eventStreams.open() === 0, 20_000, "the stream to be released")
   })
 
   it("refuses oversized request heads with 431 and garbage with 400, and keeps serving", async () => {
@@ -118,7 +117,7 @@ describe("startApiServer", () => {
       })()
       await api2.close()
       expect(await ended).toBe(true)
-      expect(openEventStreams(d2)).toBe(0)
+      expect(api2.services.eventStreams.open()).toBe(0)
       await expect(fetch(`http://127.0.0.1:${api2.port}/livez`)).rejects.toThrow()
     } finally {
       await api2.close()

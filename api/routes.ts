@@ -1,0 +1,75 @@
+/**
+ * Every route of the API in one file (as Wings' router/router.go): method, path, who may call it, and the
+ * handler. Handlers live one concern per file (routes/*.ts, agent-proxy.ts, ide/routes.ts, portal.ts) and
+ * get their services passed in (api/services.ts). Request/response shapes and error codes:
+ * api/README.md and docs/contracts.md "Routes".
+ *
+ * Auth column: `public` none; `user` a portal user token (Bearer); `user?q` also `?access_token=`;
+ * `admin` a user token with `role: "admin"`; `ide` an IDE token or IDE session cookie.
+ */
+import type { Hono } from "hono"
+import { agentCallHandlers, MAX_ACTION_BODY_BYTES } from "./agent-proxy.ts"
+import type { UserEnv } from "./auth/user.ts"
+import { limitBody } from "./body-limit.ts"
+import { ideHandlers } from "./ide/routes.ts"
+import { portalRoutes } from "./portal.ts"
+import { ADMIN_MAX_BODY_BYTES, adminHandlers } from "./routes/admin.ts"
+import { healthHandlers } from "./routes/health.ts"
+import { ideTokenHandler } from "./routes/ide-token.ts"
+import { serverHandlers } from "./routes/servers.ts"
+import type { ApiServices } from "./services.ts"
+
+/**
+ * The IDE's own paths. Node's server hands them to the IDE gateway (api/ide/ide-gateway.ts) before Hono
+ * builds a Request, so they are not registered below; these rows document them (auth `ide`).
+ */
+export const IDE_GATEWAY_ROUTES = [
+  // method        path                                      auth   served by
+  { method: "ANY", path: "/api/dev/:id/ide", auth: "ide", handler: "ide-gateway: 308 to /api/dev/:id/ide/ (path mode)" },
+  { method: "ANY", path: "/api/dev/:id/ide/*", auth: "ide", handler: "ide-gateway: ?token= exchange, then http-proxy.ts to code-server (path mode)" },
+  { method: "GET", path: "/api/dev/:id/ide/* (Upgrade: websocket)", auth: "ide", handler: "ide-gateway: ws-bridge.ts (path mode)" },
+  { method: "POST", path: "/api/dev/:id/ide-session", auth: "ide", handler: "ide-gateway: form exchange of an IDE token for the session cookie (path mode)" },
+  { method: "ANY", path: "<id>.ide.<domain>/*", auth: "ide", handler: "ide-gateway: the same on the IDE's own origin (host mode, IDE_ORIGIN_TEMPLATE)" },
+  { method: "POST", path: "<id>.ide.<domain>/_zlh/ide-session", auth: "ide", handler: "ide-gateway: form exchange (host mode)" }
+] as const
+
+/** Registers every Hono route of the API on `app`. */
+export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
+  const { deps, users } = s
+  const user = users.require()
+  const userOrQuery = users.require({ allowQueryToken: true })
+  const health = healthHandlers(deps)
+  const servers = serverHandlers(deps, s.eventStreams)
+  const admin = adminHandlers(deps)
+  const agent = agentCallHandlers(deps, users, s.agentCalls)
+  const ide = ideHandlers(deps, users, s.ide.revocations)
+
+  // Health and metrics                         auth
+  app.get("/livez", health.live) //            public
+  app.get("/healthz", health.live) //          public
+  app.get("/readyz", health.ready) //          public
+  app.get("/metrics", health.metrics) //       public
+
+  // Servers: registry + live status (routes/servers.ts)
+  app.get("/api/servers", user, servers.list) //                       user (admin: every server)
+  app.get("/api/servers/:id/status", user, servers.status) //          user, owner or admin
+  app.get("/api/servers/:id/events", userOrQuery, servers.events) //   user?q, owner or admin (SSE)
+
+  // Calls through to the container's agent (agent-proxy.ts); the handler authenticates after the body limit
+  app.post("/api/servers/:id/power", limitBody(MAX_ACTION_BODY_BYTES), agent.power) //           user, owner or admin; game servers
+  app.post("/api/servers/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), agent.codeserver) // user, owner or admin; dev servers
+
+  // IDE (routes/ide-token.ts, ide/routes.ts; the IDE itself: IDE_GATEWAY_ROUTES above)
+  app.post("/api/dev/:id/ide-token", user, ideTokenHandler(deps)) //  user, owner or admin; dev servers
+  app.delete("/api/dev/:id/ide-sessions", ide.revokeSessions) //      user, owner or admin (checks the id first)
+  app.all("/api/dev/:id/ide", ide.needsNode) //                       501 when no Node gateway took it
+  app.all("/api/dev/:id/ide/*", ide.needsNode)
+  app.all("/api/dev/:id/ide-session", ide.needsNode)
+
+  // Registry administration (routes/admin.ts)
+  app.put("/api/admin/servers/:id", user, limitBody(ADMIN_MAX_BODY_BYTES), admin.put) // admin
+  app.delete("/api/admin/servers/:id", user, admin.remove) //                            admin
+
+  // The demo portal's static files (portal.ts): GET /portal, /portal/*
+  app.route("/portal", portalRoutes({ ideOrigins: s.ide.origins }))
+}
