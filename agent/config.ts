@@ -1,5 +1,6 @@
 import { Config, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { schemaIssues } from "../schemas/errors.ts"
+import { parseRedisTopology, REDIS_TOPOLOGY_VARIABLES, type RedisTopology } from "../wire/redis-topology.ts"
 
 /**
  * The agent's environment (CONTRACTS.md "Agent"), decoded once at start-up with every problem reported
@@ -10,8 +11,9 @@ export interface AgentSettings {
   readonly vmid: number
   readonly port: number
   readonly bind: string
-  readonly redisUrl: string
-  /** Not in CONTRACTS (empty in production): `AGENT_REDIS_KEY_PREFIX` lets tests share one Redis. */
+  /** REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER, or REDIS_CLUSTER_NODES (wire/redis-topology.ts). */
+  readonly redis: RedisTopology
+  /** Not in the contract (empty in production): `AGENT_REDIS_KEY_PREFIX` lets tests share one Redis. */
   readonly redisKeyPrefix: string
   readonly artifactBaseUrl: string
   readonly agentTokenSecret: Redacted.Redacted<string>
@@ -40,9 +42,6 @@ const Env = Schema.Struct({
     Schema.makeFilter((s) => (Number(s) >= 1 && Number(s) <= 65535) || "must be a port number (1-65535)")
   ),
   AGENT_BIND: NonEmpty,
-  REDIS_URL: NonEmpty.check(
-    Schema.isPattern(/^rediss?:\/\/[^\s]+$/, { message: "must be a redis:// or rediss:// URL" })
-  ),
   ARTIFACT_BASE_URL: NonEmpty.check(
     Schema.isPattern(/^https?:\/\/[^\s]+$/, { message: "must be an http:// or https:// URL" })
   ),
@@ -64,7 +63,6 @@ const Env = Schema.Struct({
 const DEFAULTS: Record<string, string> = {
   AGENT_PORT: "18888",
   AGENT_BIND: "0.0.0.0",
-  REDIS_URL: "redis://127.0.0.1:6379",
   ZLH_ROOT: "/opt/zlh",
   DEV_USER: "dev",
   DEV_HOME: "/home/dev",
@@ -75,7 +73,7 @@ const NAMES = [
   "AGENT_VMID",
   "AGENT_PORT",
   "AGENT_BIND",
-  "REDIS_URL",
+  ...REDIS_TOPOLOGY_VARIABLES,
   "ARTIFACT_BASE_URL",
   "AGENT_TOKEN_SECRET",
   "ZLH_ROOT",
@@ -106,22 +104,27 @@ export const decodeAgentSettings = Effect.fnUntraced(function*(raw: Readonly<Rec
     if (lowered !== undefined && lowered !== "") input[name] = lowered
     else if (DEFAULTS[name] !== undefined) input[name] = DEFAULTS[name]
   }
+  const redis = parseRedisTopology(raw)
   const env = yield* decodeEnv(input, { errors: "all", onExcessProperty: "ignore" }).pipe(
     Effect.mapError((e) =>
       new AgentConfigInvalid({
-        problems: schemaIssues(e).map((i) =>
-          i.message === "Missing key" ? `${i.path}: is required but not set` : `${i.path}: ${i.message}`
-        )
+        problems: [
+          ...schemaIssues(e).map((i) =>
+            i.message === "Missing key" ? `${i.path}: is required but not set` : `${i.path}: ${i.message}`
+          ),
+          ...redis.problems
+        ]
       })
     )
   )
+  if (redis.problems.length > 0) return yield* new AgentConfigInvalid({ problems: [...redis.problems] })
   const zlhRoot = env.ZLH_ROOT.replace(/\/+$/, "") || "/"
   const devHome = env.DEV_HOME.replace(/\/+$/, "") || "/"
   return {
     vmid: Number(env.AGENT_VMID),
     port: Number(env.AGENT_PORT),
     bind: env.AGENT_BIND,
-    redisUrl: env.REDIS_URL,
+    redis: redis.topology,
     redisKeyPrefix: env.AGENT_REDIS_KEY_PREFIX ?? "",
     artifactBaseUrl: env.ARTIFACT_BASE_URL.replace(/\/+$/, ""),
     agentTokenSecret: Redacted.make(env.AGENT_TOKEN_SECRET),

@@ -9,6 +9,7 @@
 import { randomBytes } from "node:crypto"
 import type { ApiConfig } from "./deps.ts"
 import { ideOriginTemplateProblem } from "./ide/ide-origins.ts"
+import { parseRedisTopology } from "../wire/redis-topology.ts"
 
 export class ConfigError extends Error {
   readonly problems: ReadonlyArray<string>
@@ -22,7 +23,7 @@ export class ConfigError extends Error {
 export type Env = Readonly<Record<string, string | undefined>>
 
 export const DEFAULT_PORT = 8787
-export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+export { DEFAULT_REDIS_URL } from "../wire/redis-topology.ts"
 export const DEFAULT_IDE_SESSION_TTL_SECONDS = 43_200
 export const DEFAULT_IDE_TOKEN_RATE_LIMIT = 30
 export const MIN_SECRET_BYTES = 32
@@ -64,14 +65,8 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
 
   const port = int("PORT", DEFAULT_PORT, 0, 65_535) ?? DEFAULT_PORT
 
-  const redisUrl = get("REDIS_URL") ?? DEFAULT_REDIS_URL
-  try {
-    const u = new URL(redisUrl)
-    if (u.protocol !== "redis:" && u.protocol !== "rediss:") problems.push("REDIS_URL: must be a redis:// or rediss:// URL")
-    else if (u.hostname === "") problems.push("REDIS_URL: has no host")
-  } catch {
-    problems.push("REDIS_URL: is not a URL (expected redis://host:port)")
-  }
+  const redisTopology = parseRedisTopology(env)
+  problems.push(...redisTopology.problems)
 
   const secret = (name: string, purpose: string): string => {
     const raw = env[name]
@@ -159,7 +154,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   for (const n of notes) onNote(n)
   return {
     port,
-    redisUrl,
+    redis: redisTopology.topology,
     nodeEnv,
     ideTokenSecret,
     userAuth,

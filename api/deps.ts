@@ -1,12 +1,14 @@
-import type { Redis } from "ioredis"
 import type { Logger } from "pino"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
+import type { RedisClient } from "../wire/redis.ts"
+import type { RedisTopology } from "../wire/redis-topology.ts"
 import type { PubSubHub } from "./pubsub.ts"
 
 /** Validated API configuration (see api/config.ts for how the environment is decoded). */
 export interface ApiConfig {
   readonly port: number
-  readonly redisUrl: string
+  /** REDIS_URL, or REDIS_SENTINELS + REDIS_SENTINEL_MASTER, or REDIS_CLUSTER_NODES (wire/redis-topology.ts). */
+  readonly redis: RedisTopology
   readonly nodeEnv: "development" | "production" | "test"
   readonly ideTokenSecret: string
   readonly userAuth: { readonly kind: "secret"; readonly secret: string } | { readonly kind: "jwks"; readonly url: string }
@@ -40,8 +42,8 @@ export interface ApiConfig {
 /** Everything the Hono app needs; tests build their own. No Node-only APIs in here besides the clients. */
 export interface ApiDeps {
   readonly config: ApiConfig
-  /** Command connection. */
-  readonly redis: Redis
+  /** Command connection (one Redis, Sentinel-managed or a Cluster). */
+  readonly redis: RedisClient
   /** One subscriber connection per process, fanned out to every listener. */
   readonly pubsub: PubSubHub
   readonly keys: RedisKeys

@@ -9,6 +9,7 @@ import type { ApiDeps } from "./deps.ts"
 import { createPubSubHub } from "./pubsub.ts"
 import { createRedisClients } from "./redis.ts"
 import { startApiServer } from "./server.ts"
+import { describeRedisTopology } from "../wire/redis-topology.ts"
 
 const notes: Array<string> = []
 let config
@@ -30,7 +31,7 @@ const logger = pino({
 })
 for (const n of notes) logger.warn(n)
 
-const { redis, subscriber } = createRedisClients(config.redisUrl, logger)
+const { redis, subscriber } = createRedisClients(config.redis, logger)
 const deps: ApiDeps = { config, redis, pubsub: createPubSubHub(subscriber), keys: makeRedisKeys(), now: () => Date.now(), logger }
 
 let api: Awaited<ReturnType<typeof startApiServer>>
@@ -41,7 +42,7 @@ try {
   process.stderr.write(`zlh-api: cannot listen on port ${config.port}: ${(err as Error).message}\n`)
   process.exit(1)
 }
-logger.info({ port: api.port, nodeEnv: config.nodeEnv, publicOrigin: config.publicOrigin, userAuth: config.userAuth.kind }, "zlh-api listening")
+logger.info({ port: api.port, redis: describeRedisTopology(config.redis), nodeEnv: config.nodeEnv, publicOrigin: config.publicOrigin, userAuth: config.userAuth.kind }, "zlh-api listening")
 
 let stopping = false
 const stop = async (signal: string) => {

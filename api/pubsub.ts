@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis"
+import type { RedisClient } from "../wire/redis.ts"
 
 export type Listener = (message: string) => void
 
@@ -13,7 +13,7 @@ export interface PubSubHub {
   close(): Promise<void>
 }
 
-export const createPubSubHub = (subscriber: Redis): PubSubHub => {
+export const createPubSubHub = (subscriber: RedisClient): PubSubHub => {
   const listeners = new Map<string, Set<Listener>>()
   subscriber.on("message", (channel: string, message: string) => {
     const set = listeners.get(channel)

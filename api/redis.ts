@@ -4,9 +4,13 @@
  * itself with a capped back-off, so the API recovers without a restart. The subscriber client keeps its
  * offline queue so SUBSCRIBE issued while Redis is away is sent once it is back (ioredis re-subscribes
  * the channels it already had on reconnect).
+ *
+ * Both are built for the configured topology (one Redis, Sentinel or Cluster: wire/redis-topology.ts).
  */
-import { Redis, ReplyError, type RedisOptions } from "ioredis"
+import { ReplyError } from "ioredis"
 import type { Logger } from "pino"
+import type { RedisClient } from "../wire/redis.ts"
+import { createRedisClient, type ClientOptions, type RedisTopology } from "../wire/redis-topology.ts"
 import { ApiError } from "./errors.ts"
 import { metrics } from "./metrics.ts"
 
@@ -15,7 +19,7 @@ export const RECONNECT_MAX_DELAY_MS = 2_000
 /** Capped exponential back-off; never gives up (the process must recover when Redis returns). */
 export const retryStrategy = (times: number): number => Math.min(50 * 2 ** Math.min(times, 10), RECONNECT_MAX_DELAY_MS)
 
-export const commandClientOptions = (): RedisOptions => ({
+export const commandClientOptions = (): ClientOptions => ({
   enableOfflineQueue: false,
   maxRetriesPerRequest: 1,
   connectTimeout: 5_000,
@@ -25,7 +29,7 @@ export const commandClientOptions = (): RedisOptions => ({
   reconnectOnError: (err) => err.message.startsWith("READONLY")
 })
 
-export const subscriberClientOptions = (): RedisOptions => ({
+export const subscriberClientOptions = (): ClientOptions => ({
   enableOfflineQueue: true,
   maxRetriesPerRequest: null,
   connectTimeout: 5_000,
@@ -33,7 +37,7 @@ export const subscriberClientOptions = (): RedisOptions => ({
 })
 
 /** Counts errors and logs each connection state change once (not every retry). */
-export const instrumentRedis = (client: Redis, name: string, logger: Logger): Redis => {
+export const instrumentRedis = <C extends RedisClient>(client: C, name: string, logger: Logger): C => {
   let healthy = true
   client.on("error", (err: Error) => {
     metrics.redisErrors.inc({ client: name })
@@ -47,13 +51,13 @@ export const instrumentRedis = (client: Redis, name: string, logger: Logger): Re
   return client
 }
 
-export const createRedisClients = (url: string, logger: Logger): { redis: Redis; subscriber: Redis } => ({
-  redis: instrumentRedis(new Redis(url, commandClientOptions()), "command", logger),
-  subscriber: instrumentRedis(new Redis(url, subscriberClientOptions()), "subscriber", logger)
+export const createRedisClients = (topology: RedisTopology, logger: Logger): { redis: RedisClient; subscriber: RedisClient } => ({
+  redis: instrumentRedis(createRedisClient(topology, commandClientOptions()), "command", logger),
+  subscriber: instrumentRedis(createRedisClient(topology, subscriberClientOptions()), "subscriber", logger)
 })
 
 /** Resolves once the client is ready, or rejects after `timeoutMs`. */
-export const waitForRedis = (client: Redis, timeoutMs: number): Promise<void> =>
+export const waitForRedis = (client: RedisClient, timeoutMs: number): Promise<void> =>
   client.status === "ready"
     ? Promise.resolve()
     : new Promise((resolve, reject) => {

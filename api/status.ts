@@ -49,13 +49,16 @@ export const readAgentStatus = async (deps: ApiDeps, vmid: number): Promise<Stat
   return decodeAgentStatus(vmid, text, deps.now())
 }
 
-/** Many statuses at once (one MGET); a malformed record becomes `state: "unknown"` with its error. */
+/**
+ * Many statuses at once: one GET per key, all in flight together (not MGET: on a Cluster the
+ * `agent:<vmid>` keys live in different slots). A malformed record becomes `state: "unknown"` with its error.
+ */
 export const readAgentStatuses = async (
   deps: ApiDeps,
   vmids: ReadonlyArray<number>
 ): Promise<Array<StatusView | (ReturnType<typeof unknownStatus> & { error: { code: string; message: string } })>> => {
   if (vmids.length === 0) return []
-  const texts = await redisCall(() => deps.redis.mget(...vmids.map((v) => deps.keys.agent(v))))
+  const texts = await redisCall(() => Promise.all(vmids.map((v) => deps.redis.get(deps.keys.agent(v)))))
   const now = deps.now()
   return vmids.map((vmid, i) => {
     const text = texts[i]

@@ -20,6 +20,7 @@ import { createRedisClients } from "../api/redis.ts"
 import { startApiServer } from "../api/server.ts"
 import { initialAgentStatus } from "../schemas/agent-status.ts"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
+import { singleRedis } from "../wire/redis-topology.ts"
 import type { ApiInfo } from "./lib.ts"
 
 const arg = (name: string, fallback?: string): string | undefined => {
@@ -43,7 +44,7 @@ const userSecret = randomBytes(32).toString("hex")
 const ideSecret = randomBytes(32).toString("hex")
 
 const logger = pino({ level: process.env["LOG_LEVEL"] ?? "silent" })
-const { redis, subscriber } = createRedisClients(redisUrl, logger)
+const { redis, subscriber } = createRedisClients(singleRedis(redisUrl), logger)
 redis.on("error", () => undefined)
 subscriber.on("error", () => undefined)
 
@@ -64,7 +65,7 @@ await new Promise<void>((resolve) => (redis.status === "ready" ? resolve() : red
 
 const config: ApiConfig = {
   port: wantedPort,
-  redisUrl,
+  redis: singleRedis(redisUrl),
   nodeEnv: "production",
   ideTokenSecret: ideSecret,
   userAuth: { kind: "secret", secret: userSecret },

@@ -7,12 +7,14 @@
  *   server ls [--json]
  *   token mint --user U [--admin] [--ttl 3600]     (prints a portal user token signed with AUTH_JWT_SECRET)
  *
- * Environment: REDIS_URL (default redis://127.0.0.1:6379), AUTH_JWT_SECRET (token mint),
+ * Environment: the API's Redis variables (REDIS_URL, default redis://127.0.0.1:6379, or REDIS_SENTINELS +
+ * REDIS_SENTINEL_MASTER, or REDIS_CLUSTER_NODES: docs/contracts.md "Redis"), AUTH_JWT_SECRET (token mint),
  * AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE (optional, as the API), ZLH_REDIS_PREFIX (key prefix; tests only).
  * Exit codes: 0 done, 1 failed (e.g. Redis unreachable), 2 usage error.
  */
 import { parseArgs } from "node:util"
-import { Redis } from "ioredis"
+import type { RedisClient } from "../wire/redis.ts"
+import { createRedisClient, describeRedisTopology, parseRedisTopology } from "../wire/redis-topology.ts"
 import { SignJWT } from "jose"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { assertServerId, decodeServerInput, deleteServer, listServers, putServer } from "../api/registry.ts"
@@ -39,9 +41,10 @@ const intOption = (name: string, raw: string | undefined): number | undefined =>
   return Number(raw)
 }
 
-const withRedis = async <T>(fn: (redis: Redis, keys: ReturnType<typeof makeRedisKeys>) => Promise<T>): Promise<T> => {
-  const url = process.env["REDIS_URL"] || "redis://127.0.0.1:6379"
-  const redis = new Redis(url, {
+const withRedis = async <T>(fn: (redis: RedisClient, keys: ReturnType<typeof makeRedisKeys>) => Promise<T>): Promise<T> => {
+  const { topology, problems } = parseRedisTopology(process.env)
+  if (problems.length > 0) usage(problems.join("\n"))
+  const redis = createRedisClient(topology, {
     lazyConnect: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
@@ -50,7 +53,7 @@ const withRedis = async <T>(fn: (redis: Redis, keys: ReturnType<typeof makeRedis
   redis.on("error", () => undefined)
   try {
     await redis.connect().catch((e: Error) => {
-      throw new Error(`cannot reach Redis at ${url.replace(/\/\/[^@/]*@/, "//***@")}: ${e.message}`)
+      throw new Error(`cannot reach Redis at ${describeRedisTopology(topology)}: ${e.message}`)
     })
     return await fn(redis, makeRedisKeys(process.env["ZLH_REDIS_PREFIX"] ?? ""))
   } finally {

@@ -1,17 +1,19 @@
 import { Clock, type Duration, Effect, Layer, PubSub, Queue, Ref, Stream } from "effect"
-import { Redis } from "ioredis"
 import { type AgentStatus, initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { AgentConfig } from "../config.ts"
 import { StatusStore } from "./status-store.ts"
 
 export interface RedisStatusStoreOptions {
   readonly vmid: number
   readonly serverRoot: string
-  readonly redisUrl: string
+  /** One Redis, a Sentinel set or a Cluster (wire/redis-topology.ts); or `redisUrl` for one Redis. */
+  readonly redis?: RedisTopology
+  readonly redisUrl?: string
   /** Key names; tests pass `makeRedisKeys("test:<random>:")`. */
   readonly keys?: RedisKeys
-  /** How often `updatedAt` is refreshed and written without a change (CONTRACTS: ≤ 10 s). */
+  /** How often `updatedAt` is refreshed and written without a change (docs/contracts.md: ≤ 10 s). */
   readonly heartbeat?: Duration.Input
   /** Reconnect back-off: `min(attempt × base, cap)`; bounded so a returning Redis is noticed quickly. */
   readonly reconnectBaseMs?: number
@@ -23,7 +25,8 @@ export interface RedisStatusStoreOptions {
  * and heartbeat, `PUBLISH agent-events:<vmid>` on every change. Redis is a mirror, never a dependency:
  * writes happen on one background fiber, a failed write is dropped (the in-memory status stays the
  * truth), ioredis reconnects with a bounded back-off, and when the connection is ready again the
- * current status is written and published at once.
+ * current status is written and published at once. On a Cluster the MULTI holds one key (`agent:<vmid>`)
+ * plus PUBLISH, which has no key, so it runs on that key's node and the message reaches every node.
  */
 export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisStatusStoreOptions) {
   const keys = options.keys ?? makeRedisKeys()
@@ -43,7 +46,8 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
 
   const redis = yield* Effect.acquireRelease(
     Effect.sync(() => {
-      const client = new Redis(options.redisUrl, {
+      const topology = options.redis ?? singleRedis(options.redisUrl ?? "redis://127.0.0.1:6379")
+      const client = createRedisClient(topology, {
         // Fail commands at once while disconnected: the writer drops them and rewrites on reconnect.
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
@@ -130,7 +134,7 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
 })
 
 export const RedisStatusStore = {
-  /** From AgentConfig (REDIS_URL, AGENT_VMID, SERVER_ROOT), production key names. */
+  /** From AgentConfig (the Redis topology, AGENT_VMID, SERVER_ROOT), production key names. */
   layer: Layer.effect(
     StatusStore,
     Effect.gen(function*() {
@@ -138,7 +142,7 @@ export const RedisStatusStore = {
       return yield* makeRedisStatusStore({
         vmid: config.vmid,
         serverRoot: config.serverRoot,
-        redisUrl: config.redisUrl,
+        redis: config.redis,
         keys: makeRedisKeys(config.redisKeyPrefix)
       })
     })

@@ -1,5 +1,6 @@
 /**
- * Who may use a server's IDE: IDE tokens (single-use, `SET ide:jti:<jti> NX`) are exchanged for session
+ * Who may use a server's IDE: IDE tokens (single-use, `SET ide:jti:<jti> NX`, confirmed on replicas when
+ * REDIS_WAIT_REPLICAS > 0) are exchanged for session
  * cookies, and session cookies are checked locally (HMAC, see session.ts) with verified values and
  * registry records cached in memory, so a proxied request costs no Redis round trip. Revocation cut-offs
  * (revocations.ts) are consulted on every check.
@@ -35,6 +36,9 @@ export interface SessionAuth {
   loadRecord(serverId: string): Promise<ServerRecord>
   clear(): void
 }
+
+/** How long a single-use claim waits for the replicas (REDIS_WAIT_REPLICAS) to confirm it. */
+export const TOKEN_WAIT_TIMEOUT_MS = 1_000
 
 const unauthorized = (code: string, message: string) => new ApiError(401, code, message, { headers: { "cache-control": "no-store" } })
 
@@ -106,6 +110,29 @@ export const createSessionAuth = (deps: ApiDeps, revocations: Revocations, sessi
     if (record.kind !== "dev") throw new ApiError(409, "not_a_dev_server", `server ${serverId} is not a dev server`)
   }
 
+  /**
+   * `SET ide:jti:<jti> NX`: true when this call used the token. With REDIS_WAIT_REPLICAS = n > 0 the claim
+   * counts only once n replicas have it (WAIT, on the key's own node: a pipeline goes to one node), so a
+   * failover cannot forget a used token and accept it again. A master with fewer than n replicas
+   * connected (e.g. the promoted one after a failover) has nothing to wait for and the claim stands. A
+   * replica that is connected but does not confirm in time: the claim is withdrawn and the caller told to
+   * retry (503), so the token is never accepted without the replica knowing.
+   */
+  const waitReplicas = config.redis.waitReplicas
+  const claimOnce = async (key: string, ttl: number): Promise<boolean> => {
+    if (waitReplicas === 0) return (await redis.set(key, "1", "EX", ttl, "NX")) === "OK"
+    const results = await redis.pipeline().set(key, "1", "EX", ttl, "NX").wait(waitReplicas, TOKEN_WAIT_TIMEOUT_MS).role().exec()
+    const [set, acked, role] = results ?? []
+    if (set === undefined || set[0] !== null) throw set?.[0] ?? new Error("no reply to SET")
+    if (set[1] !== "OK") return false
+    const confirmed = acked !== undefined && acked[0] === null ? Number(acked[1]) : 0
+    if (confirmed >= waitReplicas) return true
+    const replicas = role !== undefined && role[0] === null && Array.isArray(role[1]) && Array.isArray(role[1][2]) ? role[1][2].length : 0
+    if (replicas < waitReplicas) return true
+    await redis.del(key).catch(() => undefined)
+    throw new ApiError(503, "redis_unavailable", "the IDE token could not be recorded on a Redis replica in time; try again", { headers: { "Retry-After": "1" } })
+  }
+
   const consumeToken = async (token: string, serverId: string) => {
     const now = deps.now()
     const claims = await verifyIdeToken(tokenKey, token, now)
@@ -113,16 +140,18 @@ export const createSessionAuth = (deps: ApiDeps, revocations: Revocations, sessi
     if (claims.vmid !== record.vmid) throw new ApiError(403, "ide_token_wrong_server", "this IDE token is for another server")
     assertDevServer(record, serverId)
     const ttl = Math.max(1, claims.exp - Math.floor(now / 1000))
-    let results: Array<[Error | null, unknown]> | null
+    // Two single-key commands, not one MULTI: on a Cluster `ide:jti:<jti>` and `ide:revoked:<id>` live in
+    // different slots. The revocation read only refreshes what this replica knows.
+    let claimed: boolean
+    let revoked: string | null
     try {
-      results = await redis.multi().set(keys.ide(`jti:${claims.jti}`), "1", "EX", ttl, "NX").get(revocations.key(serverId)).exec()
+      ;[claimed, revoked] = await Promise.all([claimOnce(keys.ide(`jti:${claims.jti}`), ttl), redis.get(revocations.key(serverId))])
     } catch (cause) {
+      if (cause instanceof ApiError) throw cause
       throw new ApiError(503, "redis_unavailable", "IDE tokens cannot be checked right now; try again shortly", { cause })
     }
-    const [setResult, revokedResult] = results ?? []
-    if (setResult === undefined || setResult[0] !== null) throw new ApiError(503, "redis_unavailable", "IDE tokens cannot be checked right now; try again shortly")
-    if (revokedResult !== undefined && revokedResult[0] === null && typeof revokedResult[1] === "string") revocations.note(serverId, Number(revokedResult[1]))
-    if (setResult[1] !== "OK") throw unauthorized("ide_token_used", "this IDE token has already been used; open the IDE again from the panel")
+    if (revoked !== null) revocations.note(serverId, Number(revoked))
+    if (!claimed) throw unauthorized("ide_token_used", "this IDE token has already been used; open the IDE again from the panel")
     const issuedAt = claims.iat * 1000
     if (revocations.isRevoked(serverId, issuedAt)) throw unauthorized("ide_session_revoked", "IDE access to this server was revoked; open the IDE again from the panel")
     return { userId: claims.sub, record, issuedAt }

@@ -22,6 +22,7 @@ import { createPubSubHub } from "../../api/pubsub.ts"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { singleRedis } from "../../wire/redis-topology.ts"
 import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
 
@@ -74,7 +75,7 @@ describe.each([
     deps = {
       config: {
         port: apiPort,
-        redisUrl: "redis://127.0.0.1:6379",
+        redis: singleRedis("redis://127.0.0.1:6379"),
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },

@@ -13,6 +13,7 @@ import { createApp } from "../../api/app.ts"
 import type { ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { singleRedis } from "../../wire/redis-topology.ts"
 import { freePort } from "../../scripts/dev-net.ts"
 
 describe("agent proxy: portal power actions reach the agent, signed", () => {
@@ -64,7 +65,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     deps = {
       config: {
         port: 0,
-        redisUrl: "redis://127.0.0.1:6379",
+        redis: singleRedis("redis://127.0.0.1:6379"),
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { singleRedis } from "../../wire/redis-topology.ts"
 import { bearer, eventually, makeDeps, mintUserToken, putRecord, statusAt, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { privateRedis, type PrivateRedis } from "../support/api-private-redis.ts"
 
@@ -18,7 +19,7 @@ const seed = async () => {
 beforeAll(async () => {
   redis = await privateRedis()
   await redis.start()
-  d = await makeDeps({ config: testConfig({ redisUrl: redis.url }), keys })
+  d = await makeDeps({ config: testConfig({ redis: singleRedis(redis.url) }), keys })
   app = createApp(d)
   alice = bearer(await mintUserToken(userSecretOf(d.config), { sub: "alice" }))
   await seed()

@@ -10,6 +10,8 @@ import { pino, type Logger } from "pino"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { commandClientOptions, subscriberClientOptions, waitForRedis } from "../../api/redis.ts"
+import type { RedisClient } from "../../wire/redis.ts"
+import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { initialAgentStatus, type AgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 
@@ -19,7 +21,7 @@ export const randomSecret = () => randomBytes(32).toString("base64url")
 
 export const testConfig = (overrides: Partial<ApiConfig> = {}): ApiConfig => ({
   port: 0,
-  redisUrl: SHARED_REDIS_URL,
+  redis: singleRedis(SHARED_REDIS_URL),
   nodeEnv: "test",
   ideTokenSecret: randomSecret(),
   userAuth: { kind: "secret", secret: randomSecret() },
@@ -42,18 +44,18 @@ export const controllableClock = (start = Date.now()): Clock => {
 }
 
 export interface TestDeps extends ApiDeps {
-  readonly subscriber: Redis
+  readonly subscriber: RedisClient
   /** Quits both clients (does not delete keys). */
   closeClients(): Promise<void>
 }
 
 export const makeDeps = async (
-  input: { config?: ApiConfig; keys: RedisKeys; now?: () => number; logger?: Logger; redisUrl?: string; waitReady?: boolean }
+  input: { config?: ApiConfig; keys: RedisKeys; now?: () => number; logger?: Logger; redisUrl?: string; redis?: RedisTopology; waitReady?: boolean }
 ): Promise<TestDeps> => {
   const config = input.config ?? testConfig()
-  const url = input.redisUrl ?? config.redisUrl
-  const redis = new Redis(url, commandClientOptions())
-  const subscriber = new Redis(url, subscriberClientOptions())
+  const topology = input.redis ?? (input.redisUrl === undefined ? config.redis : singleRedis(input.redisUrl))
+  const redis = createRedisClient(topology, commandClientOptions())
+  const subscriber = createRedisClient(topology, subscriberClientOptions())
   redis.on("error", () => undefined)
   subscriber.on("error", () => undefined)
   if (input.waitReady !== false) {
@@ -115,7 +117,7 @@ export const userSecretOf = (config: ApiConfig): string => {
 }
 
 export const putRecord = async (
-  redis: Redis,
+  redis: RedisClient,
   keys: RedisKeys,
   id: string,
   record: { vmid: number; ownerId: string; kind: "dev" | "game"; host?: string; idePort?: number; agentPort?: number }

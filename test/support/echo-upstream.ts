@@ -20,6 +20,7 @@ import { startApiServer, type ServerLimits } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { freePort } from "./code-server.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+import { singleRedis } from "../../wire/redis-topology.ts"
 
 export interface EchoRequest {
   readonly method: string
@@ -254,7 +255,7 @@ export const startIdeTestApi = async (
   const deps: ApiDeps = {
     config: {
       port,
-      redisUrl: "redis://127.0.0.1:6379",
+      redis: singleRedis("redis://127.0.0.1:6379"),
       nodeEnv: "test",
       ideTokenSecret: secret,
       userAuth: { kind: "secret", secret: "user-secret-user-secret-user-secret-0123" },

@@ -14,7 +14,7 @@ describe("AgentConfig", () => {
       assert.strictEqual(s.vmid, 100)
       assert.strictEqual(s.port, 18888)
       assert.strictEqual(s.bind, "0.0.0.0")
-      assert.strictEqual(s.redisUrl, "redis://127.0.0.1:6379")
+      assert.deepStrictEqual(s.redis, { kind: "single", url: "redis://127.0.0.1:6379", waitReplicas: 0 })
       assert.strictEqual(s.zlhRoot, "/opt/zlh")
       assert.strictEqual(s.devUser, "dev")
       assert.strictEqual(s.devHome, "/home/dev")
@@ -31,11 +31,11 @@ describe("AgentConfig", () => {
       assert.deepStrictEqual(e.problems, [
         "AGENT_VMID: is required but not set",
         "AGENT_PORT: must be a port number (1-65535)",
-        "REDIS_URL: must be a redis:// or rediss:// URL",
         "ARTIFACT_BASE_URL: is required but not set",
         "AGENT_TOKEN_SECRET: is required but not set",
         "DEV_USER: must be a valid user name ([a-z_][a-z0-9_-]{0,31})",
-        "DEV_HOME: must be an absolute path"
+        "DEV_HOME: must be an absolute path",
+        "REDIS_URL: must be a redis:// or rediss:// URL"
       ])
     }))
 })

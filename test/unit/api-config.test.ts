@@ -19,7 +19,7 @@ describe("loadApiConfig", () => {
     const c = loadApiConfig(prod)
     expect(c).toMatchObject({
       port: 8787,
-      redisUrl: "redis://127.0.0.1:6379",
+      redis: { kind: "single", url: "redis://127.0.0.1:6379", waitReplicas: 0 },
       nodeEnv: "production",
       ideTokenSecret: secrets.IDE_TOKEN_SECRET,
       userAuth: { kind: "secret", secret: secrets.AUTH_JWT_SECRET },

@@ -1,0 +1,177 @@
+/**
+ * Which Redis the processes use, as configuration (docs/contracts.md "Redis"): one server, a Sentinel
+ * set, or a Cluster. ioredis does the work: with Sentinel it asks the sentinels for the master and
+ * follows a failover; with a Cluster it learns the slot map and follows MOVED/ASK and failovers.
+ *
+ *   REDIS_URL              redis://[user:pass@]host:port[/db] or rediss://…   one server (the default)
+ *   REDIS_SENTINELS        host:port,host:port,…  with REDIS_SENTINEL_MASTER (the master's name)
+ *   REDIS_CLUSTER_NODES    host:port,host:port,…  any reachable subset of the Cluster's nodes
+ *   REDIS_USERNAME, REDIS_PASSWORD      data-node credentials with Sentinel or Cluster
+ *   REDIS_SENTINEL_PASSWORD             the sentinels' own password, when they have one
+ *   REDIS_WAIT_REPLICAS    replicas a single-use IDE token must reach before it is accepted
+ *                          (default 0 for one server, 1 for Sentinel and Cluster; see api/ide/session-auth.ts)
+ *
+ * REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other; with either, REDIS_URL is ignored.
+ */
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis"
+import type { RedisClient } from "./redis.ts"
+
+export interface RedisNode {
+  readonly host: string
+  readonly port: number
+}
+
+interface Credentials {
+  readonly username?: string
+  readonly password?: string
+}
+
+export type RedisTopology = (
+  | { readonly kind: "single"; readonly url: string }
+  | ({ readonly kind: "sentinel"; readonly sentinels: ReadonlyArray<RedisNode>; readonly masterName: string; readonly sentinelPassword?: string } & Credentials)
+  | ({ readonly kind: "cluster"; readonly nodes: ReadonlyArray<RedisNode> } & Credentials)
+) & {
+  /** Replicas a single-use write must reach (WAIT) before it counts; 0 = do not wait. */
+  readonly waitReplicas: number
+}
+
+export const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+export const REDIS_TOPOLOGY_VARIABLES = [
+  "REDIS_URL",
+  "REDIS_SENTINELS",
+  "REDIS_SENTINEL_MASTER",
+  "REDIS_SENTINEL_PASSWORD",
+  "REDIS_CLUSTER_NODES",
+  "REDIS_USERNAME",
+  "REDIS_PASSWORD",
+  "REDIS_WAIT_REPLICAS"
+] as const
+
+const parseNodes = (name: string, raw: string, problems: Array<string>): Array<RedisNode> => {
+  const nodes: Array<RedisNode> = []
+  for (const part of raw.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(part)
+    const port = m === null ? NaN : Number(m[2])
+    if (m === null || port < 1 || port > 65_535) {
+      problems.push(`${name}: "${part.slice(0, 80)}" is not host:port`)
+      continue
+    }
+    nodes.push({ host: m[1]!.replace(/^\[|\]$/g, ""), port })
+  }
+  if (nodes.length === 0 && problems.length === 0) problems.push(`${name}: lists no host:port`)
+  return nodes
+}
+
+/**
+ * The topology from the environment; every problem is one line naming the variable. Unset and empty
+ * values are the same.
+ */
+export const parseRedisTopology = (
+  env: Readonly<Record<string, string | undefined>>
+): { readonly topology: RedisTopology; readonly problems: ReadonlyArray<string> } => {
+  const get = (name: string) => {
+    const v = env[name]?.trim()
+    return v === undefined || v === "" ? undefined : v
+  }
+  const problems: Array<string> = []
+  const sentinelsRaw = get("REDIS_SENTINELS")
+  const clusterRaw = get("REDIS_CLUSTER_NODES")
+  const credentials: Credentials = {
+    ...(get("REDIS_USERNAME") === undefined ? {} : { username: get("REDIS_USERNAME")! }),
+    ...(env["REDIS_PASSWORD"] === undefined || env["REDIS_PASSWORD"] === "" ? {} : { password: env["REDIS_PASSWORD"] })
+  }
+  const waitRaw = get("REDIS_WAIT_REPLICAS")
+  let waitReplicas: number | undefined
+  if (waitRaw !== undefined) {
+    if (/^[0-9]{1,2}$/.test(waitRaw)) waitReplicas = Number(waitRaw)
+    else problems.push("REDIS_WAIT_REPLICAS: must be an integer from 0 to 99")
+  }
+
+  if (sentinelsRaw !== undefined && clusterRaw !== undefined) {
+    problems.push("REDIS_SENTINELS and REDIS_CLUSTER_NODES: set one of them, not both")
+  }
+  if (sentinelsRaw !== undefined) {
+    const sentinels = parseNodes("REDIS_SENTINELS", sentinelsRaw, problems)
+    const masterName = get("REDIS_SENTINEL_MASTER")
+    if (masterName === undefined) problems.push("REDIS_SENTINEL_MASTER: is required with REDIS_SENTINELS (the name the sentinels monitor)")
+    const sentinelPassword = env["REDIS_SENTINEL_PASSWORD"]
+    return {
+      problems,
+      topology: {
+        kind: "sentinel",
+        sentinels,
+        masterName: masterName ?? "",
+        ...(sentinelPassword === undefined || sentinelPassword === "" ? {} : { sentinelPassword }),
+        ...credentials,
+        waitReplicas: waitReplicas ?? 1
+      }
+    }
+  }
+  if (clusterRaw !== undefined) {
+    return { problems, topology: { kind: "cluster", nodes: parseNodes("REDIS_CLUSTER_NODES", clusterRaw, problems), ...credentials, waitReplicas: waitReplicas ?? 1 } }
+  }
+  const url = get("REDIS_URL") ?? DEFAULT_REDIS_URL
+  try {
+    const u = new URL(url)
+    if (u.protocol !== "redis:" && u.protocol !== "rediss:") problems.push("REDIS_URL: must be a redis:// or rediss:// URL")
+    else if (u.hostname === "") problems.push("REDIS_URL: has no host")
+  } catch {
+    problems.push("REDIS_URL: is not a URL (expected redis://host:port)")
+  }
+  return { problems, topology: { kind: "single", url, waitReplicas: waitReplicas ?? 0 } }
+}
+
+/** A topology for one URL (tests, tools). */
+export const singleRedis = (url: string): RedisTopology => ({ kind: "single", url, waitReplicas: 0 })
+
+/** Where the topology points, for logs and error messages (no credentials). */
+export const describeRedisTopology = (t: RedisTopology): string => {
+  const list = (nodes: ReadonlyArray<RedisNode>) => nodes.map((n) => `${n.host}:${n.port}`).join(",")
+  if (t.kind === "single") return t.url.replace(/\/\/[^@/]*@/, "//***@")
+  if (t.kind === "sentinel") return `sentinel master "${t.masterName}" via ${list(t.sentinels)}`
+  return `cluster via ${list(t.nodes)}`
+}
+
+/** Connection behaviour the caller chooses (fail fast or queue, timeouts, back-off). */
+export type ClientOptions = Omit<RedisOptions, "replyMapping" | "protocol" | "host" | "port" | "path" | "sentinels" | "name">
+
+/**
+ * One client for the topology. `options` apply to every connection (for a Cluster: to each node, plus
+ * `enableOfflineQueue`, `retryStrategy` and `lazyConnect` at the cluster level).
+ */
+export const createRedisClient = (topology: RedisTopology, options: ClientOptions): RedisClient => {
+  if (topology.kind === "single") return new Redis(topology.url, options)
+  const credentials = {
+    ...(topology.username === undefined ? {} : { username: topology.username }),
+    ...(topology.password === undefined ? {} : { password: topology.password })
+  }
+  if (topology.kind === "sentinel") {
+    return new Redis({
+      ...options,
+      ...credentials,
+      sentinels: topology.sentinels.map((n) => ({ host: n.host, port: n.port })),
+      name: topology.masterName,
+      ...(topology.sentinelPassword === undefined ? {} : { sentinelPassword: topology.sentinelPassword }),
+      // Reconnect to the new master as soon as a sentinel announces +switch-master.
+      failoverDetector: true,
+      sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2_000)
+    })
+  }
+  const { enableOfflineQueue, retryStrategy, lazyConnect, ...nodeOptions } = options
+  const clusterOptions: ClusterOptions = {
+    redisOptions: { ...nodeOptions, ...credentials },
+    ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+    ...(lazyConnect === undefined ? {} : { lazyConnect }),
+    clusterRetryStrategy: (times: number) => (retryStrategy === undefined || retryStrategy === null ? Math.min(100 * times, 2_000) : retryStrategy(times) ?? null),
+    // A failover shows as CLUSTERDOWN / a closed node connection until the replica is promoted: retry
+    // after a short pause, refreshing the slot map, instead of failing at once.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 200,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: 2_000,
+    slotsRefreshInterval: 5_000,
+    scaleReads: "master"
+  }
+  // ioredis 6 types `redisOptions.replyMapping` without `undefined`; the options above never set it.
+  return new Cluster(topology.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions as ConstructorParameters<typeof Cluster>[1])
+}
