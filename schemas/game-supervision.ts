@@ -28,10 +28,34 @@ export const GameCgroupStatus = Schema.Struct({
 })
 export type GameCgroupStatus = typeof GameCgroupStatus.Type
 
+/**
+ * Which user the game server runs as, and why:
+ * - `game-user`: the agent's own unprivileged game user (`GAME_USER`, created at the first start): the default;
+ * - `explicit`: the user `GAME_RUN_AS` names;
+ * - `root`: `GAME_RUN_AS=root`, set explicitly by the operator;
+ * - `agent`: the agent does not run as root, so the game runs as the agent's own user.
+ */
+export const GameRunAsSource = Schema.Literals(["game-user", "explicit", "root", "agent"])
+export type GameRunAsSource = typeof GameRunAsSource.Type
+
+export const GameRunAs = Schema.Struct({
+  /** The user name (or the uid as text when it has none). */
+  user: Schema.String,
+  /** null until the game user exists (it is created at the first start). */
+  uid: Schema.NullOr(Schema.Int),
+  gid: Schema.NullOr(Schema.Int),
+  source: GameRunAsSource,
+  /** In plain words, when there is something to know (root, the agent's own user, not created yet). */
+  note: Schema.NullOr(Schema.String)
+})
+export type GameRunAs = typeof GameRunAs.Type
+
 export const GameSupervisionStatus = Schema.Struct({
   readiness: GameReadiness,
   /** ISO-8601 time the current run became ready (or timed out waiting); null otherwise. */
   readySince: Schema.NullOr(Schema.String),
-  cgroup: GameCgroupStatus
+  cgroup: GameCgroupStatus,
+  /** Who the game server runs as (optional: absent from agents older than the game user). */
+  runAs: Schema.optionalKey(GameRunAs)
 })
 export type GameSupervisionStatus = typeof GameSupervisionStatus.Type

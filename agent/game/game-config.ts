@@ -18,7 +18,10 @@ export interface GameSettings {
     readonly env: Readonly<Record<string, string>>
     /** Directories put first on the game's PATH (the installed runtime's bin). */
     readonly pathPrepend: ReadonlyArray<string>
-    /** `user`, `uid` or `uid:gid` to run as (via setpriv); none = the agent's own user. */
+    /**
+     * `GAME_RUN_AS`: `user`, `uid` or `uid:gid` to run as (via setpriv); `root` runs the game as root, and
+     * only then; none = the dedicated game user below (or the agent's own user when the agent is not root).
+     */
     readonly runAs: Option.Option<string>
     /** Written to the server's stdin to ask it to stop (Minecraft: `stop`); none = go straight to SIGTERM. */
     readonly stopCommand: Option.Option<string>
@@ -26,6 +29,8 @@ export interface GameSettings {
     readonly readyPort: Option.Option<number>
   }
   /** After the stop command: how long before SIGTERM. */
+  /** The unprivileged user the game runs as by default (`GAME_USER`, `GAME_HOME`); created at the first start. */
+  readonly gameUser: { readonly name: string; readonly home: string }
   readonly stopGrace: Duration.Duration
   /** After SIGTERM: how long before SIGKILL to the whole process group. */
   readonly killGrace: Duration.Duration
@@ -130,6 +135,11 @@ export const gameSettingsFields = {
     Schema.String.check(Schema.isPattern(/^([a-z_][a-z0-9_-]{0,31}|\d+(:\d+)?)$/, { message: "must be a user name, uid or uid:gid" })),
     "GAME_RUN_AS"
   ).pipe(Config.option),
+  gameUser: Config.schema(
+    Schema.String.check(Schema.isPattern(/^[a-z_][a-z0-9_-]{0,31}$/, { message: "must be a valid user name" })),
+    "GAME_USER"
+  ).pipe(Config.withDefault("zlhgame")),
+  gameHome: Config.String("GAME_HOME").pipe(Config.option),
   stopCommand: optionalText("GAME_STOP_COMMAND", "stop"),
   readyPattern: Config.schema(RegExpText, "GAME_READY_PATTERN").pipe(
     Config.withDefault(MINECRAFT_READY_PATTERN),
@@ -170,6 +180,7 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all(gameSe
     readyPattern: c.readyPattern,
     readyPort: c.readyPort
   },
+  gameUser: { name: c.gameUser, home: Option.getOrElse(c.gameHome, () => `/home/${c.gameUser}`) },
   stopGrace: c.stopGrace,
   killGrace: c.killGrace,
   backoff: {

@@ -1,5 +1,5 @@
 import { Context, type Effect, type Option, type Scope, type Stream } from "effect"
-import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
+import type { GameCgroupStatus, GameRunAs } from "../../schemas/game-supervision.ts"
 
 import type { ProcessIdentity, ResourceSample } from "../process/proc.ts"
 
@@ -59,6 +59,8 @@ export class ProcessLauncher extends Context.Service<ProcessLauncher, {
   readonly portAccepting: (port: number) => Effect.Effect<boolean>
   /** Where the game's OOM kills are counted (decided once, when the launcher is built). */
   readonly cgroup: GameCgroupStatus
+  /** Who the game runs as (the game user, GAME_RUN_AS, or the agent itself); known for sure after a launch. */
+  readonly runAs: Effect.Effect<GameRunAs>
   /**
    * Appends a line of the agent's own to the server's console (log file): crashes and restarts show up
    * where the owner reads the console, and survive an agent restart.

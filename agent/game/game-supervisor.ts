@@ -100,8 +100,13 @@ const makeGameSupervisor = Effect.gen(function*() {
 
   // In a dev container code-server owns `state`; the supervisor still records everything else.
   const ownsState = config.workload === "game"
+  // Every state change also says who the game runs as (known for sure once the first launch made the user).
   const setState = (state: AgentState, f: (s: AgentStatus) => Partial<AgentStatus> = () => ({})) =>
-    store.update((s) => ({ ...s, ...f(s), state: ownsState ? state : s.state }))
+    Effect.flatMap(launcher.runAs, (runAs) =>
+      store.update((s) => {
+        const next = { ...s, ...f(s), state: ownsState ? state : s.state }
+        return next.game === undefined ? next : { ...next, game: { ...next.game, runAs } }
+      }))
   const supervision = (readiness: GameReadiness, readySince: number | null = null): { game: GameSupervisionStatus } => ({
     game: { readiness, readySince: readySince === null ? null : iso(readySince), cgroup: launcher.cgroup }
   })

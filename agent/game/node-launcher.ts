@@ -4,7 +4,7 @@ import * as NodeFs from "node:fs/promises"
 import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
 import * as NodeCrypto from "node:crypto"
-import { type Cause, Deferred, Effect, Layer, Option, Queue, Schedule, Stream } from "effect"
+import { type Cause, Deferred, Effect, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
 import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
 import { type MemoryCgroup, memoryCgroupOf, oomCounterFile, readOomKills } from "../process/cgroup.ts"
 import { type ChildCgroup, joinCgroupArgs, makeChildCgroup, removeCgroup } from "../process/child-cgroup.ts"
@@ -12,6 +12,8 @@ import { groupUsage, isAlive, readStat } from "../process/proc.ts"
 import { resolveCommand } from "../process/resolve-command.ts"
 import { GameConfig, type GameSettings } from "./game-config.ts"
 import { type GameProcess, type LaunchSpec, type ProcessExit, type ProcessIdentity, ProcessLauncher } from "./game-launcher.ts"
+import { planGameUser, plannedRunAs, prepareGameUser } from "./game-user.ts"
+import { ensureServerOwner, unreachableAncestor } from "./server-owner.ts"
 
 /**
  * The real launcher. The server's stdout/stderr go to a log file (not a pipe) and its stdin is a FIFO, so
@@ -33,18 +35,6 @@ const killGroup = (pgid: number, signal: NodeJS.Signals) =>
       // the group is already empty
     }
   })
-
-/** `user`, `uid` or `uid:gid` → setpriv arguments (setpriv execs the server: same PID, no extra process). */
-const setprivArgs = Effect.fnUntraced(function*(runAs: string) {
-  const numeric = runAs.match(/^(\d+)(?::(\d+))?$/)
-  if (numeric !== null) return [`--reuid=${numeric[1]}`, `--regid=${numeric[2] ?? numeric[1]}`, "--clear-groups", "--"]
-  const passwd = yield* Effect.tryPromise(() => NodeFs.readFile("/etc/passwd", "utf8")).pipe(Effect.orElseSucceed(() => ""))
-  const entry = passwd.split("\n").map((l) => l.split(":")).find((f) => f[0] === runAs)
-  // An unknown user makes setpriv fail with a message on stderr: recorded like any other start failure.
-  return entry === undefined
-    ? [`--reuid=${runAs}`, `--regid=${runAs}`, "--clear-groups", "--"]
-    : [`--reuid=${entry[2]}`, `--regid=${entry[3]}`, "--init-groups", "--"]
-})
 
 const ensureFifo = (path: string) =>
   Effect.tryPromise(async () => {
@@ -179,8 +169,18 @@ export const NodeProcessLauncher = Layer.effect(
     } else {
       yield* Effect.logWarning(`game server OOM accounting: ${cgroup.note}`).pipe(Effect.annotateLogs({ cgroupMode: cgroup.mode }))
     }
-    if (Option.isNone(config.launch.runAs) && process.getuid?.() === 0) {
-      yield* Effect.logWarning("GAME_RUN_AS is not set: the game server would run as root; set an unprivileged user")
+    const userPlan = planGameUser({
+      runAs: config.launch.runAs,
+      agentUid: process.getuid?.() ?? 0,
+      agentGid: process.getgid?.() ?? 0,
+      gameUser: config.gameUser
+    })
+    const runAs = yield* Ref.make(yield* plannedRunAs(userPlan))
+    const planned = yield* Ref.get(runAs)
+    if (userPlan._tag === "self") {
+      yield* Effect.logWarning(`game server user: ${planned.note}`).pipe(Effect.annotateLogs({ gameUser: planned.user, uid: planned.uid }))
+    } else {
+      yield* Effect.logInfo(`game server user: ${planned.user}`).pipe(Effect.annotateLogs({ source: planned.source, uid: planned.uid }))
     }
 
     const send = (line: string) =>
@@ -248,10 +248,46 @@ export const NodeProcessLauncher = Layer.effect(
         oomSource: { scope: "shared", file: "memory.events" }
       } satisfies GameProcess)
 
+    /** The game's user (created at the first start) and SERVER_ROOT owned by it; a failure is a failed start. */
+    const prepareUser = Effect.gen(function*() {
+      const identity = yield* prepareGameUser(userPlan)
+      yield* Ref.set(runAs, identity.status)
+      if (identity.owner !== undefined) {
+        const fix = yield* ensureServerOwner(config.serverRoot, identity.owner)
+        const annotations = { serverRoot: config.serverRoot, gameUser: identity.owner.name, uid: identity.owner.uid }
+        if (fix.changed > 0) {
+          const text = `game server files: ${fix.changed} entries under ${config.serverRoot} were not owned by ${identity.owner.name} ` +
+            `(an install from before the game user, or files copied in as root): their owner is now ${identity.owner.name}`
+          yield* Effect.logWarning(text).pipe(Effect.annotateLogs({ ...annotations, changed: fix.changed }))
+          yield* consoleNote(`[zlh-agent] ${text}`)
+        }
+        const blocked = yield* unreachableAncestor(config.serverRoot, identity.owner)
+        if (blocked !== undefined) {
+          const text = `game server files: ${identity.owner.name} cannot reach ${config.serverRoot}: ${blocked} has no search permission for it`
+          yield* Effect.logError(text).pipe(Effect.annotateLogs(annotations))
+          yield* consoleNote(`[zlh-agent] ${text}`)
+        }
+        if (fix.skipped !== null) {
+          yield* Effect.logWarning(`game server files: ${fix.skipped}`).pipe(Effect.annotateLogs(annotations))
+          yield* consoleNote(`[zlh-agent] game server files: ${fix.skipped}`)
+        }
+      }
+      return identity
+    })
+
     const launch = (spec: LaunchSpec) =>
       Effect.gen(function*() {
         const prepared = yield* Effect.all([ensureFifo(fifo), openLog(logFile)]).pipe(Effect.result)
         if (prepared._tag === "Failure") return yield* failedStart(127, `zlh-agent: cannot prepare the console or log file: ${String(prepared.failure)}`)
+        // After the log is open: what the user set-up writes into the console is part of this run's output.
+        const user = yield* prepareUser.pipe(Effect.result)
+        if (user._tag === "Failure") {
+          NodeFsSync.closeSync(prepared.success[1].fd)
+          return yield* failedStart(126, `zlh-agent: cannot run the game server as its user (${user.failure.step}): ${user.failure.message}`)
+        }
+        const gameUser = user.success
+        // The game user's own HOME/USER, unless GAME_ENV sets them.
+        const env = { ...spec.env, ...Object.fromEntries(Object.entries(gameUser.env).filter(([k]) => !(k in config.launch.env))) }
         const resolved = yield* resolveCommand(spec.command, { cwd: spec.cwd, path: spec.env["PATH"] ?? "" })
         if (resolved._tag === "failed") {
           NodeFsSync.closeSync(prepared.success[1].fd)
@@ -260,8 +296,8 @@ export const NodeProcessLauncher = Layer.effect(
         const { fd: logFd, offset } = prepared.success[1]
         // O_RDWR: the server's stdin never sees EOF, and opening does not wait for a writer.
         const stdinFd = NodeFsSync.openSync(fifo, NodeFsSync.constants.O_RDWR)
-        const [userCommand, userArgs] = Option.isSome(spec.runAs)
-          ? ["setpriv", [...(yield* setprivArgs(spec.runAs.value)), spec.command, ...spec.args]] as const
+        const [userCommand, userArgs] = gameUser.setpriv.length > 0
+          ? ["setpriv", [...gameUser.setpriv, spec.command, ...spec.args]] as const
           : [spec.command, spec.args] as const
         const [command, args] = gameCgroup._tag === "own"
           ? joinCgroupArgs(gameCgroup.cgroup, userCommand, userArgs)
@@ -270,7 +306,7 @@ export const NodeProcessLauncher = Layer.effect(
         const spawned = yield* Effect.callback<NodeCP.ChildProcess, Error>((resume) => {
           const child = NodeCP.spawn(command, args, {
             cwd: spec.cwd,
-            env: spec.env,
+            env,
             stdio: [stdinFd, logFd, logFd],
             detached: true
           })
@@ -318,6 +354,6 @@ export const NodeProcessLauncher = Layer.effect(
         return Option.some(processFor({ identity, backlog, lines, exit, cgroup }))
       })
 
-    return ProcessLauncher.of({ launch, attach, isAlive, portAccepting, cgroup, consoleNote })
+    return ProcessLauncher.of({ launch, attach, isAlive, portAccepting, cgroup, runAs: Ref.get(runAs), consoleNote })
   })
 )

@@ -34,7 +34,7 @@ const serversFor = (world: string) =>
   })
 
 const luanti = async (env: Record<string, string> = {}, mods: Record<string, string> = {}) => {
-  const { root, cleanup } = makeGameRoot()
+  const { root, gameUserEnv, cleanup } = makeGameRoot()
   const world = NodePath.join(root, "server", "world")
   for (const [name, init] of Object.entries(mods)) {
     const dir = NodePath.join(world, "worldmods", name)
@@ -48,13 +48,16 @@ const luanti = async (env: Record<string, string> = {}, mods: Record<string, str
     ZLH_ROOT: root,
     SERVER_ROOT: NodePath.join(root, "server"),
     GAME_COMMAND: SERVER!,
-    GAME_ARGS: JSON.stringify(["--world", world, "--gameid", "devtest", "--port", String(port)]),
+    // Debian's build logs to /var/log/minetest unless told otherwise; the game user may not write there
+    // (the game no longer runs as root), and the console already has every line.
+    GAME_ARGS: JSON.stringify(["--world", world, "--gameid", "devtest", "--port", String(port), "--logfile", ""]),
     GAME_READY_PATTERN: READY,
     GAME_STOP_COMMAND: "none",
     GAME_STOP_GRACE: "1 second",
     GAME_KILL_GRACE: "10 seconds",
     GAME_RESOURCE_INTERVAL: "500 millis",
     GAME_EARLY_EXIT_WINDOW: "30 seconds",
+    ...gameUserEnv,
     ...env
   }
   const agents: Array<GameAgent> = []

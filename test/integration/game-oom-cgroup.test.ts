@@ -30,7 +30,7 @@ setInterval(() => { held.push(Buffer.alloc(8 * 1024 * 1024, 1)) }, 5)
 
 describe("OOM that is the game's own", () => {
   it.skipIf(skipReason !== undefined)("a real OOM kill in the game's cgroup (GAME_MEMORY_MAX=96M) is classified oom from that cgroup's counter", async () => {
-    const { root, cleanup } = makeGameRoot()
+    const { root, gameUserEnv, cleanup } = makeGameRoot()
     NodeFs.writeFileSync(NodePath.join(root, "server", "hog.mjs"), HOG)
     const env = {
       AGENT_VMID: "100",
@@ -42,7 +42,8 @@ describe("OOM that is the game's own", () => {
       GAME_MEMORY_MAX: "96M",
       GAME_BACKOFF_BASE: "60 seconds",
       GAME_STOP_GRACE: "2 seconds",
-      GAME_KILL_GRACE: "2 seconds"
+      GAME_KILL_GRACE: "2 seconds",
+      ...gameUserEnv
     }
     gameSettings(env) // the environment decodes
     let agent: GameAgent | undefined

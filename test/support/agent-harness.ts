@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { gameUserEnv, removeGameUser } from "./game-user.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")
@@ -48,11 +49,22 @@ export interface AgentTree {
 
 export const makeAgentTree = (): AgentTree => {
   const base = mkdtempSync(join(tmpdir(), "zlh-agent-"))
+  // Like /opt: passable by the agent's unprivileged users (the game user's cwd is SERVER_ROOT inside it).
+  chmodSync(base, 0o755)
   const zlhRoot = join(base, "opt-zlh")
   const devHome = join(base, "home", "dev")
   mkdirSync(zlhRoot, { recursive: true })
   mkdirSync(join(base, "home"), { recursive: true })
-  return { base, zlhRoot, devHome, serverRoot: join(zlhRoot, "server"), cleanup: () => rmSync(base, { recursive: true, force: true }) }
+  return {
+    base,
+    zlhRoot,
+    devHome,
+    serverRoot: join(zlhRoot, "server"),
+    cleanup: () => {
+      removeGameUser(base)
+      rmSync(base, { recursive: true, force: true })
+    }
+  }
 }
 
 export const testVmid = () => 900_000 + Math.floor(Math.random() * 90_000)
@@ -80,6 +92,7 @@ export const agentEnv = (tree: AgentTree, vmid: number, port: number, extra: Rec
   DEV_USER: "zlhnobody",
   DEV_HOME: tree.devHome,
   SERVER_ROOT: tree.serverRoot,
+  ...gameUserEnv(tree.base),
   LOG_LEVEL: "info",
   ...extra
 })

@@ -9,16 +9,25 @@ import { readStat } from "../../agent/process/proc.ts"
 import { makeInMemoryStatusStore, StatusStore } from "../../agent/status/status-store.ts"
 import type { AgentStatus } from "../../schemas/agent-status.ts"
 import { gameSettings } from "./game-settings.ts"
+import { gameUserEnv, removeGameUser } from "./game-user.ts"
 
 export const FIXTURE = NodePath.join(import.meta.dirname, "..", "fixtures", "game-server.mjs")
 
-/** A temporary ZLH_ROOT with a server directory, readable by an unprivileged game user. */
+/** A temporary ZLH_ROOT with a server directory, readable by an unprivileged game user; cleanup removes that user. */
 export const makeGameRoot = () => {
   const root = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-game-"))
   NodeFs.mkdirSync(NodePath.join(root, "server"))
   NodeFs.chmodSync(root, 0o755)
   NodeFs.chmodSync(NodePath.join(root, "server"), 0o777)
-  return { root, cleanup: () => NodeFs.rmSync(root, { recursive: true, force: true }) }
+  return {
+    root,
+    /** GAME_USER / GAME_HOME of this tree's own game user (created by the agent at the first start). */
+    gameUserEnv: gameUserEnv(root),
+    cleanup: () => {
+      removeGameUser(root)
+      NodeFs.rmSync(root, { recursive: true, force: true })
+    }
+  }
 }
 
 /** Short, real durations; `GAME_ARGS` runs the fixture with `fixtureArgs`. */
@@ -33,6 +42,7 @@ export const realSettingsEnv = (root: string, fixtureArgs: ReadonlyArray<string>
   GAME_RESOURCE_INTERVAL: "300 millis",
   GAME_READY_POLL_INTERVAL: "200 millis",
   GAME_EARLY_EXIT_WINDOW: "30 seconds",
+  ...gameUserEnv(root),
   ...env
 })
 

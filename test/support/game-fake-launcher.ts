@@ -103,6 +103,7 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
     isAlive: () => Effect.succeed(options.attachable === true),
     portAccepting: () => Effect.succeed(false),
     cgroup: { mode: "own-v2", path: "/sys/fs/cgroup/fake/zlh-game", memoryMax: null, note: null },
+    runAs: Effect.succeed({ user: "zlhgame", uid: 999, gid: 999, source: "game-user" as const, note: null }),
     consoleNote: (line: string) => Effect.sync(() => void log.notes.push(line))
   }))
   return { layer, log }
