@@ -4,19 +4,27 @@ import * as NodeFs from "node:fs/promises"
 import * as NodePath from "node:path"
 import { Effect, Schema, Stream } from "effect"
 import * as Tar from "tar"
-import { userCanRead } from "./dev-user.ts"
-import { parseRelativePath, type PathError, type ResolvedPath, resolveInside } from "./workspace-path.ts"
+import { type FileOwner, FilesAsOwner, OwnerOpFailed } from "./files-as-owner.ts"
+import { parseRelativePath, type PathError, PathOutsideRoot, type ResolvedPath, resolveInside } from "./workspace-path.ts"
 
 /**
- * File operations confined to one root directory (the workspace, or the game server root). Every client
- * path goes through `resolveInside` first. The agent runs as root, so it also applies the owner's
- * permissions itself: reads refuse what the owner could not read, and everything created is chowned to
- * the owner. Writes go to a temporary file in the same directory and are renamed into place.
+ * File operations confined to one root directory (the workspace, or the game server root). Two lines of
+ * defence: every client path goes through `resolveInside` first (text checks, symlinks followed only
+ * inside the root), and then the operation itself runs with the owner's rights, never root's
+ * (`FilesAsOwner`: a helper process as DEV_USER), so a path changed between the check and the use (a
+ * directory swapped for a symlink) reaches nothing the owner could not reach anyway. What is created is
+ * the owner's because the owner creates it. Writes go to a temporary file in the same directory and are
+ * renamed into place; uploads are unpacked in a root-only staging directory outside the tree, handed to
+ * the owner, and moved into place by the helper.
  */
 export interface FileTree {
   readonly root: string
-  /** Who owns what is written, and whose read permission applies. */
-  readonly owner: { readonly uid: number; readonly gid: number; readonly groups: ReadonlyArray<number> }
+  /** Who the operations run as: the owner's uid, gid and groups. */
+  readonly owner: FileOwner
+  /** The helper processes that run operations as the owner. */
+  readonly asOwner: FilesAsOwner["Service"]
+  /** Root-owned 0711 directory where uploads are unpacked before the owner moves them into the tree. */
+  readonly stagingDir: string
   readonly limits: {
     readonly maxReadBytes: number
     readonly maxWriteBytes: number
@@ -78,25 +86,54 @@ const errno = (e: unknown): string | undefined =>
 const fsCall = <A>(operation: string, path: string, f: () => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: (cause) => new FileSystemFailure({ operation, path, cause }) })
 
-const lstatOrNull = (p: string) =>
-  Effect.tryPromise({ try: () => NodeFs.lstat(p), catch: (e) => e }).pipe(
-    Effect.catch((e) =>
-      errno(e) === "ENOENT" || errno(e) === "ENOTDIR"
-        ? Effect.succeed(null)
-        : Effect.fail(new FileSystemFailure({ operation: "lstat", path: p, cause: e }))
-    )
-  )
-
 const isRoot = process.getuid?.() === 0
-const chownTo = (tree: FileTree, p: string) =>
-  isRoot ? fsCall("chown", p, () => NodeFs.lchown(p, tree.owner.uid, tree.owner.gid)) : Effect.void
-
-const entryType = (st: Stats): FileEntry["type"] =>
-  st.isSymbolicLink() ? "symlink" : st.isDirectory() ? "directory" : st.isFile() ? "file" : "other"
-
-const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, "0")
 
 const tempName = (name: string) => `.${name.slice(0, 200)}.zlh-tmp-${randomBytes(6).toString("hex")}`
+
+const parentOf = (relative: string) => {
+  const d = NodePath.dirname(relative)
+  return d === "." ? "" : d
+}
+
+/**
+ * The helper's errno as the API's error, about `relative` (the client's path). EACCES/EPERM: the owner may
+ * not do it (403); ELOOP: the final component became a symlink after the check (403).
+ */
+const fromOwnerOp = (tree: FileTree, relative: string, limit = 0) => (e: OwnerOpFailed): FileError => {
+  switch (e.code) {
+    case "ENOENT":
+      return new FileNotFound({ path: relative })
+    case "ENOENT_PARENT":
+      return new FileNotFound({ path: parentOf(relative) })
+    case "ENOTDIR":
+      return new NotADirectory({ path: relative })
+    case "ENOTDIR_PARENT":
+      return new NotADirectory({ path: parentOf(relative) })
+    case "ENOTDIR_AT":
+      return new NotADirectory({ path: e.path === undefined ? relative : NodePath.relative(tree.root, e.path) })
+    case "EISDIR":
+      return new IsADirectory({ path: relative })
+    case "EEXIST":
+    case "ENOTEMPTY":
+      return new AlreadyExists({ path: relative })
+    case "EACCES":
+    case "EPERM":
+    case "ENOTREG":
+      return new ReadDenied({ path: relative })
+    case "ELOOP":
+      return new PathOutsideRoot({ path: relative, reason: "the path changed into a symlink while it was used" })
+    case "E2BIG":
+      return new TooLarge({ what: "file", limit })
+    default:
+      return new FileSystemFailure({ operation: e.op, path: relative, cause: e })
+  }
+}
+
+const asOwner = <A>(tree: FileTree, relative: string, op: string, args: Record<string, unknown>, limit = 0) =>
+  tree.asOwner.run(tree.owner, op, args).pipe(
+    Effect.map((result) => result as A),
+    Effect.mapError(fromOwnerOp(tree, relative, limit))
+  )
 
 export const resolve = (tree: FileTree, path: string): Effect.Effect<ResolvedPath, PathError> =>
   resolveInside(tree.root, path)
@@ -104,126 +141,53 @@ export const resolve = (tree: FileTree, path: string): Effect.Effect<ResolvedPat
 /** Lists a directory: every entry with its own (not followed) type, size, mtime and mode. */
 export const list = Effect.fnUntraced(function*(tree: FileTree, path: string) {
   const target = yield* resolve(tree, path)
-  const st = yield* lstatOrNull(target.absolute)
-  if (st === null) return yield* new FileNotFound({ path: target.relative })
-  if (!st.isDirectory()) return yield* new NotADirectory({ path: target.relative })
-  if (!userCanRead(tree.owner, st)) return yield* new ReadDenied({ path: target.relative })
-  const names = (yield* fsCall("readdir", target.absolute, () => NodeFs.readdir(target.absolute))).sort()
-  const entries: Array<FileEntry> = []
-  for (const name of names.slice(0, MAX_LIST_ENTRIES)) {
-    const est = yield* lstatOrNull(NodePath.join(target.absolute, name))
-    if (est === null) continue // removed meanwhile
-    entries.push({ name, type: entryType(est), size: est.size, mtime: est.mtime.toISOString(), mode: octal(est.mode) })
-  }
-  return { path: target.relative, entries, truncated: names.length > MAX_LIST_ENTRIES }
+  const listed = yield* asOwner<{ entries: Array<FileEntry>; truncated: boolean }>(tree, target.relative, "list", {
+    path: target.absolute,
+    max: MAX_LIST_ENTRIES
+  })
+  return { path: target.relative, entries: listed.entries, truncated: listed.truncated }
 })
 
 /** Reads a whole file (bounded by maxReadBytes), opened without following a final symlink. */
 export const readFile = Effect.fnUntraced(function*(tree: FileTree, path: string) {
   const target = yield* resolve(tree, path)
   if (!target.exists) return yield* new FileNotFound({ path: target.relative })
-  return yield* Effect.acquireUseRelease(
-    Effect.tryPromise({
-      try: () => NodeFs.open(target.absolute, FsConstants.O_RDONLY | FsConstants.O_NOFOLLOW | FsConstants.O_NONBLOCK),
-      catch: (e) =>
-        errno(e) === "ENOENT"
-          ? new FileNotFound({ path: target.relative })
-          : new FileSystemFailure({ operation: "open", path: target.relative, cause: e })
-    }),
-    (handle) =>
-      Effect.gen(function*() {
-        const st = yield* fsCall("fstat", target.relative, () => handle.stat())
-        if (st.isDirectory()) return yield* new IsADirectory({ path: target.relative })
-        if (!st.isFile()) return yield* new ReadDenied({ path: target.relative })
-        if (!userCanRead(tree.owner, st)) return yield* new ReadDenied({ path: target.relative })
-        if (st.size > tree.limits.maxReadBytes) {
-          return yield* new TooLarge({ what: "file", limit: tree.limits.maxReadBytes })
-        }
-        const bytes = yield* fsCall("read", target.relative, () => handle.readFile())
-        if (bytes.length > tree.limits.maxReadBytes) return yield* new TooLarge({ what: "file", limit: tree.limits.maxReadBytes })
-        return { path: target.relative, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), mtime: st.mtime }
-      }),
-    (handle) => Effect.promise(() => handle.close())
-  )
+  const max = tree.limits.maxReadBytes
+  const file = yield* asOwner<{ data: string; mtime: string }>(tree, target.relative, "read", { path: target.absolute, max }, max)
+  const bytes = Buffer.from(file.data, "base64")
+  return { path: target.relative, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length), mtime: new Date(file.mtime) }
 })
 
 /**
- * Streams `body` into a temporary file beside the target, chowns it to the owner, fsyncs and renames it
- * over the target: readers see the old or the new content, never a half-written file. More than
- * `maxWriteBytes` fails with TooLarge and leaves the target untouched.
+ * Reads `body` (at most `maxWriteBytes`: more fails with TooLarge and leaves the target untouched), then
+ * the owner writes it to a temporary file beside the target, fsyncs and renames it over the target:
+ * readers see the old or the new content, never a half-written file.
  */
 export const writeFile = Effect.fnUntraced(function*<E>(tree: FileTree, path: string, body: Stream.Stream<Uint8Array, E>) {
   const target = yield* resolve(tree, path)
   if (target.isRoot) return yield* new IsADirectory({ path: "" })
-  const parentDir = NodePath.dirname(target.absolute)
-  const parent = yield* lstatOrNull(parentDir)
-  if (parent === null) return yield* new FileNotFound({ path: NodePath.dirname(target.relative) })
-  if (!parent.isDirectory()) return yield* new NotADirectory({ path: NodePath.dirname(target.relative) })
-  const existing = yield* lstatOrNull(target.absolute)
-  if (existing?.isDirectory()) return yield* new IsADirectory({ path: target.relative })
-  const mode = existing?.isFile() ? existing.mode & 0o7777 : 0o644
-  const temp = NodePath.join(parentDir, tempName(NodePath.basename(target.absolute)))
   const limit = tree.limits.maxWriteBytes
-  const written = yield* Effect.acquireUseRelease(
-    fsCall(
-      "open",
-      target.relative,
-      () => NodeFs.open(temp, FsConstants.O_WRONLY | FsConstants.O_CREAT | FsConstants.O_EXCL | FsConstants.O_NOFOLLOW, 0o600)
-    ),
-    (handle) =>
-      Effect.gen(function*() {
-        let size = 0
-        yield* body.pipe(
-          Stream.mapError((cause) => new FileSystemFailure({ operation: "read body", path: target.relative, cause })),
-          Stream.runForEach((chunk): Effect.Effect<void, TooLarge | FileSystemFailure> => {
-            size += chunk.length
-            return size > limit
-              ? Effect.fail(new TooLarge({ what: "request body", limit }))
-              : Effect.asVoid(fsCall("write", target.relative, () => handle.write(chunk)))
-          })
-        )
-        if (isRoot) yield* fsCall("chown", target.relative, () => handle.chown(tree.owner.uid, tree.owner.gid))
-        yield* fsCall("chmod", target.relative, () => handle.chmod(mode))
-        yield* fsCall("fsync", target.relative, () => handle.sync())
-        return size
-      }),
-    (handle) => Effect.promise(() => handle.close())
-  ).pipe(Effect.onError(() => Effect.promise(() => NodeFs.rm(temp, { force: true }))))
-  yield* fsCall("rename", target.relative, () => NodeFs.rename(temp, target.absolute)).pipe(
-    Effect.onError(() => Effect.promise(() => NodeFs.rm(temp, { force: true })))
+  const chunks: Array<Uint8Array> = []
+  let size = 0
+  yield* body.pipe(
+    Stream.mapError((cause) => new FileSystemFailure({ operation: "read body", path: target.relative, cause })),
+    Stream.runForEach((chunk): Effect.Effect<void, TooLarge> => {
+      size += chunk.length
+      if (size > limit) return Effect.fail(new TooLarge({ what: "request body", limit }))
+      chunks.push(chunk)
+      return Effect.void
+    })
   )
-  return { path: target.relative, size: written, created: existing === null }
+  const data = Buffer.concat(chunks).toString("base64")
+  const written = yield* asOwner<{ created: boolean }>(tree, target.relative, "write", { path: target.absolute, data })
+  return { path: target.relative, size, created: written.created }
 })
 
-/** Creates a directory (and, with `parents`, its missing ancestors), each owned by the owner. */
+/** Creates a directory (and, with `parents`, its missing ancestors), as the owner. */
 export const makeDirectory = Effect.fnUntraced(function*(tree: FileTree, path: string, parents: boolean) {
   const target = yield* resolve(tree, path)
-  const existing = yield* lstatOrNull(target.absolute)
-  if (existing !== null) {
-    if (existing.isDirectory() && parents) return { path: target.relative, created: false }
-    return yield* new AlreadyExists({ path: target.relative })
-  }
-  // target.absolute is the real existing prefix plus missing names: create the missing ones top-down.
-  const missing: Array<string> = []
-  let current = target.absolute
-  while ((yield* lstatOrNull(current)) === null) {
-    missing.unshift(current)
-    current = NodePath.dirname(current)
-  }
-  if (missing.length > 1 && !parents) return yield* new FileNotFound({ path: NodePath.dirname(target.relative) })
-  const base = yield* lstatOrNull(current)
-  if (base === null || !base.isDirectory()) return yield* new NotADirectory({ path: NodePath.relative(target.root, current) })
-  for (const dir of missing) {
-    yield* Effect.tryPromise({ try: () => NodeFs.mkdir(dir, { mode: 0o755 }), catch: (e) => e }).pipe(
-      Effect.catch((e): Effect.Effect<never, AlreadyExists | FileSystemFailure> =>
-        errno(e) === "EEXIST"
-          ? Effect.fail(new AlreadyExists({ path: NodePath.relative(target.root, dir) }))
-          : Effect.fail(new FileSystemFailure({ operation: "mkdir", path: target.relative, cause: e }))
-      )
-    )
-    yield* chownTo(tree, dir)
-  }
-  return { path: target.relative, created: true }
+  const made = yield* asOwner<{ created: boolean }>(tree, target.relative, "mkdir", { path: target.absolute, root: target.root, parents })
+  return { path: target.relative, created: made.created }
 })
 
 /** Renames an entry (a symlink is moved as the link itself). */
@@ -231,26 +195,13 @@ export const move = Effect.fnUntraced(function*(tree: FileTree, from: string, to
   const source = yield* resolve(tree, from)
   const destination = yield* resolve(tree, to)
   if (source.isRoot || destination.isRoot) return yield* new RootNotAllowed({ operation: "move" })
-  const sourceStat = yield* lstatOrNull(source.entry)
-  if (sourceStat === null) return yield* new FileNotFound({ path: source.relative })
   if (destination.entry === source.entry) return { from: source.relative, to: destination.relative }
   if (destination.entry.startsWith(`${source.entry}/`) || destination.absolute.startsWith(`${source.entry}/`)) {
     return yield* new MoveIntoItself({ path: destination.relative })
   }
-  const parent = yield* lstatOrNull(NodePath.dirname(destination.entry))
-  if (parent === null) return yield* new FileNotFound({ path: NodePath.dirname(destination.relative) })
-  if (!parent.isDirectory()) return yield* new NotADirectory({ path: NodePath.dirname(destination.relative) })
-  const existing = yield* lstatOrNull(destination.entry)
-  if (existing !== null && !overwrite) return yield* new AlreadyExists({ path: destination.relative })
-  if (existing !== null && existing.isDirectory() !== sourceStat.isDirectory()) {
-    return yield* existing.isDirectory()
-      ? new IsADirectory({ path: destination.relative })
-      : new NotADirectory({ path: destination.relative })
-  }
-  if (existing?.isDirectory()) {
-    yield* fsCall("rm", destination.relative, () => NodeFs.rm(destination.entry, { recursive: true }))
-  }
-  yield* fsCall("rename", source.relative, () => NodeFs.rename(source.entry, destination.entry))
+  yield* tree.asOwner.run(tree.owner, "move", { from: source.entry, to: destination.entry, overwrite }).pipe(
+    Effect.mapError((e) => fromOwnerOp(tree, e.code === "ENOENT" ? source.relative : destination.relative)(e))
+  )
   return { from: source.relative, to: destination.relative }
 })
 
@@ -258,37 +209,21 @@ export const move = Effect.fnUntraced(function*(tree: FileTree, from: string, to
 export const remove = Effect.fnUntraced(function*(tree: FileTree, path: string) {
   const target = yield* resolve(tree, path)
   if (target.isRoot) return yield* new RootNotAllowed({ operation: "delete" })
-  const st = yield* lstatOrNull(target.entry)
-  if (st === null) return yield* new FileNotFound({ path: target.relative })
-  yield* fsCall("rm", target.relative, () => NodeFs.rm(target.entry, { recursive: true }))
+  yield* asOwner(tree, target.relative, "remove", { path: target.entry })
   return { path: target.relative }
 })
 
 /**
- * A directory as a gzip'd tar stream. Symlinks are stored as links (never followed), ownership is not
- * recorded, and entries the owner could not read are left out.
+ * A directory as a gzip'd tar stream, made by `tar` running as the owner: symlinks are stored as links
+ * (never followed), ownership is not recorded, and entries the owner cannot read are left out.
  */
 export const archive = Effect.fnUntraced(function*(tree: FileTree, path: string) {
   const target = yield* resolve(tree, path)
-  const st = yield* lstatOrNull(target.absolute)
-  if (st === null) return yield* new FileNotFound({ path: target.relative })
-  if (!st.isDirectory()) return yield* new NotADirectory({ path: target.relative })
+  // The owner's own look at it: missing, not a directory or not readable are answered before streaming.
+  yield* asOwner(tree, target.relative, "list", { path: target.absolute, max: 0 })
   const name = target.isRoot ? "workspace" : NodePath.basename(target.absolute)
-  const stream = Stream.fromAsyncIterable(
-    {
-      [Symbol.asyncIterator]: () =>
-        Tar.create({
-          gzip: true,
-          cwd: target.absolute,
-          portable: true,
-          follow: false,
-          filter: (_p, s) =>
-            "isSymbolicLink" in s && typeof s.uid === "number" && typeof s.gid === "number" && typeof s.mode === "number"
-              ? s.isSymbolicLink() || userCanRead(tree.owner, { uid: s.uid, gid: s.gid, mode: s.mode })
-              : false
-        }, ["."])[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>
-    },
-    (cause) => new FileSystemFailure({ operation: "archive", path: target.relative, cause })
+  const stream = tree.asOwner.archive(tree.owner, target.absolute).pipe(
+    Stream.mapError((cause) => new FileSystemFailure({ operation: "archive", path: target.relative, cause }))
   )
   return { path: target.relative, name, stream }
 })
@@ -296,28 +231,37 @@ export const archive = Effect.fnUntraced(function*(tree: FileTree, path: string)
 const allowedEntryTypes = new Set(["File", "OldFile", "ContiguousFile", "Directory"])
 
 /**
- * Extracts a gzip'd tar body into `path`, which must not exist yet or be an empty directory. The
- * archive goes into a root-only temporary directory beside it (nobody can race inside it); only plain
- * files and directories with safe relative names are accepted (no links, devices, absolute paths or
- * `..`); the tree is then chowned to the owner and renamed into place in one step.
+ * Extracts a gzip'd tar body into `path`, which must not exist yet or be an empty directory. The archive
+ * is unpacked as root into a private staging directory outside the tree (`stagingDir/<random>`, 0700: no
+ * one can race inside it); only plain files and directories with safe relative names are accepted (no
+ * links, devices, absolute paths or `..`). The staged tree is then handed to the owner (chown, modes as
+ * archived minus group/other write and set-id bits) and the owner's helper moves it into place.
  */
 export const extract = Effect.fnUntraced(function*<E>(tree: FileTree, path: string, body: Stream.Stream<Uint8Array, E>) {
   const target = yield* resolve(tree, path)
   if (target.isRoot) return yield* new RootNotAllowed({ operation: "upload into the root" })
-  const existing = yield* lstatOrNull(target.absolute)
-  if (existing !== null) {
-    if (!existing.isDirectory()) return yield* new AlreadyExists({ path: target.relative })
-    const inside = yield* fsCall("readdir", target.relative, () => NodeFs.readdir(target.absolute))
-    if (inside.length > 0) return yield* new AlreadyExists({ path: target.relative })
-  }
-  const parentDir = NodePath.dirname(target.absolute)
-  const parent = yield* lstatOrNull(parentDir)
-  if (parent === null) return yield* new FileNotFound({ path: NodePath.dirname(target.relative) })
-  if (!parent.isDirectory()) return yield* new NotADirectory({ path: NodePath.dirname(target.relative) })
+  // The owner's look at the target: missing, or an empty directory (the helper checks again when placing).
+  const inside = yield* asOwner<{ entries: ReadonlyArray<FileEntry> }>(tree, target.relative, "list", { path: target.absolute, max: 1 }).pipe(
+    Effect.catchTag("FileNotFound", () => Effect.succeed({ entries: [] })),
+    Effect.catchTag("NotADirectory", () => Effect.fail(new AlreadyExists({ path: target.relative })))
+  )
+  if (inside.entries.length > 0) return yield* new AlreadyExists({ path: target.relative })
 
-  const staging = NodePath.join(parentDir, tempName(NodePath.basename(target.absolute)))
-  yield* fsCall("mkdir", target.relative, () => NodeFs.mkdir(staging, { mode: 0o700 }))
-  const cleanup = Effect.promise(() => NodeFs.rm(staging, { recursive: true, force: true }))
+  yield* fsCall("mkdir", target.relative, async () => {
+    await NodeFs.mkdir(tree.stagingDir, { recursive: true, mode: 0o711 })
+    await NodeFs.chmod(tree.stagingDir, 0o711)
+  })
+  const upload = NodePath.join(tree.stagingDir, tempName("upload"))
+  const staging = NodePath.join(upload, "tree")
+  yield* fsCall("mkdir", target.relative, async () => {
+    await NodeFs.mkdir(upload, { mode: 0o700 })
+    await NodeFs.mkdir(staging, { mode: 0o700 })
+  })
+  // Root removes the staging only while it is root's own; once handed over, the owner's helper does.
+  let handedOver = false
+  const cleanup = Effect.suspend(() =>
+    handedOver ? Effect.void : Effect.promise(() => NodeFs.rm(upload, { recursive: true, force: true }))
+  )
 
   const refused: Array<string> = []
   let extractBytes = 0
@@ -386,11 +330,12 @@ export const extract = Effect.fnUntraced(function*<E>(tree: FileTree, path: stri
     // Owner everywhere; modes as archived minus group/other write.
     yield* chownTree(tree, staging)
     yield* fsCall("chmod", target.relative, () => NodeFs.chmod(staging, 0o755))
-    if (existing !== null) {
-      const again = yield* fsCall("readdir", target.relative, () => NodeFs.readdir(target.absolute))
-      if (again.length > 0) return yield* new AlreadyExists({ path: target.relative })
-    }
-    yield* fsCall("rename", target.relative, () => NodeFs.rename(staging, target.absolute))
+    if (isRoot) yield* fsCall("chown", target.relative, () => NodeFs.lchown(upload, tree.owner.uid, tree.owner.gid))
+    handedOver = true
+    yield* asOwner(tree, target.relative, "place", { from: staging, to: target.absolute }).pipe(
+      // Empty once the owner has moved or removed the staged tree; rmdir never removes more than that.
+      Effect.ensuring(Effect.promise(() => NodeFs.rmdir(upload).catch(() => undefined)))
+    )
     return { path: target.relative, bytes: size, entries: fileCount }
   }).pipe(Effect.onError(() =>
     Effect.sync(() => {
@@ -404,6 +349,10 @@ export const extract = Effect.fnUntraced(function*<E>(tree: FileTree, path: stri
   return result
 })
 
+const chownTo = (tree: FileTree, p: string) =>
+  isRoot ? fsCall("chown", p, () => NodeFs.lchown(p, tree.owner.uid, tree.owner.gid)) : Effect.void
+
+/** Only inside the root-only staging directory: nobody but root can change it while this runs. */
 const chownTree = (tree: FileTree, dir: string): Effect.Effect<void, FileSystemFailure> =>
   Effect.gen(function*() {
     yield* chownTo(tree, dir)

@@ -1,9 +1,10 @@
 import * as NodeFs from "node:fs/promises"
-import { Clock, Effect, Schema } from "effect"
+import { Clock, Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { handleDevErrors } from "./dev-error-response.ts"
 import { DevConfig } from "./dev-config.ts"
 import { lookupDevUser } from "./dev-user.ts"
+import { FilesAsOwner } from "./files-as-owner.ts"
 import * as FileTree from "./file-tree.ts"
 import { parseRelativePath, RootMissing } from "./workspace-path.ts"
 
@@ -40,18 +41,21 @@ const query = HttpServerRequest.schemaSearchParams(PathQuery, strict)
 const checkText = (...paths: ReadonlyArray<string>) =>
   Effect.forEach(paths, (p) => Effect.fromResult(parseRelativePath(p)), { discard: true })
 
-const treeFor = Effect.fnUntraced(function*(root: "workspace" | "server" | undefined) {
+/** The tree a request names, with the helpers that run its operations as the tree's owner. */
+const treeFor = Effect.fnUntraced(function*(asOwner: FilesAsOwner["Service"], root: "workspace" | "server" | undefined) {
   const config = yield* DevConfig
   const limits = config.files
+  // Uploads are unpacked here (root-only per upload) before the owner moves them into the tree.
+  const stagingDir = `${config.zlhRoot}/run/uploads`
   if (root === "server") {
     const st = yield* Effect.tryPromise({
       try: () => NodeFs.stat(config.serverRoot),
       catch: () => new RootMissing({ root: config.serverRoot })
     })
-    return { root: config.serverRoot, owner: { uid: st.uid, gid: st.gid, groups: [st.gid] }, limits } satisfies FileTree.FileTree
+    return { root: config.serverRoot, owner: { uid: st.uid, gid: st.gid, groups: [st.gid] }, asOwner, stagingDir, limits } satisfies FileTree.FileTree
   }
   const user = yield* lookupDevUser(config.devUser)
-  return { root: config.workspaceRoot, owner: user, limits } satisfies FileTree.FileTree
+  return { root: config.workspaceRoot, owner: user, asOwner, stagingDir, limits } satisfies FileTree.FileTree
 })
 
 /** One structured log line per file operation: vmid, operation, path, duration, outcome. */
@@ -79,7 +83,7 @@ const refuseDeclaredLength = Effect.fnUntraced(function*(limit: number, what: st
   return request
 })
 
-export const FilesRoutes = HttpRouter.addAll([
+const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
   HttpRouter.route(
     "GET",
     "/files",
@@ -87,7 +91,7 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       return HttpServerResponse.jsonUnsafe(yield* FileTree.list(tree, path).pipe(logged("list", path)))
     }).pipe(handleDevErrors)
   ),
@@ -98,7 +102,7 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       const file = yield* FileTree.readFile(tree, path).pipe(logged("read", path))
       return HttpServerResponse.uint8Array(file.bytes, { contentType: "application/octet-stream" }).pipe(
         HttpServerResponse.setHeader("last-modified", file.mtime.toUTCString())
@@ -112,7 +116,7 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       const request = yield* refuseDeclaredLength(tree.limits.maxWriteBytes, "request body")
       const result = yield* FileTree.writeFile(tree, path, request.stream).pipe(logged("write", path))
       return HttpServerResponse.jsonUnsafe(result, { status: result.created ? 201 : 200 })
@@ -124,7 +128,7 @@ export const FilesRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const b = yield* HttpServerRequest.schemaBodyJson(MkdirBody, strict)
       yield* checkText(b.path)
-      const tree = yield* treeFor(b.root)
+      const tree = yield* treeFor(asOwner, b.root)
       const result = yield* FileTree.makeDirectory(tree, b.path, b.parents ?? false).pipe(logged("mkdir", b.path))
       return HttpServerResponse.jsonUnsafe(result, { status: result.created ? 201 : 200 })
     }).pipe(handleDevErrors)
@@ -135,7 +139,7 @@ export const FilesRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const b = yield* HttpServerRequest.schemaBodyJson(MoveBody, strict)
       yield* checkText(b.from, b.to)
-      const tree = yield* treeFor(b.root)
+      const tree = yield* treeFor(asOwner, b.root)
       const result = yield* FileTree.move(tree, b.from, b.to, b.overwrite ?? false).pipe(
         logged("move", `${b.from} -> ${b.to}`)
       )
@@ -149,7 +153,7 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       return HttpServerResponse.jsonUnsafe(yield* FileTree.remove(tree, path).pipe(logged("delete", path)))
     }).pipe(handleDevErrors)
   ),
@@ -160,7 +164,7 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       const archive = yield* FileTree.archive(tree, path).pipe(logged("download", path))
       return HttpServerResponse.stream(archive.stream, { contentType: "application/gzip" }).pipe(
         HttpServerResponse.setHeader("content-disposition", `attachment; filename="${archive.name.replace(/[^\w.-]/g, "_")}.tar.gz"`)
@@ -174,10 +178,16 @@ export const FilesRoutes = HttpRouter.addAll([
       const q = yield* query
       const path = q.path ?? ""
       yield* checkText(path)
-      const tree = yield* treeFor(q.root)
+      const tree = yield* treeFor(asOwner, q.root)
       const request = yield* refuseDeclaredLength(tree.limits.maxUploadBytes, "upload")
       const result = yield* FileTree.extract(tree, path, request.stream).pipe(logged("upload", path))
       return HttpServerResponse.jsonUnsafe(result, { status: 201 })
     }).pipe(handleDevErrors)
   )
 ])
+
+/**
+ * The `/files*` routes. Every operation runs as the tree's owner (`FilesAsOwner`: one helper process per
+ * owner, started on first use and stopped with this layer), never as root.
+ */
+export const FilesRoutes = Layer.unwrap(Effect.map(FilesAsOwner.make, routes))
