@@ -14,8 +14,8 @@ export interface LaunchSpec {
   readonly command: string
   readonly args: ReadonlyArray<string>
   readonly cwd: string
+  /** The game's environment; the launcher adds the game user's HOME/USER/LOGNAME (who runs it is its decision: game-user.ts). */
   readonly env: Readonly<Record<string, string>>
-  readonly runAs: Option.Option<string>
 }
 
 /**

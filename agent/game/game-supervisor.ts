@@ -35,8 +35,7 @@ export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
     LANG: "C.UTF-8",
     TERM: "dumb",
     ...c.launch.env
-  },
-  runAs: c.launch.runAs
+  }
 })
 
 const iso = (millis: number) => new Date(millis).toISOString()

@@ -1,9 +1,9 @@
-import { spawnSync } from "node:child_process"
+import { execFile, spawnSync } from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { makeGameRoot, readPidFile, realSettingsEnv, startGameAgent, waitFor, waitForState, type GameAgent } from "../support/game-agent.ts"
-import { runAs } from "../support/dev-user.ts"
+import { createTestUser, runAs } from "../support/dev-user.ts"
 
 /**
  * Game servers never run as root by default: the agent creates its unprivileged game user at the first
@@ -131,6 +131,41 @@ describe.skipIf(!isRoot)("the game server's user", () => {
     // The same as the game user outside the agent: the kernel refuses it, not the agent.
     const uid = idOf(t.gameUserEnv.GAME_USER)!
     assert.notStrictEqual(runAs({ uid, gid: idOf(t.gameUserEnv.GAME_USER, "-g")! }, "cat", [`/proc/${process.pid}/environ`]).status, 0)
+  })
+
+  it("an agent that is not root runs the game as itself (GAME_RUN_AS ignored) and /status says so", { timeout: 60_000 }, async () => {
+    const t = makeGameRoot()
+    cleanups.push(() => t.cleanup())
+    const agentUser = createTestUser(t.root)
+    cleanups.push(() => agentUser.remove())
+    spawnSync("chown", ["-R", `${agentUser.uid}:${agentUser.gid}`, t.root])
+    const pidFile = NodePath.join(t.root, "server", "pids.json")
+    const env = realSettingsEnv(t.root, ["--ready=50", `--pidfile=${pidFile}`], { GAME_RUN_AS: "root" })
+    // The game harness in a process of its own, as an unprivileged user: the agent is not root there.
+    const probe = `
+      import * as fs from "node:fs"
+      const h = await import(${JSON.stringify(NodePath.join(import.meta.dirname, "..", "support", "game-agent.ts"))})
+      const agent = h.startGameAgent(JSON.parse(process.env.PROBE_ENV))
+      await agent.call("POST", "/server/start")
+      const s = await h.waitForState(agent, "running")
+      const { pid } = await h.readPidFile(${JSON.stringify(pidFile)})
+      const uid = fs.readFileSync("/proc/" + pid + "/status", "utf8").match(/^Uid:\\s+(\\d+)/m)[1]
+      console.log("RESULT " + JSON.stringify({ runAs: s.game.runAs, uid: Number(uid) }))
+      await agent.dispose()
+      process.exit(0)`
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile("setpriv", [`--reuid=${agentUser.uid}`, `--regid=${agentUser.gid}`, "--clear-groups", "--", process.execPath, "--input-type=module", "-e", probe], {
+        cwd: t.root,
+        env: { PATH: "/usr/bin:/bin", HOME: t.root, PROBE_ENV: JSON.stringify(env) },
+        timeout: 45_000
+      }, (error, stdout, stderr) => (error === null ? resolve(stdout) : reject(new Error(`${error.message}\n${stderr}\n${stdout}`)))))
+    const line = out.split("\n").find((l) => l.startsWith("RESULT "))
+    assert.isDefined(line, out)
+    const result = JSON.parse(line!.slice("RESULT ".length)) as { runAs: Record<string, unknown>; uid: number }
+    assert.strictEqual(result.uid, agentUser.uid, "the game runs as the agent's own user")
+    assert.deepInclude(result.runAs, { user: agentUser.name, uid: agentUser.uid, gid: agentUser.gid, source: "agent" })
+    assert.match(String(result.runAs["note"]), /does not run as root.*GAME_RUN_AS=root is ignored/)
+    assert.isUndefined(idOf(t.gameUserEnv.GAME_USER), "no game user is created")
   })
 
   it("runs as root only when GAME_RUN_AS=root is set explicitly, creates no game user then, and /status says so", async () => {
