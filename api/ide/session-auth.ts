@@ -112,23 +112,23 @@ export const createSessionAuth = (deps: ApiDeps, revocations: Revocations, sessi
 
   /**
    * `SET ide:jti:<jti> NX`: true when this call used the token. With REDIS_WAIT_REPLICAS = n > 0 the claim
-   * counts only once n replicas have it (WAIT, on the key's own node: a pipeline goes to one node), so a
-   * failover cannot forget a used token and accept it again. A master with fewer than n replicas
-   * connected (e.g. the promoted one after a failover) has nothing to wait for and the claim stands. A
-   * replica that is connected but does not confirm in time: the claim is withdrawn and the caller told to
-   * retry (503), so the token is never accepted without the replica knowing.
+   * counts only once n replicas have it (WAIT), so a failover cannot forget a used token and accept it
+   * again. Each step is a pipeline that holds the key, so a Cluster sends it to the key's own node (where
+   * WAIT must run). A master with fewer than n replicas connected (ROLE; e.g. the one promoted by a
+   * failover) has nothing to wait for and the claim stands at once. A replica that is connected but does
+   * not confirm in time: the claim is withdrawn and the caller told to retry (503), so no token is
+   * accepted that a replica might not know.
    */
   const waitReplicas = config.redis.waitReplicas
   const claimOnce = async (key: string, ttl: number): Promise<boolean> => {
     if (waitReplicas === 0) return (await redis.set(key, "1", "EX", ttl, "NX")) === "OK"
-    const results = await redis.pipeline().set(key, "1", "EX", ttl, "NX").wait(waitReplicas, TOKEN_WAIT_TIMEOUT_MS).role().exec()
-    const [set, acked, role] = results ?? []
+    const [set, role] = (await redis.pipeline().set(key, "1", "EX", ttl, "NX").role().exec()) ?? []
     if (set === undefined || set[0] !== null) throw set?.[0] ?? new Error("no reply to SET")
     if (set[1] !== "OK") return false
-    const confirmed = acked !== undefined && acked[0] === null ? Number(acked[1]) : 0
-    if (confirmed >= waitReplicas) return true
     const replicas = role !== undefined && role[0] === null && Array.isArray(role[1]) && Array.isArray(role[1][2]) ? role[1][2].length : 0
     if (replicas < waitReplicas) return true
+    const [, acked] = (await redis.pipeline().exists(key).wait(waitReplicas, TOKEN_WAIT_TIMEOUT_MS).exec()) ?? []
+    if (acked !== undefined && acked[0] === null && Number(acked[1]) >= waitReplicas) return true
     await redis.del(key).catch(() => undefined)
     throw new ApiError(503, "redis_unavailable", "the IDE token could not be recorded on a Redis replica in time; try again", { headers: { "Retry-After": "1" } })
   }
