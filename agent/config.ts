@@ -3,7 +3,7 @@ import { schemaIssues } from "../schemas/errors.ts"
 import { parseRedisTopology, REDIS_TOPOLOGY_VARIABLES, type RedisTopology } from "../wire/redis-topology.ts"
 
 /**
- * The agent's environment (CONTRACTS.md "Agent"), decoded once at start-up with every problem reported
+ * The agent's environment (docs/contracts.md "Environment"), decoded once at start-up with every problem reported
  * (one line each) instead of the first. Every filesystem root comes from here, so tests run the real
  * agent inside a temporary tree.
  */

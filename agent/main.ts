@@ -1,6 +1,6 @@
 /**
  * The container agent: `node agent/main.ts` (npm run agent), configured by the environment in
- * CONTRACTS.md. Composition:
+ * docs/contracts.md "Environment". Composition:
  *
  *   HTTP server (AGENT_BIND:AGENT_PORT)
  *     └ router: AgentRoutes (routes.ts: the route table, AgentAuthMiddleware global)

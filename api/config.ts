@@ -1,5 +1,5 @@
 /**
- * Decodes the API's environment (CONTRACTS.md → Environment) into `ApiConfig`. Every problem is
+ * Decodes the API's environment (docs/contracts.md "Environment") into `ApiConfig`. Every problem is
  * collected, so a bad deployment learns everything wrong with it at once: `ConfigError.problems` has one
  * line per problem, e.g. `IDE_TOKEN_SECRET: required (at least 32 bytes) unless NODE_ENV=development`.
  *

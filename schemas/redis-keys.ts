@@ -1,5 +1,5 @@
 /**
- * Redis key names from CONTRACTS.md. `prefix` is empty in production; tests give each file its own
+ * Redis key names (docs/contracts.md "Redis"). `prefix` is empty in production; tests give each file its own
  * prefix so they can share one Redis and clean up after themselves.
  */
 export const makeRedisKeys = (prefix = "") => ({

@@ -1,6 +1,6 @@
 /**
  * Tokens the dev stack needs: the demo user's and an admin's portal tokens (HS256 with
- * AUTH_JWT_SECRET, as CONTRACTS.md says), and the API-style signed calls it makes to its own agents
+ * AUTH_JWT_SECRET, as docs/contracts.md "Tokens" says), and the API-style signed calls it makes to its own agents
  * while setting them up (provision, installs, code-server start).
  */
 import { SignJWT } from "jose"

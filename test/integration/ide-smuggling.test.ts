@@ -1,5 +1,5 @@
 /**
- * Differential request-smuggling suite for the IDE data path (issue 12).
+ * Differential request-smuggling suite for the IDE data path (api/ide/README.md).
  *
  * For every client payload, the same bytes go to a plain `http.createServer` (the reference: llhttp with
  * Node's defaults) and, through the real API (`startApiServer`), to a recording upstream standing in for

@@ -8,7 +8,7 @@ import { escapeReason } from "../../agent/install/safe-tar.ts"
 const SECRET = "unit-test-secret-0123456789abcdef-xyz"
 
 describe("AgentConfig", () => {
-  it.effect("applies the CONTRACTS defaults and derives the roots", () =>
+  it.effect("applies the documented defaults (docs/contracts.md) and derives the roots", () =>
     Effect.gen(function*() {
       const s = yield* decodeAgentSettings({ AGENT_VMID: "100", ARTIFACT_BASE_URL: "http://a:1/", AGENT_TOKEN_SECRET: SECRET })
       assert.strictEqual(s.vmid, 100)
