@@ -11,6 +11,9 @@ import { Context, Effect, Schema, type Scope, Stream } from "effect"
  * of defence), but the kernel decides what the operation may touch: a directory swapped for a symlink to
  * a root-only place between the agent's check and the use gets EACCES, not root's access.
  *
+ * The helper is the agent's own Node binary (`process.execPath`, which DEV_USER must be able to run, as
+ * for code-server) with the program's text on its command line: it needs no file the owner can read.
+ *
  * An agent that is not root cannot switch users: the helper then runs as the agent itself (what every
  * file operation did before), which is the agent's own rights and nobody else's.
  */
@@ -88,22 +91,28 @@ export class FilesAsOwner extends Context.Service<FilesAsOwner, {
       const child = spawnAsOwner(owner, process.execPath, ["--input-type=module", "-e", PROGRAM], "/")
       const helper: Helper = { child, pending: new Map(), next: 1 }
       helpers.set(key, helper)
-      let buffered = ""
-      child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-        buffered += chunk
-        let nl: number
-        while ((nl = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, nl)
-          buffered = buffered.slice(nl + 1)
-          try {
-            const message = JSON.parse(line) as { id: number } & Reply
-            const resume = helper.pending.get(message.id)
-            helper.pending.delete(message.id)
-            resume?.(message)
-          } catch {
-            // not a reply
-          }
+      // Replies can be megabytes long (a file read, base64): only each new chunk is searched for the newline.
+      let partial: Array<string> = []
+      const onLine = (line: string) => {
+        try {
+          const message = JSON.parse(line) as { id: number } & Reply
+          const resume = helper.pending.get(message.id)
+          helper.pending.delete(message.id)
+          resume?.(message)
+        } catch {
+          // not a reply
         }
+      }
+      child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+        let start = 0
+        let nl: number
+        while ((nl = chunk.indexOf("\n", start)) >= 0) {
+          partial.push(chunk.slice(start, nl))
+          onLine(partial.join(""))
+          partial = []
+          start = nl + 1
+        }
+        if (start < chunk.length) partial.push(chunk.slice(start))
       })
       let stderr = ""
       child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-2000)))
@@ -140,9 +149,11 @@ export class FilesAsOwner extends Context.Service<FilesAsOwner, {
     const archive = (owner: FileOwner, dir: string) =>
       Stream.unwrap(Effect.gen(function*() {
         const child = yield* Effect.acquireRelease(
-          Effect.sync(() =>
-            spawnAsOwner(owner, "tar", ["--create", "--gzip", "--file=-", "--ignore-failed-read", "--owner=0", "--group=0", "--numeric-owner", "--directory", dir, "."], "/")
-          ),
+          Effect.sync(() => {
+            const c = spawnAsOwner(owner, "tar", ["--create", "--gzip", "--file=-", "--ignore-failed-read", "--owner=0", "--group=0", "--numeric-owner", "--directory", dir, "."], "/")
+            c.once("error", () => undefined) // no tar or setpriv: the download is empty, not an agent crash
+            return c
+          }),
           (c) => Effect.sync(() => c.exitCode === null && c.signalCode === null && c.kill("SIGKILL"))
         )
         child.stdin!.end()
