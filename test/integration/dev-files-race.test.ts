@@ -61,13 +61,12 @@ describe.skipIf(!isRoot)("workspace file operations run as the dev user: a symli
 
   const limits = { maxReadBytes: 1 << 20, maxWriteBytes: 1 << 20, maxUploadBytes: 1 << 20, maxExtractBytes: 1 << 22 }
 
-  /** Puts `dir` back as the real directory (after a swap). */
+  /** Puts `dir` back as the real directory (after a swap, or a racer killed half-way through one). */
   const restore = () => {
     const dir = NodePath.join(workspace, "dir")
-    if (NodeFs.lstatSync(dir).isSymbolicLink()) {
-      NodeFs.unlinkSync(dir)
-      NodeFs.renameSync(NodePath.join(workspace, "dir.real"), dir)
-    }
+    const real = NodePath.join(workspace, "dir.real")
+    if (NodeFs.lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink() === true) NodeFs.unlinkSync(dir)
+    if (NodeFs.existsSync(real) && NodeFs.lstatSync(dir, { throwIfNoEntry: false }) === undefined) NodeFs.renameSync(real, dir)
   }
 
   it("deterministic: for every operation, the swap made right after the path check gets the kernel's refusal", async () => {
@@ -196,9 +195,10 @@ describe.skipIf(!isRoot)("workspace file operations run as the dev user: a symli
         }
       }
     } finally {
+      const exited = new Promise((r) => (racer.exitCode !== null || racer.signalCode !== null ? r(undefined) : racer.once("exit", r)))
       racer.kill("SIGKILL")
+      await exited
       await web.dispose()
-      await new Promise((r) => setTimeout(r, 100))
       restore()
     }
     console.info(`dev-files-race: ${requests} requests, ${ok} succeeded; status by request: ${JSON.stringify(statuses)}`)
