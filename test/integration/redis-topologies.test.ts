@@ -5,8 +5,9 @@
  *
  * Before and after a failover (a master SIGKILLed, its replica promoted; no API or agent process
  * restarted), on both replicas: single-use IDE tokens are accepted exactly once, the IDE-token rate
- * limit is one budget, a revocation closes live IDE WebSockets on both, status reads and the event
- * stream (kept open across the failover) show the agent's changes. While the failover happens, fresh
+ * limit is one budget, a revocation closes live IDE WebSockets on both, status reads, the server listing
+ * (a SCAN over every master) and the event stream (kept open across the failover) show the agent's
+ * changes. While the failover happens, fresh
  * tokens are raced on both replicas; afterwards every token ever accepted is replayed on both and
  * refused: no token is accepted twice.
  */
@@ -173,6 +174,8 @@ interface Topology {
   readonly topology: RedisTopology
   /** Kills the master serving `key` (Sentinel: the master) and resolves once its replica serves. */
   fail(key: string): Promise<void>
+  /** Freezes the replica that must confirm writes of `key`; the returned function thaws it. */
+  pauseReplicaFor(key: string): Promise<() => void>
   stop(): Promise<void>
 }
 
@@ -181,6 +184,7 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
   describe(`${name}: two API replicas and an agent`, () => {
     let stopTopology: (() => Promise<void>) | undefined
     let fail: (key: string) => Promise<void>
+    let pauseReplicaFor: (key: string) => Promise<() => void>
     let a: Replica | undefined
     let b: Replica | undefined
     let agent: RunningAgent | undefined
@@ -220,6 +224,7 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
       const t = await start()
       stopTopology = t.stop
       fail = (key) => t.fail(key)
+      pauseReplicaFor = (key) => t.pauseReplicaFor(key)
       const shared = testConfig()
       secrets.ideTokenSecret = shared.ideTokenSecret
       secrets.userAuth = shared.userAuth as { kind: "secret"; secret: string }
@@ -322,6 +327,12 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
         const res = await fetch(`${r.origin}/api/servers/agent-1/status`, { headers: bearer(ownerToken) })
         expect(res.status).toBe(200)
         expect(await res.json()).toMatchObject({ vmid: agentVmid, online: true })
+        // The listing SCANs every master and reads each record and status on its own node.
+        const list = await fetch(`${r.origin}/api/servers`, { headers: bearer(ownerToken) })
+        expect(list.status).toBe(200)
+        const { servers } = (await list.json()) as { servers: Array<{ id: string; status: { online: boolean } }> }
+        expect(servers.map((x) => x.id)).toEqual(["agent-1", "ide-post", "ide-pre"])
+        expect(servers.map((x) => x.status.online)).toEqual([true, true, true])
       }
     }
 
@@ -337,6 +348,24 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
       const since = await installOnAgent()
       await Promise.all(streams.map((s) => s.next(installStarted(since), 15_000)))
     }, 120_000)
+
+    it("a token whose claim the replica does not confirm is not accepted, and stays usable once the replica answers", async () => {
+      const { token, claims } = await signIdeToken(ideTokenKey(secrets.ideTokenSecret), { userId: OWNER, vmid: 1002, nowMs: Date.now() })
+      const resume = await pauseReplicaFor(keys.ide(`jti:${claims.jti}`))
+      let outcome: string
+      try {
+        outcome = (await exchange(a!, "ide-post", token)).outcome
+      } finally {
+        resume()
+      }
+      expect(outcome).toBe("redis_unavailable")
+      // The claim was withdrawn: once the replica confirms again, the token is accepted, exactly once.
+      const outcomes = await waitFor("the thawed replica to confirm claims again", async () => {
+        const list = await race("ide-post", token)
+        return list.includes("accepted") ? list : false
+      }, RECOVERY_MS)
+      expect(outcomes.sort()).toEqual(["accepted", "ide_token_used"])
+    }, 60_000)
 
     it("a master dies, its replica takes over, and everything recovers with no process restarted and no token accepted twice", async () => {
       const tokens = await Promise.all([1, 2, 3].map(() => mint(1002)))
@@ -391,7 +420,7 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
       await checkTokensAndWebSockets("ide-post", 1002)
       await checkSharedRateLimit("rl-post")
       took["checks"] = Date.now() - mark
-      await waitFor("the agent's status to be fresh again", async () => {
+      await waitFor("the agent's status and the server listing on both replicas", async () => {
         await checkStatus()
         return true
       }, RECOVERY_MS)
@@ -420,6 +449,9 @@ scenario("Redis Cluster (3 masters + 3 replicas)", async () => {
   return {
     topology: cluster.topology,
     stop: cluster.stop,
+    async pauseReplicaFor(key) {
+      return cluster.pause(await cluster.replicaOf(await cluster.masterOf(key)))
+    },
     async fail(key) {
       const master = await cluster.masterOf(key)
       const replica = await cluster.replicaOf(master)
@@ -434,6 +466,7 @@ scenario("Redis Sentinel (1 master, 1 replica, 3 sentinels)", async () => {
   return {
     topology: set.topology,
     stop: set.stop,
+    pauseReplicaFor: async () => set.pauseReplica(),
     async fail() {
       await set.killMaster()
       await set.waitForFailover(30_000)

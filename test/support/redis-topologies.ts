@@ -93,6 +93,8 @@ export interface RedisClusterSet {
   replicaOf(port: number): Promise<number>
   /** SIGKILL one node. */
   kill(port: number): Promise<void>
+  /** SIGSTOP one node (its connections stay open, it answers nothing); the returned function SIGCONTs it. */
+  pause(port: number): () => void
   /** Resolves once `replicaPort` is a master and every live node says `cluster_state:ok`. */
   waitForFailover(replicaPort: number, timeoutMs: number): Promise<void>
   stop(): Promise<void>
@@ -182,6 +184,11 @@ export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisCluste
       const node = nodes.find((n) => n.port === port)
       if (node !== undefined) await killChild(node.child)
     },
+    pause(port) {
+      const node = nodes.find((n) => n.port === port)
+      node?.child.kill("SIGSTOP")
+      return () => void node?.child.kill("SIGCONT")
+    },
     async waitForFailover(replicaPort, ms) {
       await waitFor(
         `the replica on ${replicaPort} to take over`,
@@ -205,6 +212,8 @@ export interface SentinelSet {
   readonly sentinelPorts: ReadonlyArray<number>
   /** SIGKILL the current master. */
   killMaster(): Promise<void>
+  /** SIGSTOP the replica; the returned function SIGCONTs it. */
+  pauseReplica(): () => void
   /** Resolves once every sentinel names the replica as the master and it answers as one. */
   waitForFailover(timeoutMs: number): Promise<void>
   stop(): Promise<void>
@@ -216,6 +225,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   const dir = mkdtempSync(join(tmpdir(), "zlh-redis-sentinel-"))
   const procs: Array<ChildProcess> = []
   let master: ChildProcess | undefined
+  let replica: ChildProcess | undefined
   const stop = async () => {
     await Promise.all(procs.map(killChild))
     rmSync(dir, { recursive: true, force: true })
@@ -226,7 +236,8 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   try {
     master = spawnRedis(["--port", String(masterPort), "--dir", dir, ...COMMON], dir)
     procs.push(master)
-    procs.push(spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON], dir))
+    replica = spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON], dir)
+    procs.push(replica)
     for (const port of sentinelPorts) {
       const conf = join(dir, `sentinel-${port}.conf`)
       writeFileSync(
@@ -275,6 +286,10 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
     sentinelPorts,
     async killMaster() {
       if (master !== undefined) await killChild(master)
+    },
+    pauseReplica() {
+      replica?.kill("SIGSTOP")
+      return () => void replica?.kill("SIGCONT")
     },
     async waitForFailover(ms) {
       await waitFor(
