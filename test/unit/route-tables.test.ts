@@ -12,6 +12,7 @@ import { createApp } from "../../api/app.ts"
 import type { ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { IDE_GATEWAY_ROUTES } from "../../api/routes.ts"
+import { createApiServices } from "../../api/services.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { Redis } from "ioredis"
 import { testConfig } from "../support/api-harness.ts"
@@ -32,7 +33,7 @@ describe("the API's route table (api/routes.ts)", () => {
     expect(registering).toEqual(["api/portal.ts", "api/routes.ts"])
   })
 
-  it("every path the app serves is written in api/routes.ts, and the IDE gateway's paths are listed there", () => {
+  it("every path the app serves is written in api/routes.ts, and the IDE gateway's paths are listed there", async () => {
     const redis = new Redis({ lazyConnect: true })
     const deps: ApiDeps = {
       config: testConfig(),
@@ -42,7 +43,8 @@ describe("the API's route table (api/routes.ts)", () => {
       now: () => Date.now(),
       logger: pino({ level: "silent" })
     }
-    const app = createApp(deps)
+    const services = createApiServices(deps)
+    const app = createApp(deps, { services })
     const table = readFileSync(join(root, "api/routes.ts"), "utf8")
     const served = [...new Set(app.routes.filter((r) => r.method !== "ALL" || r.path.startsWith("/api")).map((r) => r.path))]
     for (const path of served) {
@@ -51,6 +53,8 @@ describe("the API's route table (api/routes.ts)", () => {
     }
     expect(served).toEqual(expect.arrayContaining(["/livez", "/api/servers/:id/events", "/api/dev/:id/ide-token", "/api/admin/servers/:id"]))
     expect(IDE_GATEWAY_ROUTES.map((r) => r.path)).toContain("/api/dev/:id/ide/*")
+    await services.ide.dispose()
+    await deps.pubsub.close()
     redis.disconnect()
   })
 })
