@@ -24,7 +24,7 @@ export const toApiError = (error: unknown): ApiError =>
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 
-export const RETRY_SECONDS = 5
+const RETRY_SECONDS = 5
 
 const offlinePage = (message: string): string => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="${RETRY_SECONDS}"><title>IDE unavailable</title>

@@ -63,17 +63,3 @@ export const createSessionCodec = (secret: string): SessionCodec => {
     }
   }
 }
-
-/** All values of cookie `name` in a Cookie header, plus the header without them (undefined when empty). */
-export const splitCookieHeader = (header: string, name: string): { values: Array<string>; rest: string | undefined } => {
-  const values: Array<string> = []
-  const kept: Array<string> = []
-  for (const part of header.split(";")) {
-    const trimmed = part.trim()
-    if (trimmed === "") continue
-    const eq = trimmed.indexOf("=")
-    if (eq > 0 && trimmed.slice(0, eq).trim() === name) values.push(trimmed.slice(eq + 1).trim())
-    else kept.push(trimmed)
-  }
-  return { values, rest: kept.length === 0 ? undefined : kept.join("; ") }
-}
