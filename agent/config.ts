@@ -1,4 +1,5 @@
-import { Config, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Config, Context, Effect, Layer, Option, Schema } from "effect"
+import { AgentKeyInvalid, parseAgentPublicKeys, type AgentVerifyKeys } from "../schemas/agent-call-token.ts"
 import { schemaIssues } from "../schemas/errors.ts"
 import { parseRedisTopology, REDIS_TOPOLOGY_VARIABLES, type RedisTopology } from "../wire/redis-topology.ts"
 
@@ -16,7 +17,8 @@ export interface AgentSettings {
   /** Not in the contract (empty in production): `AGENT_REDIS_KEY_PREFIX` lets tests share one Redis. */
   readonly redisKeyPrefix: string
   readonly artifactBaseUrl: string
-  readonly agentTokenSecret: Redacted.Redacted<string>
+  /** AGENT_TOKEN_PUBLIC_KEY: the API's public keys (current + next); the agent holds nothing that signs. */
+  readonly agentTokenPublicKeys: AgentVerifyKeys
   readonly zlhRoot: string
   readonly devUser: string
   readonly devHome: string
@@ -45,8 +47,15 @@ const Env = Schema.Struct({
   ARTIFACT_BASE_URL: NonEmpty.check(
     Schema.isPattern(/^https?:\/\/[^\s]+$/, { message: "must be an http:// or https:// URL" })
   ),
-  AGENT_TOKEN_SECRET: Schema.String.check(
-    Schema.makeFilter((s) => new TextEncoder().encode(s).length >= 32 || "must be at least 32 bytes (an HS256 key)")
+  AGENT_TOKEN_PUBLIC_KEY: Schema.String.check(
+    Schema.makeFilter((s) => {
+      try {
+        parseAgentPublicKeys(s)
+        return true
+      } catch (e) {
+        return e instanceof AgentKeyInvalid ? e.message : "is not readable as public keys"
+      }
+    })
   ),
   ZLH_ROOT: AbsolutePath,
   DEV_USER: Schema.String.check(
@@ -75,14 +84,32 @@ const NAMES = [
   "AGENT_BIND",
   ...REDIS_TOPOLOGY_VARIABLES,
   "ARTIFACT_BASE_URL",
-  "AGENT_TOKEN_SECRET",
+  "AGENT_TOKEN_PUBLIC_KEY",
   "ZLH_ROOT",
   "DEV_USER",
   "DEV_HOME",
   "SERVER_ROOT",
   "LOG_LEVEL",
-  "AGENT_REDIS_KEY_PREFIX"
+  "AGENT_REDIS_KEY_PREFIX",
+  // Read only to refuse them: the old shared secret, and a signing key that must never reach a container.
+  "AGENT_TOKEN_SECRET",
+  "AGENT_TOKEN_PRIVATE_KEY"
 ] as const
+
+/** Refused outright, with what to do instead (operators upgrading from the shared HS256 secret). */
+const forbiddenVariables = (raw: Readonly<Record<string, string | undefined>>): Array<string> => {
+  const set = (n: string) => raw[n] !== undefined && raw[n] !== ""
+  const problems: Array<string> = []
+  if (set("AGENT_TOKEN_SECRET") && !set("AGENT_TOKEN_PUBLIC_KEY")) {
+    problems.push(
+      "AGENT_TOKEN_SECRET: no longer used: agents verify the API's calls with AGENT_TOKEN_PUBLIC_KEY (Ed25519 public keys; the API signs with AGENT_TOKEN_PRIVATE_KEY)"
+    )
+  }
+  if (set("AGENT_TOKEN_PRIVATE_KEY")) {
+    problems.push("AGENT_TOKEN_PRIVATE_KEY: must not be given to an agent (it signs calls to every agent); set AGENT_TOKEN_PUBLIC_KEY only")
+  }
+  return problems
+}
 
 /** Start-up refused: one entry per problem, each `NAME: what is wrong`. */
 export class AgentConfigInvalid extends Schema.TaggedError<AgentConfigInvalid>()("AgentConfigInvalid", {
@@ -105,19 +132,23 @@ export const decodeAgentSettings = Effect.fnUntraced(function*(raw: Readonly<Rec
     else if (DEFAULTS[name] !== undefined) input[name] = DEFAULTS[name]
   }
   const redis = parseRedisTopology(raw)
+  const forbidden = forbiddenVariables(raw)
+  const oldSecretOnly = forbidden.some((p) => p.startsWith("AGENT_TOKEN_SECRET:"))
   const env = yield* decodeEnv(input, { errors: "all", onExcessProperty: "ignore" }).pipe(
     Effect.mapError((e) =>
       new AgentConfigInvalid({
         problems: [
-          ...schemaIssues(e).map((i) =>
-            i.message === "Missing key" ? `${i.path}: is required but not set` : `${i.path}: ${i.message}`
-          ),
+          ...schemaIssues(e)
+            // The old secret's line already says AGENT_TOKEN_PUBLIC_KEY is what is missing.
+            .filter((i) => !(oldSecretOnly && i.message === "Missing key" && String(i.path) === "AGENT_TOKEN_PUBLIC_KEY"))
+            .map((i) => i.message === "Missing key" ? `${i.path}: is required but not set` : `${i.path}: ${i.message}`),
+          ...forbidden,
           ...redis.problems
         ]
       })
     )
   )
-  if (redis.problems.length > 0) return yield* new AgentConfigInvalid({ problems: [...redis.problems] })
+  if (redis.problems.length > 0 || forbidden.length > 0) return yield* new AgentConfigInvalid({ problems: [...forbidden, ...redis.problems] })
   const zlhRoot = env.ZLH_ROOT.replace(/\/+$/, "") || "/"
   const devHome = env.DEV_HOME.replace(/\/+$/, "") || "/"
   return {
@@ -127,7 +158,7 @@ export const decodeAgentSettings = Effect.fnUntraced(function*(raw: Readonly<Rec
     redis: redis.topology,
     redisKeyPrefix: env.AGENT_REDIS_KEY_PREFIX ?? "",
     artifactBaseUrl: env.ARTIFACT_BASE_URL.replace(/\/+$/, ""),
-    agentTokenSecret: Redacted.make(env.AGENT_TOKEN_SECRET),
+    agentTokenPublicKeys: parseAgentPublicKeys(env.AGENT_TOKEN_PUBLIC_KEY),
     zlhRoot,
     devUser: env.DEV_USER,
     devHome,

@@ -10,7 +10,8 @@ export const MAX_ACTION_BODY_BYTES = 4 * 1024
 
 /**
  * Portal → agent control routes: the API checks the user owns the server (or is an admin), then calls
- * the container's agent on its private address with a signed, short-lived bearer (AGENT_TOKEN_SECRET).
+ * the container's agent on its private address with a signed, short-lived bearer (Ed25519, AGENT_TOKEN_PRIVATE_KEY;
+ * a fresh `jti` per call).
  *
  *   POST /api/servers/:id/power       { "action": "start" | "stop" | "restart" }  → agent POST /server/<action>
  *   POST /api/servers/:id/codeserver  { "action": "start" | "stop" | "restart" }  → agent POST /dev/codeserver/<action>
@@ -56,7 +57,7 @@ export const agentCallHandlers = (deps: ApiDeps, users: UserAuth, options: Agent
   const doFetch = options.fetch ?? fetch
 
   const callAgent = async (record: { vmid: number; host: string; agentPort: number }, path: string): Promise<Response> => {
-    const token = await signAgentCall(deps.config.agentTokenSecret, { vmid: record.vmid, nowMs: deps.now() })
+    const token = await signAgentCall(deps.config.agentTokenPrivateKey, { vmid: record.vmid, nowMs: deps.now() })
     const url = `http://${hostForUrl(record.host)}:${record.agentPort}${path}`
     let response: Response
     try {

@@ -4,9 +4,12 @@
  * line per problem, e.g. `IDE_TOKEN_SECRET: required (at least 32 bytes) unless NODE_ENV=development`.
  *
  * In development, missing secrets are generated (random, per process) and reported through `onNote`
- * by name only; the secret values are never printed.
+ * by name only; the secret values are never printed. `AGENT_TOKEN_PRIVATE_KEY` (Ed25519, a PKCS#8 PEM or a
+ * private JWK) signs the calls to agents; the old shared `AGENT_TOKEN_SECRET` is refused with a line naming
+ * the new variables.
  */
 import { randomBytes } from "node:crypto"
+import { AgentKeyInvalid, type AgentSigningKey, generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
 import type { ApiConfig } from "./deps.ts"
 import { ideOriginTemplateProblem } from "./ide/ide-origins.ts"
 import { parseRedisTopology } from "../wire/redis-topology.ts"
@@ -84,7 +87,26 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   }
 
   const ideTokenSecret = secret("IDE_TOKEN_SECRET", "IDE tokens and sessions")
-  const agentTokenSecret = secret("AGENT_TOKEN_SECRET", "agent calls")
+  let agentTokenPrivateKey: AgentSigningKey | undefined
+  const agentKeyRaw = get("AGENT_TOKEN_PRIVATE_KEY")
+  if (agentKeyRaw !== undefined) {
+    try {
+      agentTokenPrivateKey = parseAgentPrivateKey(agentKeyRaw)
+    } catch (e) {
+      problems.push(`AGENT_TOKEN_PRIVATE_KEY: ${e instanceof AgentKeyInvalid ? e.message : "is not a readable private key"}`)
+    }
+  } else if (get("AGENT_TOKEN_SECRET") !== undefined) {
+    problems.push(
+      "AGENT_TOKEN_SECRET: no longer used: the API signs agent calls with AGENT_TOKEN_PRIVATE_KEY (Ed25519) and agents verify them with AGENT_TOKEN_PUBLIC_KEY"
+    )
+  } else if (dev) {
+    agentTokenPrivateKey = parseAgentPrivateKey(generateAgentKeyPair().privateKey)
+    notes.push(
+      `AGENT_TOKEN_PRIVATE_KEY not set: generated an Ed25519 key for this process (development only; agents accept it only if given its public key, kid ${agentTokenPrivateKey.kid})`
+    )
+  } else {
+    problems.push("AGENT_TOKEN_PRIVATE_KEY: required (an Ed25519 private key, PKCS#8 PEM or JWK) unless NODE_ENV=development")
+  }
 
   let userAuth: ApiConfig["userAuth"] = { kind: "secret", secret: "" }
   const jwksUrl = get("AUTH_JWKS_URL")
@@ -106,7 +128,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   }
 
   // Key separation: one leaked secret must not forge the other token kinds.
-  const named: Array<[string, string]> = [["IDE_TOKEN_SECRET", ideTokenSecret], ["AGENT_TOKEN_SECRET", agentTokenSecret]]
+  const named: Array<[string, string]> = [["IDE_TOKEN_SECRET", ideTokenSecret]]
   if (userAuth.kind === "secret") named.push(["AUTH_JWT_SECRET", userAuth.secret])
   for (let i = 0; i < named.length; i++) {
     for (let j = i + 1; j < named.length; j++) {
@@ -158,7 +180,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
     nodeEnv,
     ideTokenSecret,
     userAuth,
-    agentTokenSecret,
+    agentTokenPrivateKey: agentTokenPrivateKey!,
     publicOrigin,
     logLevel,
     ideSessionTtlSeconds,

@@ -22,6 +22,7 @@ import { initialAgentStatus } from "../schemas/agent-status.ts"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { singleRedis } from "../wire/redis-topology.ts"
 import type { ApiInfo } from "./lib.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
 
 const arg = (name: string, fallback?: string): string | undefined => {
   const i = process.argv.indexOf(name)
@@ -69,7 +70,7 @@ const config: ApiConfig = {
   nodeEnv: "production",
   ideTokenSecret: ideSecret,
   userAuth: { kind: "secret", secret: userSecret },
-  agentTokenSecret: randomBytes(32).toString("hex"),
+  agentTokenPrivateKey: parseAgentPrivateKey(generateAgentKeyPair().privateKey),
   publicOrigin: "",
   logLevel: process.env["LOG_LEVEL"] ?? "silent",
   ideSessionTtlSeconds: 3600,

@@ -1,19 +1,146 @@
-import { jwtVerify, SignJWT } from "jose"
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto"
+import { decodeProtectedHeader, jwtVerify, SignJWT } from "jose"
 import { Schema } from "effect"
 import { AGENT_CALL_AUDIENCE, AGENT_TOKEN_MAX_TTL_SECONDS, AgentCallClaims, TOKEN_ISSUER } from "./tokens.ts"
 
 /**
- * The bearer the API puts on every call to an agent (docs/contracts.md "Tokens"): HS256 with
- * AGENT_TOKEN_SECRET, `iss: "zlh-api"`, `aud: "zlh-agent"`, the target's `vmid`, lifetime ≤ 60 s.
- * Both sides use this one module: the API signs (api/agent-proxy.ts), the agent verifies
- * (agent/http/auth-middleware.ts). Plain promises (no Effect) so the Hono API uses it as it is.
+ * The bearer the API puts on every call to an agent (docs/contracts.md "Tokens"): EdDSA (Ed25519), signed
+ * with the API's private key (`AGENT_TOKEN_PRIVATE_KEY`) and verified by the agents with public keys only
+ * (`AGENT_TOKEN_PUBLIC_KEY`, current + next for rotation): nothing inside a container can sign a call.
+ * Claims: `iss: "zlh-api"`, `aud: "zlh-agent"`, the target's `vmid`, a unique `jti`, lifetime ≤ 60 s; the
+ * header's `kid` is the key's RFC 7638 thumbprint. Both sides use this one module: the API signs
+ * (api/agent-proxy.ts), the agent verifies (agent/http/auth-middleware.ts, which also refuses a replayed
+ * `jti` on state-changing calls). Plain promises (no Effect) so the Hono API uses it as it is.
+ *
+ * Key formats (either side): a PKCS#8 / SPKI PEM block (literal `\n` escapes are accepted, for one-line
+ * environment files) or a JWK JSON (`{"kty":"OKP","crv":"Ed25519",…}`). The public side also takes a JWKS
+ * (`{"keys":[…]}`), a JSON array of JWKs, or several PEM blocks one after the other (at most
+ * MAX_AGENT_PUBLIC_KEYS).
  */
 export const AGENT_TOKEN_ISSUER = TOKEN_ISSUER
 export const AGENT_TOKEN_AUDIENCE = AGENT_CALL_AUDIENCE
 /** The lifetime the signer uses unless told otherwise. */
 export const AGENT_TOKEN_DEFAULT_TTL_SECONDS = 30
+/** The one algorithm accepted (JWS `alg` for Ed25519). */
+export const AGENT_TOKEN_ALGORITHM = "EdDSA"
+/** Current + next (rotation), with room for one more: a small set, not a key store. */
+export const MAX_AGENT_PUBLIC_KEYS = 4
 
-const key = (secret: string) => new TextEncoder().encode(secret)
+/** The API's signing key (parsed once). */
+export interface AgentSigningKey {
+  readonly kind: "agent-signing-key"
+  readonly kid: string
+  readonly key: KeyObject
+}
+/** One public key an agent trusts. */
+export interface AgentVerifyKey {
+  readonly kid: string
+  readonly key: KeyObject
+}
+export type AgentVerifyKeys = ReadonlyArray<AgentVerifyKey>
+
+/** A key text that cannot be used; `message` names what is wrong, never the key material. */
+export class AgentKeyInvalid extends Error {}
+
+const unescape = (text: string) => text.replace(/\\n/g, "\n").trim()
+
+/** RFC 7638 thumbprint of an Ed25519 public key. */
+const thumbprint = (publicKey: KeyObject): string => {
+  const jwk = publicKey.export({ format: "jwk" }) as { crv?: string; x?: string }
+  return createHash("sha256").update(JSON.stringify({ crv: jwk.crv, kty: "OKP", x: jwk.x })).digest("base64url")
+}
+
+const requireEd25519 = (key: KeyObject, what: string): KeyObject => {
+  if (key.asymmetricKeyType !== "ed25519") throw new AgentKeyInvalid(`${what} must be an Ed25519 key (got ${key.asymmetricKeyType ?? key.type})`)
+  return key
+}
+
+const isJwkObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
+
+/** `AGENT_TOKEN_PRIVATE_KEY`: a PKCS#8 PEM or a private JWK. Throws `AgentKeyInvalid`. */
+export const parseAgentPrivateKey = (text: string): AgentSigningKey => {
+  const t = unescape(text)
+  let key: KeyObject
+  try {
+    if (t.startsWith("{")) {
+      const jwk: unknown = JSON.parse(t)
+      if (!isJwkObject(jwk) || typeof jwk["d"] !== "string") throw new AgentKeyInvalid("the JWK has no private part (\"d\")")
+      key = createPrivateKey({ key: jwk as never, format: "jwk" })
+    } else if (/-----BEGIN (ENCRYPTED )?PRIVATE KEY-----/.test(t)) {
+      key = createPrivateKey(t)
+    } else throw new AgentKeyInvalid("must be a PKCS#8 PEM (-----BEGIN PRIVATE KEY-----) or a private JWK JSON")
+  } catch (e) {
+    if (e instanceof AgentKeyInvalid) throw e
+    throw new AgentKeyInvalid("is not a readable private key (a PKCS#8 PEM or a JWK JSON)")
+  }
+  requireEd25519(key, "the private key")
+  return { kind: "agent-signing-key", kid: thumbprint(createPublicKey(key)), key }
+}
+
+/** `AGENT_TOKEN_PUBLIC_KEY`: one or a few public keys (see the module comment). Refuses private material. */
+export const parseAgentPublicKeys = (text: string): AgentVerifyKeys => {
+  const t = unescape(text)
+  const keys: Array<KeyObject> = []
+  try {
+    if (t.startsWith("{") || t.startsWith("[")) {
+      const json: unknown = JSON.parse(t)
+      const list: Array<unknown> = Array.isArray(json) ? json : isJwkObject(json) && Array.isArray(json["keys"]) ? json["keys"] : [json]
+      for (const jwk of list) {
+        if (!isJwkObject(jwk)) throw new AgentKeyInvalid("every JWK must be a JSON object")
+        if ("d" in jwk) throw new AgentKeyInvalid("holds a private key: an agent must only be given public keys")
+        keys.push(createPublicKey({ key: jwk as never, format: "jwk" }))
+      }
+    } else {
+      if (/PRIVATE KEY-----/.test(t)) throw new AgentKeyInvalid("holds a private key: an agent must only be given public keys")
+      const blocks = t.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? []
+      const rest = t.replace(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g, "").replace(/[\s,]/g, "")
+      if (rest !== "") throw new AgentKeyInvalid("must be SPKI PEM blocks (-----BEGIN PUBLIC KEY-----), a JWK or a JWKS JSON")
+      for (const b of blocks) keys.push(createPublicKey(b))
+    }
+  } catch (e) {
+    if (e instanceof AgentKeyInvalid) throw e
+    throw new AgentKeyInvalid("is not readable as public keys (SPKI PEM blocks, a JWK or a JWKS JSON)")
+  }
+  if (keys.length === 0) throw new AgentKeyInvalid("holds no public key")
+  if (keys.length > MAX_AGENT_PUBLIC_KEYS) throw new AgentKeyInvalid(`holds ${keys.length} keys; at most ${MAX_AGENT_PUBLIC_KEYS} (current + next)`)
+  return keys.map((k) => {
+    requireEd25519(k, "every public key")
+    return { kid: thumbprint(k), key: k }
+  })
+}
+
+/** A fresh key pair as one-line JWK JSON texts (the dev stack, the test harnesses, `zlh agent-keys`). */
+export const generateAgentKeyPair = (): { readonly privateKey: string; readonly publicKey: string; readonly kid: string } => {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519")
+  const kid = thumbprint(publicKey)
+  return {
+    privateKey: JSON.stringify({ ...(privateKey.export({ format: "jwk" }) as object), kid, alg: AGENT_TOKEN_ALGORITHM }),
+    publicKey: JSON.stringify({ ...(publicKey.export({ format: "jwk" }) as object), kid, alg: AGENT_TOKEN_ALGORITHM }),
+    kid
+  }
+}
+
+/** The public half of a signing key, as a one-line JWK JSON (what its agents are given). */
+export const agentPublicKeyOf = (key: AgentSigningKey | string): string => {
+  const k = typeof key === "string" ? parseAgentPrivateKey(key) : key
+  return JSON.stringify({ ...(createPublicKey(k.key).export({ format: "jwk" }) as object), kid: k.kid, alg: AGENT_TOKEN_ALGORITHM })
+}
+
+// Callers may pass key texts (tests, scripts): parse each text once.
+const signingCache = new Map<string, AgentSigningKey>()
+const verifyCache = new Map<string, AgentVerifyKeys>()
+const signingKey = (k: AgentSigningKey | string): AgentSigningKey => {
+  if (typeof k !== "string") return k
+  let parsed = signingCache.get(k)
+  if (parsed === undefined) signingCache.set(k, (parsed = parseAgentPrivateKey(k)))
+  return parsed
+}
+const verifyKeys = (k: AgentVerifyKeys | string): AgentVerifyKeys => {
+  if (typeof k !== "string") return k
+  let parsed = verifyCache.get(k)
+  if (parsed === undefined) verifyCache.set(k, (parsed = parseAgentPublicKeys(k)))
+  return parsed
+}
 
 export interface SignAgentCallOptions {
   readonly vmid: number
@@ -22,27 +149,32 @@ export interface SignAgentCallOptions {
   readonly ttlSeconds?: number
   /** Tests only: sign for another audience to prove the agent refuses it. */
   readonly audience?: string
+  /** Tests only: reuse a `jti` to prove the agent refuses a replay. */
+  readonly jti?: string
 }
 
 /**
- * `signAgentCall(secret, vmid, nowMs)` or `signAgentCall(secret, { vmid, nowMs, ttlSeconds? })`.
+ * `signAgentCall(key, vmid, nowMs)` or `signAgentCall(key, { vmid, nowMs, ttlSeconds? })`; `key` is the
+ * parsed private key or its text. Every token gets a fresh `jti`.
  */
-export function signAgentCall(secret: string, vmid: number, nowMs: number): Promise<string>
-export function signAgentCall(secret: string, options: SignAgentCallOptions): Promise<string>
-export function signAgentCall(secret: string, vmidOrOptions: number | SignAgentCallOptions, nowMs?: number): Promise<string> {
+export function signAgentCall(key: AgentSigningKey | string, vmid: number, nowMs: number): Promise<string>
+export function signAgentCall(key: AgentSigningKey | string, options: SignAgentCallOptions): Promise<string>
+export function signAgentCall(key: AgentSigningKey | string, vmidOrOptions: number | SignAgentCallOptions, nowMs?: number): Promise<string> {
   const o: SignAgentCallOptions = typeof vmidOrOptions === "number" ? { vmid: vmidOrOptions, nowMs: nowMs ?? Date.now() } : vmidOrOptions
+  const k = signingKey(key)
   const iat = Math.floor(o.nowMs / 1000)
   return new SignJWT({ vmid: o.vmid })
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setProtectedHeader({ alg: AGENT_TOKEN_ALGORITHM, typ: "JWT", kid: k.kid })
     .setIssuer(AGENT_TOKEN_ISSUER)
     .setAudience(o.audience ?? AGENT_TOKEN_AUDIENCE)
+    .setJti(o.jti ?? randomUUID())
     .setIssuedAt(iat)
     .setExpirationTime(iat + (o.ttlSeconds ?? AGENT_TOKEN_DEFAULT_TTL_SECONDS))
-    .sign(key(secret))
+    .sign(k.key)
 }
 
-/** `wrong_target`: a genuine token meant for another agent or audience (403); the rest are 401. */
-export type AgentTokenProblem = "missing" | "malformed" | "invalid" | "wrong_target"
+/** `wrong_target`: a genuine token meant for another agent or audience (403); `replayed`: a used `jti` (401); the rest are 401. */
+export type AgentTokenProblem = "missing" | "malformed" | "invalid" | "wrong_target" | "replayed"
 
 /** Why a bearer was refused; `message` is safe to return to the caller. */
 export class AgentTokenRejected extends Error {
@@ -55,12 +187,15 @@ export class AgentTokenRejected extends Error {
 
 const decodeClaims = Schema.decodeUnknownSync(AgentCallClaims)
 
+const CLOCK_TOLERANCE_SECONDS = 5
+
 /**
- * Verifies an `Authorization` header value for this agent. Resolves with the claims or rejects with
- * `AgentTokenRejected`. `nowMs` comes from the caller (the agent passes its `Clock`).
+ * Verifies an `Authorization` header value for this agent against its trusted public keys (parsed, or
+ * their text). Resolves with the claims or rejects with `AgentTokenRejected`. `nowMs` comes from the
+ * caller (the agent passes its `Clock`). Replay (`jti`) is the caller's business: see `SeenJtis`.
  */
 export const verifyAgentCall = async (
-  secret: string,
+  keys: AgentVerifyKeys | string,
   expectedVmid: number,
   authorization: string | undefined,
   nowMs: number
@@ -68,24 +203,46 @@ export const verifyAgentCall = async (
   if (authorization === undefined || authorization === "") throw new AgentTokenRejected("missing", "a bearer token is required")
   const match = /^Bearer ([A-Za-z0-9_.-]+)$/.exec(authorization)
   if (match === null || match[1] === undefined) throw new AgentTokenRejected("malformed", "the Authorization header must be 'Bearer <token>'")
+  const token = match[1]
+  let header: { alg?: unknown; kid?: unknown }
+  try {
+    header = decodeProtectedHeader(token)
+  } catch {
+    throw new AgentTokenRejected("invalid", "the token is not valid")
+  }
+  if (header.alg !== AGENT_TOKEN_ALGORITHM) {
+    throw new AgentTokenRejected("invalid", `the token is not signed with the API's key (alg ${JSON.stringify(String(header.alg)).slice(0, 20)} is not accepted)`)
+  }
+  const trusted = verifyKeys(keys)
+  const candidates = typeof header.kid === "string" ? trusted.filter((k) => k.kid === header.kid) : trusted
+  if (candidates.length === 0) throw new AgentTokenRejected("invalid", "the token is signed by a key this agent does not trust")
   const nowSeconds = Math.floor(nowMs / 1000)
   let payload: unknown
-  try {
-    const verified = await jwtVerify(match[1], key(secret), {
-      algorithms: ["HS256"],
-      issuer: AGENT_TOKEN_ISSUER,
-      currentDate: new Date(nowMs),
-      requiredClaims: ["iat", "exp", "vmid"],
-      clockTolerance: 5
-    })
-    payload = verified.payload
-  } catch (e) {
-    const code = typeof e === "object" && e !== null && "code" in e ? String(e.code) : ""
-    const why = code === "ERR_JWT_EXPIRED" ? "the token has expired"
-      : code === "ERR_JWT_CLAIM_VALIDATION_FAILED" ? `the token's claims are not for this agent (${e instanceof Error ? e.message : "claim check failed"})`
-      : code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" ? "the token's signature is not valid"
-      : "the token is not valid"
-    throw new AgentTokenRejected("invalid", why)
+  let lastCode = ""
+  for (const candidate of candidates) {
+    try {
+      const verified = await jwtVerify(token, candidate.key, {
+        algorithms: [AGENT_TOKEN_ALGORITHM],
+        issuer: AGENT_TOKEN_ISSUER,
+        currentDate: new Date(nowMs),
+        requiredClaims: ["iat", "exp", "vmid", "jti"],
+        clockTolerance: CLOCK_TOLERANCE_SECONDS
+      })
+      payload = verified.payload
+      break
+    } catch (e) {
+      const code = typeof e === "object" && e !== null && "code" in e ? String(e.code) : ""
+      lastCode = code
+      // Another trusted key may have signed it (no kid): try the next one.
+      if (code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED") continue
+      const why = code === "ERR_JWT_EXPIRED" ? "the token has expired"
+        : code === "ERR_JWT_CLAIM_VALIDATION_FAILED" ? `the token's claims are not for this agent (${e instanceof Error ? e.message : "claim check failed"})`
+        : "the token is not valid"
+      throw new AgentTokenRejected("invalid", why)
+    }
+  }
+  if (payload === undefined) {
+    throw new AgentTokenRejected("invalid", lastCode === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" ? "the token's signature is not valid" : "the token is not valid")
   }
   const aud = (payload as { aud?: unknown }).aud
   if (aud !== AGENT_TOKEN_AUDIENCE && !(Array.isArray(aud) && aud.length === 1 && aud[0] === AGENT_TOKEN_AUDIENCE)) {
@@ -102,6 +259,29 @@ export const verifyAgentCall = async (
     throw new AgentTokenRejected("invalid", `the token's lifetime exceeds ${AGENT_TOKEN_MAX_TTL_SECONDS} s`)
   }
   // A token "issued" in the future would outlive the 60 s bound in practice.
-  if (claims.iat > nowSeconds + 5) throw new AgentTokenRejected("invalid", "the token is issued in the future")
+  if (claims.iat > nowSeconds + CLOCK_TOLERANCE_SECONDS) throw new AgentTokenRejected("invalid", "the token is issued in the future")
   return claims
+}
+
+/**
+ * The `jti`s of state-changing calls an agent has accepted, each kept until its token could no longer be
+ * accepted (`exp` + clock tolerance). In memory is enough: a token lives ≤ 60 s and is bound to one vmid,
+ * and each container runs one agent process, so the only place the token can be replayed is this process,
+ * within a minute. An agent restart forgets the set; a token replayed across a restart must still be
+ * within its ≤ 60 s lifetime, the same window an attacker holding a fresh token has anyway. The set holds
+ * at most one entry per call of the last ~65 s.
+ */
+export class SeenJtis {
+  private readonly seen = new Map<string, number>()
+  /** `true` the first time `jti` is offered (and remembers it), `false` for a replay. */
+  firstUse(jti: string, expSeconds: number, nowMs: number): boolean {
+    const nowSeconds = Math.floor(nowMs / 1000)
+    for (const [k, exp] of this.seen) if (exp + CLOCK_TOLERANCE_SECONDS < nowSeconds) this.seen.delete(k)
+    if (this.seen.has(jti)) return false
+    this.seen.set(jti, expSeconds)
+    return true
+  }
+  get size(): number {
+    return this.seen.size
+  }
 }

@@ -30,6 +30,8 @@ export const AgentCallClaims = Schema.Struct({
   vmid: Schema.Int,
   iat: Schema.Int,
   exp: Schema.Int,
+  /** Unique per call: the agent refuses a replayed `jti` on state-changing calls. */
+  jti: Schema.NonEmptyString,
   iss: Schema.Literal(TOKEN_ISSUER),
   aud: Schema.Literal(AGENT_CALL_AUDIENCE)
 })

@@ -3,6 +3,7 @@
  * every port can be moved so a test (or a second stack) can run beside a developer's own.
  */
 import { randomBytes } from "node:crypto"
+import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey, parseAgentPublicKeys } from "../schemas/agent-call-token.ts"
 import { userInfo } from "node:os"
 import { isAbsolute, join, resolve } from "node:path"
 
@@ -30,7 +31,11 @@ export interface DevStackConfig {
   readonly gameVmid: number
   readonly devUser: string
   readonly owner: string
-  readonly secrets: { readonly authJwt: string; readonly ideToken: string; readonly agentToken: string }
+  /**
+   * `agentPrivateKey` goes to the API only; the agents get `agentPublicKey` (AGENT_TOKEN_PUBLIC_KEY, or the
+   * private key's public half): nothing an agent holds can sign a call.
+   */
+  readonly secrets: { readonly authJwt: string; readonly ideToken: string; readonly agentPrivateKey: string; readonly agentPublicKey: string }
   /** Names of the secrets that were generated for this run (printed once). */
   readonly generatedSecrets: ReadonlyArray<string>
   /** Where code-server is installed (scripts/install-code-server.sh); undefined = ask the script. */
@@ -61,6 +66,28 @@ const secret = (env: NodeJS.ProcessEnv, name: string, generated: Array<string>):
   return randomBytes(32).toString("base64url")
 }
 
+/** AGENT_TOKEN_PRIVATE_KEY (+ AGENT_TOKEN_PUBLIC_KEY) from the environment, or a key pair for this run. */
+const agentKeys = (env: NodeJS.ProcessEnv, generated: Array<string>, problems: Array<string>): { agentPrivateKey: string; agentPublicKey: string } => {
+  const priv = env["AGENT_TOKEN_PRIVATE_KEY"]
+  if (priv === undefined || priv === "") {
+    if (env["AGENT_TOKEN_SECRET"]) {
+      problems.push("AGENT_TOKEN_SECRET: no longer used: set AGENT_TOKEN_PRIVATE_KEY (the API's Ed25519 key) and AGENT_TOKEN_PUBLIC_KEY (the agents'), or neither to generate a pair")
+    }
+    const pair = generateAgentKeyPair()
+    generated.push("AGENT_TOKEN_PRIVATE_KEY", "AGENT_TOKEN_PUBLIC_KEY")
+    return { agentPrivateKey: pair.privateKey, agentPublicKey: pair.publicKey }
+  }
+  try {
+    const publicKey = env["AGENT_TOKEN_PUBLIC_KEY"] || agentPublicKeyOf(parseAgentPrivateKey(priv))
+    parseAgentPublicKeys(publicKey)
+    return { agentPrivateKey: priv, agentPublicKey: publicKey }
+  } catch (e) {
+    problems.push(`AGENT_TOKEN_PRIVATE_KEY / AGENT_TOKEN_PUBLIC_KEY: ${e instanceof AgentKeyInvalid ? e.message : "not readable"}`)
+    const pair = generateAgentKeyPair()
+    return { agentPrivateKey: pair.privateKey, agentPublicKey: pair.publicKey }
+  }
+}
+
 /** Variables passed through to the game agent as they are (the game supervisor's configuration). */
 const GAME_PASSTHROUGH = /^GAME_/
 
@@ -73,7 +100,7 @@ export const readDevConfig = (env: NodeJS.ProcessEnv = process.env): { config: D
   const secrets = {
     authJwt: secret(env, "AUTH_JWT_SECRET", generated),
     ideToken: secret(env, "IDE_TOKEN_SECRET", generated),
-    agentToken: secret(env, "AGENT_TOKEN_SECRET", generated)
+    ...agentKeys(env, generated, problems)
   }
   const devAgentPort = int(env, "ZLH_DEV_AGENT_PORT", 18888, problems)
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0

@@ -27,10 +27,11 @@ export interface AgentClient {
   putText<T>(path: string, text: string): Promise<{ status: number; body: T }>
 }
 
-export const agentClient = (input: { vmid: number; port: number; secret: string }): AgentClient => {
+/** `privateKey`: AGENT_TOKEN_PRIVATE_KEY's text (the stack signs like the API; its agents hold only the public key). */
+export const agentClient = (input: { vmid: number; port: number; privateKey: string }): AgentClient => {
   const base = `http://127.0.0.1:${input.port}`
   const call = async <T>(method: string, path: string, body: unknown, timeoutMs: number, raw = false) => {
-    const token = await signAgentCall(input.secret, { vmid: input.vmid, nowMs: Date.now() })
+    const token = await signAgentCall(input.privateKey, { vmid: input.vmid, nowMs: Date.now() })
     const type = raw ? "application/octet-stream" : "application/json"
     const response = await fetch(`${base}${path}`, {
       method,

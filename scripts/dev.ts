@@ -213,7 +213,7 @@ const startApi = async (c: DevStackConfig, redisUrl: string): Promise<Managed> =
     REDIS_URL: redisUrl,
     IDE_TOKEN_SECRET: c.secrets.ideToken,
     AUTH_JWT_SECRET: c.secrets.authJwt,
-    AGENT_TOKEN_SECRET: c.secrets.agentToken,
+    AGENT_TOKEN_PRIVATE_KEY: c.secrets.agentPrivateKey,
     PUBLIC_ORIGIN: c.publicOrigin,
     IDE_ORIGIN_TEMPLATE: c.ideOriginTemplate,
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
@@ -247,7 +247,8 @@ const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: str
     AGENT_BIND: "127.0.0.1",
     REDIS_URL: redisUrl,
     ARTIFACT_BASE_URL: artifactBase,
-    AGENT_TOKEN_SECRET: c.secrets.agentToken,
+    // Public keys only: nothing in the agent's environment can sign a call.
+    AGENT_TOKEN_PUBLIC_KEY: c.secrets.agentPublicKey,
     ZLH_ROOT: roots.zlhRoot,
     DEV_USER: c.devUser,
     DEV_HOME: roots.devHome,
@@ -256,7 +257,7 @@ const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: str
     LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
     ...spec.extraEnv
   })
-  const client = agentClient({ vmid: spec.vmid, port: spec.port, secret: c.secrets.agentToken })
+  const client = agentClient({ vmid: spec.vmid, port: spec.port, privateKey: c.secrets.agentPrivateKey })
   const deadline = Date.now() + 30_000
   for (;;) {
     if (m.exitedWith !== undefined) throw new StackError(`agent ${spec.vmid} exited during start-up; see ${m.logFile}`)
@@ -390,8 +391,11 @@ const main = async () => {
   if (cfg.generatedSecrets.length > 0) {
     say(`generated for this run (set them to keep tokens valid across restarts):`)
     for (const name of cfg.generatedSecrets) {
-      const value = name === "AUTH_JWT_SECRET" ? cfg.secrets.authJwt : name === "IDE_TOKEN_SECRET" ? cfg.secrets.ideToken : cfg.secrets.agentToken
-      console.log(`    ${name}=${value}`)
+      const value = name === "AUTH_JWT_SECRET" ? cfg.secrets.authJwt
+        : name === "IDE_TOKEN_SECRET" ? cfg.secrets.ideToken
+        : name === "AGENT_TOKEN_PRIVATE_KEY" ? cfg.secrets.agentPrivateKey
+        : cfg.secrets.agentPublicKey
+      console.log(name.startsWith("AGENT_TOKEN_") ? `    ${name}='${value}'` : `    ${name}=${value}`)
     }
   }
 

@@ -6,6 +6,9 @@
  *   server rm <id>
  *   server ls [--json]
  *   token mint --user U [--admin] [--ttl 3600]     (prints a portal user token signed with AUTH_JWT_SECRET)
+ *   agent-keys new                                 (a fresh Ed25519 pair: AGENT_TOKEN_PRIVATE_KEY for the API,
+ *                                                   AGENT_TOKEN_PUBLIC_KEY for the agents)
+ *   agent-keys public                              (the public key of AGENT_TOKEN_PRIVATE_KEY from the environment)
  *
  * Environment: the API's Redis variables (REDIS_URL, default redis://127.0.0.1:6379, or REDIS_SENTINELS +
  * REDIS_SENTINEL_MASTER, or REDIS_CLUSTER_NODES: docs/contracts.md "Redis"), AUTH_JWT_SECRET (token mint),
@@ -20,14 +23,17 @@ import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { assertServerId, decodeServerInput, deleteServer, listServers, putServer } from "../api/registry.ts"
 import { ApiError } from "../api/errors.ts"
 import { MIN_SECRET_BYTES } from "../api/config.ts"
+import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
 
 const USAGE = `usage:
   zlh server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port P] [--agent-port P]
   zlh server rm <id>
   zlh server ls [--json]
   zlh token mint --user U [--admin] [--ttl SECONDS]
+  zlh agent-keys new
+  zlh agent-keys public
 
-environment: REDIS_URL (server commands), AUTH_JWT_SECRET (token mint)`
+environment: REDIS_URL (server commands), AUTH_JWT_SECRET (token mint), AGENT_TOKEN_PRIVATE_KEY (agent-keys public)`
 
 class UsageError extends Error {}
 
@@ -164,6 +170,31 @@ const tokenMint = async (args: Array<string>) => {
   process.stdout.write(`${await jwt.sign(new TextEncoder().encode(secret))}\n`)
 }
 
+/**
+ * Agent-call keys (docs/contracts.md "Tokens"): the private key goes to the API only, the public key to
+ * every agent. Rotation: add the next public key to the agents' AGENT_TOKEN_PUBLIC_KEY (current + next),
+ * switch the API to the next private key, then drop the old public key.
+ */
+const agentKeys = (command: string, args: Array<string>) => {
+  if (args.length > 0) usage(`agent-keys ${command} takes no arguments`)
+  if (command === "new") {
+    const pair = generateAgentKeyPair()
+    process.stdout.write(
+      `# the API only (keep it secret; never in a container):\nAGENT_TOKEN_PRIVATE_KEY='${pair.privateKey}'\n` +
+        `# every agent (public; current + next during a rotation, as a JSON array or JWKS):\nAGENT_TOKEN_PUBLIC_KEY='${pair.publicKey}'\n`
+    )
+    return
+  }
+  const raw = process.env["AGENT_TOKEN_PRIVATE_KEY"]
+  if (raw === undefined || raw === "") usage("agent-keys public needs AGENT_TOKEN_PRIVATE_KEY in the environment")
+  try {
+    process.stdout.write(`AGENT_TOKEN_PUBLIC_KEY='${agentPublicKeyOf(parseAgentPrivateKey(raw!))}'\n`)
+  } catch (e) {
+    if (e instanceof AgentKeyInvalid) usage(`AGENT_TOKEN_PRIVATE_KEY: ${e.message}`)
+    throw e
+  }
+}
+
 const main = async (argv: Array<string>) => {
   const [group, command, ...rest] = argv
   if (group === undefined || group === "help" || group === "--help" || group === "-h") {
@@ -180,6 +211,9 @@ const main = async (argv: Array<string>) => {
       return serverLs(rest)
     case "token mint":
       return tokenMint(rest)
+    case "agent-keys new":
+    case "agent-keys public":
+      return agentKeys(command!, rest)
     default:
       usage(`unknown command: ${key.trim() || "(none)"}`)
   }

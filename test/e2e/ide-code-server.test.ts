@@ -25,6 +25,7 @@ import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
 import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
 
 const STEP = 60_000
 /** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */
@@ -79,7 +80,7 @@ describe.each([
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },
-        agentTokenSecret: randomBytes(32).toString("hex"),
+        agentTokenPrivateKey: parseAgentPrivateKey(generateAgentKeyPair().privateKey),
         publicOrigin: apiOrigin,
         logLevel: "warn",
         ideSessionTtlSeconds: 3600,

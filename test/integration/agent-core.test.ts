@@ -1,10 +1,11 @@
 import { execFileSync, spawnSync } from "node:child_process"
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { Redis } from "ioredis"
 import * as tar from "tar"
-import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { SignJWT } from "jose"
+import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
 import { type ArtifactServer, startArtifactServer } from "../../scripts/artifact-server.ts"
 import { type BuildResult, buildArtifacts } from "../../scripts/build-artifacts.ts"
 import {
@@ -13,8 +14,9 @@ import {
   eventually,
   freePort,
   makeAgentTree,
+  AGENT_PRIVATE_KEY,
+  AGENT_PUBLIC_KEY,
   type RunningAgent,
-  SECRET,
   startAgent,
   testPrefix,
   testVmid
@@ -36,6 +38,9 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
   const prefix = testPrefix()
   const vmid = testVmid()
   const devUser = `zlhtest${Math.random().toString(16).slice(2, 8)}`
+  // Rotation: the agent trusts the current key and the next one (AGENT_TOKEN_PUBLIC_KEY holds both).
+  const NEXT = generateAgentKeyPair()
+  const SECRET = AGENT_PRIVATE_KEY
 
   beforeAll(async () => {
     tree = makeAgentTree()
@@ -67,7 +72,8 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
       agentEnv(tree, vmid, await freePort(), {
         ARTIFACT_BASE_URL: artifacts.url,
         AGENT_REDIS_KEY_PREFIX: prefix,
-        DEV_USER: devUser
+        DEV_USER: devUser,
+        AGENT_TOKEN_PUBLIC_KEY: `[${AGENT_PUBLIC_KEY},${NEXT.publicKey}]`
       })
     )
   }, 300_000)
@@ -116,13 +122,65 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     assert.strictEqual(tooLong.status, 401)
     assert.match(tooLong.json.error.message, /lifetime/)
 
-    const wrongKey = await agent.call("GET", "/status", { token: await signAgentCall("another-secret-0123456789abcdef-xyz", vmid, Date.now()) })
+    // An Ed25519 key the agent was not given.
+    const wrongKey = await agent.call("GET", "/status", { token: await signAgentCall(generateAgentKeyPair().privateKey, vmid, Date.now()) })
     assert.strictEqual(wrongKey.status, 401)
+    assert.match(wrongKey.json.error.message, /does not trust/)
 
     // Other engineers' routes and unknown paths are behind the same middleware.
     assert.strictEqual((await agent.call("POST", "/dev/codeserver/start", { token: null, body: {} })).status, 401)
     assert.strictEqual((await agent.call("POST", "/server/start", { token: null, body: {} })).status, 401)
     assert.strictEqual((await agent.call("GET", "/no/such/route", { token: null })).status, 401)
+  })
+
+  it("refuses HS256 whatever signed it (an old-style shared secret, the public key's text); accepts the current and the next key", async () => {
+    const nowS = Math.floor(Date.now() / 1000)
+    const hs256 = (key: string) =>
+      new SignJWT({ vmid })
+        .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+        .setIssuer("zlh-api").setAudience("zlh-agent").setJti(`hs-${key.length}`).setIssuedAt(nowS).setExpirationTime(nowS + 30)
+        .sign(new TextEncoder().encode(key))
+    for (const key of ["agent-test-secret-0123456789abcdef-xyz", AGENT_PUBLIC_KEY, NEXT.publicKey]) {
+      for (const [method, path] of [["GET", "/status"], ["POST", "/server/start"]] as const) {
+        const r = await agent.call(method, path, method === "POST" ? { token: await hs256(key), body: {} } : { token: await hs256(key) })
+        assert.strictEqual(r.status, 401, `${method} ${path} with HS256`)
+        assert.match(r.json.error.message, /HS256/)
+      }
+    }
+    for (const signer of [AGENT_PRIVATE_KEY, NEXT.privateKey]) {
+      const r = await agent.call("GET", "/status", { token: await signAgentCall(signer, vmid, Date.now()) })
+      assert.strictEqual(r.status, 200)
+    }
+  })
+
+  it("refuses a replayed jti on a state-changing call; a GET may be repeated", async () => {
+    const token = await signAgentCall(SECRET, vmid, Date.now())
+    for (let i = 0; i < 3; i++) assert.strictEqual((await agent.call("GET", "/status", { token })).status, 200)
+    // A power action (stop: nothing runs here, so the state stays as the later tests expect).
+    const first = await agent.call("POST", "/server/stop", { token, body: {} })
+    assert.notStrictEqual(first.status, 401, JSON.stringify(first.json))
+    assert.notStrictEqual(first.status, 403, JSON.stringify(first.json))
+    const replay = await agent.call("POST", "/server/stop", { token, body: {} })
+    assert.strictEqual(replay.status, 401)
+    assert.match(replay.json.error.message, /already used/)
+    // Another path does not launder it either (the check is router-wide, before any handler).
+    assert.strictEqual((await agent.call("POST", "/server/start", { token, body: {} })).status, 401)
+    // A fresh token works.
+    const fresh = await agent.call("POST", "/server/stop", { body: {} })
+    assert.notStrictEqual(fresh.status, 401, JSON.stringify(fresh.json))
+  })
+
+  it("the agent's own environment holds public keys only (/proc/<pid>/environ)", () => {
+    const pid = agent.child.pid
+    assert.isDefined(pid)
+    const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0")
+    const names = environ.map((e) => e.slice(0, e.indexOf("=")))
+    assert.include(names, "AGENT_TOKEN_PUBLIC_KEY")
+    assert.notInclude(names, "AGENT_TOKEN_PRIVATE_KEY")
+    assert.notInclude(names, "AGENT_TOKEN_SECRET")
+    const joined = environ.join("\n")
+    for (const priv of [AGENT_PRIVATE_KEY, NEXT.privateKey]) assert.notInclude(joined, (JSON.parse(priv) as { d: string }).d)
+    assert.notMatch(joined, /PRIVATE KEY/)
   })
 
   it("answers unknown routes with a JSON 404 and bad bodies with 400 and field paths", async () => {

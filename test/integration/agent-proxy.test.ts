@@ -8,7 +8,7 @@ import { Redis } from "ioredis"
 import { SignJWT } from "jose"
 import pino from "pino"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { verifyAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey, verifyAgentCall } from "../../schemas/agent-call-token.ts"
 import { createApp } from "../../api/app.ts"
 import type { ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
@@ -20,7 +20,8 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
   const prefix = `test:${randomBytes(6).toString("hex")}:`
   const keys = makeRedisKeys(prefix)
   const userSecret = randomBytes(32).toString("hex")
-  const agentSecret = randomBytes(32).toString("hex")
+  // The API holds the private key; the fake agent, like a real one, only the public key.
+  const agentKeys = generateAgentKeyPair()
   let redis: Redis
   let deps: ApiDeps
   let app: ReturnType<typeof createApp>
@@ -50,7 +51,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     agentPort = await freePort()
     deadPort = await freePort()
     agent = createServer((req, res) => {
-      void verifyAgentCall(agentSecret, 201, req.headers.authorization, Date.now()).then(
+      void verifyAgentCall(agentKeys.publicKey, 201, req.headers.authorization, Date.now()).then(
         (claims) => {
           received.push({ path: req.url ?? "", vmid: claims.vmid, error: undefined })
           answer(req, res)
@@ -69,7 +70,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },
-        agentTokenSecret: agentSecret,
+        agentTokenPrivateKey: parseAgentPrivateKey(agentKeys.privateKey),
         publicOrigin: "http://127.0.0.1",
         logLevel: "silent",
         ideSessionTtlSeconds: 3600

@@ -123,7 +123,7 @@ describe("agent start-up with a bad environment", () => {
         ...env,
         AGENT_VMID: "abc",
         AGENT_PORT: "70000",
-        AGENT_TOKEN_SECRET: "short",
+        AGENT_TOKEN_PUBLIC_KEY: "short",
         ZLH_ROOT: "relative/path",
         LOG_LEVEL: "loud"
       }
@@ -138,7 +138,7 @@ describe("agent start-up with a bad environment", () => {
         "zlh-agent: invalid configuration: AGENT_VMID: must be a positive integer (the container's vmid)",
         "zlh-agent: invalid configuration: AGENT_PORT: must be a port number (1-65535)",
         "zlh-agent: invalid configuration: ARTIFACT_BASE_URL: is required but not set",
-        "zlh-agent: invalid configuration: AGENT_TOKEN_SECRET: must be at least 32 bytes (an HS256 key)",
+        "zlh-agent: invalid configuration: AGENT_TOKEN_PUBLIC_KEY: must be SPKI PEM blocks (-----BEGIN PUBLIC KEY-----), a JWK or a JWKS JSON",
         "zlh-agent: invalid configuration: ZLH_ROOT: must be an absolute path",
         "zlh-agent: invalid configuration: LOG_LEVEL: Expected \"trace\" | \"debug\" | \"info\" | \"warn\" | \"error\" | \"fatal\" | \"silent\""
       ])

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
 import { ideTokenKey, verifyIdeToken } from "../../api/ide/token.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { generateAgentKeyPair } from "../../schemas/agent-call-token.ts"
 import { bearer, deletePrefix, eventually, makeDeps, randomSecret, testConfig, testPrefix, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
 
@@ -54,7 +55,7 @@ describe("api/main.ts configuration", () => {
     const lines = r.stderr.trim().split("\n").slice(1).map((l) => l.trim())
     expect(r.stderr.split("\n")[0]).toContain("invalid configuration")
     const byVar = (name: string) => lines.filter((l) => l.startsWith(`${name}:`))
-    for (const name of ["PORT", "REDIS_URL", "IDE_TOKEN_SECRET", "AGENT_TOKEN_SECRET", "AUTH_JWT_SECRET", "LOG_LEVEL", "PUBLIC_ORIGIN"]) {
+    for (const name of ["PORT", "REDIS_URL", "IDE_TOKEN_SECRET", "AGENT_TOKEN_PRIVATE_KEY", "AUTH_JWT_SECRET", "LOG_LEVEL", "PUBLIC_ORIGIN"]) {
       expect(byVar(name), `${name} in\n${r.stderr}`).toHaveLength(1)
     }
     expect(lines).toHaveLength(7)
@@ -71,12 +72,13 @@ describe("api/main.ts configuration", () => {
     expect(config.ideTokenSecret.length).toBeGreaterThanOrEqual(32)
     expect(config.ideSessionTtlSeconds).toBe(43_200)
     expect(config.port).toBe(8787)
-    expect(notes.map((n) => n.split(" ")[0]).sort()).toEqual(["AGENT_TOKEN_SECRET", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET"])
+    expect(notes.map((n) => n.split(" ")[0]).sort()).toEqual(["AGENT_TOKEN_PRIVATE_KEY", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET"])
     for (const n of notes) expect(n).not.toContain(config.ideTokenSecret)
-    expect(() => loadApiConfig({ NODE_ENV: "production", IDE_TOKEN_SECRET: "a".repeat(32), AGENT_TOKEN_SECRET: "a".repeat(32), AUTH_JWT_SECRET: "b".repeat(32), PUBLIC_ORIGIN: "https://x.example" })).toThrow(
-      /IDE_TOKEN_SECRET, AGENT_TOKEN_SECRET: must be different/
+    const agentKey = generateAgentKeyPair().privateKey
+    expect(() => loadApiConfig({ NODE_ENV: "production", IDE_TOKEN_SECRET: "a".repeat(32), AGENT_TOKEN_PRIVATE_KEY: agentKey, AUTH_JWT_SECRET: "a".repeat(32), PUBLIC_ORIGIN: "https://x.example" })).toThrow(
+      /IDE_TOKEN_SECRET, AUTH_JWT_SECRET: must be different/
     )
-    expect(() => loadApiConfig({ NODE_ENV: "production", IDE_TOKEN_SECRET: "a".repeat(32), AGENT_TOKEN_SECRET: "c".repeat(32), AUTH_JWT_SECRET: "b".repeat(32), AUTH_JWKS_URL: "https://x/jwks", PUBLIC_ORIGIN: "https://x.example" })).toThrow(
+    expect(() => loadApiConfig({ NODE_ENV: "production", IDE_TOKEN_SECRET: "a".repeat(32), AGENT_TOKEN_PRIVATE_KEY: agentKey, AUTH_JWT_SECRET: "b".repeat(32), AUTH_JWKS_URL: "https://x/jwks", PUBLIC_ORIGIN: "https://x.example" })).toThrow(
       /set only one/
     )
   })
@@ -97,7 +99,7 @@ describe("graceful shutdown", () => {
       REDIS_URL: "redis://127.0.0.1:6379",
       IDE_TOKEN_SECRET: randomSecret(),
       AUTH_JWT_SECRET: userSecret,
-      AGENT_TOKEN_SECRET: randomSecret(),
+      AGENT_TOKEN_PRIVATE_KEY: generateAgentKeyPair().privateKey,
       PUBLIC_ORIGIN: "http://127.0.0.1",
       LOG_LEVEL: "info"
     }

@@ -44,7 +44,7 @@ interface Replica {
   readonly subscriber: RedisClient
 }
 
-const startReplica = async (name: string, topology: RedisTopology, shared: Pick<ApiConfig, "ideTokenSecret" | "userAuth" | "agentTokenSecret">): Promise<Replica> => {
+const startReplica = async (name: string, topology: RedisTopology, shared: Pick<ApiConfig, "ideTokenSecret" | "userAuth" | "agentTokenPrivateKey">): Promise<Replica> => {
   const port = await freePort()
   const origin = `http://127.0.0.1:${port}`
   const logger = pino({ level: "silent" })
@@ -194,7 +194,11 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
     let streams: Array<EventStream> = []
     let ownerToken = ""
     const agentVmid = testVmid()
-    const secrets = { ideTokenSecret: "", userAuth: { kind: "secret" as const, secret: "" }, agentTokenSecret: "" }
+    const secrets: { -readonly [K in "ideTokenSecret" | "userAuth" | "agentTokenPrivateKey"]: ApiConfig[K] } = {
+      ideTokenSecret: "",
+      userAuth: { kind: "secret" as const, secret: "" },
+      agentTokenPrivateKey: testConfig().agentTokenPrivateKey
+    }
     /** Every token accepted so far: for which server, by which replica. */
     const accepted = new Map<string, { serverId: string; by: string }>()
 
@@ -228,7 +232,7 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
       const shared = testConfig()
       secrets.ideTokenSecret = shared.ideTokenSecret
       secrets.userAuth = shared.userAuth as { kind: "secret"; secret: string }
-      secrets.agentTokenSecret = shared.agentTokenSecret
+      secrets.agentTokenPrivateKey = shared.agentTokenPrivateKey
       a = await startReplica("replica A", t.topology, secrets)
       b = await startReplica("replica B", t.topology, secrets)
       upstream = await startEchoUpstream()

@@ -14,7 +14,7 @@ import { join } from "node:path"
 import { Redis } from "ioredis"
 import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
 import { ErrorBody } from "../../schemas/errors.ts"
 import { NODE, ROOT, freePort, waitFor } from "../../bench/lib.ts"
 
@@ -41,7 +41,9 @@ const tree = (dir: string): Record<string, string> => {
 describe("resilience: bad-input sweep of every agent route", () => {
   const base = mkdtempSync(join(tmpdir(), "zlh-agent-sweep-"))
   const prefix = `test:${randomBytes(6).toString("hex")}:`
-  const secret = randomBytes(32).toString("hex")
+  // The API's key: the agent is given only its public half.
+  const keys = generateAgentKeyPair()
+  const secret = keys.privateKey
   let agent: ChildProcess
   let origin: string
   let output = ""
@@ -63,7 +65,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
         AGENT_BIND: "127.0.0.1",
         REDIS_URL: "redis://127.0.0.1:6379",
         ARTIFACT_BASE_URL: "http://127.0.0.1:9/",
-        AGENT_TOKEN_SECRET: secret,
+        AGENT_TOKEN_PUBLIC_KEY: keys.publicKey,
         ZLH_ROOT: join(base, "zlh"),
         DEV_USER: "root",
         DEV_HOME: join(base, "home"),
@@ -126,7 +128,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
       ["huge", `Bearer ${"x".repeat(7000)}`],
       ["basic", "Basic dXNlcjpwYXNz"],
       ["alg none", "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ2bWlkIjo0MjQyLCJpc3MiOiJ6bGgtYXBpIiwiYXVkIjoiemxoLWFnZW50In0."],
-      ["wrong secret", `Bearer ${await signAgentCall(randomBytes(32).toString("hex"), VMID, now)}`],
+      ["wrong key", `Bearer ${await signAgentCall(generateAgentKeyPair().privateKey, VMID, now)}`],
       ["other vmid", `Bearer ${await signAgentCall(secret, VMID + 1, now)}`],
       ["other audience", `Bearer ${await signAgentCall(secret, { vmid: VMID, nowMs: now, audience: "zlh-ide" })}`],
       ["expired", `Bearer ${await signAgentCall(secret, VMID, now - 10 * 60_000)}`]
@@ -185,7 +187,10 @@ describe("resilience: bad-input sweep of every agent route", () => {
       let text = ""
       try {
         const headers: Record<string, string> = {}
-        if (c.auth !== undefined) headers["authorization"] = c.auth
+        // The valid bearer is fresh for every request: the agent refuses a replayed jti on state-changing calls
+        // (which would answer 401 before the body is even read).
+        if (c.auth === auth) headers["authorization"] = `Bearer ${await signAgentCall(secret, VMID, Date.now())}`
+        else if (c.auth !== undefined) headers["authorization"] = c.auth
         if (c.type !== undefined) headers["content-type"] = c.type
         const res = await fetch(`${origin}${c.path}`, { method: c.method, headers, ...(c.body === undefined ? {} : { body: c.body }), signal: AbortSignal.timeout(20_000) })
         status = res.status

@@ -4,12 +4,18 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")
-export const SECRET = "agent-test-secret-0123456789abcdef-xyz"
+/**
+ * The API's side of the agent-call keys for this test run (signs `call`); the agents started here are
+ * given only `AGENT_PUBLIC_KEY` (AGENT_TOKEN_PUBLIC_KEY), as in production.
+ */
+const AGENT_KEYS = generateAgentKeyPair()
+export const AGENT_PRIVATE_KEY = AGENT_KEYS.privateKey
+export const AGENT_PUBLIC_KEY = AGENT_KEYS.publicKey
 
 export const freePort = (): Promise<number> =>
   new Promise((done, fail) => {
@@ -87,7 +93,7 @@ export const agentEnv = (tree: AgentTree, vmid: number, port: number, extra: Rec
   AGENT_BIND: "127.0.0.1",
   REDIS_URL: "redis://127.0.0.1:6379",
   ARTIFACT_BASE_URL: "http://127.0.0.1:9",
-  AGENT_TOKEN_SECRET: SECRET,
+  AGENT_TOKEN_PUBLIC_KEY: AGENT_PUBLIC_KEY,
   ZLH_ROOT: tree.zlhRoot,
   DEV_USER: "zlhnobody",
   DEV_HOME: tree.devHome,
@@ -121,7 +127,7 @@ export const startAgent = async (env: Record<string, string>): Promise<RunningAg
     child,
     output: () => out,
     async call(method, path, options = {}) {
-      const token = options.token === undefined ? await signAgentCall(SECRET, vmid, Date.now()) : options.token
+      const token = options.token === undefined ? await signAgentCall(AGENT_PRIVATE_KEY, vmid, Date.now()) : options.token
       const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
       const r = await fetch(`${url}${path}`, {
         method,

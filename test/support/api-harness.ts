@@ -14,6 +14,7 @@ import type { RedisClient } from "../../wire/redis.ts"
 import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { initialAgentStatus, type AgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
 
 export const SHARED_REDIS_URL = "redis://127.0.0.1:6379"
 
@@ -25,7 +26,7 @@ export const testConfig = (overrides: Partial<ApiConfig> = {}): ApiConfig => ({
   nodeEnv: "test",
   ideTokenSecret: randomSecret(),
   userAuth: { kind: "secret", secret: randomSecret() },
-  agentTokenSecret: randomSecret(),
+  agentTokenPrivateKey: parseAgentPrivateKey(generateAgentKeyPair().privateKey),
   publicOrigin: "http://127.0.0.1",
   logLevel: "silent",
   ideSessionTtlSeconds: 3600,

@@ -86,6 +86,8 @@ export const startDevStack = async (options: { env?: Record<string, string>; kee
   delete env["AUTH_JWT_SECRET"]
   delete env["IDE_TOKEN_SECRET"]
   delete env["AGENT_TOKEN_SECRET"]
+  delete env["AGENT_TOKEN_PRIVATE_KEY"]
+  delete env["AGENT_TOKEN_PUBLIC_KEY"]
   delete env["PUBLIC_ORIGIN"]
 
   const child: ChildProcess = spawn(nodeBin, [join(root, "scripts", "dev.ts")], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })

@@ -21,6 +21,7 @@ import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { freePort } from "./code-server.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
 
 export interface EchoRequest {
   readonly method: string
@@ -259,7 +260,7 @@ export const startIdeTestApi = async (
       nodeEnv: "test",
       ideTokenSecret: secret,
       userAuth: { kind: "secret", secret: "user-secret-user-secret-user-secret-0123" },
-      agentTokenSecret: "agent-secret-agent-secret-agent-secret-01",
+      agentTokenPrivateKey: parseAgentPrivateKey(generateAgentKeyPair().privateKey),
       publicOrigin: origin,
       logLevel: "silent",
       ideSessionTtlSeconds: 3600,

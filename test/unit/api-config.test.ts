@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest"
+import { generateKeyPairSync } from "node:crypto"
 import { ConfigError, loadApiConfig } from "../../api/config.ts"
+import { agentPublicKeyOf, generateAgentKeyPair } from "../../schemas/agent-call-token.ts"
 
-const secrets = { IDE_TOKEN_SECRET: "i".repeat(32), AUTH_JWT_SECRET: "u".repeat(32), AGENT_TOKEN_SECRET: "a".repeat(32) }
+const agentKeys = generateAgentKeyPair()
+const secrets = { IDE_TOKEN_SECRET: "i".repeat(32), AUTH_JWT_SECRET: "u".repeat(32), AGENT_TOKEN_PRIVATE_KEY: agentKeys.privateKey }
 const prod = { NODE_ENV: "production", PUBLIC_ORIGIN: "https://panel.example.com", ...secrets }
 
 const problems = (env: Record<string, string>): ReadonlyArray<string> => {
@@ -23,7 +26,7 @@ describe("loadApiConfig", () => {
       nodeEnv: "production",
       ideTokenSecret: secrets.IDE_TOKEN_SECRET,
       userAuth: { kind: "secret", secret: secrets.AUTH_JWT_SECRET },
-      agentTokenSecret: secrets.AGENT_TOKEN_SECRET,
+      agentTokenPrivateKey: { kid: agentKeys.kid },
       publicOrigin: "https://panel.example.com",
       logLevel: "info",
       ideSessionTtlSeconds: 43_200,
@@ -74,16 +77,34 @@ describe("loadApiConfig", () => {
       IDE_TOKEN_RATE_LIMIT: "lots"
     })
     const names = p.map((l) => l.split(":")[0])
-    expect(names.sort()).toEqual(["AUTH_JWKS_URL", "IDE_SESSION_TTL_SECONDS", "IDE_TOKEN_RATE_LIMIT", "IDE_TOKEN_SECRET", "LOG_LEVEL", "NODE_ENV", "PORT", "PUBLIC_ORIGIN", "REDIS_URL"])
+    expect(p).toContain(
+      "AGENT_TOKEN_SECRET: no longer used: the API signs agent calls with AGENT_TOKEN_PRIVATE_KEY (Ed25519) and agents verify them with AGENT_TOKEN_PUBLIC_KEY"
+    )
+    expect(names.sort()).toEqual(["AGENT_TOKEN_SECRET", "AUTH_JWKS_URL", "IDE_SESSION_TTL_SECONDS", "IDE_TOKEN_RATE_LIMIT", "IDE_TOKEN_SECRET", "LOG_LEVEL", "NODE_ENV", "PORT", "PUBLIC_ORIGIN", "REDIS_URL"])
     for (const l of p) expect(l).not.toContain("\n")
   })
 
   it("production: secrets and PUBLIC_ORIGIN are required; plain-http JWKS only for localhost", () => {
-    expect(problems({ NODE_ENV: "production" }).map((l) => l.split(":")[0]).sort()).toEqual(["AGENT_TOKEN_SECRET", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET", "PUBLIC_ORIGIN"])
-    expect(problems({ NODE_ENV: "test" }).map((l) => l.split(":")[0]).sort()).toEqual(["AGENT_TOKEN_SECRET", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET"])
+    expect(problems({ NODE_ENV: "production" }).map((l) => l.split(":")[0]).sort()).toEqual(["AGENT_TOKEN_PRIVATE_KEY", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET", "PUBLIC_ORIGIN"])
+    expect(problems({ NODE_ENV: "test" }).map((l) => l.split(":")[0]).sort()).toEqual(["AGENT_TOKEN_PRIVATE_KEY", "AUTH_JWT_SECRET", "IDE_TOKEN_SECRET"])
     const { AUTH_JWT_SECRET: _, ...noSecret } = prod
     expect(problems({ ...noSecret, AUTH_JWKS_URL: "http://id.example.com/jwks" })).toEqual([expect.stringMatching(/^AUTH_JWKS_URL: must be https/)])
     expect(problems({ ...noSecret, AUTH_JWKS_URL: "http://127.0.0.1:9/jwks" })).toEqual([])
+  })
+
+  it("the agent key: PKCS#8 PEM or JWK, Ed25519 only, never the old shared secret", () => {
+    const pem = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString()
+    expect(problems({ ...prod, AGENT_TOKEN_PRIVATE_KEY: pem })).toEqual([])
+    // One-line environment files: literal \n escapes.
+    expect(problems({ ...prod, AGENT_TOKEN_PRIVATE_KEY: pem.replace(/\n/g, "\\n") })).toEqual([])
+    expect(problems({ ...prod, AGENT_TOKEN_PRIVATE_KEY: agentKeys.publicKey })).toEqual(['AGENT_TOKEN_PRIVATE_KEY: the JWK has no private part ("d")'])
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "pem", type: "pkcs8" }).toString()
+    expect(problems({ ...prod, AGENT_TOKEN_PRIVATE_KEY: rsa })).toEqual(["AGENT_TOKEN_PRIVATE_KEY: the private key must be an Ed25519 key (got rsa)"])
+    const { AGENT_TOKEN_PRIVATE_KEY: _, ...noKey } = prod
+    expect(problems({ ...noKey, AGENT_TOKEN_SECRET: "a".repeat(32) })).toEqual([
+      "AGENT_TOKEN_SECRET: no longer used: the API signs agent calls with AGENT_TOKEN_PRIVATE_KEY (Ed25519) and agents verify them with AGENT_TOKEN_PUBLIC_KEY"
+    ])
+    expect(problems({ ...noKey, NODE_ENV: "development", AGENT_TOKEN_SECRET: "a".repeat(32) })).toHaveLength(1)
   })
 
   it("the secrets must differ (key separation)", () => {
@@ -95,9 +116,12 @@ describe("loadApiConfig", () => {
     const a = loadApiConfig({ NODE_ENV: "development" }, (n) => notes.push(n))
     const b = loadApiConfig({ NODE_ENV: "development" })
     expect(a.ideTokenSecret).not.toBe(b.ideTokenSecret)
-    expect(new Set([a.ideTokenSecret, a.agentTokenSecret, a.userAuth.kind === "secret" ? a.userAuth.secret : ""]).size).toBe(3)
+    expect(new Set([a.ideTokenSecret, a.userAuth.kind === "secret" ? a.userAuth.secret : ""]).size).toBe(2)
+    expect(a.agentTokenPrivateKey.kid).not.toBe(b.agentTokenPrivateKey.kid)
     expect(a.publicOrigin).toBe("http://127.0.0.1:8787")
     expect(notes).toHaveLength(3)
-    for (const n of notes) for (const s of [a.ideTokenSecret, a.agentTokenSecret]) expect(n).not.toContain(s)
+    const agentPrivate = (a.agentTokenPrivateKey.key.export({ format: "jwk" }) as { d: string }).d
+    for (const n of notes) for (const s of [a.ideTokenSecret, agentPrivate]) expect(n).not.toContain(s)
+    expect(agentPublicKeyOf(a.agentTokenPrivateKey)).toContain(a.agentTokenPrivateKey.kid)
   })
 })
