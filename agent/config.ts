@@ -1,5 +1,6 @@
 import { Config, Context, Effect, Layer, Option, Schema } from "effect"
-import { AgentKeyInvalid, parseAgentPublicKeys, type AgentVerifyKeys } from "../schemas/agent-call-token.ts"
+import { type AgentVerifyKeys } from "../schemas/agent-call-token.ts"
+import { AgentKeyInvalid, parseAgentPublicKeys } from "../wire/agent-keys.ts"
 import { schemaIssues } from "../schemas/errors.ts"
 import { parseRedisTopology, REDIS_TOPOLOGY_VARIABLES, type RedisTopology } from "../wire/redis-topology.ts"
 

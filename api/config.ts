@@ -9,7 +9,7 @@
  * the new variables.
  */
 import { randomBytes } from "node:crypto"
-import { AgentKeyInvalid, type AgentSigningKey, generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
+import { AgentKeyInvalid, generateAgentKeyPair, parseAgentPrivateKey, type NodeSigningKey } from "../wire/agent-keys.ts"
 import type { ApiConfig } from "./deps.ts"
 import { ideOriginTemplateProblem } from "./ide/ide-origins.ts"
 import { parseRedisTopology } from "../wire/redis-topology.ts"
@@ -87,7 +87,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   }
 
   const ideTokenSecret = secret("IDE_TOKEN_SECRET", "IDE tokens and sessions")
-  let agentTokenPrivateKey: AgentSigningKey | undefined
+  let agentTokenPrivateKey: NodeSigningKey | undefined
   const agentKeyRaw = get("AGENT_TOKEN_PRIVATE_KEY")
   if (agentKeyRaw !== undefined) {
     try {

@@ -1,5 +1,5 @@
 import type { Logger } from "pino"
-import type { AgentSigningKey } from "../schemas/agent-call-token.ts"
+import type { NodeSigningKey } from "../wire/agent-keys.ts"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisTopology } from "../wire/redis-topology.ts"
@@ -14,7 +14,7 @@ export interface ApiConfig {
   readonly ideTokenSecret: string
   readonly userAuth: { readonly kind: "secret"; readonly secret: string } | { readonly kind: "jwks"; readonly url: string }
   /** AGENT_TOKEN_PRIVATE_KEY (Ed25519): signs the calls to agents; agents hold only its public key. */
-  readonly agentTokenPrivateKey: AgentSigningKey
+  readonly agentTokenPrivateKey: NodeSigningKey
   /** e.g. `https://panel.example.com`; cookies get `Secure` when it is https. */
   readonly publicOrigin: string
   readonly logLevel: string

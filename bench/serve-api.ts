@@ -22,7 +22,7 @@ import { initialAgentStatus } from "../schemas/agent-status.ts"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { singleRedis } from "../wire/redis-topology.ts"
 import type { ApiInfo } from "./lib.ts"
-import { generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../wire/agent-keys.ts"
 
 const arg = (name: string, fallback?: string): string | undefined => {
   const i = process.argv.indexOf(name)

@@ -1,5 +1,4 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto"
-import { decodeProtectedHeader, jwtVerify, SignJWT } from "jose"
+import { decodeProtectedHeader, jwtVerify, type KeyObject, SignJWT } from "jose"
 import { Schema } from "effect"
 import { AGENT_CALL_AUDIENCE, AGENT_TOKEN_MAX_TTL_SECONDS, AgentCallClaims, TOKEN_ISSUER } from "./tokens.ts"
 
@@ -12,10 +11,8 @@ import { AGENT_CALL_AUDIENCE, AGENT_TOKEN_MAX_TTL_SECONDS, AgentCallClaims, TOKE
  * (api/agent-proxy.ts), the agent verifies (agent/http/auth-middleware.ts, which also refuses a replayed
  * `jti` on state-changing calls). Plain promises (no Effect) so the Hono API uses it as it is.
  *
- * Key formats (either side): a PKCS#8 / SPKI PEM block (literal `\n` escapes are accepted, for one-line
- * environment files) or a JWK JSON (`{"kty":"OKP","crv":"Ed25519",…}`). The public side also takes a JWKS
- * (`{"keys":[…]}`), a JSON array of JWKs, or several PEM blocks one after the other (at most
- * MAX_AGENT_PUBLIC_KEYS).
+ * Keys come parsed: reading key texts (PEM, JWK, JWKS) and generating pairs needs Node's crypto and lives
+ * in wire/agent-keys.ts; this module stays runtime-free (jose and Web Crypto only).
  */
 export const AGENT_TOKEN_ISSUER = TOKEN_ISSUER
 export const AGENT_TOKEN_AUDIENCE = AGENT_CALL_AUDIENCE
@@ -26,7 +23,7 @@ export const AGENT_TOKEN_ALGORITHM = "EdDSA"
 /** Current + next (rotation), with room for one more: a small set, not a key store. */
 export const MAX_AGENT_PUBLIC_KEYS = 4
 
-/** The API's signing key (parsed once). */
+/** The API's signing key, parsed (wire/agent-keys.ts parses and generates keys). */
 export interface AgentSigningKey {
   readonly kind: "agent-signing-key"
   readonly kid: string
@@ -38,109 +35,6 @@ export interface AgentVerifyKey {
   readonly key: KeyObject
 }
 export type AgentVerifyKeys = ReadonlyArray<AgentVerifyKey>
-
-/** A key text that cannot be used; `message` names what is wrong, never the key material. */
-export class AgentKeyInvalid extends Error {}
-
-const unescape = (text: string) => text.replace(/\\n/g, "\n").trim()
-
-/** RFC 7638 thumbprint of an Ed25519 public key. */
-const thumbprint = (publicKey: KeyObject): string => {
-  const jwk = publicKey.export({ format: "jwk" }) as { crv?: string; x?: string }
-  return createHash("sha256").update(JSON.stringify({ crv: jwk.crv, kty: "OKP", x: jwk.x })).digest("base64url")
-}
-
-const requireEd25519 = (key: KeyObject, what: string): KeyObject => {
-  if (key.asymmetricKeyType !== "ed25519") throw new AgentKeyInvalid(`${what} must be an Ed25519 key (got ${key.asymmetricKeyType ?? key.type})`)
-  return key
-}
-
-const isJwkObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
-
-/** `AGENT_TOKEN_PRIVATE_KEY`: a PKCS#8 PEM or a private JWK. Throws `AgentKeyInvalid`. */
-export const parseAgentPrivateKey = (text: string): AgentSigningKey => {
-  const t = unescape(text)
-  let key: KeyObject
-  try {
-    if (t.startsWith("{")) {
-      const jwk: unknown = JSON.parse(t)
-      if (!isJwkObject(jwk) || typeof jwk["d"] !== "string") throw new AgentKeyInvalid("the JWK has no private part (\"d\")")
-      key = createPrivateKey({ key: jwk as never, format: "jwk" })
-    } else if (/-----BEGIN (ENCRYPTED )?PRIVATE KEY-----/.test(t)) {
-      key = createPrivateKey(t)
-    } else throw new AgentKeyInvalid("must be a PKCS#8 PEM (-----BEGIN PRIVATE KEY-----) or a private JWK JSON")
-  } catch (e) {
-    if (e instanceof AgentKeyInvalid) throw e
-    throw new AgentKeyInvalid("is not a readable private key (a PKCS#8 PEM or a JWK JSON)")
-  }
-  requireEd25519(key, "the private key")
-  return { kind: "agent-signing-key", kid: thumbprint(createPublicKey(key)), key }
-}
-
-/** `AGENT_TOKEN_PUBLIC_KEY`: one or a few public keys (see the module comment). Refuses private material. */
-export const parseAgentPublicKeys = (text: string): AgentVerifyKeys => {
-  const t = unescape(text)
-  const keys: Array<KeyObject> = []
-  try {
-    if (t.startsWith("{") || t.startsWith("[")) {
-      const json: unknown = JSON.parse(t)
-      const list: Array<unknown> = Array.isArray(json) ? json : isJwkObject(json) && Array.isArray(json["keys"]) ? json["keys"] : [json]
-      for (const jwk of list) {
-        if (!isJwkObject(jwk)) throw new AgentKeyInvalid("every JWK must be a JSON object")
-        if ("d" in jwk) throw new AgentKeyInvalid("holds a private key: an agent must only be given public keys")
-        keys.push(createPublicKey({ key: jwk as never, format: "jwk" }))
-      }
-    } else {
-      if (/PRIVATE KEY-----/.test(t)) throw new AgentKeyInvalid("holds a private key: an agent must only be given public keys")
-      const blocks = t.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? []
-      const rest = t.replace(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g, "").replace(/[\s,]/g, "")
-      if (rest !== "") throw new AgentKeyInvalid("must be SPKI PEM blocks (-----BEGIN PUBLIC KEY-----), a JWK or a JWKS JSON")
-      for (const b of blocks) keys.push(createPublicKey(b))
-    }
-  } catch (e) {
-    if (e instanceof AgentKeyInvalid) throw e
-    throw new AgentKeyInvalid("is not readable as public keys (SPKI PEM blocks, a JWK or a JWKS JSON)")
-  }
-  if (keys.length === 0) throw new AgentKeyInvalid("holds no public key")
-  if (keys.length > MAX_AGENT_PUBLIC_KEYS) throw new AgentKeyInvalid(`holds ${keys.length} keys; at most ${MAX_AGENT_PUBLIC_KEYS} (current + next)`)
-  return keys.map((k) => {
-    requireEd25519(k, "every public key")
-    return { kid: thumbprint(k), key: k }
-  })
-}
-
-/** A fresh key pair as one-line JWK JSON texts (the dev stack, the test harnesses, `zlh agent-keys`). */
-export const generateAgentKeyPair = (): { readonly privateKey: string; readonly publicKey: string; readonly kid: string } => {
-  const { privateKey, publicKey } = generateKeyPairSync("ed25519")
-  const kid = thumbprint(publicKey)
-  return {
-    privateKey: JSON.stringify({ ...(privateKey.export({ format: "jwk" }) as object), kid, alg: AGENT_TOKEN_ALGORITHM }),
-    publicKey: JSON.stringify({ ...(publicKey.export({ format: "jwk" }) as object), kid, alg: AGENT_TOKEN_ALGORITHM }),
-    kid
-  }
-}
-
-/** The public half of a signing key, as a one-line JWK JSON (what its agents are given). */
-export const agentPublicKeyOf = (key: AgentSigningKey | string): string => {
-  const k = typeof key === "string" ? parseAgentPrivateKey(key) : key
-  return JSON.stringify({ ...(createPublicKey(k.key).export({ format: "jwk" }) as object), kid: k.kid, alg: AGENT_TOKEN_ALGORITHM })
-}
-
-// Callers may pass key texts (tests, scripts): parse each text once.
-const signingCache = new Map<string, AgentSigningKey>()
-const verifyCache = new Map<string, AgentVerifyKeys>()
-const signingKey = (k: AgentSigningKey | string): AgentSigningKey => {
-  if (typeof k !== "string") return k
-  let parsed = signingCache.get(k)
-  if (parsed === undefined) signingCache.set(k, (parsed = parseAgentPrivateKey(k)))
-  return parsed
-}
-const verifyKeys = (k: AgentVerifyKeys | string): AgentVerifyKeys => {
-  if (typeof k !== "string") return k
-  let parsed = verifyCache.get(k)
-  if (parsed === undefined) verifyCache.set(k, (parsed = parseAgentPublicKeys(k)))
-  return parsed
-}
 
 export interface SignAgentCallOptions {
   readonly vmid: number
@@ -154,20 +48,19 @@ export interface SignAgentCallOptions {
 }
 
 /**
- * `signAgentCall(key, vmid, nowMs)` or `signAgentCall(key, { vmid, nowMs, ttlSeconds? })`; `key` is the
- * parsed private key or its text. Every token gets a fresh `jti`.
+ * `signAgentCall(key, vmid, nowMs)` or `signAgentCall(key, { vmid, nowMs, ttlSeconds? })` with the parsed
+ * private key. Every token gets a fresh `jti`.
  */
-export function signAgentCall(key: AgentSigningKey | string, vmid: number, nowMs: number): Promise<string>
-export function signAgentCall(key: AgentSigningKey | string, options: SignAgentCallOptions): Promise<string>
-export function signAgentCall(key: AgentSigningKey | string, vmidOrOptions: number | SignAgentCallOptions, nowMs?: number): Promise<string> {
+export function signAgentCall(key: AgentSigningKey, vmid: number, nowMs: number): Promise<string>
+export function signAgentCall(key: AgentSigningKey, options: SignAgentCallOptions): Promise<string>
+export function signAgentCall(k: AgentSigningKey, vmidOrOptions: number | SignAgentCallOptions, nowMs?: number): Promise<string> {
   const o: SignAgentCallOptions = typeof vmidOrOptions === "number" ? { vmid: vmidOrOptions, nowMs: nowMs ?? Date.now() } : vmidOrOptions
-  const k = signingKey(key)
   const iat = Math.floor(o.nowMs / 1000)
   return new SignJWT({ vmid: o.vmid })
     .setProtectedHeader({ alg: AGENT_TOKEN_ALGORITHM, typ: "JWT", kid: k.kid })
     .setIssuer(AGENT_TOKEN_ISSUER)
     .setAudience(o.audience ?? AGENT_TOKEN_AUDIENCE)
-    .setJti(o.jti ?? randomUUID())
+    .setJti(o.jti ?? globalThis.crypto.randomUUID())
     .setIssuedAt(iat)
     .setExpirationTime(iat + (o.ttlSeconds ?? AGENT_TOKEN_DEFAULT_TTL_SECONDS))
     .sign(k.key)
@@ -190,12 +83,11 @@ const decodeClaims = Schema.decodeUnknownSync(AgentCallClaims)
 const CLOCK_TOLERANCE_SECONDS = 5
 
 /**
- * Verifies an `Authorization` header value for this agent against its trusted public keys (parsed, or
- * their text). Resolves with the claims or rejects with `AgentTokenRejected`. `nowMs` comes from the
+ * Verifies an `Authorization` header value for this agent against its trusted public keys (parsed). Resolves with the claims or rejects with `AgentTokenRejected`. `nowMs` comes from the
  * caller (the agent passes its `Clock`). Replay (`jti`) is the caller's business: see `SeenJtis`.
  */
 export const verifyAgentCall = async (
-  keys: AgentVerifyKeys | string,
+  trusted: AgentVerifyKeys,
   expectedVmid: number,
   authorization: string | undefined,
   nowMs: number
@@ -213,7 +105,6 @@ export const verifyAgentCall = async (
   if (header.alg !== AGENT_TOKEN_ALGORITHM) {
     throw new AgentTokenRejected("invalid", `the token is not signed with the API's key (alg ${JSON.stringify(String(header.alg)).slice(0, 20)} is not accepted)`)
   }
-  const trusted = verifyKeys(keys)
   const candidates = typeof header.kid === "string" ? trusted.filter((k) => k.kid === header.kid) : trusted
   if (candidates.length === 0) throw new AgentTokenRejected("invalid", "the token is signed by a key this agent does not trust")
   const nowSeconds = Math.floor(nowMs / 1000)

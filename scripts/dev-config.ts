@@ -3,7 +3,7 @@
  * every port can be moved so a test (or a second stack) can run beside a developer's own.
  */
 import { randomBytes } from "node:crypto"
-import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey, parseAgentPublicKeys } from "../schemas/agent-call-token.ts"
+import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey, parseAgentPublicKeys } from "../wire/agent-keys.ts"
 import { userInfo } from "node:os"
 import { isAbsolute, join, resolve } from "node:path"
 

@@ -5,6 +5,7 @@
  */
 import { SignJWT } from "jose"
 import { signAgentCall } from "../schemas/agent-call-token.ts"
+import { signingKeyOf } from "../wire/agent-keys.ts"
 
 const key = (secret: string) => new TextEncoder().encode(secret)
 
@@ -31,7 +32,7 @@ export interface AgentClient {
 export const agentClient = (input: { vmid: number; port: number; privateKey: string }): AgentClient => {
   const base = `http://127.0.0.1:${input.port}`
   const call = async <T>(method: string, path: string, body: unknown, timeoutMs: number, raw = false) => {
-    const token = await signAgentCall(input.privateKey, { vmid: input.vmid, nowMs: Date.now() })
+    const token = await signAgentCall(signingKeyOf(input.privateKey), { vmid: input.vmid, nowMs: Date.now() })
     const type = raw ? "application/octet-stream" : "application/json"
     const response = await fetch(`${base}${path}`, {
       method,

@@ -23,7 +23,7 @@ import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { assertServerId, decodeServerInput, deleteServer, listServers, putServer } from "../api/registry.ts"
 import { ApiError } from "../api/errors.ts"
 import { MIN_SECRET_BYTES } from "../api/config.ts"
-import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey } from "../schemas/agent-call-token.ts"
+import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey } from "../wire/agent-keys.ts"
 
 const USAGE = `usage:
   zlh server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port P] [--agent-port P]

@@ -25,7 +25,7 @@ import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
 import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
-import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 
 const STEP = 60_000
 /** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */

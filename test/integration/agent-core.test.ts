@@ -5,7 +5,8 @@ import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { Redis } from "ioredis"
 import * as tar from "tar"
 import { SignJWT } from "jose"
-import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { type ArtifactServer, startArtifactServer } from "../../scripts/artifact-server.ts"
 import { type BuildResult, buildArtifacts } from "../../scripts/build-artifacts.ts"
 import {
@@ -107,23 +108,23 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     assert.strictEqual(unsigned.status, 401)
     assert.strictEqual(unsigned.json.error.code, "unauthorized")
 
-    const expired = await agent.call("GET", "/status", { token: await signAgentCall(SECRET, { vmid, nowMs: Date.now() - 120_000, ttlSeconds: 30 }) })
+    const expired = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(SECRET), { vmid, nowMs: Date.now() - 120_000, ttlSeconds: 30 }) })
     assert.strictEqual(expired.status, 401)
     assert.match(expired.json.error.message, /expired/)
 
-    const otherVm = await agent.call("GET", "/status", { token: await signAgentCall(SECRET, vmid + 1, Date.now()) })
+    const otherVm = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(SECRET), vmid + 1, Date.now()) })
     assert.strictEqual(otherVm.status, 403)
     assert.match(otherVm.json.error.message, /vmid/)
 
-    const otherAud = await agent.call("GET", "/status", { token: await signAgentCall(SECRET, { vmid, nowMs: Date.now(), audience: "zlh-ide" }) })
+    const otherAud = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(SECRET), { vmid, nowMs: Date.now(), audience: "zlh-ide" }) })
     assert.strictEqual(otherAud.status, 403)
 
-    const tooLong = await agent.call("GET", "/status", { token: await signAgentCall(SECRET, { vmid, nowMs: Date.now(), ttlSeconds: 3600 }) })
+    const tooLong = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(SECRET), { vmid, nowMs: Date.now(), ttlSeconds: 3600 }) })
     assert.strictEqual(tooLong.status, 401)
     assert.match(tooLong.json.error.message, /lifetime/)
 
     // An Ed25519 key the agent was not given.
-    const wrongKey = await agent.call("GET", "/status", { token: await signAgentCall(generateAgentKeyPair().privateKey, vmid, Date.now()) })
+    const wrongKey = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(generateAgentKeyPair().privateKey), vmid, Date.now()) })
     assert.strictEqual(wrongKey.status, 401)
     assert.match(wrongKey.json.error.message, /does not trust/)
 
@@ -148,13 +149,13 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
       }
     }
     for (const signer of [AGENT_PRIVATE_KEY, NEXT.privateKey]) {
-      const r = await agent.call("GET", "/status", { token: await signAgentCall(signer, vmid, Date.now()) })
+      const r = await agent.call("GET", "/status", { token: await signAgentCall(signingKeyOf(signer), vmid, Date.now()) })
       assert.strictEqual(r.status, 200)
     }
   })
 
   it("refuses a replayed jti on a state-changing call; a GET may be repeated", async () => {
-    const token = await signAgentCall(SECRET, vmid, Date.now())
+    const token = await signAgentCall(signingKeyOf(SECRET), vmid, Date.now())
     for (let i = 0; i < 3; i++) assert.strictEqual((await agent.call("GET", "/status", { token })).status, 200)
     // A power action (stop: nothing runs here, so the state stays as the later tests expect).
     const first = await agent.call("POST", "/server/stop", { token, body: {} })

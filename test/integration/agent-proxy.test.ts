@@ -8,7 +8,8 @@ import { Redis } from "ioredis"
 import { SignJWT } from "jose"
 import pino from "pino"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { generateAgentKeyPair, parseAgentPrivateKey, verifyAgentCall } from "../../schemas/agent-call-token.ts"
+import { verifyAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey, verifyKeysOf } from "../../wire/agent-keys.ts"
 import { createApp } from "../../api/app.ts"
 import type { ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
@@ -51,7 +52,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     agentPort = await freePort()
     deadPort = await freePort()
     agent = createServer((req, res) => {
-      void verifyAgentCall(agentKeys.publicKey, 201, req.headers.authorization, Date.now()).then(
+      void verifyAgentCall(verifyKeysOf(agentKeys.publicKey), 201, req.headers.authorization, Date.now()).then(
         (claims) => {
           received.push({ path: req.url ?? "", vmid: claims.vmid, error: undefined })
           answer(req, res)

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
 import { ideTokenKey, verifyIdeToken } from "../../api/ide/token.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
-import { generateAgentKeyPair } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair } from "../../wire/agent-keys.ts"
 import { bearer, deletePrefix, eventually, makeDeps, randomSecret, testConfig, testPrefix, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
 

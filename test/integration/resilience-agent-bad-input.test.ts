@@ -14,7 +14,8 @@ import { join } from "node:path"
 import { Redis } from "ioredis"
 import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { ErrorBody } from "../../schemas/errors.ts"
 import { NODE, ROOT, freePort, waitFor } from "../../bench/lib.ts"
 
@@ -99,7 +100,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
 
   it("every malformed or unauthorised request gets a 4xx with the contract's error shape; nothing is written", async () => {
     const now = Date.now()
-    const valid = await signAgentCall(secret, VMID, now)
+    const valid = await signAgentCall(signingKeyOf(secret), VMID, now)
     const routes: Array<[string, string, string?]> = [
       ["GET", "/status"],
       ["GET", "/dev/codeserver"],
@@ -128,10 +129,10 @@ describe("resilience: bad-input sweep of every agent route", () => {
       ["huge", `Bearer ${"x".repeat(7000)}`],
       ["basic", "Basic dXNlcjpwYXNz"],
       ["alg none", "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ2bWlkIjo0MjQyLCJpc3MiOiJ6bGgtYXBpIiwiYXVkIjoiemxoLWFnZW50In0."],
-      ["wrong key", `Bearer ${await signAgentCall(generateAgentKeyPair().privateKey, VMID, now)}`],
-      ["other vmid", `Bearer ${await signAgentCall(secret, VMID + 1, now)}`],
-      ["other audience", `Bearer ${await signAgentCall(secret, { vmid: VMID, nowMs: now, audience: "zlh-ide" })}`],
-      ["expired", `Bearer ${await signAgentCall(secret, VMID, now - 10 * 60_000)}`]
+      ["wrong key", `Bearer ${await signAgentCall(signingKeyOf(generateAgentKeyPair().privateKey), VMID, now)}`],
+      ["other vmid", `Bearer ${await signAgentCall(signingKeyOf(secret), VMID + 1, now)}`],
+      ["other audience", `Bearer ${await signAgentCall(signingKeyOf(secret), { vmid: VMID, nowMs: now, audience: "zlh-ide" })}`],
+      ["expired", `Bearer ${await signAgentCall(signingKeyOf(secret), VMID, now - 10 * 60_000)}`]
     ]
     const cases: Array<{ name: string; method: string; path: string; auth: string | undefined; body?: string; type?: string }> = []
     for (const [method, path, body] of routes) {
@@ -189,7 +190,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
         const headers: Record<string, string> = {}
         // The valid bearer is fresh for every request: the agent refuses a replayed jti on state-changing calls
         // (which would answer 401 before the body is even read).
-        if (c.auth === auth) headers["authorization"] = `Bearer ${await signAgentCall(secret, VMID, Date.now())}`
+        if (c.auth === auth) headers["authorization"] = `Bearer ${await signAgentCall(signingKeyOf(secret), VMID, Date.now())}`
         else if (c.auth !== undefined) headers["authorization"] = c.auth
         if (c.type !== undefined) headers["content-type"] = c.type
         const res = await fetch(`${origin}${c.path}`, { method: c.method, headers, ...(c.body === undefined ? {} : { body: c.body }), signal: AbortSignal.timeout(20_000) })
@@ -218,7 +219,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
     expect(agent.exitCode).toBe(null)
     expect((await fetch(`${origin}/livez`)).status).toBe(200)
     // Positive control: the valid token does open the agent.
-    const ok = await fetch(`${origin}/status`, { headers: { authorization: `Bearer ${await signAgentCall(secret, VMID, Date.now())}` } })
+    const ok = await fetch(`${origin}/status`, { headers: { authorization: `Bearer ${await signAgentCall(signingKeyOf(secret), VMID, Date.now())}` } })
     expect(ok.status).toBe(200)
     expect({ ...tree(join(base, "home")), ...tree(join(base, "server")) }).toEqual(before)
   }, 180_000)

@@ -4,7 +4,8 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { generateAgentKeyPair, signAgentCall } from "../../schemas/agent-call-token.ts"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
@@ -127,7 +128,7 @@ export const startAgent = async (env: Record<string, string>): Promise<RunningAg
     child,
     output: () => out,
     async call(method, path, options = {}) {
-      const token = options.token === undefined ? await signAgentCall(AGENT_PRIVATE_KEY, vmid, Date.now()) : options.token
+      const token = options.token === undefined ? await signAgentCall(signingKeyOf(AGENT_PRIVATE_KEY), vmid, Date.now()) : options.token
       const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
       const r = await fetch(`${url}${path}`, {
         method,

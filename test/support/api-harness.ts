@@ -14,7 +14,7 @@ import type { RedisClient } from "../../wire/redis.ts"
 import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { initialAgentStatus, type AgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
-import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 
 export const SHARED_REDIS_URL = "redis://127.0.0.1:6379"
 

@@ -21,7 +21,7 @@ import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { freePort } from "./code-server.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
-import { generateAgentKeyPair, parseAgentPrivateKey } from "../../schemas/agent-call-token.ts"
+import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 
 export interface EchoRequest {
   readonly method: string

@@ -2,16 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { generateKeyPairSync } from "node:crypto"
 import { SignJWT } from "jose"
-import {
-  agentPublicKeyOf,
-  AgentTokenRejected,
-  generateAgentKeyPair,
-  parseAgentPrivateKey,
-  parseAgentPublicKeys,
-  SeenJtis,
-  signAgentCall,
-  verifyAgentCall
-} from "../../schemas/agent-call-token.ts"
+import { AgentTokenRejected, SeenJtis, signAgentCall, verifyAgentCall } from "../../schemas/agent-call-token.ts"
+import { agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey, parseAgentPublicKeys, signingKeyOf, verifyKeysOf } from "../../wire/agent-keys.ts"
 import { decodeAgentSettings } from "../../agent/config.ts"
 import { decodeCatalog, resolveInCatalog } from "../../agent/install/catalog-client.ts"
 import { escapeReason } from "../../agent/install/safe-tar.ts"
@@ -142,27 +134,27 @@ describe("agent call tokens", () => {
   }
 
   it("accepts the API's signed call and refuses everything else", async () => {
-    const claims = await verifyAgentCall(PUBLIC, 100, `Bearer ${await signAgentCall(SECRET, 100, now)}`, now + 1000)
+    const claims = await verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${await signAgentCall(signingKeyOf(SECRET), 100, now)}`, now + 1000)
     assert.strictEqual(claims.vmid, 100)
     assert.strictEqual(claims.aud, "zlh-agent")
-    assert.strictEqual((await rejected(verifyAgentCall(PUBLIC, 100, undefined, now))).problem, "missing")
-    assert.strictEqual((await rejected(verifyAgentCall(PUBLIC, 100, "Basic abc", now))).problem, "malformed")
-    const token = await signAgentCall(SECRET, 100, now)
-    assert.match((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${token}`, now + 120_000))).message, /expired/)
-    assert.strictEqual((await rejected(verifyAgentCall(PUBLIC, 101, `Bearer ${token}`, now))).problem, "wrong_target")
-    const aud = await signAgentCall(SECRET, { vmid: 100, nowMs: now, audience: "zlh-ide" })
-    assert.strictEqual((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${aud}`, now))).problem, "wrong_target")
-    const long = await signAgentCall(SECRET, { vmid: 100, nowMs: now, ttlSeconds: 61 })
-    assert.match((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${long}`, now))).message, /lifetime/)
+    assert.strictEqual((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, undefined, now))).problem, "missing")
+    assert.strictEqual((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, "Basic abc", now))).problem, "malformed")
+    const token = await signAgentCall(signingKeyOf(SECRET), 100, now)
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${token}`, now + 120_000))).message, /expired/)
+    assert.strictEqual((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 101, `Bearer ${token}`, now))).problem, "wrong_target")
+    const aud = await signAgentCall(signingKeyOf(SECRET), { vmid: 100, nowMs: now, audience: "zlh-ide" })
+    assert.strictEqual((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${aud}`, now))).problem, "wrong_target")
+    const long = await signAgentCall(signingKeyOf(SECRET), { vmid: 100, nowMs: now, ttlSeconds: 61 })
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${long}`, now))).message, /lifetime/)
     // Signed by an Ed25519 key the agent does not hold: with the key's own kid, and with a kid it trusts.
     const stranger = generateAgentKeyPair()
-    const forged = await signAgentCall(stranger.privateKey, 100, now)
-    assert.match((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${forged}`, now))).message, /does not trust/)
+    const forged = await signAgentCall(signingKeyOf(stranger.privateKey), 100, now)
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${forged}`, now))).message, /does not trust/)
     const spoofedKid = await new SignJWT({ vmid: 100 })
       .setProtectedHeader({ alg: "EdDSA", kid: KEYS.kid })
       .setIssuer("zlh-api").setAudience("zlh-agent").setJti("j").setIssuedAt(Math.floor(now / 1000)).setExpirationTime(Math.floor(now / 1000) + 30)
       .sign(parseAgentPrivateKey(stranger.privateKey).key)
-    assert.match((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${spoofedKid}`, now))).message, /signature/)
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${spoofedKid}`, now))).message, /signature/)
     assert.strictEqual(claims.jti.length > 0, true)
   })
 
@@ -173,12 +165,12 @@ describe("agent call tokens", () => {
         .setIssuer("zlh-api").setAudience("zlh-agent").setJti("hs").setIssuedAt(Math.floor(now / 1000)).setExpirationTime(Math.floor(now / 1000) + 30)
         .sign(typeof key === "string" ? new TextEncoder().encode(key) : key)
     for (const key of ["agent-test-secret-0123456789abcdef-xyz", PUBLIC, JSON.parse(PUBLIC).x as string]) {
-      const e = await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${await hs(key)}`, now))
+      const e = await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${await hs(key)}`, now))
       assert.strictEqual(e.problem, "invalid")
       assert.match(e.message, /alg "HS256" is not accepted/)
     }
     const none = `${Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url")}.${Buffer.from(JSON.stringify({ vmid: 100 })).toString("base64url")}.`
-    assert.match((await rejected(verifyAgentCall(PUBLIC, 100, `Bearer ${none}`, now))).message, /alg "none" is not accepted/)
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(PUBLIC), 100, `Bearer ${none}`, now))).message, /alg "none" is not accepted/)
   })
 
   it("rotation: accepts calls signed with the current and the next key, in every key format", async () => {
@@ -194,7 +186,7 @@ describe("agent call tokens", () => {
     for (const set of sets) {
       assert.strictEqual(parseAgentPublicKeys(set).length, 2)
       for (const signer of [SECRET, pkcs8, NEXT.privateKey]) {
-        const c = await verifyAgentCall(set, 100, `Bearer ${await signAgentCall(signer, 100, now)}`, now)
+        const c = await verifyAgentCall(verifyKeysOf(set), 100, `Bearer ${await signAgentCall(signingKeyOf(signer), 100, now)}`, now)
         assert.strictEqual(c.vmid, 100)
       }
     }
@@ -203,9 +195,9 @@ describe("agent call tokens", () => {
       .setProtectedHeader({ alg: "EdDSA" })
       .setIssuer("zlh-api").setAudience("zlh-agent").setJti("k").setIssuedAt(Math.floor(now / 1000)).setExpirationTime(Math.floor(now / 1000) + 30)
       .sign(parseAgentPrivateKey(NEXT.privateKey).key)
-    assert.strictEqual((await verifyAgentCall(sets[1]!, 100, `Bearer ${noKid}`, now)).vmid, 100)
+    assert.strictEqual((await verifyAgentCall(verifyKeysOf(sets[1]!), 100, `Bearer ${noKid}`, now)).vmid, 100)
     // Once the old key is retired, its tokens are refused.
-    assert.match((await rejected(verifyAgentCall(NEXT.publicKey, 100, `Bearer ${await signAgentCall(SECRET, 100, now)}`, now))).message, /does not trust/)
+    assert.match((await rejected(verifyAgentCall(verifyKeysOf(NEXT.publicKey), 100, `Bearer ${await signAgentCall(signingKeyOf(SECRET), 100, now)}`, now))).message, /does not trust/)
     assert.strictEqual(agentPublicKeyOf(SECRET), PUBLIC)
   })
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest"
 import { generateKeyPairSync } from "node:crypto"
 import { ConfigError, loadApiConfig } from "../../api/config.ts"
-import { agentPublicKeyOf, generateAgentKeyPair } from "../../schemas/agent-call-token.ts"
+import { agentPublicKeyOf, generateAgentKeyPair } from "../../wire/agent-keys.ts"
 
 const agentKeys = generateAgentKeyPair()
 const secrets = { IDE_TOKEN_SECRET: "i".repeat(32), AUTH_JWT_SECRET: "u".repeat(32), AGENT_TOKEN_PRIVATE_KEY: agentKeys.privateKey }
