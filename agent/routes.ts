@@ -36,6 +36,8 @@ export const AGENT_ROUTES: ReadonlyArray<AgentRouteRow> = [
   { method: "POST", path: "/server/stop", handler: "game/game-routes.ts", what: "202 accepted" },
   { method: "POST", path: "/server/restart", handler: "game/game-routes.ts", what: "202 accepted" },
   { method: "GET", path: "/server/logs", handler: "game/game-routes.ts", what: "?tail=N console lines" },
+  { method: "GET", path: "/server/console", handler: "game/game-routes.ts", what: "console as SSE: ?tail=N or ?after=<epoch>.<seq>, then live" },
+  { method: "POST", path: "/server/console", handler: "game/game-routes.ts", what: "{ command, user } → one line to the game's stdin (409 not running / no console)" },
   // dev container: code-server and the shell
   { method: "GET", path: "/dev/codeserver", handler: "dev/dev-routes.ts", what: "code-server info" },
   { method: "POST", path: "/dev/codeserver/start", handler: "dev/dev-routes.ts", what: "start code-server" },

@@ -45,6 +45,10 @@ export interface GameSettings {
   /** An exit this soon after start is flagged as a likely configuration or dependency problem. */
   readonly earlyExitWindow: Duration.Duration
   readonly logRingSize: number
+  /** Console messages queued per viewer before it starts dropping (GAME_CONSOLE_VIEWER_QUEUE, default 1000). */
+  readonly consoleViewerQueue?: number
+  /** Console streams open at once (GAME_CONSOLE_MAX_VIEWERS, default 32). */
+  readonly consoleMaxViewers?: number
   /** Lines kept in a crash record. */
   readonly crashLogLines: number
   /** Lines of the current run that the classifier looks at. */
@@ -154,6 +158,8 @@ export const gameSettingsFields = {
   maxFastFailures: positiveInt("GAME_MAX_FAST_FAILURES", 5),
   earlyExitWindow: duration("GAME_EARLY_EXIT_WINDOW", "2 seconds"),
   logRingSize: positiveInt("GAME_LOG_RING_SIZE", 1000),
+  consoleViewerQueue: positiveInt("GAME_CONSOLE_VIEWER_QUEUE", 1000),
+  consoleMaxViewers: positiveInt("GAME_CONSOLE_MAX_VIEWERS", 32),
   crashLogLines: positiveInt("GAME_CRASH_LOG_LINES", 50),
   crashHistorySize: positiveInt("GAME_CRASH_HISTORY_SIZE", 10),
   resourceInterval: duration("GAME_RESOURCE_INTERVAL", "10 seconds"),
@@ -191,6 +197,8 @@ export const gameSettingsConfig: Config.Config<GameSettings> = Config.all(gameSe
   },
   earlyExitWindow: c.earlyExitWindow,
   logRingSize: c.logRingSize,
+  consoleViewerQueue: c.consoleViewerQueue,
+  consoleMaxViewers: c.consoleMaxViewers,
   crashLogLines: c.crashLogLines,
   classifyLines: Math.max(200, c.crashLogLines),
   crashHistorySize: c.crashHistorySize,

@@ -1,7 +1,16 @@
-import { Effect, Schema } from "effect"
+import { Effect, Schema, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import {
+  commandProblem,
+  ConsoleCommandRequest,
+  CONSOLE_TAIL_DEFAULT,
+  CONSOLE_TAIL_MAX,
+  parseConsoleEventId
+} from "../../schemas/console.ts"
+import { decodeJsonBody } from "../http/body.ts"
 import { errorResponse } from "../http/error-response.ts"
 import { StatusStore } from "../status/status-store.ts"
+import type { ConsoleHub, ConsoleViewer } from "./console-hub.ts"
 import { GameSupervisor, type PowerAction } from "./game-supervisor.ts"
 
 /**
@@ -23,7 +32,71 @@ const LogsQuery = Schema.Struct({
   tail: Schema.optionalKey(Schema.FiniteFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 100_000 })))
 })
 
+const ConsoleQuery = Schema.Struct({
+  tail: Schema.optionalKey(Schema.FiniteFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: CONSOLE_TAIL_MAX }))),
+  after: Schema.optionalKey(Schema.String)
+})
+
+/** Keeps proxies (and the API's idle-connection timeout) from closing a quiet console. */
+const CONSOLE_PING = "15 seconds"
+
+const encoder = new TextEncoder()
+
+/** The viewer's queued messages, one chunk per pull; waits (without holding anything) while it is empty. */
+const viewerStream = (hub: ConsoleHub, viewer: ConsoleViewer, head: string): Stream.Stream<Uint8Array> => {
+  const next = Effect.callback<string>((resume) => {
+    const batch = viewer.take()
+    if (batch !== "") return resume(Effect.succeed(batch))
+    const cancel = viewer.onReady(() => resume(Effect.succeed(viewer.take())))
+    return Effect.sync(cancel)
+  })
+  const live = Stream.fromEffectRepeat(next)
+  const pings = Stream.tick(CONSOLE_PING).pipe(Stream.drop(1), Stream.map(() => ": ping\n\n"))
+  return Stream.concat(Stream.succeed(head), Stream.merge(live, pings)).pipe(
+    Stream.map((text) => encoder.encode(text)),
+    Stream.ensuring(Effect.sync(() => hub.close(viewer)))
+  )
+}
+
+/**
+ * `GET /server/console?tail=N&after=<epoch>.<seq>`: the console as server-sent events (schemas/console.ts):
+ * hello, the last N events (or, with `after` from this agent process, exactly the ones after it), then
+ * live. Every viewer has its own bounded queue (console-hub.ts): one that does not read gets a
+ * `dropped` marker, never slows the game or anyone else.
+ */
+const consoleStream = Effect.gen(function*() {
+  const query = yield* HttpServerRequest.schemaSearchParams(ConsoleQuery)
+  const supervisor = yield* GameSupervisor
+  const hub = supervisor.console
+  hub.publishState((yield* (yield* StatusStore).get).state)
+  const after = query.after === undefined || query.after === "" ? undefined : parseConsoleEventId(query.after)
+  const opened = hub.open({ tail: query.tail ?? CONSOLE_TAIL_DEFAULT, acceptsCommands: yield* supervisor.acceptsCommands, ...(after === undefined ? {} : { after }) })
+  if (opened === undefined) {
+    return errorResponse(429, "too_many_console_viewers", `at most ${hub.options.maxViewers} console streams may be open at once on this server`)
+  }
+  return HttpServerResponse.stream(viewerStream(hub, opened.viewer, opened.head), {
+    contentType: "text/event-stream",
+    headers: { "cache-control": "no-store", "x-accel-buffering": "no" }
+  })
+}).pipe(
+  Effect.catchTag("SchemaError", (e) => Effect.succeed(errorResponse(400, "bad_request", `tail must be an integer from 0 to ${CONSOLE_TAIL_MAX}: ${e.message}`)))
+)
+
+/** `POST /server/console { command, user }`: one line to the game's stdin; 409 when nothing can take it. */
+const consoleCommand = Effect.gen(function*() {
+  const body = yield* decodeJsonBody(ConsoleCommandRequest)
+  const problem = commandProblem(body.command)
+  if (problem !== undefined) return errorResponse(400, "invalid_command", problem, [{ path: "command", message: problem }])
+  yield* (yield* GameSupervisor).command(body.command, body.user)
+  return HttpServerResponse.jsonUnsafe({ accepted: true }, { status: 202 })
+}).pipe(
+  Effect.catchTag("BadRequest", (e) => Effect.succeed(errorResponse(400, "bad_request", e.message, e.issues))),
+  Effect.catchTag("ConsoleRefused", (e) => Effect.succeed(errorResponse(409, e.code, e.message)))
+)
+
 export const GameRoutes = HttpRouter.addAll([
+  HttpRouter.route("GET", "/server/console", consoleStream),
+  HttpRouter.route("POST", "/server/console", consoleCommand),
   HttpRouter.route("POST", "/server/start", power("start")),
   HttpRouter.route("POST", "/server/stop", power("stop")),
   HttpRouter.route("POST", "/server/restart", power("restart")),

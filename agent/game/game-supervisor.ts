@@ -10,9 +10,16 @@ import { GameConfig, type GameSettings } from "./game-config.ts"
 import { type GameProcess, type LaunchSpec, ProcessLauncher, type ProcessIdentity } from "./game-launcher.ts"
 import { acquireGameProcess } from "./game-process.ts"
 import { GameStateFile } from "./game-state-file.ts"
+import { ConsoleHub } from "./console-hub.ts"
 import { LogRing } from "./log-ring.ts"
 
 export type PowerAction = "start" | "stop" | "restart"
+
+/** A console command the agent cannot deliver now (409s for the HTTP layer). */
+export class ConsoleRefused extends Schema.TaggedError<ConsoleRefused>()("ConsoleRefused", {
+  code: Schema.Literals(["server_not_running", "no_console"]),
+  message: Schema.String
+}) {}
 
 /** A power action the agent will not take now (both are 409s for the HTTP layer). */
 export class PowerRefused extends Schema.TaggedError<PowerRefused>()("PowerRefused", {
@@ -67,6 +74,12 @@ export class GameSupervisor extends Context.Service<GameSupervisor, {
   readonly logs: (tail: number) => Effect.Effect<ReadonlyArray<string>>
   /** Waits until no power action is running. */
   readonly idle: Effect.Effect<void>
+  /** The live console: numbered lines, state changes and the agent's notes, fanned out to viewers. */
+  readonly console: ConsoleHub
+  /** Whether a game process is there to take a command now. */
+  readonly acceptsCommands: Effect.Effect<boolean>
+  /** Writes one line to the game's stdin (the FIFO), logged with who sent it. */
+  readonly command: (command: string, user: string) => Effect.Effect<void, ConsoleRefused>
 }>()("zlh/agent/game/GameSupervisor") {
   static readonly layer = Layer.effect(GameSupervisor, Effect.suspend(() => makeGameSupervisor))
 }
@@ -89,7 +102,13 @@ const makeGameSupervisor = Effect.gen(function*() {
   const layerScope = yield* Effect.scope
   const provideLauncher = Effect.provideService(ProcessLauncher, launcher)
 
-  const ring = new LogRing(config.logRingSize)
+  const hub = new ConsoleHub({
+    ringSize: config.logRingSize,
+    viewerQueue: config.consoleViewerQueue ?? 1000,
+    maxViewers: config.consoleMaxViewers ?? 32
+  })
+  /** The process that takes console commands; none while nothing runs (or while it is being stopped). */
+  const commandTarget = yield* Ref.make(Option.none<GameProcess>())
   const detachOnRelease = yield* Ref.make(false)
   const supervisor = yield* Ref.make(Option.none<Fiber.Fiber<void>>())
   const current = yield* Ref.make(Option.none<{ readonly action: PowerAction; readonly done: Deferred.Deferred<void> }>())
@@ -113,7 +132,7 @@ const makeGameSupervisor = Effect.gen(function*() {
   const note = (text: string) =>
     Effect.gen(function*() {
       const line = `[zlh-agent] ${iso(yield* Clock.currentTimeMillis)} ${text}`
-      ring.push(line)
+      hub.publishLine(line, "agent")
       yield* launcher.consoleNote(line)
     })
 
@@ -143,7 +162,7 @@ const makeGameSupervisor = Effect.gen(function*() {
       const consume = (p: GameProcess) =>
         Effect.gen(function*() {
           for (const line of p.backlog) {
-            ring.push(line)
+            hub.publishLine(line, "game")
             runLines.push(line)
           }
           // a re-attached server that was still starting may have printed its ready line while no agent watched
@@ -153,7 +172,7 @@ const makeGameSupervisor = Effect.gen(function*() {
           const fiber = yield* p.lines.pipe(
             Stream.runForEach((line) =>
               Effect.gen(function*() {
-                ring.push(line)
+                hub.publishLine(line, "game")
                 runLines.push(line)
                 yield* Effect.logInfo(line).pipe(Effect.annotateLogs({ source: "game-server", vmid }))
                 if (seesReady(line)) yield* Deferred.succeed(ready, undefined)
@@ -191,6 +210,11 @@ const makeGameSupervisor = Effect.gen(function*() {
           process: proc.identity === null ? null : { ...proc.identity, launchedAt: since, readyAt: ready }
         })
       yield* persist(Option.getOrNull(yield* Ref.get(readyAt)))
+      // Added after the process's own release, so it runs first: no command reaches a server being stopped.
+      if (proc.identity !== null) {
+        yield* Ref.set(commandTarget, Option.some(proc))
+        yield* Effect.addFinalizer(() => Ref.set(commandTarget, Option.none()))
+      }
       yield* Deferred.succeed(started, undefined)
       const oomKillsBefore = yield* proc.oomKills
 
@@ -377,6 +401,14 @@ const makeGameSupervisor = Effect.gen(function*() {
 
   const idle = Effect.flatMap(Ref.get(current), (c) => (Option.isSome(c) ? Deferred.await(c.value.done) : Effect.void))
 
+  // State changes into the console (the game's state; in a dev container code-server owns `state`).
+  yield* store.changes.pipe(
+    Stream.runForEach((s) => Effect.sync(() => hub.publishState(s.state))),
+    Effect.forkIn(layerScope)
+  )
+
+  yield* Effect.yieldNow
+
   // Agent shutdown: stop the server with its process group (or leave it for the next agent when asked to).
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
@@ -417,9 +449,31 @@ const makeGameSupervisor = Effect.gen(function*() {
     yield* setState(persisted.desired === "error" ? "error" : "stopped", () => ({ resources: ZERO, nextRestartAt: null, ...supervision("none") }))
   }
 
+  hub.publishState((yield* store.get).state)
+  const acceptsCommands = Effect.map(Ref.get(commandTarget), Option.isSome)
+
+  const command = (line: string, user: string) =>
+    Effect.gen(function*() {
+      const target = yield* Ref.get(commandTarget)
+      const state = (yield* store.get).state
+      if (Option.isNone(target) || (yield* target.value.exited)) {
+        return yield* new ConsoleRefused({ code: "server_not_running", message: `the game server is not running (state: ${state}); start it first` })
+      }
+      const sent = yield* target.value.send(line)
+      if (!sent) {
+        return yield* new ConsoleRefused({ code: "no_console", message: "the game server has no console to write to (its stdin FIFO has no reader)" })
+      }
+      yield* Effect.logInfo("console command").pipe(
+        Effect.annotateLogs({ event: "console_command", vmid, user, command: line, pid: target.value.identity?.pid })
+      )
+    })
+
   return GameSupervisor.of({
     power: (action) => begin(action),
-    logs: (tail) => Effect.sync(() => ring.tail(Math.max(0, Math.min(Math.floor(tail), ring.capacity)))),
-    idle
+    logs: (tail) => Effect.sync(() => hub.lines(Math.max(0, Math.min(Math.floor(tail), config.logRingSize)))),
+    idle,
+    console: hub,
+    acceptsCommands,
+    command
   })
 })

@@ -5,6 +5,7 @@ import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
 import * as NodeCrypto from "node:crypto"
 import { type Cause, Deferred, Effect, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
+import { CONSOLE_LINE_MAX_CHARS, cutMarker } from "../../schemas/console.ts"
 import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
 import { type MemoryCgroup, memoryCgroupOf, oomCounterFile, readOomKills } from "../process/cgroup.ts"
 import { type ChildCgroup, joinCgroupArgs, makeChildCgroup, removeCgroup } from "../process/child-cgroup.ts"
@@ -92,11 +93,24 @@ const followFile = Effect.fnUntraced(function*(path: string, offset: number, exi
     position += bytesRead
     return bytesRead
   }).pipe(Effect.orElseSucceed(() => 0))
+  // A line with no end in sight is kept to its first CONSOLE_LINE_MAX_CHARS; the rest is only counted.
+  let cutChars = 0
+  const finish = (raw: string) => {
+    const line = raw.replace(/\r$/, "")
+    if (cutChars === 0) return line
+    const more = cutChars + Math.max(0, line.length - CONSOLE_LINE_MAX_CHARS)
+    cutChars = 0
+    return line.slice(0, CONSOLE_LINE_MAX_CHARS) + cutMarker(more)
+  }
   const emit = (text: string) =>
     Effect.gen(function*() {
       const parts = (partial + text).split("\n")
       partial = parts.pop() ?? ""
-      for (const line of parts) yield* Queue.offer(queue, line.replace(/\r$/, ""))
+      for (const line of parts) yield* Queue.offer(queue, finish(line))
+      if (partial.length > CONSOLE_LINE_MAX_CHARS) {
+        cutChars += partial.length - CONSOLE_LINE_MAX_CHARS
+        partial = partial.slice(0, CONSOLE_LINE_MAX_CHARS)
+      }
     })
   yield* Effect.gen(function*() {
     while (true) {
@@ -108,7 +122,7 @@ const followFile = Effect.fnUntraced(function*(path: string, offset: number, exi
         yield* emit(decoder.decode(buf.subarray(0, n), { stream: true }))
       }
       if (done && total === 0) {
-        if (partial !== "") yield* Queue.offer(queue, partial)
+        if (partial !== "") yield* Queue.offer(queue, finish(partial))
         yield* Queue.end(queue)
         return
       }

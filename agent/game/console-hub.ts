@@ -1,0 +1,216 @@
+import { randomBytes } from "node:crypto"
+import type { AgentState } from "../../schemas/agent-status.ts"
+import {
+  cleanConsoleText,
+  type ConsoleDropped,
+  consoleEventId,
+  type ConsoleHello,
+  type ConsoleLineSource,
+  type ConsoleState
+} from "../../schemas/console.ts"
+
+/**
+ * The game console's fan-out point (issue 17). Every output line (and every line of the agent's own,
+ * and every state change) becomes a numbered event, encoded once as an SSE message, kept in a ring of
+ * the last `ringSize` events and offered to every open viewer.
+ *
+ * Nothing here ever waits: publishing is synchronous and O(viewers). Each viewer has a bounded queue of
+ * `viewerQueue` messages; a viewer whose connection does not take them fast enough (its HTTP response is
+ * not draining) has the events that do not fit counted instead of queued, and once it has room again it
+ * gets one `dropped` message naming the missed range and continues with the live events. The game's
+ * output is a log file the agent tails (node-launcher.ts), so neither a slow viewer nor a slow agent can
+ * ever block the game's writes.
+ */
+
+interface RingEvent {
+  readonly seq: number
+  readonly kind: "line" | "state"
+  readonly text: string
+  readonly message: string
+}
+
+const sse = (id: string | null, event: string, data: unknown) =>
+  `${id === null ? "" : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+
+export const droppedMessage = (d: ConsoleDropped): string => sse(null, "dropped", d)
+
+/** One open console stream. `take` hands over everything queued; `onReady` fires when something arrives. */
+export class ConsoleViewer {
+  private queue: Array<string> = []
+  private pendingDrop: { count: number; fromSeq: number; toSeq: number } | null = null
+  private wake: (() => void) | undefined
+  closed = false
+  /** Events this viewer missed in all (metrics, tests). */
+  droppedTotal = 0
+
+  readonly capacity: number
+
+  constructor(capacity: number) {
+    this.capacity = capacity
+  }
+
+  offer(seq: number, message: string): void {
+    if (this.closed) return
+    if (this.pendingDrop !== null) {
+      // one slot for the marker, one for the event
+      if (this.queue.length + 2 <= this.capacity) {
+        this.queue.push(droppedMessage({ ...this.pendingDrop, reason: "slow_viewer" }))
+        this.pendingDrop = null
+        this.queue.push(message)
+      } else {
+        this.pendingDrop.count++
+        this.pendingDrop.toSeq = seq
+        this.droppedTotal++
+      }
+    } else if (this.queue.length >= this.capacity) {
+      this.pendingDrop = { count: 1, fromSeq: seq, toSeq: seq }
+      this.droppedTotal++
+    } else {
+      this.queue.push(message)
+    }
+    const wake = this.wake
+    if (wake !== undefined) {
+      this.wake = undefined
+      wake()
+    }
+  }
+
+  /** Everything queued (and the drop marker after it, when events were dropped), as one chunk; "" when nothing is. */
+  take(): string {
+    if (this.queue.length === 0 && this.pendingDrop === null) return ""
+    const batch = this.queue
+    this.queue = []
+    if (this.pendingDrop !== null) {
+      batch.push(droppedMessage({ ...this.pendingDrop, reason: "slow_viewer" }))
+      this.pendingDrop = null
+    }
+    return batch.join("")
+  }
+
+  /** Calls `f` once at the next offer; returns the function that cancels it. */
+  onReady(f: () => void): () => void {
+    this.wake = f
+    return () => {
+      if (this.wake === f) this.wake = undefined
+    }
+  }
+}
+
+export interface ConsoleHubOptions {
+  /** Events kept for new viewers and resumes (GAME_LOG_RING_SIZE). */
+  readonly ringSize: number
+  /** Messages queued per viewer before it starts dropping (GAME_CONSOLE_VIEWER_QUEUE). */
+  readonly viewerQueue: number
+  /** Open viewers at once (GAME_CONSOLE_MAX_VIEWERS). */
+  readonly maxViewers: number
+  readonly now?: () => number
+}
+
+export interface ConsoleOpen {
+  readonly viewer: ConsoleViewer
+  readonly hello: ConsoleHello
+  /** The hello message and the history, ready to write. */
+  readonly head: string
+}
+
+export class ConsoleHub {
+  readonly epoch = randomBytes(6).toString("base64url")
+  private readonly ring: Array<RingEvent | undefined>
+  private next = 0
+  private count = 0
+  private seq = 1
+  private readonly viewers = new Set<ConsoleViewer>()
+  private readonly now: () => number
+  state: AgentState = "idle"
+
+  readonly options: ConsoleHubOptions
+
+  constructor(options: ConsoleHubOptions) {
+    this.options = options
+    this.ring = new Array<RingEvent | undefined>(options.ringSize)
+    this.now = options.now ?? Date.now
+  }
+
+  private push(kind: RingEvent["kind"], text: string, event: string, data: (seq: number) => unknown): void {
+    const seq = this.seq++
+    const message = sse(consoleEventId(this.epoch, seq), event, data(seq))
+    this.ring[this.next] = { seq, kind, text, message }
+    this.next = (this.next + 1) % this.options.ringSize
+    if (this.count < this.options.ringSize) this.count++
+    for (const v of this.viewers) v.offer(seq, message)
+  }
+
+  /** A line of the game's output (`game`) or the agent's own note (`agent`); cleaned and cut here. */
+  publishLine(raw: string, source: ConsoleLineSource): void {
+    const text = cleanConsoleText(raw)
+    const at = this.now()
+    this.push("line", text, "line", (seq) => ({ seq, at, source, text }))
+  }
+
+  /** A state change (repeats of the same state are ignored). */
+  publishState(state: AgentState): void {
+    if (state === this.state) return
+    this.state = state
+    const at = this.now()
+    this.push("state", state, "state", (seq): ConsoleState => ({ seq, at, state }))
+  }
+
+  private events(): Array<RingEvent> {
+    const out: Array<RingEvent> = []
+    for (let i = this.count; i > 0; i--) {
+      const e = this.ring[(this.next - i + this.options.ringSize) % this.options.ringSize]
+      if (e !== undefined) out.push(e)
+    }
+    return out
+  }
+
+  /** The newest `n` console lines (text only), oldest first: `GET /server/logs`. */
+  lines(n: number): Array<string> {
+    const lines = this.events().filter((e) => e.kind === "line").map((e) => e.text)
+    return n <= 0 ? [] : lines.slice(-n)
+  }
+
+  get viewerCount(): number {
+    return this.viewers.size
+  }
+
+  get nextSeq(): number {
+    return this.seq
+  }
+
+  /**
+   * Opens a viewer: the hello, then either the events after `after` (same epoch, exact resume; a
+   * `dropped` marker first when some are no longer in the ring) or the last `tail` events; then live.
+   * Synchronous, so nothing published in between is lost or sent twice. undefined: too many viewers.
+   */
+  open(o: { readonly tail: number; readonly after?: { readonly epoch: string; readonly seq: number }; readonly acceptsCommands: boolean }): ConsoleOpen | undefined {
+    if (this.viewers.size >= this.options.maxViewers) return undefined
+    const events = this.events()
+    let history: Array<RingEvent>
+    let gap: ConsoleDropped | undefined
+    let mode: ConsoleHello["mode"] = "tail"
+    if (o.after !== undefined && o.after.epoch === this.epoch && o.after.seq < this.seq) {
+      mode = "resume"
+      const from = o.after.seq + 1
+      history = events.filter((e) => e.seq >= from)
+      const oldest = history[0]?.seq ?? this.seq
+      if (oldest > from) gap = { count: oldest - from, fromSeq: from, toSeq: oldest - 1, reason: "resume_gap" }
+    } else {
+      history = o.tail <= 0 ? [] : events.slice(-o.tail)
+    }
+    const hello: ConsoleHello = { epoch: this.epoch, state: this.state, acceptsCommands: o.acceptsCommands, nextSeq: this.seq, mode }
+    const viewer = new ConsoleViewer(this.options.viewerQueue)
+    this.viewers.add(viewer)
+    const head = "retry: 2000\n\n" + sse(null, "hello", hello) + (gap === undefined ? "" : droppedMessage(gap)) +
+      history.map((e) => e.message).join("")
+    return { viewer, hello, head }
+  }
+
+  close(viewer: ConsoleViewer): void {
+    viewer.closed = true
+    this.viewers.delete(viewer)
+  }
+}
+
+/** `size` random bytes as base64url (exported for tests that need an epoch that is not the hub's). */
+export const randomEpoch = (): string => randomBytes(6).toString("base64url")
