@@ -16,6 +16,27 @@ const Version = Schema.String.check(
   Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, { message: "version must be [A-Za-z0-9._+-]" })
 )
 
+/**
+ * Where a dotnet-install.sh feed lies on the artifact server, laid out as Microsoft's feed:
+ * `<feed>/Runtime/<v>/dotnet-runtime-<v>-<os>-<arch>.tar.gz` (`runtime: "dotnet"`),
+ * `<feed>/aspnetcore/Runtime/<v>/aspnetcore-runtime-<v>-<os>-<arch>.tar.gz` (`"aspnetcore"`),
+ * `<feed>/Sdk/<v>/dotnet-sdk-<v>-<os>-<arch>.tar.gz` (`"sdk"`), each with `productVersion.txt` beside it.
+ */
+export const DotnetInstall = Schema.Struct({
+  feed: ArtifactPath,
+  runtime: Schema.Literals(["dotnet", "aspnetcore", "sdk"]),
+  payloadSha256: Sha256
+})
+export type DotnetInstall = typeof DotnetInstall.Type
+
+/** Microsoft's feed layout, relative to the feed root (`rid` e.g. `linux-x64`). */
+export const dotnetFeedPath = (runtime: DotnetInstall["runtime"] | string, version: string, rid: string): string =>
+  runtime === "dotnet"
+    ? `Runtime/${version}/dotnet-runtime-${version}-${rid}.tar.gz`
+    : runtime === "aspnetcore"
+    ? `aspnetcore/Runtime/${version}/aspnetcore-runtime-${version}-${rid}.tar.gz`
+    : `Sdk/${version}/dotnet-sdk-${version}-${rid}.tar.gz`
+
 export const InstallMethod = Schema.Literals(["tar", "installer"])
 export type InstallMethod = typeof InstallMethod.Type
 
@@ -26,8 +47,17 @@ export const CatalogVersion = Schema.Struct({
   method: InstallMethod,
   /** Directory inside the installed tree that holds the runtime's executables (default `bin`). */
   binDir: Schema.optionalKey(Schema.String),
-  /** Extra arguments for installer-type artifacts (e.g. dotnet-install.sh's `--channel`). */
-  installerArgs: Schema.optionalKey(Schema.Array(Schema.String))
+  /** Extra arguments for installer-type artifacts (a plain script's own options). */
+  installerArgs: Schema.optionalKey(Schema.Array(Schema.String)),
+  /**
+   * Installer-type artifacts that are Microsoft's `dotnet-install.sh`: the agent runs it with its own
+   * feed options pointed at the artifact server (`--azure-feed`/`--uncached-feed <ARTIFACT_BASE_URL>/<feed>`,
+   * `--version <version>`, `--runtime`, `--install-dir`, `--no-path`, `--keep-zip --zip-path`) and
+   * verifies the archive it downloaded against `payloadSha256` before the install is swapped in.
+   */
+  dotnetInstall: Schema.optionalKey(DotnetInstall),
+  /** How long an installer-type run may take before it is killed and the install fails (default 600). */
+  timeoutSeconds: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 7200 })))
 })
 export type CatalogVersion = typeof CatalogVersion.Type
 

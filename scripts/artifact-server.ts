@@ -1,7 +1,10 @@
 /**
  * A local artifact server for development and tests: serves a directory (with
  * `devcontainer/_catalog.json` and the artifacts it names) over HTTP, GET/HEAD only, no listing,
- * no path escapes, with Content-Length so the agent can report download progress.
+ * no path escapes, with Content-Length so the agent can report download progress (and
+ * dotnet-install.sh can compare sizes, `HEAD`). The directory may hold a dotnet feed laid out as
+ * Microsoft's (`dotnet-feed/Runtime/<v>/dotnet-runtime-<v>-linux-x64.tar.gz`, `productVersion.txt`):
+ * dotnet-install.sh is pointed at it with `--azure-feed`/`--uncached-feed`.
  *
  *   ARTIFACT_DIR=.zlh/artifacts ARTIFACT_PORT=8089 ARTIFACT_BIND=127.0.0.1 npm run artifacts
  *   (PORT is accepted as a fallback for ARTIFACT_PORT; 0 picks a free port)
@@ -20,6 +23,8 @@ export interface ArtifactServer {
   readonly requests: Array<string>
   /** Tests: answer the next `n` artifact requests with 503. */
   failNext(n: number): void
+  /** Tests: never answer requests whose path matches (a hung mirror); `null` answers again. */
+  stall(paths: RegExp | null): void
   close(): Promise<void>
 }
 
@@ -35,6 +40,7 @@ export const startArtifactServer = (options: ArtifactServerOptions): Promise<Art
   const root = resolve(options.dir)
   const requests: Array<string> = []
   let failuresLeft = options.failFirst ?? 0
+  let stalled: RegExp | null = null
   const server = createServer((req, res) => {
     const send = (status: number, message: string) => {
       res.writeHead(status, { "content-type": "application/json" })
@@ -48,6 +54,7 @@ export const startArtifactServer = (options: ArtifactServerOptions): Promise<Art
       return send(400, "bad path")
     }
     requests.push(path)
+    if (stalled !== null && stalled.test(path)) return
     const file = resolve(join(root, path))
     if (!file.startsWith(root + sep) || path.includes("\0")) return send(404, "not found")
     if (!path.endsWith("_catalog.json") && failuresLeft > 0) {
@@ -80,6 +87,9 @@ export const startArtifactServer = (options: ArtifactServerOptions): Promise<Art
         requests,
         failNext: (n) => {
           failuresLeft = n
+        },
+        stall: (paths) => {
+          stalled = paths
         },
         close: () => new Promise((c) => {
           server.closeAllConnections()

@@ -2,7 +2,12 @@
  * Builds an artifact-server directory with a real catalog (`devcontainer/_catalog.json`) and real
  * sha256 sums of real artifacts:
  *   - runtime `node` <this Node's version>: a tarball of the project's own Node 24 binary (`bin/node`);
- *   - runtime `dotnet` 8.0.0: installer type, `test/fixtures/artifacts/dotnet-install.sh`;
+ *   - runtime `dotnet` 8.0.0: installer type, run as Microsoft's dotnet-install.sh (`dotnetInstall`): the
+ *     script (the real one when a caller passes it as `dotnetInstallScript`, else the stand-in
+ *     `test/fixtures/artifacts/dotnet-install.sh`) and a feed laid out as Microsoft's,
+ *     `dotnet-feed/Runtime/8.0.0/dotnet-runtime-8.0.0-linux-<arch>.tar.gz` + `productVersion.txt`, whose
+ *     archive holds a .NET runtime's layout (`dotnet` host, `shared/Microsoft.NETCore.App/8.0.0/`, `host/fxr/8.0.0/`;
+ *     the host is a shell script that answers `--list-runtimes`: no real .NET binary can be had here);
  *   - anything callers add through `extra` (e.g. code-server as a service, a sample game server).
  *
  *   node scripts/build-artifacts.ts [outDir]          (default .zlh/artifacts)
@@ -11,10 +16,11 @@
  * from: { dir: "/path/to/tree" } }] })`.
  */
 import { createHash } from "node:crypto"
-import { copyFileSync, createReadStream, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs"
+import { copyFileSync, createReadStream, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { basename, dirname, join, resolve } from "node:path"
 import * as tar from "tar"
-import { type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion } from "../schemas/catalog.ts"
+import { type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion, dotnetFeedPath } from "../schemas/catalog.ts"
 import { Schema } from "effect"
 
 export const CATALOG_PATH = "devcontainer/_catalog.json"
@@ -35,6 +41,17 @@ export interface ArtifactSpec {
     | { readonly installer: string }
   readonly binDir?: string
   readonly installerArgs?: ReadonlyArray<string>
+  /**
+   * The installer is Microsoft's dotnet-install.sh: its archive (`payload`, a directory packed as a
+   * tarball or a tarball as it is) is laid out under `feed` (default `dotnet-feed`) as Microsoft's feed.
+   */
+  readonly dotnetInstall?: {
+    readonly runtime: "dotnet" | "aspnetcore" | "sdk"
+    readonly feed?: string
+    readonly payload: { readonly dir: string } | { readonly tarball: string }
+  }
+  /** Installer-type runs: killed after this many seconds (catalog `timeoutSeconds`). */
+  readonly timeoutSeconds?: number
   /** Tests: write this sha256 into the catalog instead of the real one. */
   readonly sha256Override?: string
 }
@@ -43,8 +60,10 @@ export interface BuildOptions {
   readonly outDir: string
   /** Pack this Node binary as runtime `node` (default true). */
   readonly node?: boolean
-  /** Add the dotnet-like installer fixture as runtime `dotnet` 8.0.0 (default true). */
+  /** Add runtime `dotnet` 8.0.0 (dotnet-install.sh and its feed, see above) (default true). */
   readonly dotnet?: boolean
+  /** The dotnet-install.sh to publish (default: the stand-in in test/fixtures/artifacts). */
+  readonly dotnetInstallScript?: string
   readonly extra?: ReadonlyArray<ArtifactSpec>
   /** gzip level for packed tarballs (default 1: fast; the Node binary is ~120 MB). */
   readonly gzipLevel?: number
@@ -55,6 +74,8 @@ export interface BuiltArtifact {
   readonly artifact: string
   readonly sha256: string
   readonly bytes: number
+  /** dotnet-install entries: the feed archive's path and sha256. */
+  readonly payload?: { readonly path: string; readonly sha256: string }
 }
 
 export interface BuildResult {
@@ -80,13 +101,55 @@ const nodeSpec = (): ArtifactSpec => ({
   binDir: "bin"
 })
 
-const dotnetSpec = (): ArtifactSpec => ({
+/** The host's architecture as .NET names it (x64, arm64, arm). */
+export const dotnetArch = (): string => (process.arch === "x64" ? "x64" : process.arch === "arm" ? "arm" : process.arch)
+
+/**
+ * A directory with a .NET runtime's layout for `version` (no real .NET binary can be had here): the
+ * `dotnet` host is a shell script answering `--list-runtimes` / `--info` from the tree it sits in.
+ */
+export const writeDotnetRuntimeTree = (dir: string, version: string): string => {
+  mkdirSync(join(dir, "shared", "Microsoft.NETCore.App", version), { recursive: true })
+  mkdirSync(join(dir, "host", "fxr", version), { recursive: true })
+  writeFileSync(join(dir, "shared", "Microsoft.NETCore.App", version, ".version"), `zlh-dev-fixture\n${version}\n`)
+  writeFileSync(join(dir, "shared", "Microsoft.NETCore.App", version, "Microsoft.NETCore.App.deps.json"), "{}\n")
+  writeFileSync(join(dir, "host", "fxr", version, "README.txt"), "zlh-dev fixture: no libhostfxr here\n")
+  writeFileSync(
+    join(dir, "dotnet"),
+    [
+      "#!/bin/sh",
+      "# zlh-dev fixture: the layout of a .NET runtime archive, not .NET itself.",
+      'root="$(cd "$(dirname "$0")" && pwd)"',
+      'case "${1:-}" in',
+      '  --list-runtimes) for d in "$root"/shared/*/*/; do d="${d%/}"; echo "$(basename "$(dirname "$d")") $(basename "$d") [$(dirname "$d")]"; done ;;',
+      `  --info) echo "Host: Version: ${version} (zlh-dev fixture)" ;;`,
+      '  *) echo "zlh-dev fixture .NET host: only --list-runtimes and --info" >&2; exit 1 ;;',
+      "esac",
+      ""
+    ].join("\n"),
+    { mode: 0o755 }
+  )
+  return dir
+}
+
+const dotnetSpec = (script: string | undefined, stage: string): ArtifactSpec => ({
   kind: "runtime",
   name: "dotnet",
   version: "8.0.0",
-  from: { installer: join(repoRoot, "test", "fixtures", "artifacts", "dotnet-install.sh") },
-  installerArgs: ["--channel", "8.0", "--version", "8.0.0"]
+  from: { installer: script ?? join(repoRoot, "test", "fixtures", "artifacts", "dotnet-install.sh") },
+  dotnetInstall: { runtime: "dotnet", payload: { dir: writeDotnetRuntimeTree(stage, "8.0.0") } }
 })
+
+const packTarball = async (from: { readonly dir: string; readonly entries?: ReadonlyArray<string> } | { readonly tarball: string }, file: string, gzipLevel: number) => {
+  mkdirSync(dirname(file), { recursive: true })
+  const tmp = `${file}.tmp-${process.pid}`
+  if ("dir" in from) {
+    await tar.c({ gzip: { level: gzipLevel }, file: tmp, cwd: from.dir, portable: true }, [...(from.entries ?? ["."])])
+  } else {
+    copyFileSync(from.tarball, tmp)
+  }
+  renameSync(tmp, file)
+}
 
 const packOne = async (outDir: string, spec: ArtifactSpec, gzipLevel: number): Promise<BuiltArtifact> => {
   const folder = spec.kind === "runtime" ? "runtimes" : "services"
@@ -96,17 +159,23 @@ const packOne = async (outDir: string, spec: ArtifactSpec, gzipLevel: number): P
     : `${spec.name}-${spec.version}.tar.gz`
   const artifact = `${folder}/${spec.name}/${name}`
   const file = join(outDir, artifact)
-  mkdirSync(dirname(file), { recursive: true })
-  const tmp = `${file}.tmp-${process.pid}`
-  if ("dir" in from) {
-    await tar.c({ gzip: { level: gzipLevel }, file: tmp, cwd: from.dir, portable: true }, [...(from.entries ?? ["."])])
-  } else if ("tarball" in from) {
-    copyFileSync(from.tarball, tmp)
+  if ("installer" in from) {
+    mkdirSync(dirname(file), { recursive: true })
+    copyFileSync(from.installer, `${file}.tmp-${process.pid}`)
+    renameSync(`${file}.tmp-${process.pid}`, file)
   } else {
-    copyFileSync(from.installer, tmp)
+    await packTarball(from, file, gzipLevel)
   }
-  renameSync(tmp, file)
-  return { spec, artifact, sha256: await sha256File(file), bytes: statSync(file).size }
+  let payload: BuiltArtifact["payload"]
+  if (spec.dotnetInstall !== undefined) {
+    // Microsoft's feed layout: the archive and its productVersion.txt.
+    const feed = spec.dotnetInstall.feed ?? "dotnet-feed"
+    const path = `${feed}/${dotnetFeedPath(spec.dotnetInstall.runtime, spec.version, `linux-${dotnetArch()}`)}`
+    await packTarball(spec.dotnetInstall.payload, join(outDir, path), gzipLevel)
+    writeFileSync(join(outDir, dirname(path), "productVersion.txt"), `${spec.version}\n`)
+    payload = { path, sha256: await sha256File(join(outDir, path)) }
+  }
+  return { spec, artifact, sha256: await sha256File(file), bytes: statSync(file).size, ...(payload === undefined ? {} : { payload }) }
 }
 
 const toVersion = (b: BuiltArtifact): CatalogVersion => ({
@@ -115,7 +184,11 @@ const toVersion = (b: BuiltArtifact): CatalogVersion => ({
   sha256: b.spec.sha256Override ?? b.sha256,
   method: "installer" in b.spec.from ? "installer" : "tar",
   ...(b.spec.binDir === undefined ? {} : { binDir: b.spec.binDir }),
-  ...(b.spec.installerArgs === undefined ? {} : { installerArgs: [...b.spec.installerArgs] })
+  ...(b.spec.installerArgs === undefined ? {} : { installerArgs: [...b.spec.installerArgs] }),
+  ...(b.spec.dotnetInstall === undefined || b.payload === undefined
+    ? {}
+    : { dotnetInstall: { feed: b.spec.dotnetInstall.feed ?? "dotnet-feed", runtime: b.spec.dotnetInstall.runtime, payloadSha256: b.payload.sha256 } }),
+  ...(b.spec.timeoutSeconds === undefined ? {} : { timeoutSeconds: b.spec.timeoutSeconds })
 })
 
 const group = (built: ReadonlyArray<BuiltArtifact>): Array<CatalogRuntime> => {
@@ -125,9 +198,18 @@ const group = (built: ReadonlyArray<BuiltArtifact>): Array<CatalogRuntime> => {
 }
 
 export const buildArtifacts = async (options: BuildOptions): Promise<BuildResult> => {
+  const stage = mkdtempSync(join(tmpdir(), "zlh-build-artifacts-"))
+  try {
+    return await build(options, stage)
+  } finally {
+    rmSync(stage, { recursive: true, force: true })
+  }
+}
+
+const build = async (options: BuildOptions, stage: string): Promise<BuildResult> => {
   const specs = [
     ...(options.node === false ? [] : [nodeSpec()]),
-    ...(options.dotnet === false ? [] : [dotnetSpec()]),
+    ...(options.dotnet === false ? [] : [dotnetSpec(options.dotnetInstallScript, join(stage, "dotnet-runtime"))]),
     ...(options.extra ?? [])
   ]
   const built: Array<BuiltArtifact> = []

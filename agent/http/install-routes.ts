@@ -40,6 +40,13 @@ export const installFailure = (e: InstallError): AgentFailure => {
         message: e.message,
         details: { exitCode: e.exitCode, signal: e.signal, outputTail: e.outputTail }
       })
+    case "InstallerTimedOut":
+      return new AgentFailure({
+        status: 504,
+        code: "installer_timeout",
+        message: e.message,
+        details: { seconds: e.seconds, outputTail: e.outputTail }
+      })
     case "InstallIoFailed":
       return new AgentFailure({ status: 500, code: "install_failed", message: `${e.step}: ${e.message}` })
   }

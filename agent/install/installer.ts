@@ -1,9 +1,11 @@
 import { createHash, randomUUID } from "node:crypto"
+import { createReadStream } from "node:fs"
 import * as NodeFs from "node:fs/promises"
 import * as NodePath from "node:path"
-import { Clock, Context, Effect, Fiber, Layer, Option, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, Option, Schedule, Schema, Semaphore, Stream } from "effect"
 import { ChildProcessSpawner } from "effect/process"
 import type { InstallProgress } from "../../schemas/agent-status.ts"
+import { dotnetFeedPath } from "../../schemas/catalog.ts"
 import { AgentConfig } from "../config.ts"
 import { logOperation } from "../log/logger.ts"
 import { runCommand } from "../process/run-command.ts"
@@ -16,7 +18,7 @@ import {
   type NotInCatalog,
   type ResolvedArtifact
 } from "./catalog-client.ts"
-import { type ArchiveUnreadable, extractArchive, type UnsafeArchive } from "./safe-tar.ts"
+import { type ArchiveUnreadable, checkArchive, extractArchive, type UnsafeArchive } from "./safe-tar.ts"
 
 export interface InstallRequest {
   readonly kind: ArtifactKind
@@ -73,6 +75,16 @@ export class InstallerFailed extends Schema.TaggedError<InstallerFailed>()("Inst
   }
 }
 
+export class InstallerTimedOut extends Schema.TaggedError<InstallerTimedOut>()("InstallerTimedOut", {
+  seconds: Schema.Int,
+  /** The last 50 lines of the installer's output before it was killed. */
+  outputTail: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `the installer did not finish within ${this.seconds} s and was killed`
+  }
+}
+
 export class InstallIoFailed extends Schema.TaggedError<InstallIoFailed>()("InstallIoFailed", {
   step: Schema.String,
   message: Schema.String
@@ -88,6 +100,7 @@ export type InstallError =
   | UnsafeArchive
   | ArchiveUnreadable
   | InstallerFailed
+  | InstallerTimedOut
   | InstallIoFailed
 
 /** Bounded retry for transient download failures (never for a checksum mismatch). */
@@ -95,6 +108,45 @@ export const downloadRetry = Schedule.exponential("500 millis", 2)
 
 const io = <A>(step: string, f: () => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: (e) => new InstallIoFailed({ step, message: e instanceof Error ? e.message : String(e) }) })
+
+/** An installer-type run that takes longer than this (or the catalog's `timeoutSeconds`) is killed. */
+export const DEFAULT_INSTALLER_TIMEOUT_SECONDS = 600
+
+/**
+ * dotnet-install.sh's own options (Microsoft's script, `--help`): `--azure-feed` and `--uncached-feed`
+ * replace its default feeds, so with an exact `--version` it asks nothing but the artifact server
+ * (no aka.ms look-up); `--runtime` picks the shared runtime (no option = the SDK).
+ */
+export const dotnetInstallArgs = (o: {
+  readonly baseUrl: string
+  readonly feed: string
+  readonly runtime: "dotnet" | "aspnetcore" | "sdk"
+  readonly version: string
+  readonly dir: string
+  readonly zipPath: string
+}): Array<string> => {
+  const feed = `${o.baseUrl}/${o.feed}`
+  return [
+    "--install-dir", o.dir,
+    "--version", o.version,
+    ...(o.runtime === "sdk" ? [] : ["--runtime", o.runtime]),
+    "--azure-feed", feed,
+    "--uncached-feed", feed,
+    "--no-path",
+    "--keep-zip",
+    "--zip-path", o.zipPath
+  ]
+}
+
+/** The archive dotnet-install.sh fetches for `version` on linux-x64 (for messages; the script builds its own). */
+export const dotnetPayloadUrl = (baseUrl: string, d: { readonly feed: string; readonly runtime: string }, version: string) =>
+  `${baseUrl}/${d.feed}/${dotnetFeedPath(d.runtime, version, "linux-x64")}`
+
+const sha256Of = (file: string) =>
+  new Promise<string>((done, fail) => {
+    const hash = createHash("sha256")
+    createReadStream(file).on("data", (c) => hash.update(c)).on("error", fail).on("end", () => done(hash.digest("hex")))
+  })
 
 const isTransientStatus = (status: number) => status === 408 || status === 429 || status >= 500
 
@@ -198,19 +250,49 @@ export class Installer extends Context.Service<Installer, {
           return done
         }))
 
-      const runInstaller = (artifact: ResolvedArtifact, script: string, dir: string) =>
+      /**
+       * Runs an installer-type artifact into `dir`, killed (its whole process group) after the catalog's
+       * `timeoutSeconds` (default 600): a hung installer fails the install and frees the install lock.
+       * A `dotnetInstall` entry is Microsoft's dotnet-install.sh, run with its own options: feeds pointed
+       * at the artifact server, and the archive it downloads kept (`--keep-zip --zip-path`) so its sha256
+       * is checked against the catalog before anything is swapped in. Any other script gets
+       * `--install-dir DIR` and the catalog's `installerArgs`.
+       */
+      const runInstaller = (artifact: ResolvedArtifact, script: string, dir: string, payload: string) =>
         Effect.gen(function*() {
           yield* io("chmod", () => NodeFs.chmod(script, 0o700))
-          const result = yield* runCommand("bash", [script, "--install-dir", dir, ...(artifact.version.installerArgs ?? [])], {
+          const dotnet = artifact.version.dotnetInstall
+          const args = dotnet === undefined
+            ? ["--install-dir", dir, ...(artifact.version.installerArgs ?? [])]
+            : dotnetInstallArgs({ baseUrl: catalog.baseUrl, dir, version: artifact.version.version, zipPath: payload, ...dotnet })
+          const seconds = artifact.version.timeoutSeconds ?? DEFAULT_INSTALLER_TIMEOUT_SECONDS
+          const tail: Array<string> = []
+          const result = yield* runCommand("bash", [script, ...args], {
             cwd: dir,
-            env: { ZLH_INSTALL_DIR: dir, ZLH_ARTIFACT_BASE_URL: catalog.baseUrl },
-            tailLines: 50
+            env: { TMPDIR: dir },
+            tailLines: 50,
+            onLine: (line) => Effect.sync(() => {
+              tail.push(line)
+              if (tail.length > 50) tail.shift()
+            })
           }).pipe(
             Effect.provideService(ChildProcessSpawner.ChildProcessSpawner, spawner),
-            Effect.mapError((e) => new InstallIoFailed({ step: "installer", message: e.message }))
+            Effect.mapError((e) => new InstallIoFailed({ step: "installer", message: e.message })),
+            Effect.timeoutOrElse({
+              duration: Duration.seconds(seconds),
+              orElse: () => Effect.fail(new InstallerTimedOut({ seconds, outputTail: [...tail] }))
+            })
           )
           if (result.exitCode !== 0) {
             return yield* new InstallerFailed({ exitCode: result.exitCode, signal: result.signal, outputTail: result.tail })
+          }
+          if (dotnet !== undefined) {
+            // What dotnet-install.sh downloaded from the feed must be what the catalog names.
+            const actual = yield* io("payload-sha256", () => sha256Of(payload))
+            if (actual !== dotnet.payloadSha256) {
+              return yield* new ChecksumMismatch({ url: dotnetPayloadUrl(catalog.baseUrl, dotnet, artifact.version.version), expected: dotnet.payloadSha256, actual })
+            }
+            yield* checkArchive(payload)
           }
         })
 
@@ -234,8 +316,14 @@ export class Installer extends Context.Service<Installer, {
           const staging = `${parent}/.staging-${tag}`
           const file = `${parent}/.download-${tag}`
           const old = `${parent}/.old-${tag}`
+          // dotnet-install.sh's kept archive (`--zip-path`); swept like a download.
+          const payload = `${parent}/.download-${NodePath.basename(target)}-payload-${tag.slice(-8)}`
           const cleanup = Effect.promise(() =>
-            Promise.all([NodeFs.rm(staging, { recursive: true, force: true }), NodeFs.rm(file, { force: true })])
+            Promise.all([
+              NodeFs.rm(staging, { recursive: true, force: true }),
+              NodeFs.rm(file, { force: true }),
+              NodeFs.rm(payload, { force: true })
+            ])
           )
           return yield* Effect.gen(function*() {
             yield* io("mkdir", () => NodeFs.mkdir(parent, { recursive: true, mode: 0o755 }))
@@ -252,7 +340,7 @@ export class Installer extends Context.Service<Installer, {
               yield* extractArchive(file, staging)
             } else {
               yield* setProgress((p) => ({ ...p, phase: "installing" }))
-              yield* runInstaller(artifact, file, staging)
+              yield* runInstaller(artifact, file, staging, payload)
             }
             yield* io("chmod", () => NodeFs.chmod(staging, 0o755))
             const replaced = yield* swapIn(staging, target, old)
