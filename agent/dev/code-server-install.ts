@@ -6,7 +6,7 @@ import * as Tar from "tar"
 import { CatalogFromJson } from "../../schemas/catalog.ts"
 import { schemaIssues } from "../../schemas/errors.ts"
 import { StatusStore } from "../status/status-store.ts"
-import { locateEntry } from "./code-server.ts"
+import { locateEntry } from "./code-server-find.ts"
 import { DevConfig } from "./dev-config.ts"
 import { isInside } from "./workspace-path.ts"
 

@@ -7,7 +7,8 @@ import { StatusStore } from "../status/status-store.ts"
 import { DevConfig } from "./dev-config.ts"
 import { asUser, devEnvironment, runAsUser } from "./dev-process.ts"
 import { type DevUser, DevUserMissing, lookupDevUser } from "./dev-user.ts"
-import { findCodeServer, groupMembers, isAlive, type ProcessIdentity, readProc } from "./proc-scan.ts"
+import { groupPids as groupMembers, isAlive, type ProcessIdentity, readProc } from "../process/proc.ts"
+import { findCodeServer, locateEntry } from "./code-server-find.ts"
 import { CodeServerCrashed, restartPolicy } from "./restart-policy.ts"
 import { RootMissing } from "./workspace-path.ts"
 
@@ -57,16 +58,6 @@ interface Tracked {
 
 const LOG_TAIL_LINES = 50
 const LOG_ROTATE_BYTES = 5 * 1024 * 1024
-
-/** The entry script inside an install: a release tarball (`out/`), an npm install, or a standalone layout. */
-export const locateEntry = Effect.fnUntraced(function*(dir: string) {
-  for (const candidate of ["out/node/entry.js", "node_modules/code-server/out/node/entry.js", "lib/code-server/out/node/entry.js"]) {
-    const p = NodePath.join(dir, candidate)
-    const ok = yield* Effect.tryPromise(() => NodeFs.access(p)).pipe(Effect.as(true), Effect.orElseSucceed(() => false))
-    if (ok) return Option.some(p)
-  }
-  return Option.none<string>()
-})
 
 const readLogTail = (file: string) =>
   Effect.tryPromise(() => NodeFs.readFile(file, "utf8")).pipe(

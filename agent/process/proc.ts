@@ -3,9 +3,9 @@ import { Effect } from "effect"
 import { type MemoryCgroup, readMemoryCurrent } from "./cgroup.ts"
 
 /**
- * The agent's /proc reader for supervised process trees (the game server; code-server's scan in
- * agent/dev/proc-scan.ts is to move here): identity (PID + start time), process-group members, CPU and
- * memory of a group. cgroup files are read by ./cgroup.ts.
+ * The agent's one /proc reader for supervised process trees (the game server and code-server): identity
+ * (PID + start time), command lines, uids, process-group members, finding processes by command line, CPU
+ * and memory of a group. cgroup files are read by ./cgroup.ts.
  */
 
 /** PID plus the start time from /proc/<pid>/stat: together they name one process for its whole life. */
@@ -56,17 +56,56 @@ export const readStat = Effect.fnUntraced(function*(pid: number) {
 
 export const isAlive = (id: ProcessIdentity) => Effect.map(readStat(id.pid), (s) => s !== undefined && s.startTime === id.startTime)
 
+/** Every PID in /proc. */
+export const listPids = Effect.tryPromise(() => NodeFs.readdir("/proc")).pipe(
+  Effect.map((names) => names.filter((n) => /^\d+$/.test(n)).map(Number)),
+  Effect.orElseSucceed((): Array<number> => [])
+)
+
+/** A live process with its command line (`stat` plus `/proc/<pid>/cmdline`); undefined when gone or a zombie. */
+export interface ProcInfo extends ProcStat {
+  readonly pid: number
+  readonly argv: ReadonlyArray<string>
+}
+
+export const readProc = Effect.fnUntraced(function*(pid: number) {
+  const stat = yield* readStat(pid)
+  if (stat === undefined) return undefined
+  const cmdline = yield* readText(`/proc/${pid}/cmdline`)
+  const argv = (cmdline ?? "").split("\u0000").filter((a, i, all) => a !== "" || i < all.length - 1)
+  return { pid, ...stat, argv } satisfies ProcInfo
+})
+
+/** Real, effective, saved and filesystem uid from /proc/<pid>/status. */
+export const readUids = Effect.fnUntraced(function*(pid: number) {
+  const status = yield* readText(`/proc/${pid}/status`)
+  const line = status?.split("\n").find((l) => l.startsWith("Uid:"))
+  return line === undefined ? undefined : line.slice(4).trim().split(/\s+/).map(Number)
+})
+
+/** Every live process (but the agent itself) whose argv satisfies `match`. */
+export const findProcesses = Effect.fnUntraced(function*(match: (argv: ReadonlyArray<string>) => boolean) {
+  const found: Array<ProcInfo> = []
+  for (const pid of yield* listPids) {
+    if (pid === process.pid) continue
+    const info = yield* readProc(pid)
+    if (info !== undefined && match(info.argv)) found.push(info)
+  }
+  return found
+})
+
 /** Every live process in a process group (the server and whatever it started). */
 export const groupMembers = Effect.fnUntraced(function*(pgid: number) {
-  const names = yield* Effect.tryPromise(() => NodeFs.readdir("/proc")).pipe(Effect.orElseSucceed((): Array<string> => []))
   const members: Array<{ pid: number; stat: ProcStat }> = []
-  for (const name of names) {
-    if (!/^\d+$/.test(name)) continue
-    const stat = yield* readStat(Number(name))
-    if (stat !== undefined && stat.pgrp === pgid) members.push({ pid: Number(name), stat })
+  for (const pid of yield* listPids) {
+    const stat = yield* readStat(pid)
+    if (stat !== undefined && stat.pgrp === pgid) members.push({ pid, stat })
   }
   return members
 })
+
+/** The PIDs of `groupMembers`. */
+export const groupPids = (pgid: number) => Effect.map(groupMembers(pgid), (members) => members.map((m) => m.pid))
 
 /**
  * Memory: the group's own cgroup (memory.current / memory.usage_in_bytes) when it has one of its own,

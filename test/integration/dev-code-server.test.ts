@@ -7,7 +7,7 @@ import { Effect, Layer } from "effect"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import { devLive } from "../../agent/dev/index.ts"
 import { DevConfig } from "../../agent/dev/dev-config.ts"
-import { findCodeServer } from "../../agent/dev/proc-scan.ts"
+import { findCodeServer } from "../../agent/dev/code-server-find.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
 import {
   codeServerSource,

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { findProcesses, groupMembers, isAlive, parseStat, readProc } from "../../agent/dev/proc-scan.ts"
+import { findProcesses, groupPids, isAlive, parseStat, readProc } from "../../agent/process/proc.ts"
 
 describe("/proc scanning", () => {
   it("parses stat lines whose command name contains spaces and parentheses", () => {
@@ -11,7 +11,9 @@ describe("/proc scanning", () => {
     fields[2] = "42" // pgrp
     fields[19] = "123456" // starttime (field 22)
     const line = `4242 (evil) (name) x) ${fields.join(" ")}`
-    assert.deepStrictEqual(parseStat(line), { state: "S", ppid: 41, pgrp: 42, startTime: 123456 })
+    // (the reader also returns utime, stime and rssPages: test/unit/game-config-and-ring.test.ts)
+    const { state, ppid, pgrp, startTime } = parseStat(line)!
+    assert.deepStrictEqual({ state, ppid, pgrp, startTime }, { state: "S", ppid: 41, pgrp: 42, startTime: 123456 })
     assert.isUndefined(parseStat("garbage"))
   })
 
@@ -36,7 +38,7 @@ describe("/proc scanning", () => {
         const found = yield* findProcesses((argv) => argv.includes(marker))
         assert.deepStrictEqual(found.map((p) => p.pid), [child.pid])
         assert.strictEqual(found[0]!.pgrp, child.pid)
-        assert.deepStrictEqual(yield* groupMembers(child.pid!), [child.pid])
+        assert.deepStrictEqual(yield* groupPids(child.pid!), [child.pid])
       } finally {
         process.kill(-child.pid!, "SIGKILL")
       }
