@@ -9,7 +9,8 @@ import { asUser, devEnvironment, runAsUser } from "./dev-process.ts"
 import { type DevUser, DevUserMissing, lookupDevUser } from "./dev-user.ts"
 import { groupPids as groupMembers, isAlive, type ProcessIdentity, readProc } from "../process/proc.ts"
 import { findCodeServer, locateEntry } from "./code-server-find.ts"
-import { CodeServerCrashed, restartPolicy } from "./restart-policy.ts"
+import { restartPolicy } from "../process/restart-policy.ts"
+import { CodeServerCrashed, codeServerHealthyMillis } from "./code-server-crashed.ts"
 import { RootMissing } from "./workspace-path.ts"
 
 export class CodeServerNotInstalled extends Schema.TaggedError<CodeServerNotInstalled>()("CodeServerNotInstalled", {
@@ -422,7 +423,7 @@ export class CodeServer extends Context.Service<CodeServer, {
           cap: cs.backoffCap,
           resetAfter: cs.backoffResetAfter,
           maxFastFailures: cs.maxFastFailures
-        }).pipe(
+        }, codeServerHealthyMillis).pipe(
           Schedule.tap(({ output }) =>
             Effect.gen(function*() {
               restarts++

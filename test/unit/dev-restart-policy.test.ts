@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Schedule } from "effect"
-import { CodeServerCrashed, restartPolicy } from "../../agent/dev/restart-policy.ts"
+import { CodeServerCrashed, codeServerHealthyMillis } from "../../agent/dev/code-server-crashed.ts"
+import { restartPolicy } from "../../agent/process/restart-policy.ts"
 
 const crash = (uptimeMillis: number) =>
   new CodeServerCrashed({ exitCode: 1, signal: null, uptimeMillis, logTail: [], reason: "exited" })
@@ -10,7 +11,7 @@ const policy = restartPolicy({
   cap: Duration.seconds(5),
   resetAfter: Duration.seconds(60),
   maxFastFailures: 5
-})
+}, codeServerHealthyMillis)
 
 describe("code-server restart policy", () => {
   it.effect("doubles the delay up to the cap and gives up after 5 fast failures", () =>
