@@ -58,8 +58,24 @@ export const devErrorResponse = (error: unknown): Effect.Effect<HttpServerRespon
     }
     case "ChecksumMismatch":
       return ok(502, "checksum_mismatch", `artifact sha256 ${str("actual")} does not match the catalog's ${str("expected")}`)
+    // Installer errors (agent/install/installer.ts) on POST /dev/codeserver/install.
+    case "UnsafeArchive": {
+      const entries = Array.isArray(e.entries) ? (e.entries as Array<string>) : []
+      return ok(502, "install_failed", `archive has entries that escape the target: ${entries.slice(0, 10).join("; ")}`)
+    }
+    case "InstallBusy":
+      return ok(409, "install_in_progress", `another install is running (${str("current")})`)
+    case "CatalogUnavailable":
+    case "DownloadFailed":
+      return ok(502, "install_failed", `${str("url")}: ${str("message")}`)
+    case "CatalogInvalid":
+    case "ArchiveUnreadable":
+    case "InstallIncomplete":
+    case "InstallerFailed":
+    case "InstallerTimedOut":
+    case "InstallIoFailed":
     case "InstallFailed":
-      return ok(502, "install_failed", str("message"))
+      return ok(502, "install_failed", (error as { message?: string }).message ?? str("message"))
     case "ExecFailed":
       return ok(400, "exec_failed", str("message"))
     default:

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { CodeServer } from "./code-server.ts"
-import { installCodeServer } from "./code-server-install.ts"
+import { installCodeServer } from "./code-server-artifact.ts"
 import { handleDevErrors } from "./dev-error-response.ts"
 import { devExec, ExecRequest } from "./dev-exec.ts"
 

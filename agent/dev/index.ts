@@ -1,5 +1,8 @@
 import type { ConfigError } from "effect/Config"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option } from "effect"
+import { NodeServices } from "@effect/platform-node"
+import { CatalogClient } from "../install/catalog-client.ts"
+import { Installer } from "../install/installer.ts"
 import { HttpRouter } from "effect/http"
 import { StatusStore } from "../status/status-store.ts"
 import { CodeServer } from "./code-server.ts"
@@ -26,6 +29,19 @@ const StatusStorePassThrough = Layer.effect(StatusStore, Effect.gen(function*() 
 }))
 
 /**
+ * The dev half on its own (tests): an installer of its own, from DevConfig (`ZLH_ROOT/runtimes`,
+ * `ZLH_ROOT/services`, `ARTIFACT_BASE_URL`). In the agent (`agent/main.ts`) the dev routes use the core's
+ * one Installer instead, provided around the router with the other core services.
+ */
+const StandaloneInstaller = Layer.unwrap(Effect.gen(function*() {
+  const s = yield* DevConfig
+  return Installer.layerWith({ runtimesDir: `${s.zlhRoot}/runtimes`, servicesDir: `${s.zlhRoot}/services` }).pipe(
+    Layer.provide(CatalogClient.make(Option.getOrElse(s.artifactBaseUrl, () => "http://127.0.0.1:9"))),
+    Layer.provide(NodeServices.layer)
+  )
+}))
+
+/**
  * The routes with their services built once (hardening first, then CodeServer, which adopts a running
  * code-server). `provideRequest` hands those services to every request of these routes, so the layer
  * only requires `HttpRouter` and `StatusStore` from the core.
@@ -33,7 +49,7 @@ const StatusStorePassThrough = Layer.effect(StatusStore, Effect.gen(function*() 
 export const devLive = <E>(config: Layer.Layer<DevConfig, E>): Layer.Layer<never, E, HttpRouter.HttpRouter | StatusStore> =>
   DevRoutes.pipe(
     HttpRouter.provideRequest(
-      Layer.mergeAll(CodeServer.layer, StatusStorePassThrough).pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(config))
+      Layer.mergeAll(CodeServer.layer, StatusStorePassThrough, StandaloneInstaller).pipe(Layer.provideMerge(DevHardening), Layer.provideMerge(config))
     )
   )
 

@@ -47,6 +47,8 @@ export const installFailure = (e: InstallError): AgentFailure => {
         message: e.message,
         details: { seconds: e.seconds, outputTail: e.outputTail }
       })
+    case "InstallIncomplete":
+      return new AgentFailure({ status: 502, code: "install_incomplete", message: e.message })
     case "InstallIoFailed":
       return new AgentFailure({ status: 500, code: "install_failed", message: `${e.step}: ${e.message}` })
   }

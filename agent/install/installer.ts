@@ -24,7 +24,17 @@ export interface InstallRequest {
   readonly kind: ArtifactKind
   readonly name: string
   readonly version: string
+  /**
+   * Services only, from the agent's own settings (never from a request): install here instead of
+   * `ZLH_ROOT/services/<name>` (e.g. `CODE_SERVER_DIR`).
+   */
+  readonly into?: string
+  /** Checked on the unpacked tree before it is swapped in (e.g. "is code-server in there"). */
+  readonly verify?: (dir: string) => Effect.Effect<void, InstallIncomplete>
 }
+
+/** Where a service records the version installed in it. */
+export const SERVICE_VERSION_MARKER = ".zlh-version"
 
 export interface InstallResult {
   readonly kind: ArtifactKind
@@ -85,6 +95,11 @@ export class InstallerTimedOut extends Schema.TaggedError<InstallerTimedOut>()("
   }
 }
 
+/** The unpacked tree is not what was asked for (a request's `verify`). */
+export class InstallIncomplete extends Schema.TaggedError<InstallIncomplete>()("InstallIncomplete", {
+  message: Schema.String
+}) {}
+
 export class InstallIoFailed extends Schema.TaggedError<InstallIoFailed>()("InstallIoFailed", {
   step: Schema.String,
   message: Schema.String
@@ -101,6 +116,7 @@ export type InstallError =
   | ArchiveUnreadable
   | InstallerFailed
   | InstallerTimedOut
+  | InstallIncomplete
   | InstallIoFailed
 
 /** Bounded retry for transient download failures (never for a checksum mismatch). */
@@ -171,13 +187,17 @@ export class Installer extends Context.Service<Installer, {
   readonly install: (request: InstallRequest) => Effect.Effect<InstallResult, InstallError>
   /** Where `request` is (or would be) installed. */
   readonly targetDir: (kind: ArtifactKind, name: string, version: string) => string
+  /** The version recorded in a service's directory (`.zlh-version`), if any. */
+  readonly serviceVersion: (dir: string) => Effect.Effect<string | undefined>
   /** Rescans `ZLH_ROOT/runtimes` and updates `runtimes`/`runtimeInstalled` if they differ. */
   readonly refresh: Effect.Effect<ReadonlyArray<{ runtime: string; version: string }>>
 }>()("zlh/agent/Installer") {
-  static readonly layer = Layer.effect(
+  /** The agent's installer (one lock for every install of the container), paths from AgentConfig. */
+  static readonly layer = Layer.unwrap(Effect.map(Effect.service(AgentConfig), (c) => Installer.layerWith(c)))
+
+  static readonly layerWith = (config: { readonly runtimesDir: string; readonly servicesDir: string }) => Layer.effect(
     Installer,
     Effect.gen(function*() {
-      const config = yield* AgentConfig
       const status = yield* StatusStore
       const catalog = yield* CatalogClient
       const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
@@ -187,6 +207,12 @@ export class Installer extends Context.Service<Installer, {
 
       const targetDir = (kind: ArtifactKind, name: string, version: string) =>
         kind === "runtime" ? `${config.runtimesDir}/${name}/${version}` : `${config.servicesDir}/${name}`
+
+      const serviceVersion = (dir: string) =>
+        Effect.tryPromise(() => NodeFs.readFile(NodePath.join(dir, SERVICE_VERSION_MARKER), "utf8")).pipe(
+          Effect.map((text) => text.trim() || undefined),
+          Effect.orElseSucceed(() => undefined)
+        )
 
       const refresh = Effect.gen(function*() {
         const found: Array<{ runtime: string; version: string }> = []
@@ -310,7 +336,9 @@ export class Installer extends Context.Service<Installer, {
 
       const perform = (artifact: ResolvedArtifact, request: InstallRequest) =>
         Effect.gen(function*() {
-          const target = targetDir(request.kind, request.name, request.version)
+          const target = request.kind === "service" && request.into !== undefined
+            ? request.into
+            : targetDir(request.kind, request.name, request.version)
           const parent = NodePath.dirname(target)
           const tag = `${NodePath.basename(target)}-${randomUUID().slice(0, 8)}`
           const staging = `${parent}/.staging-${tag}`
@@ -341,6 +369,10 @@ export class Installer extends Context.Service<Installer, {
             } else {
               yield* setProgress((p) => ({ ...p, phase: "installing" }))
               yield* runInstaller(artifact, file, staging, payload)
+            }
+            if (request.verify !== undefined) yield* request.verify(staging)
+            if (request.kind === "service") {
+              yield* io("version-marker", () => NodeFs.writeFile(NodePath.join(staging, SERVICE_VERSION_MARKER), `${request.version}\n`))
             }
             yield* io("chmod", () => NodeFs.chmod(staging, 0o755))
             const replaced = yield* swapIn(staging, target, old)
@@ -406,7 +438,7 @@ export class Installer extends Context.Service<Installer, {
       yield* sweep
       yield* refresh
 
-      return Installer.of({ install, targetDir, refresh })
+      return Installer.of({ install, targetDir, serviceVersion, refresh })
     })
   )
 }
