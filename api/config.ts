@@ -29,6 +29,7 @@ export const DEFAULT_PORT = 8787
 export { DEFAULT_REDIS_URL } from "../wire/redis-topology.ts"
 export const DEFAULT_IDE_SESSION_TTL_SECONDS = 43_200
 export const DEFAULT_IDE_TOKEN_RATE_LIMIT = 30
+export const DEFAULT_CONSOLE_COMMAND_RATE_LIMIT = 30
 export const MIN_SECRET_BYTES = 32
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
@@ -160,6 +161,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   const ideSessionTtlSeconds = int("IDE_SESSION_TTL_SECONDS", DEFAULT_IDE_SESSION_TTL_SECONDS, 60, 30 * 24 * 3600) ?? DEFAULT_IDE_SESSION_TTL_SECONDS
   const ideUpstreamTimeoutMs = int("IDE_UPSTREAM_TIMEOUT_MS", undefined, 100, 600_000)
   const ideSessionCacheSize = int("IDE_SESSION_CACHE_SIZE", undefined, 1, 10_000_000)
+  const consoleCommandRateLimitPerMinute = int("CONSOLE_COMMAND_RATE_LIMIT", DEFAULT_CONSOLE_COMMAND_RATE_LIMIT, 1, 100_000) ?? DEFAULT_CONSOLE_COMMAND_RATE_LIMIT
   const ideTokenRateLimitPerMinute = int("IDE_TOKEN_RATE_LIMIT", DEFAULT_IDE_TOKEN_RATE_LIMIT, 1, 100_000) ?? DEFAULT_IDE_TOKEN_RATE_LIMIT
   const ideOriginTemplate = get("IDE_ORIGIN_TEMPLATE")
   if (ideOriginTemplate !== undefined) {
@@ -185,6 +187,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
     logLevel,
     ideSessionTtlSeconds,
     ideTokenRateLimitPerMinute,
+    consoleCommandRateLimitPerMinute,
     ideAllowAdminPathAccess,
     ...(ideOriginTemplate === undefined ? {} : { ideOriginTemplate }),
     ...(ideUpstreamTimeoutMs === undefined ? {} : { ideUpstreamTimeoutMs }),

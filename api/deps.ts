@@ -30,6 +30,8 @@ export interface ApiConfig {
   readonly userTokenAudience?: string
   /** IDE tokens issued per user per minute (IDE_TOKEN_RATE_LIMIT, default 30). */
   readonly ideTokenRateLimitPerMinute?: number
+  /** Console commands per user per minute (CONSOLE_COMMAND_RATE_LIMIT, default 30), shared by all replicas. */
+  readonly consoleCommandRateLimitPerMinute?: number
   /**
    * Per-server IDE origins (IDE_ORIGIN_TEMPLATE), e.g. `https://{id}.ide.example.com`: the IDE of server
    * `<id>` is served at the root of its own origin. Unset: path mode (`/api/dev/<id>/ide/` on this origin).

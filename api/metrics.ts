@@ -132,6 +132,7 @@ export const metrics = {
   /** The IDE bridge: `inc()` when a bridged WebSocket opens, `dec()` when it closes. */
   ideWebSocketsOpen: new Gauge("zlh_ide_websockets_open", "IDE WebSockets currently bridged by this process."),
   eventStreamsOpen: new Gauge("zlh_event_streams_open", "Live status streams (GET /api/servers/:id/events) currently open."),
+  consoleStreamsOpen: new Gauge("zlh_console_streams_open", "Game console streams (GET /api/servers/:id/console) currently open."),
   redisErrors: new Counter("zlh_redis_errors_total", "Redis errors seen by the API (connection errors and failed commands).", ["client"]),
   ideRequests: new Counter(
     "zlh_ide_requests_total",

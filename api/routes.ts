@@ -13,6 +13,7 @@ import type { UserEnv } from "./auth/user.ts"
 import { limitBody } from "./body-limit.ts"
 import { ideHandlers } from "./ide/routes.ts"
 import { portalRoutes } from "./portal.ts"
+import { consoleHandlers, MAX_COMMAND_BODY_BYTES } from "./routes/console.ts"
 import { ADMIN_MAX_BODY_BYTES, adminHandlers } from "./routes/admin.ts"
 import { healthHandlers } from "./routes/health.ts"
 import { ideTokenHandler } from "./routes/ide-token.ts"
@@ -42,6 +43,7 @@ export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
   const servers = serverHandlers(deps, s.eventStreams)
   const admin = adminHandlers(deps)
   const agent = agentCallHandlers(deps, users, s.agentCalls)
+  const gameConsole = consoleHandlers(deps, s.eventStreams, s.agentCalls)
   const ide = ideHandlers(deps, users, s.ide.revocations)
 
   // Health and metrics                         auth
@@ -58,6 +60,10 @@ export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
   // Calls through to the container's agent (agent-proxy.ts); the handler authenticates after the body limit
   app.post("/api/servers/:id/power", limitBody(MAX_ACTION_BODY_BYTES), agent.power) //           user, owner or admin; game servers
   app.post("/api/servers/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), agent.codeserver) // user, owner or admin; dev servers
+
+  // The live game console (routes/console.ts): SSE from the agent, and commands to the game's stdin
+  app.get("/api/servers/:id/console", user, gameConsole.stream) //                                     user, owner or admin; game servers (SSE)
+  app.post("/api/servers/:id/console", user, limitBody(MAX_COMMAND_BODY_BYTES), gameConsole.command) // user, owner or admin; rate-limited per user
 
   // IDE (routes/ide-token.ts, ide/routes.ts; the IDE itself: IDE_GATEWAY_ROUTES above)
   app.post("/api/dev/:id/ide-token", user, ideTokenHandler(deps)) //  user, owner or admin; dev servers
