@@ -1,5 +1,6 @@
 import { Effect, Schema, Stream } from "effect"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
+import { commandEnvironment } from "./command-environment.ts"
 
 /** A command could not be started at all (missing binary, permissions). */
 export class CommandSpawnFailed extends Schema.TaggedError<CommandSpawnFailed>()("CommandSpawnFailed", {
@@ -17,6 +18,7 @@ export interface CommandResult {
 
 export interface RunCommandOptions {
   readonly cwd?: string
+  /** Added to the allow-listed environment (command-environment.ts); nothing else of the agent's is passed. */
   readonly env?: Record<string, string>
   readonly tailLines?: number
   /** Called for every output line (e.g. to log installer progress). */
@@ -35,8 +37,8 @@ export const runCommand = Effect.fn("runCommand")(function*(command: string, arg
       const handle = yield* spawner.spawn(
         ChildProcess.make(command, [...args], {
           ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-          ...(options.env === undefined ? {} : { env: options.env }),
-          extendEnv: true,
+          env: commandEnvironment(options.env),
+          extendEnv: false,
           stdin: "ignore",
           forceKillAfter: "5 seconds"
         })
