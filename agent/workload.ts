@@ -9,3 +9,6 @@ export const Workload = Schema.Literals(["game", "dev"])
 export type Workload = typeof Workload.Type
 
 export const workloadConfig: Config.Config<Workload> = Config.schema(Workload, "AGENT_WORKLOAD").pipe(Config.withDefault<Workload>("game"))
+
+/** The one rule for who writes `AgentStatus.state`: the supervisor of the container's workload. */
+export const ownsContainerState = (workload: Workload, supervisor: Workload): boolean => workload === supervisor

@@ -1,6 +1,5 @@
-import * as NodeFs from "node:fs/promises"
-import * as NodePath from "node:path"
-import { Context, Effect, Layer, Ref, Schema } from "effect"
+import { Context, Effect, Layer, Option, Ref, Schema } from "effect"
+import { stateFile } from "../process/state-file.ts"
 
 /**
  * What survives an agent restart: what the owner wants (`running` / `stopped`, or `error` after the
@@ -21,27 +20,19 @@ export const PersistedGameState = Schema.Struct({
 export type PersistedGameState = typeof PersistedGameState.Type
 
 const initial: PersistedGameState = { desired: "stopped", process: null }
-const decode = Schema.decodeUnknownEffect(Schema.fromJsonString(PersistedGameState))
 
 export class GameStateFile extends Context.Service<GameStateFile, {
   readonly read: Effect.Effect<PersistedGameState>
   readonly write: (state: PersistedGameState) => Effect.Effect<void>
 }>()("zlh/agent/game/GameStateFile") {
-  /** A JSON file written atomically (temp file + rename). A missing or unreadable file means "stopped". */
-  static readonly file = (path: string) =>
-    Layer.succeed(GameStateFile, GameStateFile.of({
-      read: Effect.tryPromise(() => NodeFs.readFile(path, "utf8")).pipe(
-        Effect.flatMap(decode),
-        Effect.catchCause(() => Effect.succeed(initial))
-      ),
-      write: (state) =>
-        Effect.tryPromise(async () => {
-          await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
-          const tmp = `${path}.${process.pid}.tmp`
-          await NodeFs.writeFile(tmp, JSON.stringify(state), { mode: 0o600 })
-          await NodeFs.rename(tmp, path)
-        }).pipe(Effect.catchCause((cause) => Effect.logError("cannot persist game state", cause)))
+  /** `agent/process/state-file.ts` (atomic, 0600); a missing or unreadable file means "stopped". */
+  static readonly file = (path: string) => {
+    const file = stateFile(path, PersistedGameState)
+    return Layer.succeed(GameStateFile, GameStateFile.of({
+      read: Effect.map(file.read, Option.getOrElse(() => initial)),
+      write: file.write
     }))
+  }
 
   /** For the TestClock harness: no real I/O, so virtual time stays deterministic. */
   static readonly inMemory = (start: PersistedGameState = initial) =>

@@ -12,6 +12,7 @@ import { acquireGameProcess } from "./game-process.ts"
 import { GameStateFile } from "./game-state-file.ts"
 import { ConsoleHub } from "./console-hub.ts"
 import { LogRing } from "./log-ring.ts"
+import { ownsContainerState } from "../workload.ts"
 
 export type PowerAction = "start" | "stop" | "restart"
 
@@ -117,7 +118,7 @@ const makeGameSupervisor = Effect.gen(function*() {
   const vmid = config.vmid
 
   // In a dev container code-server owns `state`; the supervisor still records everything else.
-  const ownsState = config.workload === "game"
+  const ownsState = ownsContainerState(config.workload, "game")
   // Every state change also says who the game runs as (known for sure once the first launch made the user).
   const setState = (state: AgentState, f: (s: AgentStatus) => Partial<AgentStatus> = () => ({})) =>
     Effect.flatMap(launcher.runAs, (runAs) =>

@@ -1,7 +1,6 @@
 import * as NodeCP from "node:child_process"
 import * as NodeFsSync from "node:fs"
 import * as NodeFs from "node:fs/promises"
-import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
 import * as NodeCrypto from "node:crypto"
 import { type Cause, Deferred, Effect, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
@@ -9,6 +8,9 @@ import { CONSOLE_LINE_MAX_CHARS, cutMarker } from "../../schemas/console.ts"
 import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
 import { type MemoryCgroup, memoryCgroupOf, oomCounterFile, readOomKills } from "../process/cgroup.ts"
 import { type ChildCgroup, joinCgroupArgs, makeChildCgroup, removeCgroup } from "../process/child-cgroup.ts"
+import { killGroup } from "../process/group-kill.ts"
+import { lastLines, openLogFile } from "../process/log-file.ts"
+import { portAccepts } from "../process/port-probe.ts"
 import { groupUsage, isAlive, readStat } from "../process/proc.ts"
 import { resolveCommand } from "../process/resolve-command.ts"
 import { GameConfig, type GameSettings } from "./game-config.ts"
@@ -28,15 +30,6 @@ const LOG_ROTATE_BYTES = 16 * 1024 * 1024
 const TAIL_INTERVAL = "100 millis"
 const ATTACH_POLL = "250 millis"
 
-const killGroup = (pgid: number, signal: NodeJS.Signals) =>
-  Effect.sync(() => {
-    try {
-      process.kill(-pgid, signal)
-    } catch {
-      // the group is already empty
-    }
-  })
-
 const ensureFifo = (path: string) =>
   Effect.tryPromise(async () => {
     await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
@@ -45,33 +38,6 @@ const ensureFifo = (path: string) =>
     if (st !== undefined) await NodeFs.rm(path, { force: true })
     NodeCP.execFileSync("mkfifo", ["-m", "600", path])
   })
-
-const openLog = (path: string) =>
-  Effect.tryPromise(async () => {
-    await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
-    const st = await NodeFs.stat(path).catch(() => undefined)
-    if (st !== undefined && st.size > LOG_ROTATE_BYTES) await NodeFs.rename(path, `${path}.1`)
-    const fd = NodeFsSync.openSync(path, "a", 0o600)
-    return { fd, offset: NodeFsSync.fstatSync(fd).size }
-  })
-
-/** The last `n` lines of a file (reads at most its last 256 KiB). */
-const lastLines = (path: string, n: number) =>
-  Effect.tryPromise(async () => {
-    const fh = await NodeFs.open(path, "r")
-    try {
-      const size = (await fh.stat()).size
-      const len = Math.min(size, 256 * 1024)
-      const buf = Buffer.alloc(len)
-      await fh.read(buf, 0, len, size - len)
-      const lines = buf.toString("utf8").split("\n")
-      if (lines.at(-1) === "") lines.pop()
-      if (len < size) lines.shift() // probably a partial line
-      return lines.slice(-n)
-    } finally {
-      await fh.close()
-    }
-  }).pipe(Effect.orElseSucceed((): Array<string> => []))
 
 /**
  * Follows a log file from `offset`, line by line, until `exited` is done and nothing more is left to read.
@@ -132,18 +98,7 @@ const followFile = Effect.fnUntraced(function*(path: string, offset: number, exi
   return Stream.fromQueue(queue)
 })
 
-const portAccepting = (port: number) =>
-  Effect.callback<boolean>((resume) => {
-    const socket = NodeNet.connect({ host: "127.0.0.1", port })
-    const done = (open: boolean) => {
-      socket.destroy()
-      resume(Effect.succeed(open))
-    }
-    socket.setTimeout(1000, () => done(false))
-    socket.once("connect", () => done(true))
-    socket.once("error", () => done(false))
-    return Effect.sync(() => socket.destroy())
-  })
+const portAccepting = (port: number) => portAccepts("127.0.0.1", port)
 
 const sameDir = (a: MemoryCgroup | undefined, b: MemoryCgroup | undefined) =>
   a !== undefined && b !== undefined && a.dir.replace(/\/$/, "") === b.dir.replace(/\/$/, "")
@@ -291,7 +246,7 @@ export const NodeProcessLauncher = Layer.effect(
 
     const launch = (spec: LaunchSpec) =>
       Effect.gen(function*() {
-        const prepared = yield* Effect.all([ensureFifo(fifo), openLog(logFile)]).pipe(Effect.result)
+        const prepared = yield* Effect.all([ensureFifo(fifo), openLogFile(logFile, { rotateBytes: LOG_ROTATE_BYTES, mode: 0o600 })]).pipe(Effect.result)
         if (prepared._tag === "Failure") return yield* failedStart(127, `zlh-agent: cannot prepare the console or log file: ${String(prepared.failure)}`)
         // After the log is open: what the user set-up writes into the console is part of this run's output.
         const user = yield* prepareUser.pipe(Effect.result)
