@@ -90,8 +90,24 @@ export const decodeServerInput = (body: unknown): ServerRecord => {
   return { vmid: v.vmid, ownerId: v.ownerId, kind: v.kind, host: v.host, idePort: v.idePort ?? DEFAULT_IDE_PORT, agentPort: v.agentPort ?? DEFAULT_AGENT_PORT }
 }
 
-/** Writes `server:<id>` atomically (one key: one slot, so MULTI works on a Cluster); returns whether it existed. */
-export const putServer = async (redis: RedisClient, keys: RedisKeys, id: string, record: ServerRecord): Promise<{ created: boolean }> => {
+/**
+ * The field of `server:<id>` that holds the sha256 (hex) of the agent's Redis password (docs/contracts.md
+ * "Agent Redis users"). Never decoded into `ServerRecord` (the schema drops unknown fields), so no route
+ * returns it; read only by `loadAgentRedisRef` / `listAgentRedisRefs` for the ACL rules.
+ */
+export const AGENT_REDIS_HASH_FIELD = "agentRedisSha256"
+
+/**
+ * Writes `server:<id>` atomically (one key: one slot, so MULTI works on a Cluster); returns whether it
+ * existed. `agentRedisHash`: the agent's password hash, kept next to the record.
+ */
+export const putServer = async (
+  redis: RedisClient,
+  keys: RedisKeys,
+  id: string,
+  record: ServerRecord,
+  agentRedisHash?: string
+): Promise<{ created: boolean }> => {
   const key = keys.server(assertServerId(id))
   const results = await redisCall(() =>
     redis
@@ -104,7 +120,8 @@ export const putServer = async (redis: RedisClient, keys: RedisKeys, id: string,
         kind: record.kind,
         host: record.host,
         idePort: String(record.idePort),
-        agentPort: String(record.agentPort)
+        agentPort: String(record.agentPort),
+        ...(agentRedisHash === undefined ? {} : { [AGENT_REDIS_HASH_FIELD]: agentRedisHash })
       })
       .exec()
   )
@@ -116,3 +133,30 @@ export const putServer = async (redis: RedisClient, keys: RedisKeys, id: string,
 /** Removes `server:<id>`; returns whether it existed. */
 export const deleteServer = async (redis: RedisClient, keys: RedisKeys, id: string): Promise<boolean> =>
   (await redisCall(() => redis.del(keys.server(assertServerId(id))))) > 0
+
+/** What the agent's Redis user is built from: the record's vmid and the stored password hash (null: none yet). */
+export interface AgentRedisRef {
+  readonly id: string
+  readonly vmid: number
+  readonly hash: string | null
+}
+
+/** The vmid and password hash of `server:<id>`, or null when it is not registered (or has no valid vmid). */
+export const loadAgentRedisRef = async (redis: RedisClient, keys: RedisKeys, id: string): Promise<AgentRedisRef | null> => {
+  const [vmid, hash] = await redisCall(() => redis.hmget(keys.server(assertServerId(id)), "vmid", AGENT_REDIS_HASH_FIELD))
+  if (vmid === null || vmid === undefined || !/^[1-9][0-9]{0,8}$/.test(vmid)) return null
+  return { id, vmid: Number(vmid), hash: hash ?? null }
+}
+
+/** Every registered server's `AgentRedisRef` (the listing's SCAN, then one HMGET each). */
+export const listAgentRedisRefs = async (redis: RedisClient, keys: RedisKeys): Promise<Array<AgentRedisRef>> => {
+  const servers = await listServers(redis, keys)
+  const hashes = await redisCall(() => Promise.all(servers.map((s) => redis.hget(keys.server(s.id), AGENT_REDIS_HASH_FIELD).catch(skipWrongType))))
+  return servers.map((s, i) => ({ id: s.id, vmid: s.vmid, hash: hashes[i] ?? null }))
+}
+
+/** Replaces the stored password hash of a registered server; false when `server:<id>` no longer exists. */
+export const setAgentRedisHash = async (redis: RedisClient, keys: RedisKeys, id: string, hash: string): Promise<boolean> => {
+  const script = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1 else return 0 end"
+  return (await redisCall(() => redis.eval(script, 1, keys.server(assertServerId(id)), AGENT_REDIS_HASH_FIELD, hash))) === 1
+}

@@ -75,6 +75,8 @@ export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
   // Registry administration (routes/admin.ts)
   app.put("/api/admin/servers/:id", user, limitBody(ADMIN_MAX_BODY_BYTES), admin.put) // admin
   app.delete("/api/admin/servers/:id", user, admin.remove) //                            admin
+  app.post("/api/admin/servers/:id/agent-redis/rotate", user, admin.rotateAgentRedis) // admin: a new agent Redis password
+  app.post("/api/admin/agent-redis/sync", user, admin.syncAgentRedis) //                 admin: every agent's Redis user on every node
 
   // The demo portal's static files (portal.ts): GET /portal, /portal/*
   app.route("/portal", portalRoutes({ ideOrigins: s.ide.origins }))

@@ -8,6 +8,11 @@ export const makeRedisKeys = (prefix = "") => ({
   agent: (vmid: number) => `${prefix}agent:${vmid}`,
   agentEvents: (vmid: number) => `${prefix}agent-events:${vmid}`,
   ide: (suffix: string) => `${prefix}ide:${suffix}`,
-  rateLimit: (suffix: string) => `${prefix}rl:${suffix}`
+  rateLimit: (suffix: string) => `${prefix}rl:${suffix}`,
+  /**
+   * The agent's own Redis ACL user (docs/contracts.md "Agent Redis users"): `zlh-agent-<vmid>`, after the
+   * prefix made safe for a user name and a URL (tests: `test-<random>-zlh-agent-<vmid>`).
+   */
+  agentAclUser: (vmid: number) => `${prefix.replace(/[^A-Za-z0-9_-]/g, "-")}zlh-agent-${vmid}`
 })
 export type RedisKeys = ReturnType<typeof makeRedisKeys>

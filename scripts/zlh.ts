@@ -3,8 +3,15 @@
  * the API:
  *
  *   server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port 6000] [--agent-port 18888]
- *   server rm <id>
+ *              [--env-out PATH]               (also creates the agent's Redis user on every node and prints its
+ *                                               password once; --env-out writes REDIS_USERNAME/REDIS_PASSWORD
+ *                                               there, mode 0600, for the container's provisioning)
+ *   server rm <id>                             (also deletes the agent's Redis user on every node)
  *   server ls [--json]
+ *   redis-acl rotate <id> [--env-out PATH]    (a new password for the agent's Redis user, printed once; the
+ *                                               old one is refused and its connections closed)
+ *   redis-acl sync                             (every agent's Redis user re-applied on every node, orphans
+ *                                               deleted: run it after adding or restarting a Redis node)
  *   token mint --user U [--admin] [--ttl 3600]     (prints a portal user token signed with AUTH_JWT_SECRET)
  *   agent-keys new                                 (a fresh Ed25519 pair: AGENT_TOKEN_PRIVATE_KEY for the API,
  *                                                   AGENT_TOKEN_PUBLIC_KEY for the agents)
@@ -15,20 +22,25 @@
  * AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE (optional, as the API), ZLH_REDIS_PREFIX (key prefix; tests only).
  * Exit codes: 0 done, 1 failed (e.g. Redis unreachable), 2 usage error.
  */
+import { chmodSync, writeFileSync } from "node:fs"
 import { parseArgs } from "node:util"
 import type { RedisClient } from "../wire/redis.ts"
-import { createRedisClient, describeRedisTopology, parseRedisTopology } from "../wire/redis-topology.ts"
+import { createRedisClient, describeRedisTopology, parseRedisTopology, type RedisTopology } from "../wire/redis-topology.ts"
 import { SignJWT } from "jose"
 import { makeRedisKeys } from "../schemas/redis-keys.ts"
-import { assertServerId, decodeServerInput, deleteServer, listServers, putServer } from "../api/registry.ts"
+import { assertServerId, decodeServerInput, listServers } from "../api/registry.ts"
+import { agentRedisEnvLines, registerServer, rotateAgentPassword, syncAgentUsers, unregisterServer, type AgentRedisAnswer } from "../api/agent-redis.ts"
 import { ApiError } from "../api/errors.ts"
 import { MIN_SECRET_BYTES } from "../api/config.ts"
 import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey } from "../wire/agent-keys.ts"
 
 const USAGE = `usage:
   zlh server add <id> --vmid N --owner U --kind dev|game --host H [--ide-port P] [--agent-port P]
+  zlh server add … [--env-out PATH]   (the agent's Redis password is printed once, or written to PATH)
   zlh server rm <id>
   zlh server ls [--json]
+  zlh redis-acl rotate <id> [--env-out PATH]
+  zlh redis-acl sync
   zlh token mint --user U [--admin] [--ttl SECONDS]
   zlh agent-keys new
   zlh agent-keys public
@@ -47,7 +59,7 @@ const intOption = (name: string, raw: string | undefined): number | undefined =>
   return Number(raw)
 }
 
-const withRedis = async <T>(fn: (redis: RedisClient, keys: ReturnType<typeof makeRedisKeys>) => Promise<T>): Promise<T> => {
+const withRedis = async <T>(fn: (redis: RedisClient, keys: ReturnType<typeof makeRedisKeys>, topology: RedisTopology) => Promise<T>): Promise<T> => {
   const { topology, problems } = parseRedisTopology(process.env)
   if (problems.length > 0) usage(problems.join("\n"))
   const redis = createRedisClient(topology, {
@@ -61,7 +73,7 @@ const withRedis = async <T>(fn: (redis: RedisClient, keys: ReturnType<typeof mak
     await redis.connect().catch((e: Error) => {
       throw new Error(`cannot reach Redis at ${describeRedisTopology(topology)}: ${e.message}`)
     })
-    return await fn(redis, makeRedisKeys(process.env["ZLH_REDIS_PREFIX"] ?? ""))
+    return await fn(redis, makeRedisKeys(process.env["ZLH_REDIS_PREFIX"] ?? ""), topology)
   } finally {
     redis.disconnect()
   }
@@ -78,7 +90,8 @@ const serverAdd = async (args: Array<string>) => {
       kind: { type: "string" },
       host: { type: "string" },
       "ide-port": { type: "string" },
-      "agent-port": { type: "string" }
+      "agent-port": { type: "string" },
+      "env-out": { type: "string" }
     }
   })
   if (positionals.length !== 1) usage("server add takes exactly one server id")
@@ -107,8 +120,32 @@ const serverAdd = async (args: Array<string>) => {
     }
     throw e
   }
-  const { created } = await withRedis((redis, keys) => putServer(redis, keys, id, record))
+  const { created, agentRedis, oldUserRemoved } = await withRedis((redis, keys, topology) => registerServer({ redis, topology, keys }, id, record))
   process.stdout.write(`${created ? "added" : "replaced"} server ${id}: ${JSON.stringify({ id, ...record })}\n`)
+  if (oldUserRemoved !== undefined) process.stdout.write(`deleted the old vmid's Redis user ${oldUserRemoved.username}\n`)
+  reportAgentRedis(agentRedis, values["env-out"])
+}
+
+/**
+ * The agent's Redis user after a change: its name, the nodes, and a password issued now (printed once,
+ * or with --env-out written there, mode 0600, and not printed).
+ */
+const reportAgentRedis = (a: AgentRedisAnswer, envFile: string | undefined) => {
+  process.stdout.write(`agent Redis user ${a.username} on ${a.appliedNodes.length} node(s): ${a.appliedNodes.join(", ")}\n`)
+  if (a.skippedNodes.length > 0) process.stdout.write(`  not on (down now; run \`zlh redis-acl sync\` once they are back): ${a.skippedNodes.join(", ")}\n`)
+  if (a.password === undefined) {
+    process.stdout.write("  password unchanged (not shown again; `zlh redis-acl rotate <id>` issues a new one)\n")
+    if (envFile !== undefined) process.stdout.write(`  ${envFile} not written: no new password\n`)
+    return
+  }
+  const lines = agentRedisEnvLines(a.username, a.password)
+  if (envFile !== undefined) {
+    writeFileSync(envFile, `# the agent's own Redis user (zlh); keep secret, mode 0600\n${lines}`, { mode: 0o600 })
+    chmodSync(envFile, 0o600)
+    process.stdout.write(`  password written to ${envFile} (REDIS_USERNAME, REDIS_PASSWORD; shown nowhere else)\n`)
+    return
+  }
+  process.stdout.write(`  the agent's environment (the password is shown this once):\n${lines.replace(/^/gm, "    ").trimEnd()}\n`)
 }
 
 const serverRm = async (args: Array<string>) => {
@@ -121,9 +158,38 @@ const serverRm = async (args: Array<string>) => {
     if (e instanceof ApiError) usage(e.message)
     throw e
   }
-  const removed = await withRedis((redis, keys) => deleteServer(redis, keys, id))
+  const { removed, agentRedis } = await withRedis((redis, keys, topology) => unregisterServer({ redis, topology, keys }, id))
   if (!removed) throw new Error(`server ${id} is not registered`)
-  process.stdout.write(`removed server ${id}\n`)
+  process.stdout.write(`removed server ${id}${agentRedis === undefined ? "" : ` and its Redis user ${agentRedis.username}`}\n`)
+  if (agentRedis !== undefined && agentRedis.skippedNodes.length > 0) {
+    process.stdout.write(`  the user stays on nodes that are down now (run \`zlh redis-acl sync\` once they are back): ${agentRedis.skippedNodes.join(", ")}\n`)
+  }
+}
+
+const redisAclRotate = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { "env-out": { type: "string" } } })
+  if (positionals.length !== 1) usage("redis-acl rotate takes exactly one server id")
+  const id = positionals[0]!
+  try {
+    assertServerId(id)
+  } catch (e) {
+    if (e instanceof ApiError) usage(e.message)
+    throw e
+  }
+  const { vmid, agentRedis, notDisconnected } = await withRedis((redis, keys, topology) => rotateAgentPassword({ redis, topology, keys }, id))
+  process.stdout.write(`rotated the Redis password of server ${id} (vmid ${vmid}); the old one is refused from now on\n`)
+  if (notDisconnected.length > 0) process.stdout.write(`  could not close the old connections on: ${notDisconnected.join(", ")}\n`)
+  reportAgentRedis(agentRedis, values["env-out"])
+}
+
+const redisAclSync = async (args: Array<string>) => {
+  if (args.length > 0) usage("redis-acl sync takes no arguments")
+  const r = await withRedis((redis, keys, topology) => syncAgentUsers({ redis, topology, keys }))
+  process.stdout.write(`applied ${r.users.length} agent Redis user(s) on ${r.nodes.applied.length} node(s): ${r.nodes.applied.join(", ")}\n`)
+  if (r.removed.length > 0) process.stdout.write(`deleted users of no registered server: ${r.removed.join(", ")}\n`)
+  if (r.nodes.skipped.length > 0) process.stdout.write(`skipped (down now; run again once they are back): ${r.nodes.skipped.join(", ")}\n`)
+  if (r.withoutPassword.length > 0) process.stdout.write(`servers without a Redis password yet (run \`zlh redis-acl rotate <id>\`): ${r.withoutPassword.join(", ")}\n`)
+  if (r.nodes.failed.length > 0) throw new Error(`not applied on: ${r.nodes.failed.map((f) => `${f.node} (${f.error})`).join(", ")}`)
 }
 
 const serverLs = async (args: Array<string>) => {
@@ -209,6 +275,10 @@ const main = async (argv: Array<string>) => {
       return serverRm(rest)
     case "server ls":
       return serverLs(rest)
+    case "redis-acl rotate":
+      return redisAclRotate(rest)
+    case "redis-acl sync":
+      return redisAclSync(rest)
     case "token mint":
       return tokenMint(rest)
     case "agent-keys new":

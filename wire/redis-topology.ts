@@ -6,7 +6,8 @@
  *   REDIS_URL              redis://[user:pass@]host:port[/db] or rediss://…   one server (the default)
  *   REDIS_SENTINELS        host:port,host:port,…  with REDIS_SENTINEL_MASTER (the master's name)
  *   REDIS_CLUSTER_NODES    host:port,host:port,…  any reachable subset of the Cluster's nodes
- *   REDIS_USERNAME, REDIS_PASSWORD      data-node credentials with Sentinel or Cluster
+ *   REDIS_USERNAME, REDIS_PASSWORD      data-node credentials (every topology; with REDIS_URL they are
+ *                                       an alternative to user:pass in the URL, not both)
  *   REDIS_SENTINEL_PASSWORD             the sentinels' own password, when they have one
  *   REDIS_WAIT_REPLICAS    replicas a single-use IDE token must reach before it is accepted
  *                          (default 0 for one server, 1 for Sentinel and Cluster; see api/ide/session-auth.ts)
@@ -27,7 +28,7 @@ interface Credentials {
 }
 
 export type RedisTopology = (
-  | { readonly kind: "single"; readonly url: string }
+  | ({ readonly kind: "single"; readonly url: string } & Credentials)
   | ({ readonly kind: "sentinel"; readonly sentinels: ReadonlyArray<RedisNode>; readonly masterName: string; readonly sentinelPassword?: string } & Credentials)
   | ({ readonly kind: "cluster"; readonly nodes: ReadonlyArray<RedisNode> } & Credentials)
 ) & {
@@ -115,10 +116,13 @@ export const parseRedisTopology = (
     const u = new URL(url)
     if (u.protocol !== "redis:" && u.protocol !== "rediss:") problems.push("REDIS_URL: must be a redis:// or rediss:// URL")
     else if (u.hostname === "") problems.push("REDIS_URL: has no host")
+    else if ((u.username !== "" || u.password !== "") && (credentials.username !== undefined || credentials.password !== undefined)) {
+      problems.push("REDIS_URL and REDIS_USERNAME/REDIS_PASSWORD: give the credentials in one place, not both")
+    }
   } catch {
     problems.push("REDIS_URL: is not a URL (expected redis://host:port)")
   }
-  return { problems, topology: { kind: "single", url, waitReplicas: waitReplicas ?? 0 } }
+  return { problems, topology: { kind: "single", url, ...credentials, waitReplicas: waitReplicas ?? 0 } }
 }
 
 /** A topology for one URL (tests, tools). */
@@ -137,14 +141,15 @@ export type ClientOptions = Omit<RedisOptions, "replyMapping" | "protocol" | "ho
 
 /**
  * One client for the topology. `options` apply to every connection (for a Cluster: to each node, plus
- * `enableOfflineQueue`, `retryStrategy` and `lazyConnect` at the cluster level).
+ * `enableOfflineQueue`, `retryStrategy`, `lazyConnect` and `enableReadyCheck` at the cluster level).
+ * The topology's credentials (REDIS_USERNAME / REDIS_PASSWORD) go to every data node.
  */
 export const createRedisClient = (topology: RedisTopology, options: ClientOptions): RedisClient => {
-  if (topology.kind === "single") return new Redis(topology.url, options)
   const credentials = {
     ...(topology.username === undefined ? {} : { username: topology.username }),
     ...(topology.password === undefined ? {} : { password: topology.password })
   }
+  if (topology.kind === "single") return new Redis(topology.url, { ...options, ...credentials })
   if (topology.kind === "sentinel") {
     return new Redis({
       ...options,
@@ -157,11 +162,14 @@ export const createRedisClient = (topology: RedisTopology, options: ClientOption
       sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2_000)
     })
   }
-  const { enableOfflineQueue, retryStrategy, lazyConnect, ...nodeOptions } = options
+  const { enableOfflineQueue, retryStrategy, lazyConnect, enableReadyCheck, ...nodeOptions } = options
   const clusterOptions: ClusterOptions = {
-    redisOptions: { ...nodeOptions, ...credentials },
+    redisOptions: { ...nodeOptions, ...credentials, ...(enableReadyCheck === undefined ? {} : { enableReadyCheck }) },
     ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
     ...(lazyConnect === undefined ? {} : { lazyConnect }),
+    // The cluster-level ready check is CLUSTER INFO; a caller that turns ready checks off (the agent,
+    // whose ACL user may not run INFO or CLUSTER INFO) turns off both.
+    ...(enableReadyCheck === undefined ? {} : { enableReadyCheck }),
     clusterRetryStrategy: (times: number) => (retryStrategy === undefined || retryStrategy === null ? Math.min(100 * times, 2_000) : retryStrategy(times) ?? null),
     // A failover shows as CLUSTERDOWN / a closed node connection until the replica is promoted: retry
     // after a short pause, refreshing the slot map, instead of failing at once.

@@ -53,7 +53,12 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
         maxRetriesPerRequest: 1,
         retryStrategy: (attempt) => Math.min(attempt * base, cap),
         connectTimeout: 5_000,
-        lazyConnect: false
+        lazyConnect: false,
+        // The agent's own ACL user (docs/contracts.md "Agent Redis users") may run SET, PUBLISH, MULTI/EXEC
+        // and CLUSTER SLOTS only: no INFO / CLUSTER INFO ready check (ready = connected and authenticated),
+        // no CLIENT SETINFO, no connection name.
+        enableReadyCheck: false,
+        disableClientInfo: true
       })
       // Without a listener ioredis would throw connection errors as unhandled 'error' events.
       client.on("error", () => {})

@@ -2,6 +2,7 @@
  * The API and the CLI as real Node 24 child processes: config errors, graceful shutdown with an
  * in-flight request, and the CLI registering a server the API then serves.
  */
+import { createHash } from "node:crypto"
 import { spawn, type ChildProcess } from "node:child_process"
 import { request } from "node:http"
 import { join } from "node:path"
@@ -165,6 +166,8 @@ describe("graceful shutdown", () => {
     const { Redis } = await import("ioredis")
     const r = new Redis("redis://127.0.0.1:6379")
     await r.del(`server:${prefix.replace(/[^A-Za-z0-9]/g, "")}-slow`)
+    // The registration created the agent's Redis user (the process has no key prefix).
+    await r.call("ACL", "DELUSER", "zlh-agent-4711")
     r.disconnect()
   }, 180_000)
 })
@@ -199,7 +202,17 @@ describe("zlh CLI", () => {
     expect(issued.status).toBe(201)
     const { token } = (await issued.json()) as { token: string }
     expect(await verifyIdeToken(ideTokenKey(d.config.ideTokenSecret), token, Date.now())).toMatchObject({ sub: "carol", vmid: 4242 })
-    expect(await d.redis.hgetall(keys.server("cli-dev"))).toEqual({ vmid: "4242", ownerId: "carol", kind: "dev", host: "10.1.2.3", idePort: "6001", agentPort: "18888" })
+    // The record, plus the hash of the agent's Redis password (printed once by `server add`).
+    const password = /REDIS_PASSWORD=(\S+)/.exec(add.stdout)?.[1] ?? ""
+    expect(await d.redis.hgetall(keys.server("cli-dev"))).toEqual({
+      vmid: "4242",
+      ownerId: "carol",
+      kind: "dev",
+      host: "10.1.2.3",
+      idePort: "6001",
+      agentPort: "18888",
+      agentRedisSha256: createHash("sha256").update(password).digest("hex")
+    })
 
     const admin = await cli("token", "mint", "--user", "root", "--admin")
     const list = await app.request("/api/servers", { headers: bearer(admin.stdout.trim()) })

@@ -81,10 +81,19 @@ export const makeDeps = async (
 
 export const testPrefix = () => `test:${randomBytes(6).toString("hex")}:`
 
-/** Deletes every key under `prefix` on the shared Redis (SCAN + DEL, never FLUSHDB). */
+/**
+ * Deletes every key under `prefix` on the shared Redis (SCAN + DEL, never FLUSHDB), and every ACL user the
+ * prefix's registrations created (`makeRedisKeys(prefix).agentAclUser`: the prefix made name-safe).
+ */
 export const deletePrefix = async (prefix: string, url = SHARED_REDIS_URL): Promise<void> => {
   const r = new Redis(url, { maxRetriesPerRequest: 2 })
   try {
+    const userBase = makeRedisKeys(prefix).agentAclUser(0).slice(0, -1)
+    if (prefix !== "") {
+      for (const user of (await r.call("ACL", "USERS")) as Array<string>) {
+        if (user.startsWith(userBase)) await r.call("ACL", "DELUSER", user)
+      }
+    }
     let cursor = "0"
     do {
       const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000)

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
@@ -31,19 +32,30 @@ afterAll(async () => {
 })
 
 describe("PUT /api/admin/servers/:id", () => {
-  it("201 on create with default ports, 200 on replace; the stored hash is exactly the record", async () => {
+  it("201 on create with default ports, 200 on replace; the stored hash is exactly the record plus the agent's password hash", async () => {
     const res = await put("srv-1", valid)
     expect(res.status).toBe(201)
-    expect(await res.json()).toEqual({ id: "srv-1", ...valid, idePort: 6000, agentPort: 18888 })
-    expect(await d.redis.hgetall(keys.server("srv-1"))).toEqual({ vmid: "300", ownerId: "alice", kind: "dev", host: "10.0.0.30", idePort: "6000", agentPort: "18888" })
+    const created = (await res.json()) as Record<string, unknown> & { agentRedis: { username: string; password: string } }
+    const { agentRedis, ...record } = created
+    expect(record).toEqual({ id: "srv-1", ...valid, idePort: 6000, agentPort: 18888 })
+    // The agent's own Redis user (docs/contracts.md "Agent Redis users"): its password in this answer only.
+    expect(agentRedis).toMatchObject({ username: keys.agentAclUser(300), skippedNodes: [] })
+    expect(agentRedis.password).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    const hash = createHash("sha256").update(agentRedis.password).digest("hex")
+    expect(await d.redis.hgetall(keys.server("srv-1"))).toEqual({ vmid: "300", ownerId: "alice", kind: "dev", host: "10.0.0.30", idePort: "6000", agentPort: "18888", agentRedisSha256: hash })
 
     const again = await put("srv-1", { ...valid, kind: "game", ownerId: "bob", idePort: 7000, agentPort: 19000 })
     expect(again.status).toBe(200)
-    expect(await again.json()).toEqual({ id: "srv-1", vmid: 300, ownerId: "bob", kind: "game", host: "10.0.0.30", idePort: 7000, agentPort: 19000 })
-    expect(await d.redis.hgetall(keys.server("srv-1"))).toEqual({ vmid: "300", ownerId: "bob", kind: "game", host: "10.0.0.30", idePort: "7000", agentPort: "19000" })
-    // The registry record is what the API then serves.
+    const replaced = (await again.json()) as Record<string, unknown> & { agentRedis: { password?: string } }
+    expect({ ...replaced, agentRedis: undefined }).toEqual({ id: "srv-1", vmid: 300, ownerId: "bob", kind: "game", host: "10.0.0.30", idePort: 7000, agentPort: 19000, agentRedis: undefined })
+    // Same vmid: the password is kept, and not shown again.
+    expect(replaced.agentRedis.password).toBeUndefined()
+    expect(await d.redis.hgetall(keys.server("srv-1"))).toEqual({ vmid: "300", ownerId: "bob", kind: "game", host: "10.0.0.30", idePort: "7000", agentPort: "19000", agentRedisSha256: hash })
+    // The registry record is what the API then serves (without the hash).
     const bob = bearer(await mintUserToken(userSecretOf(d.config), { sub: "bob" }))
     expect((await app.request("/api/servers/srv-1/status", { headers: bob })).status).toBe(200)
+    const listed = await app.request("/api/servers", { headers: bob })
+    expect(await listed.text()).not.toMatch(new RegExp(`${hash}|agentRedis|password`))
   })
 
   it("400 invalid_body listing every problem as path: message; nothing is written", async () => {

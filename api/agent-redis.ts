@@ -1,0 +1,397 @@
+/**
+ * Every agent's own Redis ACL user (docs/contracts.md "Agent Redis users"). The API (and the CLI, which
+ * shares api/registry.ts) creates it when a server is registered, re-applies it, rotates its password and
+ * deletes it with the server. The user may write its own `agent:<vmid>` key and publish on its own
+ * `agent-events:<vmid>` channel, and run only the commands the agent's status writer needs
+ * (`agentAclRules` says why each is there). Nothing of `server:*`, `ide:*`, `rl:*`, no other agent's key or
+ * channel, no KEYS/SCAN/INFO/CONFIG/ACL/FLUSH*.
+ *
+ * ACLs are per node and never replicated, so every rule change goes to every data node the API can find:
+ * - one Redis: that server, plus the replicas it lists (ROLE);
+ * - Sentinel: the master and every replica the sentinels know (SENTINEL GET-MASTER-ADDR-BY-NAME, SENTINEL
+ *   REPLICAS), so a promoted replica already knows the agent;
+ * - Cluster: every master and replica in CLUSTER NODES.
+ * A node the topology itself marks as down (Cluster `fail`/`noaddr`, a replica a sentinel reports
+ * `s_down`/`disconnected`) is skipped and named; a node that is up but refuses or does not answer fails
+ * the whole operation. Nodes that join later, or restart without an ACL file, get every agent's user from
+ * `zlh redis-acl sync` (`syncAgentUsers`): the rules are re-applied from the sha256 hash stored in the
+ * registry record (ACL rules hold only hashes too; the clear password exists only in the answer that
+ * issued it). After a change `ACL SAVE` is tried on each node, so nodes run with an `aclfile` keep the users
+ * across restarts (a node without one answers with an error that is ignored).
+ */
+import { createHash, randomBytes } from "node:crypto"
+import { Redis } from "ioredis"
+import type { RedisKeys } from "../schemas/redis-keys.ts"
+import type { ServerRecord } from "../schemas/server-record.ts"
+import type { RedisClient } from "../wire/redis.ts"
+import type { ClientOptions, RedisNode, RedisTopology } from "../wire/redis-topology.ts"
+import { ApiError } from "./errors.ts"
+import { redisCall } from "./redis.ts"
+import { deleteServer, listAgentRedisRefs, loadAgentRedisRef, putServer, setAgentRedisHash } from "./registry.ts"
+
+/** sha256 of the password, lowercase hex: what ACL SETUSER `#<hash>` takes and the registry keeps. */
+export const agentPasswordHash = (password: string): string => createHash("sha256").update(password, "utf8").digest("hex")
+
+/** A fresh password (256 bits, base64url: safe in a URL and an env file) and its hash. */
+export const newAgentPassword = (): { readonly password: string; readonly hash: string } => {
+  const password = randomBytes(32).toString("base64url")
+  return { password, hash: agentPasswordHash(password) }
+}
+
+export const isPasswordHash = (s: string | undefined | null): s is string => typeof s === "string" && /^[0-9a-f]{64}$/.test(s)
+
+/** ACL key and channel patterns are globs: the key names are matched literally. */
+const literal = (s: string) => s.replace(/[*?[\]\\]/g, "\\$&")
+
+/** The database the API's one Redis uses (`redis://host/<db>`), so the agent may SELECT it and only it. */
+export const topologyDb = (topology: RedisTopology): number => {
+  if (topology.kind !== "single") return 0
+  try {
+    const db = Number(new URL(topology.url).pathname.replace(/^\//, "") || "0")
+    return Number.isInteger(db) && db > 0 ? db : 0
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * The whole ACL of one agent's user, applied at once by ACL SETUSER (left to right):
+ * - `reset`: no password, keys, channels, commands or selectors; off.
+ * - `resetchannels`: `reset` grants every channel when a server runs with `acl-pubsub-default allchannels`.
+ * - `on`, `#<sha256>`: enabled, with the one password (only its hash is stored anywhere).
+ * - `%W~agent:<vmid>`: write-only access to its own status key (SET without GET needs no read).
+ * - `&agent-events:<vmid>`: its own status channel, nothing else.
+ * - `+set`, `+publish`: the status write and the live event (agent/status/redis-status-store.ts).
+ * - `+multi`, `+exec`: the write and the publish go together in one MULTI.
+ * - `+cluster|slots`: ioredis' Cluster client learns the slot map with CLUSTER SLOTS (at connect, after a
+ *   MOVED and every 5 s); without it no Cluster client can connect. It shows node addresses, no data.
+ * - `+asking`: the Cluster redirect during a slot migration (ASK) sends ASKING before the command.
+ * - `+select|<db>`: only when the API's REDIS_URL names a database other than 0 (ioredis SELECTs it).
+ * Not needed and not granted: INFO (ioredis' ready check; the agent turns it off), CLIENT SETNAME/SETINFO
+ * (no connection name; client info off), CLUSTER INFO (the Cluster ready check, off), PING, GET,
+ * SUBSCRIBE. AUTH and HELLO need no permission.
+ */
+export const agentAclRules = (keys: RedisKeys, vmid: number, hash: string, db = 0): Array<string> => {
+  if (!isPasswordHash(hash)) throw new Error("agent ACL: the password hash must be 64 lowercase hex digits")
+  return [
+    "reset",
+    "resetchannels",
+    "on",
+    `#${hash}`,
+    `%W~${literal(keys.agent(vmid))}`,
+    `&${literal(keys.agentEvents(vmid))}`,
+    "+set",
+    "+publish",
+    "+multi",
+    "+exec",
+    "+cluster|slots",
+    "+asking",
+    ...(db === 0 ? [] : [`+select|${db}`])
+  ]
+}
+
+export interface AclNodeResult {
+  /** `host:port` of every node the change reached. */
+  readonly applied: ReadonlyArray<string>
+  /** Nodes the topology reports as down: not changed; `zlh redis-acl sync` once they are back. */
+  readonly skipped: ReadonlyArray<string>
+  /** Nodes that are up but refused or did not answer. */
+  readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
+}
+
+const addr = (n: RedisNode) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)
+
+const shortLived = (base: ClientOptions): ClientOptions => ({
+  ...base,
+  lazyConnect: true,
+  connectTimeout: 3_000,
+  commandTimeout: 5_000,
+  maxRetriesPerRequest: 0,
+  enableOfflineQueue: true,
+  retryStrategy: () => null,
+  enableReadyCheck: false,
+  disableClientInfo: true
+})
+
+const credentialsOf = (topology: RedisTopology): ClientOptions => {
+  const out: ClientOptions = {}
+  if (topology.kind === "single") {
+    try {
+      const u = new URL(topology.url)
+      if (u.username !== "") out.username = decodeURIComponent(u.username)
+      if (u.password !== "") out.password = decodeURIComponent(u.password)
+      if (u.protocol === "rediss:") out.tls = {}
+    } catch {
+      // parseRedisTopology refused such a URL already
+    }
+  }
+  if (topology.username !== undefined) out.username = topology.username
+  if (topology.password !== undefined) out.password = topology.password
+  return out
+}
+
+/** Runs `fn` on a fresh connection to `node` (the API's own credentials), closing it afterwards. */
+const onNode = async <T>(topology: RedisTopology, node: RedisNode, fn: (conn: Redis) => Promise<T>): Promise<T> => {
+  const conn = new Redis({ host: node.host, port: node.port, ...shortLived(credentialsOf(topology)) })
+  conn.on("error", () => undefined)
+  try {
+    await conn.connect()
+    return await fn(conn)
+  } finally {
+    conn.disconnect()
+  }
+}
+
+const pairs = (flat: ReadonlyArray<unknown>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1])
+  return out
+}
+
+/**
+ * Every data node of the topology: `live` to change, `down` as the topology reports them. One Redis: the
+ * server and its connected replicas (ROLE). Sentinel: the master and replicas the first answering sentinel
+ * names. Cluster: CLUSTER NODES as one master sees it.
+ */
+export const dataNodes = async (redis: RedisClient, topology: RedisTopology): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
+  if (topology.kind === "cluster") {
+    const text = String(await redis.call("CLUSTER", "NODES"))
+    const live: Array<RedisNode> = []
+    const down: Array<string> = []
+    for (const line of text.split("\n").filter((l) => l.trim() !== "")) {
+      const [, address, flags] = line.split(" ")
+      const m = /^(.*):(\d+)@/.exec(address ?? "")
+      if (m === null || m[1] === "") {
+        down.push(address ?? "?")
+        continue
+      }
+      const node = { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) }
+      if (/(^|,)(fail|noaddr|handshake)(,|$)/.test(flags ?? "")) down.push(addr(node))
+      else live.push(node)
+    }
+    return { live, down }
+  }
+  if (topology.kind === "sentinel") {
+    let lastError: unknown
+    for (const sentinel of topology.sentinels) {
+      try {
+        return await onNode({ kind: "single", url: "redis://x", waitReplicas: 0 }, sentinel, async (conn) => {
+          if (topology.sentinelPassword !== undefined) await conn.auth(topology.sentinelPassword)
+          const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
+          if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
+          const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
+          const live: Array<RedisNode> = [{ host: master[0], port: Number(master[1]) }]
+          const down: Array<string> = []
+          for (const r of replicas) {
+            const node = { host: r["ip"] ?? "", port: Number(r["port"]) }
+            if (/s_down|o_down|disconnected/.test(r["flags"] ?? "")) down.push(addr(node))
+            else live.push(node)
+          }
+          return { live, down }
+        })
+      } catch (e) {
+        lastError = e
+      }
+    }
+    throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
+  }
+  const u = new URL(topology.url)
+  const self = { host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || "6379") }
+  const role = (await redis.call("ROLE")) as [string, unknown, Array<[string, string, string]>?]
+  const replicas = role[0] === "master" && Array.isArray(role[2]) ? role[2].map(([host, port]) => ({ host, port: Number(port) })) : []
+  return { live: [self, ...replicas], down: [] }
+}
+
+/** Runs `fn` on every live data node, in parallel; one node's failure does not stop the others. */
+const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (conn: Redis, node: string) => Promise<void>): Promise<AclNodeResult> => {
+  const { live, down } = await dataNodes(redis, topology)
+  const applied: Array<string> = []
+  const failed: Array<{ node: string; error: string }> = []
+  await Promise.all(
+    live.map(async (node) => {
+      try {
+        await onNode(topology, node, (conn) => fn(conn, addr(node)))
+        applied.push(addr(node))
+      } catch (e) {
+        failed.push({ node: addr(node), error: e instanceof Error ? e.message : String(e) })
+      }
+    })
+  )
+  return { applied: applied.sort(), skipped: down.sort(), failed }
+}
+
+/** Keeps the users across a restart of a node run with an `aclfile`; a node without one refuses, ignored. */
+const saveAcl = (conn: Redis) => conn.call("ACL", "SAVE").then(() => undefined, () => undefined)
+
+/** Creates or replaces the agent's user (rules from `agentAclRules`) on every data node. */
+export const applyAgentUser = (redis: RedisClient, topology: RedisTopology, keys: RedisKeys, vmid: number, hash: string): Promise<AclNodeResult> => {
+  const rules = agentAclRules(keys, vmid, hash, topologyDb(topology))
+  return onEveryNode(redis, topology, async (conn) => {
+    await conn.call("ACL", "SETUSER", keys.agentAclUser(vmid), ...rules)
+    await saveAcl(conn)
+  })
+}
+
+/** Ends the connections a user has open on every node (after a rotation: the old password is gone). */
+export const disconnectAgentUser = (redis: RedisClient, topology: RedisTopology, keys: RedisKeys, vmid: number): Promise<AclNodeResult> =>
+  onEveryNode(redis, topology, async (conn) => {
+    await conn.call("CLIENT", "KILL", "USER", keys.agentAclUser(vmid)).catch((e: Error) => {
+      if (!/no such user/i.test(e.message)) throw e
+    })
+  })
+
+/** Deletes the agent's user on every data node (Redis also closes its connections). */
+export const deleteAgentUser = (redis: RedisClient, topology: RedisTopology, keys: RedisKeys, vmid: number): Promise<AclNodeResult> =>
+  onEveryNode(redis, topology, async (conn) => {
+    await conn.call("ACL", "DELUSER", keys.agentAclUser(vmid))
+    await saveAcl(conn)
+  })
+
+export const describeFailures = (r: AclNodeResult): string => r.failed.map((f) => `${f.node} (${f.error})`).join(", ")
+
+/** What the API works on: its own Redis client (with ACL rights), the topology and the key names. */
+export interface AgentRedisContext {
+  readonly redis: RedisClient
+  readonly topology: RedisTopology
+  readonly keys: RedisKeys
+}
+
+/**
+ * The agent's Redis user in an answer: the password only in the answer that issued it (registration of a
+ * new server or a new vmid, rotation); never stored or shown again.
+ */
+export interface AgentRedisAnswer {
+  readonly username: string
+  readonly password?: string
+  /** Nodes that have the change. */
+  readonly appliedNodes: ReadonlyArray<string>
+  /** Nodes the topology reports as down: `zlh redis-acl sync` once they are back. */
+  readonly skippedNodes: ReadonlyArray<string>
+}
+
+/** An ACL change on every node; a node that is up but refuses → 503 `agent_redis_acl_failed`, naming it. */
+const everyNodeOrFail = async (what: string, change: () => Promise<AclNodeResult>): Promise<AclNodeResult> => {
+  const result = await redisCall(change)
+  if (result.failed.length > 0) {
+    throw new ApiError(503, "agent_redis_acl_failed", `${what} did not reach every Redis node: ${describeFailures(result)}; the registry is unchanged, try again`, {
+      headers: { "Retry-After": "5" }
+    })
+  }
+  return result
+}
+
+const answer = (keys: RedisKeys, vmid: number, nodes: AclNodeResult, password?: string): AgentRedisAnswer => ({
+  username: keys.agentAclUser(vmid),
+  ...(password === undefined ? {} : { password }),
+  appliedNodes: nodes.applied,
+  skippedNodes: nodes.skipped
+})
+
+/**
+ * Registers (creates or replaces) `server:<id>` together with its agent's Redis user, the user first (on
+ * every node) so a registered server always has one. A new server, a changed vmid, or a record from before
+ * agent users (no hash) gets a fresh password (in the answer, once); a replaced record with the same vmid
+ * keeps its password (the rules are re-applied). A changed vmid deletes the old vmid's user.
+ */
+export const registerServer = async (
+  ctx: AgentRedisContext,
+  id: string,
+  record: ServerRecord
+): Promise<{ created: boolean; agentRedis: AgentRedisAnswer; oldUserRemoved?: AgentRedisAnswer }> => {
+  const previous = await loadAgentRedisRef(ctx.redis, ctx.keys, id)
+  const keep = previous !== null && previous.vmid === record.vmid && isPasswordHash(previous.hash) ? previous.hash : undefined
+  const fresh = keep === undefined ? newAgentPassword() : undefined
+  const hash = keep ?? fresh!.hash
+  const nodes = await everyNodeOrFail(`creating Redis user ${ctx.keys.agentAclUser(record.vmid)}`, () =>
+    applyAgentUser(ctx.redis, ctx.topology, ctx.keys, record.vmid, hash)
+  )
+  const { created } = await putServer(ctx.redis, ctx.keys, id, record, hash)
+  let oldUserRemoved: AgentRedisAnswer | undefined
+  if (previous !== null && previous.vmid !== record.vmid) {
+    const old = await everyNodeOrFail(`deleting the old Redis user ${ctx.keys.agentAclUser(previous.vmid)}`, () =>
+      deleteAgentUser(ctx.redis, ctx.topology, ctx.keys, previous.vmid)
+    )
+    oldUserRemoved = answer(ctx.keys, previous.vmid, old)
+  }
+  return { created, agentRedis: answer(ctx.keys, record.vmid, nodes, fresh?.password), ...(oldUserRemoved === undefined ? {} : { oldUserRemoved }) }
+}
+
+/**
+ * A new password for the agent of `server:<id>`: the user is replaced on every node (the old password stops
+ * working at once), the hash stored, and the user's open connections closed. Unknown server → 404.
+ */
+export const rotateAgentPassword = async (
+  ctx: AgentRedisContext,
+  id: string
+): Promise<{ vmid: number; agentRedis: AgentRedisAnswer; notDisconnected: ReadonlyArray<string> }> => {
+  const ref = await loadAgentRedisRef(ctx.redis, ctx.keys, id)
+  if (ref === null) throw new ApiError(404, "server_not_found", `server ${id} is not registered`)
+  const fresh = newAgentPassword()
+  const nodes = await everyNodeOrFail(`rotating Redis user ${ctx.keys.agentAclUser(ref.vmid)}`, () =>
+    applyAgentUser(ctx.redis, ctx.topology, ctx.keys, ref.vmid, fresh.hash)
+  )
+  if (!(await setAgentRedisHash(ctx.redis, ctx.keys, id, fresh.hash))) {
+    // Removed meanwhile: its user goes too.
+    await redisCall(() => deleteAgentUser(ctx.redis, ctx.topology, ctx.keys, ref.vmid))
+    throw new ApiError(404, "server_not_found", `server ${id} is not registered`)
+  }
+  const killed = await redisCall(() => disconnectAgentUser(ctx.redis, ctx.topology, ctx.keys, ref.vmid))
+  return { vmid: ref.vmid, agentRedis: answer(ctx.keys, ref.vmid, nodes, fresh.password), notDisconnected: killed.failed.map((f) => f.node) }
+}
+
+/**
+ * Removes `server:<id>` and its agent's Redis user (on every node, first: a refusal leaves the server
+ * registered so the removal can be retried). False when it was not registered.
+ */
+export const unregisterServer = async (ctx: AgentRedisContext, id: string): Promise<{ removed: boolean; agentRedis?: AgentRedisAnswer }> => {
+  const ref = await loadAgentRedisRef(ctx.redis, ctx.keys, id)
+  if (ref === null) return { removed: await deleteServer(ctx.redis, ctx.keys, id) }
+  const nodes = await everyNodeOrFail(`deleting Redis user ${ctx.keys.agentAclUser(ref.vmid)}`, () => deleteAgentUser(ctx.redis, ctx.topology, ctx.keys, ref.vmid))
+  return { removed: await deleteServer(ctx.redis, ctx.keys, id), agentRedis: answer(ctx.keys, ref.vmid, nodes) }
+}
+
+export interface AgentUsersSync {
+  /** Every user re-applied (on `nodes.applied`). */
+  readonly users: ReadonlyArray<{ readonly id: string; readonly vmid: number; readonly username: string }>
+  /** Servers registered without a password hash (from before agent users): `zlh redis-acl rotate <id>`. */
+  readonly withoutPassword: ReadonlyArray<string>
+  /** Agent users of no registered server, deleted: `node user`. */
+  readonly removed: ReadonlyArray<string>
+  readonly nodes: AclNodeResult
+}
+
+/**
+ * Re-applies every registered agent's user on every live node (a node that joined, or restarted without an
+ * ACL file, gets them all), and deletes agent users no registered server has (a node that was down when a
+ * server was removed). Only users named like agent users of this key prefix are ever deleted.
+ */
+export const syncAgentUsers = async (ctx: AgentRedisContext): Promise<AgentUsersSync> => {
+  const refs = await listAgentRedisRefs(ctx.redis, ctx.keys)
+  const db = topologyDb(ctx.topology)
+  const wanted = new Map<string, Array<string>>()
+  for (const r of refs) if (isPasswordHash(r.hash)) wanted.set(ctx.keys.agentAclUser(r.vmid), agentAclRules(ctx.keys, r.vmid, r.hash, db))
+  const base = ctx.keys.agentAclUser(0).slice(0, -1)
+  const ours = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[0-9]+$`)
+  const removed: Array<string> = []
+  const nodes = await redisCall(() =>
+    onEveryNode(ctx.redis, ctx.topology, async (conn, node) => {
+      for (const [user, rules] of wanted) await conn.call("ACL", "SETUSER", user, ...rules)
+      const users = (await conn.call("ACL", "USERS")) as Array<string>
+      for (const user of users) {
+        if (!ours.test(user) || wanted.has(user)) continue
+        await conn.call("ACL", "DELUSER", user)
+        removed.push(`${node} ${user}`)
+      }
+      await saveAcl(conn)
+    })
+  )
+  return {
+    users: refs.filter((r) => isPasswordHash(r.hash)).map((r) => ({ id: r.id, vmid: r.vmid, username: ctx.keys.agentAclUser(r.vmid) })),
+    withoutPassword: refs.filter((r) => !isPasswordHash(r.hash)).map((r) => r.id),
+    removed: removed.sort(),
+    nodes
+  }
+}
+
+/** The agent's part of its environment file (REDIS_USERNAME / REDIS_PASSWORD; the topology variables as the API's, without credentials). */
+export const agentRedisEnvLines = (username: string, password: string): string => `REDIS_USERNAME=${username}\nREDIS_PASSWORD=${password}\n`
