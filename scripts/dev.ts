@@ -2,8 +2,10 @@
  * `npm run dev`: the whole system on one machine.
  *
  *   Redis (reused, or a private redis-server) → artifacts packed and served → API on :8787 (development)
- *   → agent for vmid 100 (dev container: code-server) and agent for vmid 101 (game server), roots under
- *   ./.zlh → servers 100 and 101 registered → code-server and runtimes installed through the agents.
+ *   → servers 100 and 101 registered (each agent's own Redis ACL user created; docs/contracts.md "Agent
+ *   Redis users") → agent for vmid 100 (dev container: code-server) and agent for vmid 101 (game server),
+ *   roots under ./.zlh, each connecting to Redis as its own user → code-server and runtimes installed
+ *   through the agents.
  *
  * It prints the portal URL and a demo user token as soon as the portal is usable; installs continue with
  * progress lines (the portal shows them too). Ctrl-C / SIGTERM stops everything it started and nothing
@@ -228,11 +230,25 @@ interface AgentSpec {
   readonly vmid: number
   readonly port: number
   readonly extraEnv: Record<string, string>
+  readonly redis: AgentRedisUser
+}
+
+interface AgentRedisUser {
+  readonly username: string
+  readonly password: string
 }
 
 const agentRoots = (c: DevStackConfig, vmid: number) => {
   const root = join(c.dir, `vm${vmid}`)
   return { root, zlhRoot: join(root, "opt-zlh"), devHome: join(root, "home", c.devUser), serverRoot: join(root, "opt-zlh", "server") }
+}
+
+/** REDIS_URL without credentials: the agent has its own (REDIS_USERNAME / REDIS_PASSWORD). */
+const withoutCredentials = (url: string): string => {
+  const u = new URL(url)
+  u.username = ""
+  u.password = ""
+  return u.toString()
 }
 
 const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: string, spec: AgentSpec): Promise<{ managed: Managed; client: AgentClient }> => {
@@ -245,7 +261,10 @@ const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: str
     AGENT_VMID: String(spec.vmid),
     AGENT_PORT: String(spec.port),
     AGENT_BIND: "127.0.0.1",
-    REDIS_URL: redisUrl,
+    REDIS_URL: withoutCredentials(redisUrl),
+    // The agent's own Redis user (issued at registration): its own status key and channel only.
+    REDIS_USERNAME: spec.redis.username,
+    REDIS_PASSWORD: spec.redis.password,
     ARTIFACT_BASE_URL: artifactBase,
     // Public keys only: nothing in the agent's environment can sign a call.
     AGENT_TOKEN_PUBLIC_KEY: c.secrets.agentPublicKey,
@@ -274,19 +293,30 @@ const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: str
   return { managed: m, client }
 }
 
-const registerServers = async (c: DevStackConfig, idePort: number, adminToken: string) => {
-  const put = async (id: string, body: Record<string, unknown>) => {
-    const response = await fetch(`http://127.0.0.1:${c.apiPort}/api/admin/servers/${id}`, {
-      method: "PUT",
-      headers: { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" },
-      body: JSON.stringify(body)
-    })
+/**
+ * Registers servers 100 and 101 through the API (as an operator would) and returns each agent's Redis
+ * user: the password comes in the registration's answer, once; a server registered by an earlier run keeps
+ * its password, which is not shown again, so the stack rotates it (the old agents are gone anyway).
+ */
+const registerServers = async (c: DevStackConfig, idePort: number, adminToken: string): Promise<Map<number, AgentRedisUser>> => {
+  const headers = { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" }
+  const call = async (method: string, path: string, what: string, body?: Record<string, unknown>) => {
+    const response = await fetch(`http://127.0.0.1:${c.apiPort}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
     if (response.status !== 200 && response.status !== 201) {
-      throw new StackError(`registering server ${id} failed: ${response.status} ${(await response.text()).slice(0, 300)}`)
+      throw new StackError(`${what} failed: ${response.status} ${(await response.text()).slice(0, 300)}`)
     }
+    return (await response.json()) as { agentRedis: { username: string; password?: string } }
   }
-  await put(String(c.devVmid), { vmid: c.devVmid, ownerId: c.owner, kind: "dev", host: "127.0.0.1", idePort, agentPort: c.devAgentPort })
-  await put(String(c.gameVmid), { vmid: c.gameVmid, ownerId: c.owner, kind: "game", host: "127.0.0.1", idePort, agentPort: c.gameAgentPort })
+  const users = new Map<number, AgentRedisUser>()
+  const put = async (vmid: number, body: Record<string, unknown>) => {
+    const id = String(vmid)
+    let { agentRedis } = await call("PUT", `/api/admin/servers/${id}`, `registering server ${id}`, body)
+    if (agentRedis.password === undefined) ({ agentRedis } = await call("POST", `/api/admin/servers/${id}/agent-redis/rotate`, `a Redis password for server ${id}`))
+    users.set(vmid, { username: agentRedis.username, password: agentRedis.password! })
+  }
+  await put(c.devVmid, { vmid: c.devVmid, ownerId: c.owner, kind: "dev", host: "127.0.0.1", idePort, agentPort: c.devAgentPort })
+  await put(c.gameVmid, { vmid: c.gameVmid, ownerId: c.owner, kind: "game", host: "127.0.0.1", idePort, agentPort: c.gameAgentPort })
+  return users
 }
 
 interface StatusLike {
@@ -444,19 +474,21 @@ const main = async () => {
         return undefined
       }
     )
+  // Registered first: each agent starts with its own Redis user (the password from the registration).
+  const adminToken = await mintUserToken(cfg.secrets.authJwt, { sub: "dev-stack-admin", role: "admin", ttlSeconds: 3600 })
+  const redisUsers = await registerServers(cfg, idePort, adminToken)
   const [dev, game] = await Promise.all([
     optionalAgent({
       vmid: cfg.devVmid,
       port: cfg.devAgentPort,
-      extraEnv: { AGENT_WORKLOAD: "dev", CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
+      extraEnv: { AGENT_WORKLOAD: "dev", CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" },
+      redis: redisUsers.get(cfg.devVmid)!
     }),
-    optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv })
+    optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv, redis: redisUsers.get(cfg.gameVmid)! })
   ])
 
-  const adminToken = await mintUserToken(cfg.secrets.authJwt, { sub: "dev-stack-admin", role: "admin", ttlSeconds: 3600 })
-  await registerServers(cfg, idePort, adminToken)
   const demoToken = await mintUserToken(cfg.secrets.authJwt, { sub: cfg.owner, ttlSeconds: 12 * 3600 })
-  say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game)`)
+  say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game), each agent with its own Redis user`)
   console.log("")
   console.log(`  portal      ${cfg.publicOrigin}/portal/`)
   console.log(`  IDE         ${cfg.ideOriginTemplate === "" ? `${cfg.publicOrigin}/api/dev/${cfg.devVmid}/ide/ (path mode)` : `${cfg.ideOriginTemplate.replace("{id}", String(cfg.devVmid))}/ (its own origin; open it from the portal)`}`)

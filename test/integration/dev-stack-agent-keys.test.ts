@@ -4,6 +4,7 @@
  * /proc/<pid>/environ of the real processes, since that is what root in a container could read.
  */
 import { readFileSync } from "node:fs"
+import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
 
@@ -52,5 +53,25 @@ describe("dev stack: agent-call keys", () => {
     }
     // The stack's own calls to its agents worked (it signs like the API): both agents came up.
     expect(s.output()).toMatch(/zlh-dev: ready in/)
+  })
+
+  it("each agent connects to Redis as its own ACL user (issued by the registration), never with the API's rights", async () => {
+    const s = stack!
+    const agents = processesMentioning(process.cwd())
+      .filter((p) => / (\S*\/)?agent\/main\.ts$/.test(p.cmdline))
+      .map((p) => ({ ...p, env: environOf(p.pid) }))
+      .filter((p) => [String(s.ports.devAgent), String(s.ports.gameAgent)].includes(p.env.get("AGENT_PORT") ?? ""))
+    expect(agents.map((a) => a.env.get("REDIS_USERNAME")).sort()).toEqual(agents.map((a) => `zlh-agent-${a.env.get("AGENT_VMID")}`).sort())
+    for (const a of agents) expect(a.env.get("REDIS_PASSWORD")).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    const redis = new Redis({ host: "127.0.0.1", port: s.ports.redis, lazyConnect: true, maxRetriesPerRequest: 1 })
+    try {
+      await redis.connect()
+      const clients = String(await redis.call("CLIENT", "LIST"))
+      for (const a of agents) expect(clients).toContain(`user=zlh-agent-${a.env.get("AGENT_VMID")} `)
+      // Their status arrives through those users.
+      for (const a of agents) expect(await redis.get(`agent:${a.env.get("AGENT_VMID")}`)).not.toBeNull()
+    } finally {
+      redis.disconnect()
+    }
   })
 })

@@ -4,7 +4,8 @@
  * registration), reads and writes of `server:*`, `agent:<B>`, `ide:*`, `rl:*`, publishes on other channels
  * and every administrative command get NOPERM; A's own status still works end to end (a real agent process
  * publishing through its user, seen by the API's status and events routes). On the shared Redis and on a
- * real Redis Cluster (3 masters + 3 replicas, the user on every node). Rotation: the old password is
+ * real Redis Cluster (3 masters + 3 replicas, the user on every node) and a Sentinel set (master and
+ * replica). Rotation: the old password is
  * refused and its connections closed, the new one works. Removal: the user is gone from every node. No
  * answer but the one that issues a password carries it, and none carries its hash. The CLI does the same
  * (server add --env-out, redis-acl rotate / sync, server rm).
@@ -26,7 +27,7 @@ import { createRedisClient, type RedisTopology } from "../../wire/redis-topology
 import { agentEnv, makeAgentTree, NODE_BIN, repoRoot, startAgent, testVmid, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
 import { bearer, deletePrefix, eventually, makeDeps, mintUserToken, SHARED_REDIS_URL, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
-import { redisCommand, startRedisCluster, type RedisClusterSet } from "../support/redis-topologies.ts"
+import { redisCommand, SENTINEL_MASTER_NAME, startRedisCluster, startSentinelSet, type RedisClusterSet, type SentinelSet } from "../support/redis-topologies.ts"
 
 const run = promisify(execFile)
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex")
@@ -415,6 +416,17 @@ scenario("Redis Cluster (3 masters + 3 replicas)", async () => {
     keys: makeRedisKeys(),
     env: { REDIS_CLUSTER_NODES: cluster.ports.map((p) => `127.0.0.1:${p}`).join(",") },
     stop: () => cluster.stop()
+  }
+})
+
+scenario("Redis Sentinel (1 master, 1 replica, 3 sentinels)", async () => {
+  const set: SentinelSet = await startSentinelSet()
+  return {
+    topology: set.topology,
+    ports: [set.masterPort, set.replicaPort],
+    keys: makeRedisKeys(),
+    env: { REDIS_SENTINELS: set.sentinelPorts.map((p) => `127.0.0.1:${p}`).join(","), REDIS_SENTINEL_MASTER: SENTINEL_MASTER_NAME },
+    stop: () => set.stop()
   }
 })
 
