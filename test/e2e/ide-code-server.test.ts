@@ -112,6 +112,8 @@ describe.each([
     if (redis !== undefined) {
       const leftover = await redis.keys(`${prefix}*`)
       if (leftover.length > 0) await redis.del(...leftover)
+      // The registration created the agent's Redis user (docs/contracts.md "Agent Redis users").
+      await redis.call("ACL", "DELUSER", keys.agentAclUser(VMID))
       redis.disconnect()
     }
     await deps?.pubsub.close()
