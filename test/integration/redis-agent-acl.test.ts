@@ -217,8 +217,12 @@ const scenario = (name: string, setUp: () => Promise<Setup>) =>
         body: JSON.stringify({ vmid, ownerId: "owner-a", kind: "game", host: "127.0.0.1", agentPort })
       })
       expect(res.status).toBe(201)
-      const body = (await res.json()) as { agentRedis: AgentRedis }
+      const text = await res.text()
+      const body = JSON.parse(text) as { agentRedis: AgentRedis }
       expect(body.agentRedis.username).toBe(s.keys.agentAclUser(vmid))
+      // The password once, its hash never.
+      expect(text).not.toContain(sha256(body.agentRedis.password ?? ""))
+      expect(text).not.toContain(AGENT_REDIS_HASH_FIELD)
       expect(body.agentRedis.password).toMatch(/^[A-Za-z0-9_-]{43}$/)
       // Every data node (one Redis: it, and any replica it has connected right now).
       expect(body.agentRedis.appliedNodes).toEqual(expect.arrayContaining(s.ports.map((p) => `127.0.0.1:${p}`)))
@@ -428,6 +432,41 @@ scenario("Redis Sentinel (1 master, 1 replica, 3 sentinels)", async () => {
     env: { REDIS_SENTINELS: set.sentinelPorts.map((p) => `127.0.0.1:${p}`).join(","), REDIS_SENTINEL_MASTER: SENTINEL_MASTER_NAME },
     stop: () => set.stop()
   }
+})
+
+describe("a Redis node that refuses the ACL change", () => {
+  const prefix = testPrefix()
+  const keys = makeRedisKeys(prefix)
+  const apiUser = `${prefix.replace(/[^A-Za-z0-9_-]/g, "-")}api-without-acl`
+  let d: TestDeps | undefined
+
+  afterAll(async () => {
+    await d?.closeClients()
+    await redisCommand(6379, "ACL", "DELUSER", apiUser)
+    await deletePrefix(prefix)
+  })
+
+  it("registration answers 503 agent_redis_acl_failed naming the node, and writes nothing", async () => {
+    // An API whose own Redis user may do everything but ACL.
+    await redisCommand(6379, "ACL", "SETUSER", apiUser, "reset", "on", ">api-pass", "~*", "&*", "+@all", "-acl")
+    d = await makeDeps({ keys, config: testConfig({ redis: { kind: "single", url: SHARED_REDIS_URL, username: apiUser, password: "api-pass", waitReplicas: 0 } }) })
+    const app = createApp(d)
+    const admin = bearer(await mintUserToken(userSecretOf(d.config), { sub: "root", role: "admin" }))
+    const vmid = testVmid()
+    const res = await app.request("/api/admin/servers/refused", {
+      method: "PUT",
+      headers: { ...admin, "content-type": "application/json" },
+      body: JSON.stringify({ vmid, ownerId: "o", kind: "game", host: "127.0.0.1" })
+    })
+    expect(res.status).toBe(503)
+    expect(res.headers.get("retry-after")).toBe("5")
+    const { error } = (await res.json()) as { error: { code: string; message: string } }
+    expect(error.code).toBe("agent_redis_acl_failed")
+    expect(error.message).toContain("127.0.0.1:6379")
+    expect(error.message).toMatch(/NOPERM/)
+    expect(await redisCommand(6379, "EXISTS", keys.server("refused"))).toBe(0)
+    expect(await redisCommand(6379, "ACL", "GETUSER", keys.agentAclUser(vmid))).toBeNull()
+  })
 })
 
 describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", () => {
