@@ -35,6 +35,16 @@ describe("parseRedisTopology", () => {
     })
   })
 
+  it("one Redis with REDIS_USERNAME / REDIS_PASSWORD (an agent's own user); credentials in the URL and the variables at once are refused", () => {
+    expect(parseRedisTopology({ REDIS_URL: "redis://10.0.0.2:6379", REDIS_USERNAME: "zlh-agent-100", REDIS_PASSWORD: "pw" })).toEqual({
+      problems: [],
+      topology: { kind: "single", url: "redis://10.0.0.2:6379", username: "zlh-agent-100", password: "pw", waitReplicas: 0 }
+    })
+    expect(parseRedisTopology({ REDIS_URL: "redis://u:p@10.0.0.2:6379", REDIS_USERNAME: "zlh-agent-100", REDIS_PASSWORD: "pw" }).problems).toEqual([
+      "REDIS_URL and REDIS_USERNAME/REDIS_PASSWORD: give the credentials in one place, not both"
+    ])
+  })
+
   it("names every problem", () => {
     expect(parseRedisTopology({ REDIS_SENTINELS: "a:1,nope", REDIS_CLUSTER_NODES: "b:2", REDIS_WAIT_REPLICAS: "x" }).problems).toEqual([
       "REDIS_WAIT_REPLICAS: must be an integer from 0 to 99",
