@@ -127,12 +127,17 @@ describe("IDE data path", () => {
   })
 
   it("relays chunked and Content-Length downloads byte-exact to slow readers, six at once", async () => {
+    // Its own server with the production idle timeout: this suite's 700 ms one (for the timeout tests
+    // below) can expire on a busy 2-core machine while six relays share one event loop.
+    const relay = await startIdeTestApi()
+    await relay.register("100", { vmid: 100, port: upstream.port })
+    const relayCookie = await exchangeForCookie(relay, "100", await mintIdeToken(relay, 100))
     const downloads = [0, 1, 2, 3, 4, 5].map(
       (seed) =>
         new Promise<{ seed: number; total: number; hash: string }>((resolve, reject) => {
           const total = (12 + seed) * MiB + seed * 1013
           const path = `/api/dev/100/ide/pattern?bytes=${total}&seed=${seed}&maxWrite=${seed % 2 === 0 ? 70_000 : 3_000}${seed < 3 ? "&length=1" : ""}`
-          httpRequest({ host: "127.0.0.1", port: api.port, path, headers: { cookie }, agent: false }, (res) => {
+          httpRequest({ host: "127.0.0.1", port: relay.port, path, headers: { cookie: relayCookie }, agent: false }, (res) => {
             expect(res.statusCode).toBe(200)
             expect(res.headers["transfer-encoding"]).toBe(seed < 3 ? undefined : "chunked")
             const parts: Array<Buffer> = []
@@ -156,7 +161,11 @@ describe("IDE data path", () => {
             .end()
         })
     )
-    for (const d of await Promise.all(downloads)) expect(d.hash).toBe(sha256(patternBytes(d.seed, 0, d.total)))
+    try {
+      for (const d of await Promise.all(downloads)) expect(d.hash).toBe(sha256(patternBytes(d.seed, 0, d.total)))
+    } finally {
+      await relay.close()
+    }
   })
 
   it("relays a chunked upload byte-exact and answers pipelined requests in order", async () => {
