@@ -15,9 +15,9 @@ import {
  * the last `ringSize` events and offered to every open viewer.
  *
  * Nothing here ever waits: publishing is synchronous and O(viewers). Each viewer has a bounded queue of
- * `viewerQueue` messages; a viewer whose connection does not take them fast enough (its HTTP response is
- * not draining) has the events that do not fit counted instead of queued, and once it has room again it
- * gets one `dropped` message naming the missed range and continues with the live events. The game's
+ * the newest `viewerQueue` messages; a viewer whose connection does not take them fast enough (its HTTP
+ * response is not draining) loses the oldest queued ones instead (counted), and when it reads again it
+ * gets one `dropped` message naming the missed range, then the newest events, then the live ones. The game's
  * output is a log file the agent tails (node-launcher.ts), so neither a slow viewer nor a slow agent can
  * ever block the game's writes.
  */
@@ -34,9 +34,20 @@ const sse = (id: string | null, event: string, data: unknown) =>
 
 export const droppedMessage = (d: ConsoleDropped): string => sse(null, "dropped", d)
 
-/** One open console stream. `take` hands over everything queued; `onReady` fires when something arrives. */
+/**
+ * One open console stream. `take` hands over everything queued; `onReady` fires when something arrives.
+ *
+ * The queue keeps the newest `capacity` events: when it is full the oldest queued event goes (counted), so a
+ * viewer that stalls and reads again gets one `dropped` marker for the gap and then the latest output (the
+ * crash trace or the `Done` line printed while it stalled), never stale lines with the newest missing.
+ * Events are offered in sequence order, so the dropped ones are always one contiguous range that ends
+ * right before the first event still queued: the marker goes in front of the queue.
+ */
 export class ConsoleViewer {
-  private queue: Array<string> = []
+  private readonly seqs: Array<number>
+  private readonly messages: Array<string | undefined>
+  private head = 0
+  private size = 0
   private pendingDrop: { count: number; fromSeq: number; toSeq: number } | null = null
   private wake: (() => void) | undefined
   closed = false
@@ -46,28 +57,33 @@ export class ConsoleViewer {
   readonly capacity: number
 
   constructor(capacity: number) {
-    this.capacity = capacity
+    this.capacity = Math.max(1, capacity)
+    this.seqs = new Array<number>(this.capacity).fill(0)
+    this.messages = new Array<string | undefined>(this.capacity)
+  }
+
+  /** Events queued now (not yet taken). */
+  get queued(): number {
+    return this.size
   }
 
   offer(seq: number, message: string): void {
     if (this.closed) return
-    if (this.pendingDrop !== null) {
-      // one slot for the marker, one for the event
-      if (this.queue.length + 2 <= this.capacity) {
-        this.queue.push(droppedMessage({ ...this.pendingDrop, reason: "slow_viewer" }))
-        this.pendingDrop = null
-        this.queue.push(message)
-      } else {
-        this.pendingDrop.count++
-        this.pendingDrop.toSeq = seq
-        this.droppedTotal++
-      }
-    } else if (this.queue.length >= this.capacity) {
-      this.pendingDrop = { count: 1, fromSeq: seq, toSeq: seq }
+    if (this.size === this.capacity) {
+      // full: the oldest queued event makes room
+      const oldest = this.seqs[this.head]!
+      if (this.pendingDrop === null) this.pendingDrop = { count: 0, fromSeq: oldest, toSeq: oldest }
+      this.pendingDrop.count++
+      this.pendingDrop.toSeq = oldest
       this.droppedTotal++
-    } else {
-      this.queue.push(message)
+      this.messages[this.head] = undefined
+      this.head = (this.head + 1) % this.capacity
+      this.size--
     }
+    const at = (this.head + this.size) % this.capacity
+    this.seqs[at] = seq
+    this.messages[at] = message
+    this.size++
     const wake = this.wake
     if (wake !== undefined) {
       this.wake = undefined
@@ -75,16 +91,22 @@ export class ConsoleViewer {
     }
   }
 
-  /** Everything queued (and the drop marker after it, when events were dropped), as one chunk; "" when nothing is. */
+  /** The drop marker (when events were dropped) and everything queued, as one chunk; "" when nothing is. */
   take(): string {
-    if (this.queue.length === 0 && this.pendingDrop === null) return ""
-    const batch = this.queue
-    this.queue = []
+    if (this.size === 0 && this.pendingDrop === null) return ""
+    let out = ""
     if (this.pendingDrop !== null) {
-      batch.push(droppedMessage({ ...this.pendingDrop, reason: "slow_viewer" }))
+      out = droppedMessage({ ...this.pendingDrop, reason: "slow_viewer" })
       this.pendingDrop = null
     }
-    return batch.join("")
+    for (let i = 0; i < this.size; i++) {
+      const at = (this.head + i) % this.capacity
+      out += this.messages[at]!
+      this.messages[at] = undefined
+    }
+    this.head = 0
+    this.size = 0
+    return out
   }
 
   /** Calls `f` once at the next offer; returns the function that cancels it. */
@@ -99,7 +121,7 @@ export class ConsoleViewer {
 export interface ConsoleHubOptions {
   /** Events kept for new viewers and resumes (GAME_LOG_RING_SIZE). */
   readonly ringSize: number
-  /** Messages queued per viewer before it starts dropping (GAME_CONSOLE_VIEWER_QUEUE). */
+  /** Messages queued per viewer; past it the oldest queued go (GAME_CONSOLE_VIEWER_QUEUE). */
   readonly viewerQueue: number
   /** Open viewers at once (GAME_CONSOLE_MAX_VIEWERS). */
   readonly maxViewers: number

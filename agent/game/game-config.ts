@@ -45,7 +45,7 @@ export interface GameSettings {
   /** An exit this soon after start is flagged as a likely configuration or dependency problem. */
   readonly earlyExitWindow: Duration.Duration
   readonly logRingSize: number
-  /** Console messages queued per viewer before it starts dropping (GAME_CONSOLE_VIEWER_QUEUE, default 1000). */
+  /** Console messages queued per viewer; past it the oldest queued go (GAME_CONSOLE_VIEWER_QUEUE, default 1000). */
   readonly consoleViewerQueue?: number
   /** Console streams open at once (GAME_CONSOLE_MAX_VIEWERS, default 32). */
   readonly consoleMaxViewers?: number

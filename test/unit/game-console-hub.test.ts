@@ -56,7 +56,7 @@ describe("ConsoleHub", () => {
     expect(parse(c.head)[0]!.data.mode).toBe("tail")
   })
 
-  it("a viewer that does not take its messages gets a dropped marker, in order, and continues; others miss nothing", () => {
+  it("a viewer that does not take its messages gets a dropped marker for the oldest, then the newest, and continues; others miss nothing", () => {
     const h = hub({ viewerQueue: 10 })
     const slow = h.open({ tail: 0, acceptsCommands: true })!.viewer
     const fast = h.open({ tail: 0, acceptsCommands: true })!.viewer
@@ -65,12 +65,33 @@ describe("ConsoleHub", () => {
       h.publishLine(`l${i}`, "game")
       fastSeen.push(...parse(fast.take()).map((m) => m.data.text))
     }
-    expect(fastSeen).toHaveLength(100)
+    expect(fastSeen).toEqual(Array.from({ length: 100 }, (_, i) => `l${i + 1}`))
+    expect(slow.queued).toBe(10)
+    expect(slow.droppedTotal).toBe(90)
+    // the marker first (the gap comes before what is still queued), then the newest 10 in order
     const first = parse(slow.take())
-    expect(first.slice(0, 10).map((m) => m.data.text)).toEqual(Array.from({ length: 10 }, (_, i) => `l${i + 1}`))
-    expect(first[10]).toMatchObject({ event: "dropped", data: { count: 90, fromSeq: 11, toSeq: 100, reason: "slow_viewer" } })
+    expect(first[0]).toMatchObject({ event: "dropped", data: { count: 90, fromSeq: 1, toSeq: 90, reason: "slow_viewer" } })
+    expect(first.slice(1).map((m) => m.data.text)).toEqual(Array.from({ length: 10 }, (_, i) => `l${i + 91}`))
+    expect(slow.take()).toBe("")
     h.publishLine("after", "game")
     expect(parse(slow.take()).map((m) => m.data.text)).toEqual(["after"])
+  })
+
+  it("a viewer that took some, stalled and took again: one marker per gap, the seqs account for every event", () => {
+    const h = hub({ viewerQueue: 3 })
+    const v = h.open({ tail: 0, acceptsCommands: true })!.viewer
+    const seen: Array<ReturnType<typeof parse>[number]> = []
+    let woke = 0
+    v.onReady(() => woke++)
+    for (let i = 1; i <= 2; i++) h.publishLine(`a${i}`, "game")
+    expect(woke).toBe(1)
+    seen.push(...parse(v.take()))
+    for (let i = 1; i <= 8; i++) h.publishLine(`b${i}`, "game")
+    seen.push(...parse(v.take()))
+    h.publishState("running")
+    seen.push(...parse(v.take()))
+    expect(seen.map((m) => m.event === "dropped" ? `dropped ${m.data.fromSeq}-${m.data.toSeq}` : m.data.text ?? m.data.state))
+      .toEqual(["a1", "a2", "dropped 3-7", "b6", "b7", "b8", "running"])
   })
 
   it("a resume older than the ring says how much is gone; the ring and viewers are bounded", () => {
