@@ -5,7 +5,10 @@
 // - the IDE token is fetched on click and handed over in a form POST into a new tab without opener
 //   (see openIde); it never enters any URL, history or console, and the IDE tab cannot reach this page;
 // - live state comes from `GET /api/servers/:id/events` (server-sent events read with fetch so the
-//   bearer stays in a header); when the stream is unavailable the page polls `/status` instead.
+//   bearer stays in a header); when the stream is unavailable the page polls `/status` instead;
+// - a game server's console (`GET /api/servers/:id/console`, SSE read the same way) is opened only while
+//   its pane is open (a browser holds ~6 connections per origin); its lines are game output, hostile by
+//   definition, so they go into the page as text nodes only, never as HTML.
 
 const TOKEN_KEY = "zlh.portal.userToken"
 const POLL_MS = 10_000
@@ -15,7 +18,8 @@ const $ = (selector, root = document) => root.querySelector(selector)
 
 const state = {
   token: null,
-  servers: new Map(), // id -> { record, status, card, stream }
+  servers: new Map(), // id -> { record, status, card, stream, poll, console }
+  consoleHistory: new Map(), // server id -> commands typed (kept across Refresh)
   devStack: null
 }
 
@@ -122,6 +126,7 @@ function signOut(reason) {
   state.token = null
   for (const entry of state.servers.values()) stopLive(entry)
   state.servers.clear()
+  state.consoleHistory.clear()
   $("#servers").replaceChildren()
   $("#signin").hidden = false
   $("#account").hidden = true
@@ -175,8 +180,9 @@ const loadServers = async () => {
   for (const record of list) {
     const card = buildCard(record)
     container.append(card)
-    const entry = { record, status: record.status ?? null, card, stream: null, poll: null }
+    const entry = { record, status: record.status ?? null, card, stream: null, poll: null, console: null }
     state.servers.set(record.id, entry)
+    if (record.kind === "game") setUpConsole(entry)
     render(entry)
     void refreshStatus(entry)
     startLive(entry)
@@ -358,6 +364,7 @@ function stopLive(entry) {
   entry.stream = null
   if (entry.poll) clearInterval(entry.poll)
   entry.poll = null
+  if (entry.console) closeConsole(entry.console)
 }
 
 const applyEvent = (entry, data) => {
@@ -418,6 +425,226 @@ const readEvents = async (entry, signal) => {
     await new Promise((resolve) => setTimeout(resolve, delay))
     delay = Math.min(delay * 2, 15_000)
     void refreshStatus(entry)
+  }
+}
+
+// ---------- live console ----------
+//
+// `GET /api/servers/:id/console` (docs/contracts.md "Console"): `hello`, then the last CONSOLE_TAIL
+// events, then live `line` / `state` events, `dropped` when this connection fell behind. Every numbered
+// event has an SSE id; after a network drop the pane reconnects with `Last-Event-ID` and gets exactly what
+// it missed (or, when the agent restarted meanwhile, a fresh tail). Commands go to `POST …/console`.
+
+const CONSOLE_TAIL = 200
+/** Lines kept in a pane; older ones leave the page (the agent keeps its own ring). */
+const CONSOLE_MAX_LINES = 2000
+const CONSOLE_HISTORY_MAX = 100
+
+const setUpConsole = (entry) => {
+  const pane = $(".console", entry.card)
+  pane.hidden = false
+  const history = state.consoleHistory.get(entry.record.id) ?? []
+  state.consoleHistory.set(entry.record.id, history)
+  const c = {
+    id: entry.record.id,
+    pane,
+    log: $(".console-log", pane),
+    status: $(".console-status", pane),
+    jump: $(".console-jump", pane),
+    input: $(".console-input", pane),
+    controller: null,
+    lastId: null,
+    follow: true,
+    history,
+    at: history.length,
+    draft: ""
+  }
+  entry.console = c
+  pane.addEventListener("toggle", () => {
+    if (pane.open) openConsole(c)
+    else closeConsole(c)
+  })
+  // Auto-scroll while the user is at the bottom; scrolling up stops it, scrolling back down resumes it.
+  c.log.addEventListener("scroll", () => setFollow(c, c.log.scrollTop + c.log.clientHeight >= c.log.scrollHeight - 8))
+  c.jump.addEventListener("click", () => {
+    setFollow(c, true)
+    c.log.scrollTop = c.log.scrollHeight
+  })
+  $(".console-form", pane).addEventListener("submit", (event) => {
+    event.preventDefault()
+    void sendCommand(c)
+  })
+  c.input.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowUp") {
+      if (c.at === 0) return
+      if (c.at === c.history.length) c.draft = c.input.value
+      c.at--
+    } else if (event.key === "ArrowDown") {
+      if (c.at >= c.history.length) return
+      c.at++
+    } else {
+      return
+    }
+    event.preventDefault()
+    c.input.value = c.at === c.history.length ? c.draft : c.history[c.at]
+    c.input.setSelectionRange(c.input.value.length, c.input.value.length)
+  })
+}
+
+const setFollow = (c, follow) => {
+  c.follow = follow
+  c.log.dataset.follow = String(follow)
+  c.jump.hidden = follow
+}
+
+const consoleStatus = (c, text, live) => {
+  c.status.textContent = text === "" ? "" : `· ${text}`
+  c.pane.dataset.live = live
+}
+
+const openConsole = (c) => {
+  if (c.controller !== null) return
+  c.controller = new AbortController()
+  void readConsole(c, c.controller.signal)
+}
+
+function closeConsole(c) {
+  if (c.controller !== null) c.controller.abort()
+  c.controller = null
+  consoleStatus(c, "", "closed")
+}
+
+/** A console row: always a text node (game output may contain anything, including markup). */
+const consoleRow = (text, className, attrs) => {
+  const row = document.createElement("div")
+  row.className = className
+  for (const [k, v] of Object.entries(attrs)) row.dataset[k] = v
+  row.textContent = text
+  return row
+}
+
+/** Appends rows in one go, keeps at most CONSOLE_MAX_LINES, and follows the newest when following. */
+const appendRows = (c, rows) => {
+  if (rows.length === 0) return
+  c.log.append(...rows)
+  const excess = c.log.childElementCount - CONSOLE_MAX_LINES
+  for (let i = 0; i < excess; i++) c.log.firstElementChild.remove()
+  if (c.follow) c.log.scrollTop = c.log.scrollHeight
+}
+
+const consoleNote = (c, text, kind) => appendRows(c, [consoleRow(text, "console-note", { kind })])
+
+const droppedText = (d) =>
+  d.reason === "resume_gap"
+    ? `… ${d.count} event(s) missed while disconnected are no longer kept by the server …`
+    : `… ${d.count} line(s) dropped: this connection fell behind …`
+
+/** The rows for one SSE message (and what it changes in `c`). */
+const consoleEvent = (c, id, event, data, rows) => {
+  let d
+  try {
+    d = JSON.parse(data)
+  } catch {
+    return
+  }
+  if (event === "hello") {
+    // A tail (first connect, or the agent restarted since our last id) replaces what the pane shows.
+    if (d.mode !== "resume") {
+      c.log.replaceChildren()
+      rows.length = 0
+      if (c.lastId !== null) rows.push(consoleRow("(the server's agent restarted: showing its last lines)", "console-note", { kind: "info" }))
+    }
+    c.pane.dataset.acceptsCommands = String(Boolean(d.acceptsCommands))
+    c.pane.dataset.state = String(d.state)
+    return
+  }
+  if (id !== undefined) c.lastId = id
+  if (event === "line") {
+    rows.push(consoleRow(String(d.text), "console-line", { source: d.source === "agent" ? "agent" : "game", seq: String(d.seq) }))
+  } else if (event === "state") {
+    c.pane.dataset.state = String(d.state)
+    rows.push(consoleRow(`— server ${d.state} —`, "console-note", { kind: "state", seq: String(d.seq) }))
+  } else if (event === "dropped") {
+    rows.push(consoleRow(droppedText(d), "console-note", { kind: "dropped" }))
+  }
+}
+
+const readConsole = async (c, signal) => {
+  let delay = 1000
+  while (!signal.aborted && state.token !== null) {
+    consoleStatus(c, c.lastId === null ? "connecting…" : "reconnecting…", "connecting")
+    try {
+      const headers = { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" }
+      if (c.lastId !== null) headers["Last-Event-ID"] = c.lastId
+      const response = await fetch(`/api/servers/${encodeURIComponent(c.id)}/console?tail=${CONSOLE_TAIL}`, { headers, cache: "no-store", signal })
+      if (!response.ok || response.body === null) {
+        let error = { code: `http_${response.status}`, message: `the API answered ${response.status}` }
+        try {
+          error = (await response.json()).error ?? error
+        } catch {
+          // not JSON
+        }
+        if (response.status === 401) {
+          signOut(`Signed out: ${error.message}`)
+          return
+        }
+        consoleNote(c, `Console unavailable: ${error.message} (${error.code})`, "error")
+        // Not allowed, not a game server, no such server: retrying will not help.
+        if ([400, 403, 404, 409].includes(response.status)) {
+          consoleStatus(c, "unavailable", "unavailable")
+          c.controller = null
+          return
+        }
+      } else {
+        delay = 1000
+        consoleStatus(c, "live", "live")
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()
+        let buffer = ""
+        for (;;) {
+          const { value, done } = await reader.read()
+          if (done) break
+          buffer += value.replace(/\r\n/g, "\n")
+          const rows = []
+          let cut
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, cut)
+            buffer = buffer.slice(cut + 2)
+            let id
+            let event = "message"
+            const data = []
+            for (const line of block.split("\n")) {
+              if (line.startsWith("id:")) id = line.slice(3).trim()
+              else if (line.startsWith("event:")) event = line.slice(6).trim()
+              else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""))
+            }
+            if (data.length > 0) consoleEvent(c, id, event, data.join("\n"), rows)
+          }
+          appendRows(c, rows)
+        }
+      }
+    } catch {
+      if (signal.aborted) return
+    }
+    if (signal.aborted) return
+    consoleStatus(c, "reconnecting…", "reconnecting")
+    await new Promise((resolve) => setTimeout(resolve, delay))
+    delay = Math.min(delay * 2, 15_000)
+  }
+}
+
+const sendCommand = async (c) => {
+  const command = c.input.value
+  if (command.trim() === "") return
+  if (c.history.at(-1) !== command) c.history.push(command)
+  if (c.history.length > CONSOLE_HISTORY_MAX) c.history.splice(0, c.history.length - CONSOLE_HISTORY_MAX)
+  c.at = c.history.length
+  c.draft = ""
+  c.input.value = ""
+  try {
+    await api("POST", `/api/servers/${encodeURIComponent(c.id)}/console`, { command })
+  } catch (e) {
+    consoleNote(c, `Command not sent: ${describeError(e)}`, "error")
+    if (c.input.value === "") c.input.value = command
   }
 }
 
