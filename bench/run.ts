@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --rounds N] [-- --only small,asset,stream,ws1,ws64,wsbig,idle,ide]
+ * `npm run bench [-- --quick] [-- --rounds N] [-- --only small,asset,stream,ws1,ws64,wsbig,idle,ide,console]
  *                 [-- --no-ide] [-- --idle N] [-- --seconds S] [-- --ws-ms MS] [-- --profile]`
  *
  * The IDE proxy side by side with direct access and with a plain Node proxy, in one interleaved run:
@@ -12,6 +12,9 @@
  * exchange) and the baseline (bench/baseline-proxy.ts) are pinned to CPU 0; the load generators (wrk -t1,
  * bench/ws-client.ts, Chromium) to CPU 1. Proxy CPU is read from /proc/<pid>/stat, RSS from
  * /proc/<pid>/status. Results: bench/results/bench-<time>.json.
+ *
+ * Then the live game console (bench/console.ts): lines/s from a game through the API to 10 viewers, and
+ * the game's own output rate with 0 and with 10 viewers.
  */
 import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -32,6 +35,7 @@ import {
   type ApiInfo,
   type Child
 } from "./lib.ts"
+import { runConsoleBench } from "./console.ts"
 
 // ---------------------------------------------------------------- options
 
@@ -342,8 +346,21 @@ const fmt = (x: number | undefined): string => {
 const ratio = (a: number | undefined, b: number | undefined): string =>
   a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? "—" : `${(a / b).toFixed(2)}×`
 
+const consoleOptions = () => ({ rounds: opts.rounds, lines: Number(value("--console-lines") ?? (quick ? 20_000 : 100_000)), viewers: 10, log })
+const wantConsole = opts.only === undefined || opts.only.includes("console")
+
 const main = async () => {
   const started = Date.now()
+  if (opts.only !== undefined && opts.only.every((k) => k === "console")) {
+    const c = await runConsoleBench(consoleOptions())
+    console.log(c.lines.join("\n"))
+    const resultsDir = join(ROOT, "bench", "results")
+    mkdirSync(resultsDir, { recursive: true })
+    const file = join(resultsDir, `bench-console-${new Date(started).toISOString().replace(/[:.]/g, "-")}${quick ? "-quick" : ""}.json`)
+    writeFileSync(file, JSON.stringify({ startedAt: new Date(started).toISOString(), options: opts, console: c.result }, null, 2))
+    console.log(`results: ${file}`)
+    return
+  }
   log(`zlh-dev proxy benchmark${quick ? " (--quick)" : ""}: ${opts.rounds} interleaved round(s), direct / api / baseline / floor`)
   log(
     pinned
@@ -418,6 +435,16 @@ const main = async () => {
   }
   await stopAll()
 
+  // The console benchmark, with the proxies gone (its own agent, API and viewers).
+  let consoleBench: Awaited<ReturnType<typeof runConsoleBench>> | undefined
+  if (wantConsole) {
+    try {
+      consoleBench = await runConsoleBench(consoleOptions())
+    } catch (e) {
+      log(`  console benchmark failed: ${(e as Error).message.split("\n")[0]}`)
+    }
+  }
+
   // ---- medians, table, JSON
   const medians: Record<string, Record<TargetName, Metrics>> = {}
   for (const s of scenarios) {
@@ -470,6 +497,7 @@ const main = async () => {
     lines.push(`  loads: direct ${ide.direct.map(Math.round).join(", ") || "—"}; api ${ide.api.map(Math.round).join(", ") || "—"}; baseline ${ide.baseline.map(Math.round).join(", ") || "—"}`)
     if (ide.errors.length > 0) lines.push(`  failed loads: ${ide.errors.join("; ")}`)
   }
+  if (consoleBench !== undefined) lines.push(...consoleBench.lines)
   const elapsed = (Date.now() - started) / 1000
   lines.push("")
   lines.push(`total ${elapsed.toFixed(0)} s`)
@@ -490,7 +518,8 @@ const main = async () => {
         medians,
         raw,
         rss: { start: rssStart, peak: rssPeak, end: rssEnd },
-        ide
+        ide,
+        console: consoleBench?.result
       },
       null,
       2
