@@ -172,34 +172,48 @@ export const dataNodes = async (redis: RedisClient, topology: RedisTopology): Pr
     return { live, down }
   }
   if (topology.kind === "sentinel") {
-    let lastError: unknown
-    for (const sentinel of topology.sentinels) {
-      try {
-        return await onNode({ kind: "single", url: "redis://x", waitReplicas: 0 }, sentinel, async (conn) => {
-          if (topology.sentinelPassword !== undefined) await conn.auth(topology.sentinelPassword)
-          const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
-          if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
-          const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
-          const live: Array<RedisNode> = [{ host: master[0], port: Number(master[1]) }]
-          const down: Array<string> = []
-          for (const r of replicas) {
-            const node = { host: r["ip"] ?? "", port: Number(r["port"]) }
-            if (/s_down|o_down|disconnected/.test(r["flags"] ?? "")) down.push(addr(node))
-            else live.push(node)
-          }
-          return { live, down }
-        })
-      } catch (e) {
-        lastError = e
-      }
-    }
-    throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
+    const known = await sentinelView(topology)
+    // Sentinels learn a replica from the master's INFO (every 10 s): one that just connected is only in
+    // the master's own ROLE. Both lists together.
+    const seen = new Set([...known.live.map(addr), ...known.down])
+    const connected = await onNode(topology, known.live[0]!, async (conn) => replicasOf(await conn.call("ROLE")))
+    return { live: [...known.live, ...connected.filter((n) => !seen.has(addr(n)))], down: known.down }
   }
   const u = new URL(topology.url)
   const self = { host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || "6379") }
-  const role = (await redis.call("ROLE")) as [string, unknown, Array<[string, string, string]>?]
-  const replicas = role[0] === "master" && Array.isArray(role[2]) ? role[2].map(([host, port]) => ({ host, port: Number(port) })) : []
-  return { live: [self, ...replicas], down: [] }
+  return { live: [self, ...replicasOf(await redis.call("ROLE"))], down: [] }
+}
+
+/** The replicas a master lists in ROLE (none for a replica). */
+const replicasOf = (role: unknown): Array<RedisNode> => {
+  const r = role as [string, unknown, Array<[string, string, string]>?]
+  return r[0] === "master" && Array.isArray(r[2]) ? r[2].map(([host, port]) => ({ host, port: Number(port) })) : []
+}
+
+/** The master and replicas the first answering sentinel names. */
+const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
+  let lastError: unknown
+  for (const sentinel of topology.sentinels) {
+    try {
+      return await onNode({ kind: "single", url: "redis://x", waitReplicas: 0 }, sentinel, async (conn) => {
+        if (topology.sentinelPassword !== undefined) await conn.auth(topology.sentinelPassword)
+        const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
+        if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
+        const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
+        const live: Array<RedisNode> = [{ host: master[0], port: Number(master[1]) }]
+        const down: Array<string> = []
+        for (const r of replicas) {
+          const node = { host: r["ip"] ?? "", port: Number(r["port"]) }
+          if (/s_down|o_down|disconnected/.test(r["flags"] ?? "")) down.push(addr(node))
+          else live.push(node)
+        }
+        return { live, down }
+      })
+    } catch (e) {
+      lastError = e
+    }
+  }
+  throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
 }
 
 /** Runs `fn` on every live data node, in parallel; one node's failure does not stop the others. */

@@ -58,7 +58,10 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
         // and CLUSTER SLOTS only: no INFO / CLUSTER INFO ready check (ready = connected and authenticated),
         // no CLIENT SETINFO, no connection name.
         enableReadyCheck: false,
-        disableClientInfo: true
+        disableClientInfo: true,
+        // Without the ready check nothing confirms the node's role: a write that meets a demoted master
+        // (READONLY) reconnects, and Sentinel / the Cluster map name the new one (as the API does).
+        reconnectOnError: (err) => err.message.startsWith("READONLY")
       })
       // Without a listener ioredis would throw connection errors as unhandled 'error' events.
       client.on("error", () => {})
