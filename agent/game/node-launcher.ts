@@ -28,6 +28,12 @@ import { ensureServerOwner, unreachableAncestor } from "./server-owner.ts"
  */
 const LOG_ROTATE_BYTES = 16 * 1024 * 1024
 const TAIL_INTERVAL = "100 millis"
+/**
+ * Lines read from the game's log and not yet taken by the supervisor (console, structured log): past this
+ * the follower stops reading until there is room, so a game that prints faster than the agent can take
+ * costs the agent bounded memory; the game itself never waits (it writes a file), the lag stays on disk.
+ */
+const LINE_QUEUE = 10_000
 const ATTACH_POLL = "250 millis"
 
 const ensureFifo = (path: string) =>
@@ -44,7 +50,7 @@ const ensureFifo = (path: string) =>
  * Scoped: the follower fiber and its file handle end with the scope.
  */
 const followFile = Effect.fnUntraced(function*(path: string, offset: number, exited: Effect.Effect<boolean>) {
-  const queue = yield* Queue.unbounded<string, Cause.Done>()
+  const queue = yield* Queue.bounded<string, Cause.Done>(LINE_QUEUE)
   const fh = yield* Effect.acquireRelease(
     Effect.tryPromise(() => NodeFs.open(path, "r")),
     (h) => Effect.promise(() => h.close().catch(() => undefined))
