@@ -80,7 +80,7 @@ describe("the portal's console pane, in a real browser", () => {
   const prefix = testPrefix()
   const keys = makeRedisKeys(prefix)
   const vmid = testVmid()
-  const config = testConfig({ agentTokenPrivateKey: parseAgentPrivateKey(AGENT_PRIVATE_KEY), consoleCommandRateLimitPerMinute: 100 })
+  const config = testConfig({ agentTokenPrivateKey: parseAgentPrivateKey(AGENT_PRIVATE_KEY), consoleCommandRateLimitPerMinute: 1000 })
   let tree: AgentTree
   let agent: RunningAgent
   let deps: TestDeps
@@ -127,7 +127,12 @@ describe("the portal's console pane, in a real browser", () => {
       body: JSON.stringify({ action: "start" })
     })
     expect(start.status).toBe(202)
-    await eventually("the game taking commands", async () => ((await send("warm-up")) === 202 ? true : undefined), 60_000)
+    // every attempt counts against the user's command budget (1000 a minute here): a few per second
+    await eventually("the game taking commands", async () => {
+      if ((await send("warm-up")) === 202) return true
+      await new Promise((r) => setTimeout(r, 400))
+      return undefined
+    }, 60_000)
   }, 120_000)
 
   afterAll(async () => {
