@@ -5,16 +5,19 @@
  *
  * A real agent (agent/main.ts, its own process, LOG_LEVEL info as in production) supervises the console
  * fixture (test/fixtures/console-echo.mjs) as its game server; the real API (`startApiServer`, real Redis)
- * and the viewers (plain node:http SSE readers that count) run in this process. Each run:
- *   open V viewers (0 or 10) → `flood P` (a preload, so the console pipeline is busy) → 0.5 s later
- *   `flood M`, whose rate the game measures itself while the agent, the API and the viewers relay the
- *   preload → wait until the agent has read the last line and every viewer has seen it.
- * Per run: the game's own lines/s during `flood M`; the agent's lines/s from the game's log into the
- * console (send → the agent logged the last line); per viewer, lines/s delivered through the API (first
- * line → the last); dropped lines (`dropped` markers); the agent's CPU-s. Rounds alternate which of
+ * and the viewers (plain node:http SSE readers that count) run in this process; the agent's stdout and
+ * stderr go to a file (as to a journal), not through this process. Agent + game (the container) are pinned to
+ * CPU 0, this process to CPU 1 (taskset), as in production where the API runs elsewhere. Each run:
+ *   open V viewers (0 or 10) → `flood L/2` (a preload, so the console pipeline is busy) → from 0.5 s on,
+ *   5 × `flood L/5`, 250 ms apart, each timed by the game itself while the agent, the API and the
+ *   viewers relay → wait until the agent has read the last line and every viewer has seen it.
+ * Per run: the game's own lines/s (median of the 5 floods); the agent's lines/s from the game's log into
+ * the console (first send → the agent logged the last line); per viewer, lines/s delivered through the API
+ * (its first line → the last); dropped lines (`dropped` markers); the agent's CPU-s. Rounds alternate which of
  * 0 / 10 viewers goes first; medians. Ratios, no verdicts.
  */
-import { spawn, type ChildProcess } from "node:child_process"
+import { spawn, spawnSync, type ChildProcess } from "node:child_process"
+import { closeSync, openSync, readSync } from "node:fs"
 import { request } from "node:http"
 import { join } from "node:path"
 import { startApiServer, type ApiServer } from "../api/server.ts"
@@ -23,6 +26,9 @@ import { parseAgentPrivateKey } from "../wire/agent-keys.ts"
 import { AGENT_PRIVATE_KEY, agentEnv, makeAgentTree, freePort, NODE_BIN, testVmid } from "../test/support/agent-harness.ts"
 import { deletePrefix, makeDeps, mintUserToken, putRecord, testConfig, userSecretOf } from "../test/support/api-harness.ts"
 import { cpuSeconds, median, ROOT, sleep } from "./lib.ts"
+
+/** The game's rate is the median of this many floods, each timed by the game. */
+const MEASURED_FLOODS = 5
 
 export interface ConsoleBenchOptions {
   readonly rounds: number
@@ -91,29 +97,46 @@ const countingViewer = (port: number, token: string, doneText: () => string | un
     req.end()
   })
 
-const startAgentProcess = (env: Record<string, string>) => {
-  const child: ChildProcess = spawn(join(NODE_BIN, "node"), [join(ROOT, "agent", "main.ts")], { env, cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+/**
+ * The agent with its stdout and stderr in a file, as a service manager's journal takes them: the agent
+ * logs every game line (LOG_LEVEL info), and a pipe read by this busy process would throttle it.
+ */
+const startAgentProcess = (env: Record<string, string>, outputFile: string, cpu: string | undefined) => {
+  const fd = openSync(outputFile, "w")
+  const argv = [join(NODE_BIN, "node"), join(ROOT, "agent", "main.ts")]
+  // taskset execs the command: the pid is the agent's, and the game it starts inherits the CPU
+  const [cmd, args] = cpu === undefined ? [argv[0]!, argv.slice(1)] : ["taskset", ["-c", cpu, ...argv]]
+  const child: ChildProcess = spawn(cmd, args, { env, cwd: ROOT, stdio: ["ignore", fd, fd] })
+  closeSync(fd)
   const watchers = new Set<{ re: RegExp; done: (m: RegExpMatchArray) => void }>()
   let carry = ""
-  const scan = (b: Buffer) => {
-    const text = carry + b.toString("utf8")
-    const nl = text.lastIndexOf("\n")
-    carry = nl < 0 ? text.slice(-4096) : text.slice(nl + 1)
-    for (const w of [...watchers]) {
-      const m = w.re.exec(text)
-      if (m !== null) {
-        watchers.delete(w)
-        w.done(m)
+  let offset = 0
+  const buf = Buffer.alloc(1024 * 1024)
+  const reader = openSync(outputFile, "r")
+  const poll = setInterval(() => {
+    let n: number
+    while ((n = readSync(reader, buf, 0, buf.length, offset)) > 0) {
+      offset += n
+      if (watchers.size === 0) continue
+      const text = carry + buf.toString("utf8", 0, n)
+      const nl = text.lastIndexOf("\n")
+      carry = nl < 0 ? text.slice(-4096) : text.slice(nl + 1)
+      for (const w of [...watchers]) {
+        const m = w.re.exec(text)
+        if (m !== null) {
+          watchers.delete(w)
+          w.done(m)
+        }
       }
     }
-  }
-  child.stdout!.on("data", scan)
-  child.stderr!.on("data", scan)
+  }, 50)
   return {
     child,
     /** Resolves at the next output matching `re` (from now on). */
     next: (re: RegExp) => new Promise<RegExpMatchArray>((done) => void watchers.add({ re, done })),
     stop: async () => {
+      clearInterval(poll)
+      closeSync(reader)
       if (child.exitCode !== null || child.signalCode !== null) return
       const exited = new Promise<void>((r) => child.once("exit", () => r()))
       child.kill("SIGTERM")
@@ -125,6 +148,11 @@ const startAgentProcess = (env: Record<string, string>) => {
 
 export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: Array<string>; result: unknown }> => {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`))
+  // The container (agent + game) on CPU 0, the API and the viewers (this process) on CPU 1, as in
+  // production where the API runs elsewhere: what the game loses is what the console costs inside its container.
+  const cores = Number(spawnSync("nproc", { encoding: "utf8" }).stdout.trim())
+  const pinned = cores >= 2 && spawnSync("taskset", ["-apc", "1", String(process.pid)], { stdio: "ignore" }).status === 0
+  log(pinned ? "console: agent + game pinned to CPU 0, API + viewers (this process) to CPU 1" : "console: not pinned (fewer than 2 cores or no taskset)")
   const prefix = `bench:console:${Math.random().toString(36).slice(2)}:`
   const keys = makeRedisKeys(prefix)
   const vmid = testVmid()
@@ -139,7 +167,7 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
     GAME_READY_PATTERN: "ready: type a command",
     GAME_STOP_COMMAND: "stop",
     GAME_CRASH_ON_CLEAN_EXIT: "false"
-  }))
+  }), join(tree.base, "agent-output.log"), pinned ? "0" : undefined)
   const deps = await makeDeps({ config, keys })
   let api: ApiServer | undefined
   const runs: Array<RunResult> = []
@@ -160,22 +188,26 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
     let flood = 0
     const run = async (viewers: number): Promise<RunResult> => {
       const id = ++flood
-      const pre = Math.max(1, Math.round(o.lines / 5))
       let wanted: string | undefined
       const open = await Promise.all(Array.from({ length: viewers }, () => countingViewer(port, token, () => wanted)))
       await sleep(300)
-      // the fixture numbers floods by their size: make both sizes unique to this run
-      const preLines = pre + id
-      const measured = o.lines + id
-      wanted = `flood done ${measured} in`
-      const agentDone = agent.next(new RegExp(`flood done ${measured} in ([\\d.]+) ms \\((\\d+) lines/s\\)`))
+      // The fixture names a flood by its size: every size is unique to its run. The preload keeps the
+      // console busy; the measured floods (the game times each) go out while it relays.
+      const preLines = Math.max(1, Math.round(o.lines / 2)) + id
+      const sizes = Array.from({ length: MEASURED_FLOODS }, (_, k) => Math.max(1, Math.round(o.lines / MEASURED_FLOODS)) + id * 10 + k)
+      const last = sizes.at(-1)!
+      wanted = `flood done ${last} in`
+      const measuredDone = sizes.map((n) => agent.next(new RegExp(`flood done ${n} in ([\\d.]+) ms \\((\\d+) lines/s\\)`)))
       const cpu0 = cpuSeconds(agent.child.pid!)
       const t0 = performance.now()
       if ((await call("/api/servers/g1/console", { command: `flood ${preLines} 100` })) !== 202) throw new Error("flood refused")
       await sleep(500)
-      if ((await call("/api/servers/g1/console", { command: `flood ${measured} 100` })) !== 202) throw new Error("flood refused")
-      const m = await Promise.race([agentDone, sleep(300_000).then(() => null)])
-      if (m === null) throw new Error("the agent never logged the end of the flood")
+      for (const n of sizes) {
+        if ((await call("/api/servers/g1/console", { command: `flood ${n} 100` })) !== 202) throw new Error("flood refused")
+        await sleep(250)
+      }
+      const all = await Promise.race([Promise.all(measuredDone), sleep(300_000).then(() => null)])
+      if (all === null) throw new Error("the agent never logged the end of the floods")
       const tAgent = performance.now()
       const deadline = Date.now() + 300_000
       while (open.some((v) => v.doneAt === 0) && Date.now() < deadline) await sleep(50)
@@ -183,14 +215,14 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
       for (const v of open) v.close()
       const rates = open.map((v) => (v.doneAt > v.firstAt && v.firstAt > 0 ? v.lines / ((v.doneAt - v.firstAt) / 1000) : Number.NaN))
       const first = Math.min(...open.map((v) => v.firstAt))
-      const last = Math.max(...open.map((v) => v.doneAt))
+      const lastSeen = Math.max(...open.map((v) => v.doneAt))
       const r: RunResult = {
         viewers,
-        gameLinesPerSec: Number(m[2]),
-        agentLinesPerSec: (preLines + measured) / ((tAgent - t0) / 1000),
+        gameLinesPerSec: median(all.map((m) => Number(m[2]))),
+        agentLinesPerSec: (preLines + sizes.reduce((a, b) => a + b, 0)) / ((tAgent - t0) / 1000),
         agentCpuSeconds: agentCpu,
         viewerLinesPerSec: rates,
-        totalLinesPerSec: viewers === 0 ? Number.NaN : open.reduce((n, v) => n + v.lines, 0) / ((last - first) / 1000),
+        totalLinesPerSec: viewers === 0 ? Number.NaN : open.reduce((n, v) => n + v.lines, 0) / ((lastSeen - first) / 1000),
         dropped: open.map((v) => v.dropped),
         received: open.map((v) => v.lines)
       }
@@ -203,7 +235,7 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
     for (let round = 0; round < o.rounds; round++) {
       const order = round % 2 === 0 ? [0, o.viewers] : [o.viewers, 0]
       for (const v of order) {
-        log(`console round ${round + 1}/${o.rounds} · ${v} viewers · flood ${o.lines / 5} + ${o.lines} lines of 100 B`)
+        log(`console round ${round + 1}/${o.rounds} · ${v} viewers · flood ${o.lines / 2} + ${MEASURED_FLOODS} × ${o.lines / MEASURED_FLOODS} lines of 100 B`)
         runs.push(await run(v))
       }
     }
@@ -213,6 +245,7 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
     await deps.closeClients().catch(() => undefined)
     await deletePrefix(prefix).catch(() => undefined)
     tree.cleanup()
+    if (pinned) spawnSync("taskset", ["-apc", `0-${cores - 1}`, String(process.pid)], { stdio: "ignore" })
   }
 
   const of = (v: number) => runs.filter((r) => r.viewers === v)
@@ -232,13 +265,13 @@ export const runConsoleBench = async (o: ConsoleBenchOptions): Promise<{ lines: 
   const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : "—")
   const lines = [
     "",
-    `Live game console (bench/console.ts) · ${o.rounds} round(s), medians · flood ${o.lines / 5} + ${o.lines} lines of 100 B · real agent + console fixture, API and viewers in the bench process`,
-    `  the game's own output rate, lines/s (measured by the game while the console relays):  0 viewers ${fmt(game0)} · ${many} viewers ${fmt(gameN)} · ${ratio(gameN, game0)}`,
+    `Live game console (bench/console.ts) · ${o.rounds} round(s), medians · per run flood ${o.lines / 2} then ${MEASURED_FLOODS} × ${o.lines / MEASURED_FLOODS} lines of 100 B · real agent + console fixture (output to a file)${pinned ? ", pinned to CPU 0" : ""}, API and viewers in the bench process${pinned ? " (CPU 1)" : ""}`,
+    `  the game's own output rate, lines/s (timed by the game while the console relays):    0 viewers ${fmt(game0)} · ${many} viewers ${fmt(gameN)} · ${ratio(gameN, game0)}`,
     `  the agent reading the game's output into the console, lines/s:                         0 viewers ${fmt(agent0)} · ${many} viewers ${fmt(agentN)} · ${ratio(agentN, agent0)}`,
     `  the agent's CPU-s per run:                                                             0 viewers ${cpu0.toFixed(2)} · ${many} viewers ${cpuN.toFixed(2)} · ${ratio(cpuN, cpu0)}`,
     `  lines/s from the game through the API to ${many} viewers: per viewer ${fmt(perViewer)} · all together ${fmt(total)}; dropped (slow_viewer) ${(droppedShare * 100).toFixed(1)}% of the lines`
   ]
-  return { lines, result: { options: { rounds: o.rounds, lines: o.lines, viewers: o.viewers }, runs, medians: { game0, gameN, agent0, agentN, perViewer, total, cpu0, cpuN, droppedShare } } }
+  return { lines, result: { options: { rounds: o.rounds, lines: o.lines, viewers: o.viewers }, pinned, runs, medians: { game0, gameN, agent0, agentN, perViewer, total, cpu0, cpuN, droppedShare } } }
 }
 
 if (import.meta.main) {
