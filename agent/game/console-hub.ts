@@ -205,7 +205,13 @@ export class ConsoleHub {
    * `dropped` marker first when some are no longer in the ring) or the last `tail` events; then live.
    * Synchronous, so nothing published in between is lost or sent twice. undefined: too many viewers.
    */
-  open(o: { readonly tail: number; readonly after?: { readonly epoch: string; readonly seq: number }; readonly acceptsCommands: boolean }): ConsoleOpen | undefined {
+  open(o: {
+    readonly tail: number
+    readonly after?: { readonly epoch: string; readonly seq: number }
+    readonly acceptsCommands: boolean
+    /** The state the hello reports (the status store's, which may be ahead of the state events published so far). */
+    readonly state?: AgentState
+  }): ConsoleOpen | undefined {
     if (this.viewers.size >= this.options.maxViewers) return undefined
     const events = this.events()
     let history: Array<RingEvent>
@@ -220,7 +226,7 @@ export class ConsoleHub {
     } else {
       history = o.tail <= 0 ? [] : events.slice(-o.tail)
     }
-    const hello: ConsoleHello = { epoch: this.epoch, state: this.state, acceptsCommands: o.acceptsCommands, nextSeq: this.seq, mode }
+    const hello: ConsoleHello = { epoch: this.epoch, state: o.state ?? this.state, acceptsCommands: o.acceptsCommands, nextSeq: this.seq, mode }
     const viewer = new ConsoleViewer(this.options.viewerQueue)
     this.viewers.add(viewer)
     const head = "retry: 2000\n\n" + sse(null, "hello", hello) + (gap === undefined ? "" : droppedMessage(gap)) +

@@ -68,9 +68,11 @@ const consoleStream = Effect.gen(function*() {
   const query = yield* HttpServerRequest.schemaSearchParams(ConsoleQuery)
   const supervisor = yield* GameSupervisor
   const hub = supervisor.console
-  hub.publishState((yield* (yield* StatusStore).get).state)
+  // The hello says the state now; state events stay the store's changes in order (publishing the current
+  // state here could put it ahead of changes not yet published, and flip the state back and forth).
+  const state = (yield* (yield* StatusStore).get).state
   const after = query.after === undefined || query.after === "" ? undefined : parseConsoleEventId(query.after)
-  const opened = hub.open({ tail: query.tail ?? CONSOLE_TAIL_DEFAULT, acceptsCommands: yield* supervisor.acceptsCommands, ...(after === undefined ? {} : { after }) })
+  const opened = hub.open({ tail: query.tail ?? CONSOLE_TAIL_DEFAULT, acceptsCommands: yield* supervisor.acceptsCommands, state, ...(after === undefined ? {} : { after }) })
   if (opened === undefined) {
     return errorResponse(429, "too_many_console_viewers", `at most ${hub.options.maxViewers} console streams may be open at once on this server`)
   }

@@ -54,6 +54,11 @@ describe("ConsoleHub", () => {
     // another epoch (an agent restart): the tail instead
     const c = h.open({ tail: 1, after: { epoch: "other", seq: 1 }, acceptsCommands: false })!
     expect(parse(c.head)[0]!.data.mode).toBe("tail")
+    // the hello reports the state it is given without publishing it: the state events stay in order
+    const next = h.nextSeq
+    const d = h.open({ tail: 0, acceptsCommands: true, state: "stopping" })!
+    expect(parse(d.head)[0]!.data.state).toBe("stopping")
+    expect(h.nextSeq).toBe(next)
   })
 
   it("a viewer that does not take its messages gets a dropped marker for the oldest, then the newest, and continues; others miss nothing", () => {
