@@ -3,9 +3,11 @@
 # on 127.0.0.1:6379, and exports ZLH_CODE_SERVER_DIR. Prints one line per step it had to take.
 # redis-server also runs the Cluster and Sentinel topologies of test/integration/redis-topologies.test.ts
 # (redis-server --cluster-enabled / --sentinel); redis-tools brings redis-cli, which joins the Cluster.
+# minetest-server (Luanti) and freeciv-server are real game servers the agent supervises in the tests
+# (Freeciv for the live console: it reads commands on stdin).
 
 need_apt=""
-for pkg in chromium redis-server redis-tools minetest-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
+for pkg in chromium redis-server redis-tools minetest-server freeciv-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
 done
 if [ -n "$need_apt" ]; then
