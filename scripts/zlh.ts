@@ -148,16 +148,21 @@ const reportAgentRedis = (a: AgentRedisAnswer, envFile: string | undefined) => {
   process.stdout.write(`  the agent's environment (the password is shown this once):\n${lines.replace(/^/gm, "    ").trimEnd()}\n`)
 }
 
-const serverRm = async (args: Array<string>) => {
-  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: {} })
-  if (positionals.length !== 1) usage("server rm takes exactly one server id")
+/** The one server id a command takes, checked (a usage error otherwise). */
+const oneServerId = (positionals: ReadonlyArray<string>, command: string): string => {
+  if (positionals.length !== 1) usage(`${command} takes exactly one server id`)
   const id = positionals[0]!
   try {
-    assertServerId(id)
+    return assertServerId(id)
   } catch (e) {
     if (e instanceof ApiError) usage(e.message)
     throw e
   }
+}
+
+const serverRm = async (args: Array<string>) => {
+  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: {} })
+  const id = oneServerId(positionals, "server rm")
   const { removed, agentRedis } = await withRedis((redis, keys, topology) => unregisterServer({ redis, topology, keys }, id))
   if (!removed) throw new Error(`server ${id} is not registered`)
   process.stdout.write(`removed server ${id}${agentRedis === undefined ? "" : ` and its Redis user ${agentRedis.username}`}\n`)
@@ -168,14 +173,7 @@ const serverRm = async (args: Array<string>) => {
 
 const redisAclRotate = async (args: Array<string>) => {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { "env-out": { type: "string" } } })
-  if (positionals.length !== 1) usage("redis-acl rotate takes exactly one server id")
-  const id = positionals[0]!
-  try {
-    assertServerId(id)
-  } catch (e) {
-    if (e instanceof ApiError) usage(e.message)
-    throw e
-  }
+  const id = oneServerId(positionals, "redis-acl rotate")
   const { vmid, agentRedis, notDisconnected } = await withRedis((redis, keys, topology) => rotateAgentPassword({ redis, topology, keys }, id))
   process.stdout.write(`rotated the Redis password of server ${id} (vmid ${vmid}); the old one is refused from now on\n`)
   if (notDisconnected.length > 0) process.stdout.write(`  could not close the old connections on: ${notDisconnected.join(", ")}\n`)
