@@ -79,6 +79,15 @@ export const endRawSocket = (socket: Duplex, last?: string | Buffer): void => {
   setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref()
 }
 
+/**
+ * An `error` listener that destroys its socket. A module-level function on purpose: an arrow function
+ * made inside a request's handler would keep that handler's whole closure (the upstream request and
+ * response, the header arrays) alive for as long as the WebSocket stays open.
+ */
+export function destroyOnError(this: Duplex): void {
+  this.destroy()
+}
+
 /** Refuses an upgrade on the raw socket with the contract's JSON, then closes it. */
 export const refuseUpgrade = (socket: Duplex, error: ApiError): void => {
   endRawSocket(socket, Buffer.from(rawJsonResponse(error.status, error.toBody(), { ...SECURITY_HEADERS, ...error.headers }), "latin1"))

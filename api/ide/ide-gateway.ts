@@ -13,7 +13,7 @@ import { ApiError } from "../errors.ts"
 import { metrics } from "../metrics.ts"
 import { createAccessLog, type AccessLog } from "./access-log.ts"
 import { DEFAULT_IDE_SESSION_TTL_SECONDS, DEFAULT_UPSTREAM_TIMEOUT_MS, IDE_COOKIE_NAME } from "./constants.ts"
-import { escapeHtml, refuseUpgrade, sendHtml, sendIdeError, sendRedirect, toApiError } from "./error-response.ts"
+import { destroyOnError, escapeHtml, refuseUpgrade, sendHtml, sendIdeError, sendRedirect, toApiError } from "./error-response.ts"
 import { upstreamRequestHeaders } from "./header-policy.ts"
 import { proxyIdeRequest } from "./http-proxy.ts"
 import { createIdeAvailability, type IdeAvailability } from "./ide-availability.ts"
@@ -296,7 +296,7 @@ export const createIdeGateway = (deps: ApiDeps): IdeGateway => {
   const handleUpgrade = (req: IncomingMessage, socket: Socket, head: Buffer): boolean => {
     const routed = route(req)
     if (routed === undefined) return false
-    socket.on("error", () => socket.destroy())
+    socket.on("error", destroyOnError)
     if (routed.kind !== "target") {
       refuseUpgrade(socket, new ApiError(404, "not_found", "no WebSocket endpoint at this path"))
       return true

@@ -12,7 +12,7 @@
 import { request as httpRequest, STATUS_CODES, type IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
 import { ApiError } from "../errors.ts"
-import { endRawSocket, refuseUpgrade } from "./error-response.ts"
+import { destroyOnError, endRawSocket, refuseUpgrade } from "./error-response.ts"
 import { downstreamResponseHeaders } from "./header-policy.ts"
 import type { OpenWebSockets } from "./open-websockets.ts"
 
@@ -121,7 +121,7 @@ export const bridgeIdeWebSocket = (
   target: BridgeTarget
 ): void => {
   let answered = false
-  client.on("error", () => client.destroy())
+  client.on("error", destroyOnError)
   const upReq = httpRequest({
     host: target.host,
     port: target.port,
