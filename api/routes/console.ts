@@ -18,6 +18,7 @@ import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { commandProblem, CONSOLE_TAIL_DEFAULT, CONSOLE_TAIL_MAX, parseConsoleEventId } from "../../schemas/console.ts"
 import type { AgentCallOptions } from "../agent-proxy.ts"
 import { assertCanManage, type UserEnv } from "../auth/user.ts"
+import { AgentEventBound, MAX_AGENT_EVENT_BYTES } from "../console-event-bound.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 import { metrics } from "../metrics.ts"
@@ -131,6 +132,7 @@ export const consoleHandlers = (deps: ApiDeps, streams: EventStreams, options: A
     deps.logger.info({ serverId: id, vmid: record.vmid, userId, tail, resume: after !== undefined }, "console stream opened")
 
     const reader = response.body.getReader()
+    const bound = new AgentEventBound()
     // Pull-based: the agent is read only as fast as the browser takes the bytes (Node's drain), so a slow
     // browser fills its queue at the agent, which then drops for it alone.
     const body = new ReadableStream<Uint8Array>({
@@ -148,6 +150,11 @@ export const consoleHandlers = (deps: ApiDeps, streams: EventStreams, options: A
         try {
           const { done, value } = await reader.read()
           if (done) {
+            end()
+            return
+          }
+          if (!bound.accept(value)) {
+            deps.logger.warn({ serverId: id, vmid: record.vmid, limitBytes: MAX_AGENT_EVENT_BYTES }, "console stream closed: the agent sent an event over the limit")
             end()
             return
           }

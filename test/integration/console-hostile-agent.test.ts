@@ -1,0 +1,83 @@
+/**
+ * Whatever answers on a container's agent port is the container owner's: the API relays its console
+ * stream to browsers, but an event that never ends is cut at MAX_AGENT_EVENT_BYTES (api/console-event-bound.ts)
+ * instead of filling the viewer's buffer. A raw node:http server stands in for a hostile agent.
+ */
+import { createServer, type Server, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { MAX_AGENT_EVENT_BYTES } from "../../api/console-event-bound.ts"
+import { startApiServer, type ApiServer } from "../../api/server.ts"
+import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { parseAgentPrivateKey } from "../../wire/agent-keys.ts"
+import { AGENT_PRIVATE_KEY, testPrefix } from "../support/agent-harness.ts"
+import { deletePrefix, makeDeps, mintUserToken, putRecord, type TestDeps, testConfig, userSecretOf } from "../support/api-harness.ts"
+
+describe("a hostile agent's console stream", () => {
+  const prefix = testPrefix()
+  const keys = makeRedisKeys(prefix)
+  const config = testConfig({ agentTokenPrivateKey: parseAgentPrivateKey(AGENT_PRIVATE_KEY) })
+  let deps: TestDeps
+  let api: ApiServer
+  let fake: Server
+  let owner: string
+  let agentSide: ServerResponse | undefined
+  let agentBytes = 0
+  let agentClosed: Promise<void> = Promise.resolve()
+
+  beforeAll(async () => {
+    fake = createServer((req, res) => {
+      agentSide = res
+      agentClosed = new Promise((r) => res.once("close", () => r()))
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      res.write(`event: hello\ndata: {"mode":"tail","state":"running","acceptsCommands":true}\n\n`)
+      res.write(`id: e.1\nevent: line\ndata: {"seq":1,"at":0,"source":"game","text":"fine"}\n\n`)
+      // Then one event that never ends, written as fast as the API takes it.
+      const piece = `data: ${"x".repeat(16 * 1024)}\n`
+      const pump = () => {
+        while (!res.destroyed && agentBytes < 64 * 1024 * 1024) {
+          agentBytes += piece.length
+          if (!res.write(piece)) return void res.once("drain", pump)
+        }
+      }
+      pump()
+    })
+    await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r))
+    deps = await makeDeps({ config, keys })
+    api = await startApiServer(deps, { port: 0, host: "127.0.0.1", drainTimeoutMs: 1000 })
+    await putRecord(deps.redis, keys, "evil", { vmid: 4242, ownerId: "owner-1", kind: "game", agentPort: (fake.address() as AddressInfo).port })
+    owner = await mintUserToken(userSecretOf(config), { sub: "owner-1" })
+  })
+
+  afterAll(async () => {
+    agentSide?.destroy()
+    await api?.close()
+    await new Promise((r) => fake.close(r))
+    await deps?.closeClients()
+    await deletePrefix(prefix)
+  })
+
+  it("relays its well-formed events, then closes the stream once one event outgrows the bound", async () => {
+    const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/evil/console`, { headers: { Authorization: `Bearer ${owner}` } })
+    expect(r.status).toBe(200)
+    let text = ""
+    let received = 0
+    const decoder = new TextDecoder()
+    const reader = r.body!.getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      received += value.byteLength
+      text += decoder.decode(value, { stream: true })
+      expect(received).toBeLessThan(4 * MAX_AGENT_EVENT_BYTES)
+    }
+    // The stream ended by itself (the loop above finished): the good events, then no more of the endless
+    // one than the bound (the chunk that crossed it is not sent).
+    expect(text).toContain(`"text":"fine"`)
+    expect(text).toContain("data: xxxx")
+    expect(received).toBeLessThanOrEqual(MAX_AGENT_EVENT_BYTES + 1024)
+    // The API let go of the agent's stream too.
+    await agentClosed
+    expect(agentBytes).toBeLessThan(64 * 1024 * 1024)
+  })
+})
