@@ -1,6 +1,7 @@
 import type { Handler } from "hono"
 import type { ApiDeps } from "./deps.ts"
 import { ApiError } from "./errors.ts"
+import { readAgentBody } from "./agent-body.ts"
 import { loadServer } from "./registry.ts"
 import { assertCanManage, type UserAuth } from "./auth/user.ts"
 import { signAgentCall } from "../schemas/agent-call-token.ts"
@@ -74,7 +75,13 @@ export const agentCallHandlers = (deps: ApiDeps, users: UserAuth, options: Agent
       }
       throw new ApiError(502, "agent_unreachable", `the agent of vmid ${record.vmid} is unreachable`, { cause })
     }
-    const text = await response.text()
+    let text: string
+    try {
+      text = await readAgentBody(response, record.vmid)
+    } catch (cause) {
+      if (cause instanceof ApiError) throw cause
+      throw new ApiError(502, "agent_unreachable", `the agent of vmid ${record.vmid} broke off its answer`, { cause })
+    }
     let body: unknown = null
     try {
       body = text === "" ? null : JSON.parse(text)

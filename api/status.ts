@@ -42,15 +42,40 @@ const view = (status: AgentStatus, updatedMs: number, nowMs: number): StatusView
 
 export const unknownStatus = (vmid: number): StatusView => ({ vmid, state: "unknown", online: false, heartbeatAgeMs: null, updatedAt: null })
 
+/**
+ * The agent writes its own record (docs/contracts.md "Agent Redis users"), so its size is the container
+ * owner's choice: the API reads at most this much of it (GETRANGE), and a larger one is malformed.
+ */
+export const MAX_AGENT_STATUS_BYTES = 256 * 1024
+
+/** The record's text, at most MAX_AGENT_STATUS_BYTES + 1 bytes of it; null when there is none. */
+const getStatusText = async (deps: ApiDeps, vmid: number): Promise<string | null> => {
+  const text = await deps.redis.getrange(deps.keys.agent(vmid), 0, MAX_AGENT_STATUS_BYTES)
+  return text === "" ? null : text
+}
+
+const tooLarge = (vmid: number, text: string) =>
+  Buffer.byteLength(text) > MAX_AGENT_STATUS_BYTES
+    ? new ApiError(502, "invalid_agent_status", `the status record agent:${vmid} is larger than ${MAX_AGENT_STATUS_BYTES} bytes`, {
+      issues: [{ path: "<root>", message: `larger than ${MAX_AGENT_STATUS_BYTES} bytes` }]
+    })
+    : undefined
+
+const decodeBounded = (vmid: number, text: string, nowMs: number): StatusView => {
+  const error = tooLarge(vmid, text)
+  if (error !== undefined) throw error
+  return decodeAgentStatus(vmid, text, nowMs)
+}
+
 /** `agent:<vmid>` → the status view; no record → `state: "unknown"`; Redis down → 503. */
 export const readAgentStatus = async (deps: ApiDeps, vmid: number): Promise<StatusView> => {
-  const text = await redisCall(() => deps.redis.get(deps.keys.agent(vmid)))
+  const text = await redisCall(() => getStatusText(deps, vmid))
   if (text === null) return unknownStatus(vmid)
-  return decodeAgentStatus(vmid, text, deps.now())
+  return decodeBounded(vmid, text, deps.now())
 }
 
 /**
- * Many statuses at once: one GET per key, all in flight together (not MGET: on a Cluster the
+ * Many statuses at once: one GETRANGE per key, all in flight together (not MGET: on a Cluster the
  * `agent:<vmid>` keys live in different slots). A malformed record becomes `state: "unknown"` with its error.
  */
 export const readAgentStatuses = async (
@@ -58,13 +83,13 @@ export const readAgentStatuses = async (
   vmids: ReadonlyArray<number>
 ): Promise<Array<StatusView | (ReturnType<typeof unknownStatus> & { error: { code: string; message: string } })>> => {
   if (vmids.length === 0) return []
-  const texts = await redisCall(() => Promise.all(vmids.map((v) => deps.redis.get(deps.keys.agent(v)))))
+  const texts = await redisCall(() => Promise.all(vmids.map((v) => getStatusText(deps, v))))
   const now = deps.now()
   return vmids.map((vmid, i) => {
     const text = texts[i]
     if (text === null || text === undefined) return unknownStatus(vmid)
     try {
-      return decodeAgentStatus(vmid, text, now)
+      return decodeBounded(vmid, text, now)
     } catch (e) {
       if (e instanceof ApiError) return { ...unknownStatus(vmid), error: { code: e.code, message: e.message } }
       throw e

@@ -19,6 +19,7 @@ import { commandProblem, CONSOLE_TAIL_DEFAULT, CONSOLE_TAIL_MAX, parseConsoleEve
 import type { AgentCallOptions } from "../agent-proxy.ts"
 import { assertCanManage, type UserEnv } from "../auth/user.ts"
 import { AgentEventBound, MAX_AGENT_EVENT_BYTES } from "../console-event-bound.ts"
+import { readAgentBody } from "../agent-body.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
 import { metrics } from "../metrics.ts"
@@ -51,7 +52,7 @@ const gameServer = async (deps: ApiDeps, c: Parameters<Handler<UserEnv>>[0]): Pr
 
 /** An agent's refusal (4xx with the contract's body) is passed on; anything else is the API's 502. */
 const agentRefusal = async (deps: ApiDeps, record: ServerRecord, response: Response): Promise<ApiError> => {
-  const text = await response.text().catch(() => "")
+  const text = await readAgentBody(response, record.vmid).catch(() => "")
   let body: { error?: { code?: unknown; message?: unknown } } | null
   try {
     body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } } | null

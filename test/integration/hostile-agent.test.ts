@@ -1,19 +1,23 @@
 /**
- * Whatever answers on a container's agent port is the container owner's: the API relays its console
- * stream to browsers, but an event that never ends is cut at MAX_AGENT_EVENT_BYTES (api/console-event-bound.ts)
- * instead of filling the viewer's buffer. A raw node:http server stands in for a hostile agent.
+ * Whatever answers on a container's agent port, and whatever its agent writes to Redis, is the container
+ * owner's. The API bounds all of it (docs/contracts.md "Agent Redis users"): a console event that never
+ * ends is cut at MAX_AGENT_EVENT_BYTES instead of filling a viewer's buffer; an endless answer to a power
+ * action is 502 `agent_bad_response` after MAX_AGENT_BODY_BYTES; a status record over
+ * MAX_AGENT_STATUS_BYTES is `invalid_agent_status`. A raw node:http server stands in for a hostile agent.
  */
 import { createServer, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { MAX_AGENT_BODY_BYTES } from "../../api/agent-body.ts"
 import { MAX_AGENT_EVENT_BYTES } from "../../api/console-event-bound.ts"
+import { MAX_AGENT_STATUS_BYTES } from "../../api/status.ts"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 import { AGENT_PRIVATE_KEY, testPrefix } from "../support/agent-harness.ts"
 import { deletePrefix, makeDeps, mintUserToken, putRecord, type TestDeps, testConfig, userSecretOf } from "../support/api-harness.ts"
 
-describe("a hostile agent's console stream", () => {
+describe("a hostile agent", () => {
   const prefix = testPrefix()
   const keys = makeRedisKeys(prefix)
   const config = testConfig({ agentTokenPrivateKey: parseAgentPrivateKey(AGENT_PRIVATE_KEY) })
@@ -23,10 +27,24 @@ describe("a hostile agent's console stream", () => {
   let owner: string
   let agentSide: ServerResponse | undefined
   let agentBytes = 0
+  let powerBytes = 0
   let agentClosed: Promise<void> = Promise.resolve()
 
   beforeAll(async () => {
     fake = createServer((req, res) => {
+      if (req.method === "POST") {
+        // A power action answered with a body that never ends.
+        res.writeHead(200, { "content-type": "application/json" })
+        const pump = () => {
+          while (!res.destroyed && powerBytes < 256 * 1024 * 1024) {
+            powerBytes += 64 * 1024
+            if (!res.write(Buffer.alloc(64 * 1024, 0x20))) return void res.once("drain", pump)
+          }
+        }
+        res.write("{\"x\":\"")
+        pump()
+        return
+      }
       agentSide = res
       agentClosed = new Promise((r) => res.once("close", () => r()))
       res.writeHead(200, { "content-type": "text/event-stream" })
@@ -46,6 +64,7 @@ describe("a hostile agent's console stream", () => {
     deps = await makeDeps({ config, keys })
     api = await startApiServer(deps, { port: 0, host: "127.0.0.1", drainTimeoutMs: 1000 })
     await putRecord(deps.redis, keys, "evil", { vmid: 4242, ownerId: "owner-1", kind: "game", agentPort: (fake.address() as AddressInfo).port })
+    await putRecord(deps.redis, keys, "huge", { vmid: 4243, ownerId: "owner-1", kind: "game", agentPort: (fake.address() as AddressInfo).port })
     owner = await mintUserToken(userSecretOf(config), { sub: "owner-1" })
   })
 
@@ -79,5 +98,30 @@ describe("a hostile agent's console stream", () => {
     // The API let go of the agent's stream too.
     await agentClosed
     expect(agentBytes).toBeLessThan(64 * 1024 * 1024)
+  })
+
+  it("an endless answer to a power action is 502 agent_bad_response after the bound; the API reads no further", async () => {
+    const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/evil/power`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${owner}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ action: "start" })
+    })
+    expect(r.status).toBe(502)
+    expect(await r.json()).toMatchObject({ error: { code: "agent_bad_response" } })
+    expect(powerBytes).toBeLessThan(64 * MAX_AGENT_BODY_BYTES)
+  })
+
+  it("a status record over the bound is invalid_agent_status, read only up to the bound", async () => {
+    const huge = JSON.stringify({ vmid: 4243, padding: "x".repeat(4 * MAX_AGENT_STATUS_BYTES) })
+    await deps.redis.set(keys.agent(4243), huge)
+    const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/huge/status`, { headers: { Authorization: `Bearer ${owner}` } })
+    expect(r.status).toBe(502)
+    const body = (await r.json()) as { error: { code: string; message: string } }
+    expect(body.error.code).toBe("invalid_agent_status")
+    expect(body.error.message).toMatch(/larger than/)
+    // The listing reports it as unknown with that error, and still lists the rest.
+    const list = await fetch(`http://127.0.0.1:${api.port}/api/servers`, { headers: { Authorization: `Bearer ${owner}` } })
+    expect(list.status).toBe(200)
+    expect(JSON.stringify(await list.json())).toMatch(/larger than/)
   })
 })
