@@ -61,7 +61,8 @@ const tooLarge = (vmid: number, text: string) =>
     })
     : undefined
 
-const decodeBounded = (vmid: number, text: string, nowMs: number): StatusView => {
+/** `decodeAgentStatus` after the size bound (records and the events on `agent-events:<vmid>` alike). */
+export const decodeBoundedAgentStatus = (vmid: number, text: string, nowMs: number): StatusView => {
   const error = tooLarge(vmid, text)
   if (error !== undefined) throw error
   return decodeAgentStatus(vmid, text, nowMs)
@@ -71,7 +72,7 @@ const decodeBounded = (vmid: number, text: string, nowMs: number): StatusView =>
 export const readAgentStatus = async (deps: ApiDeps, vmid: number): Promise<StatusView> => {
   const text = await redisCall(() => getStatusText(deps, vmid))
   if (text === null) return unknownStatus(vmid)
-  return decodeBounded(vmid, text, deps.now())
+  return decodeBoundedAgentStatus(vmid, text, deps.now())
 }
 
 /**
@@ -89,7 +90,7 @@ export const readAgentStatuses = async (
     const text = texts[i]
     if (text === null || text === undefined) return unknownStatus(vmid)
     try {
-      return decodeBounded(vmid, text, now)
+      return decodeBoundedAgentStatus(vmid, text, now)
     } catch (e) {
       if (e instanceof ApiError) return { ...unknownStatus(vmid), error: { code: e.code, message: e.message } }
       throw e

@@ -14,7 +14,7 @@ import { ApiError } from "../errors.ts"
 import { assertCanManage, type UserEnv } from "../auth/user.ts"
 import { metrics } from "../metrics.ts"
 import { assertServerId, listServers, loadServer } from "../registry.ts"
-import { decodeAgentStatus, readAgentStatus, readAgentStatuses, type StatusView } from "../status.ts"
+import { decodeBoundedAgentStatus, readAgentStatus, readAgentStatuses, type StatusView } from "../status.ts"
 
 export const EVENTS_HEARTBEAT_MS = 15_000
 /** Messages buffered for one slow client before it is disconnected (it reconnects and re-reads). */
@@ -149,7 +149,7 @@ export const serverHandlers = (deps: ApiDeps, streams: EventStreams): ServerHand
           }
           let view: StatusView
           try {
-            view = decodeAgentStatus(vmid, message, deps.now())
+            view = decodeBoundedAgentStatus(vmid, message, deps.now())
           } catch (e) {
             deps.logger.warn({ vmid, err: e instanceof ApiError ? e.message : String(e) }, "skipping a malformed agent event")
             continue

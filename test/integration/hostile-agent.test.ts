@@ -12,6 +12,7 @@ import { MAX_AGENT_BODY_BYTES } from "../../api/agent-body.ts"
 import { MAX_AGENT_EVENT_BYTES } from "../../api/console-event-bound.ts"
 import { MAX_AGENT_STATUS_BYTES } from "../../api/status.ts"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
+import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 import { AGENT_PRIVATE_KEY, testPrefix } from "../support/agent-harness.ts"
@@ -123,5 +124,39 @@ describe("a hostile agent", () => {
     const list = await fetch(`http://127.0.0.1:${api.port}/api/servers`, { headers: { Authorization: `Bearer ${owner}` } })
     expect(list.status).toBe(200)
     expect(JSON.stringify(await list.json())).toMatch(/larger than/)
+  })
+
+  it("a live status event over the bound is skipped; the next good one is relayed", async () => {
+    const good = initialAgentStatus(4243, "/srv", new Date())
+    await deps.redis.set(keys.agent(4243), JSON.stringify(good))
+    const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/huge/events`, { headers: { Authorization: `Bearer ${owner}` } })
+    expect(r.status).toBe(200)
+    const reader = r.body!.getReader()
+    const decoder = new TextDecoder()
+    let text = ""
+    const until = async (what: RegExp) => {
+      while (!what.test(text)) {
+        const { done, value } = await reader.read()
+        if (done) throw new Error(`stream ended before ${what}`)
+        text += decoder.decode(value, { stream: true })
+      }
+    }
+    await until(/"state":"idle"/) // the current record
+    const huge = { ...good, state: "crashed", runtimes: [{ runtime: "x".repeat(2 * MAX_AGENT_STATUS_BYTES), version: "1" }] }
+    const next = { ...good, state: "running" }
+    // Until the subscription is live, keep publishing: the oversized event first, then a good one.
+    const seen = until(/"state":"running"/)
+    const publisher = setInterval(() => {
+      void deps.redis.publish(keys.agentEvents(4243), JSON.stringify(huge))
+      void deps.redis.publish(keys.agentEvents(4243), JSON.stringify(next))
+    }, 200)
+    try {
+      await seen
+    } finally {
+      clearInterval(publisher)
+      await reader.cancel()
+    }
+    expect(text).not.toContain("xxxxxxxxxxxxxxxx")
+    expect(text).not.toContain(`"state":"crashed"`)
   })
 })
