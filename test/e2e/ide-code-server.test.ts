@@ -23,7 +23,7 @@ import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
-import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
+import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 
@@ -191,7 +191,7 @@ describe.each([
         const onDisk = await until(`${marker}.txt on disk`, ide, async () => (existsSync(file) && readFileSync(file, "utf8").trim() !== "" ? readFileSync(file, "utf8").trim() : undefined))
         expect(onDisk).toBe(printed)
         expect(await ide.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" }).count()).toBe(0)
-        expect(console_.filter((m) => m.includes("1006") || m.includes("No file system provider"))).toEqual([])
+        expect(console_.filter((m) => mentionsAbnormalClose(m) || m.includes("No file system provider"))).toEqual([])
 
         // Script in the IDE tab (anything code-server, an extension or the container's owner serves).
         const reach = await ide.evaluate(

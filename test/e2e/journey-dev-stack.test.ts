@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path"
 import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { launchChromium, type ChromiumHandle } from "../support/chromium.ts"
+import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../support/chromium.ts"
 import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
 
 const STEP = 60_000
@@ -130,7 +130,7 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
           return found !== undefined && readFileSync(found, "utf8").trim() !== "" ? readFileSync(found, "utf8").trim() : undefined
         })
         expect(workspaceFile).toBe(printed)
-        expect(consoleLines.filter((m) => m.startsWith("[ide") && (m.includes("1006") || m.includes("No file system provider")))).toEqual([])
+        expect(consoleLines.filter((m) => m.startsWith("[ide") && (mentionsAbnormalClose(m) || m.includes("No file system provider")))).toEqual([])
 
         // Back to the portal: start the game server, which crashes one second after it is ready.
         await page.bringToFront()

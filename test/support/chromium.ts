@@ -46,3 +46,10 @@ export const launchChromium = async (options: { viewport?: { width: number; heig
     }
   }
 }
+
+/**
+ * Whether a browser console line reports WebSocket close code 1006 (closed abnormally: the IDE's
+ * connection broke), as VS Code logs it in the browser (`… received socket close event (wasClean: false, code: 1006, reason: …)`). Only
+ * the close code: "1006" also turns up inside ids (`renderer-ExtensionHost-d85d1006-…`) and timings.
+ */
+export const mentionsAbnormalClose = (line: string): boolean => /\bcode\W{0,3}1006\b/i.test(line)
