@@ -8,7 +8,8 @@
 
 need_apt=""
 for pkg in chromium redis-server redis-tools minetest-server freeciv-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
+  # installed, not merely known (a removed package keeps its config files and its dpkg record)
+  [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need_apt="$need_apt $pkg"
 done
 if [ -n "$need_apt" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
