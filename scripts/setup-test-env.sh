@@ -6,8 +6,14 @@
 # minetest-server (Luanti) and freeciv-server are real game servers the agent supervises in the tests
 # (Freeciv for the live console: it reads commands on stdin).
 
+# As root, the real-container suites (scripts/lxc/, docs/containers.md) need LXC: lxc and its Debian template,
+# debootstrap, uidmap (unprivileged containers) and nftables (the network boundary). Not root: those suites
+# are skipped with that reason, and nothing here asks for the packages.
+lxc_apt=""
+[ "$(id -u)" = 0 ] && lxc_apt="lxc lxc-templates debootstrap uidmap nftables"
+
 need_apt=""
-for pkg in chromium redis-server redis-tools minetest-server freeciv-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd ${ZLH_EXTRA_APT:-}; do
+for pkg in chromium redis-server redis-tools minetest-server freeciv-server build-essential python3 libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev procps iproute2 util-linux passwd $lxc_apt ${ZLH_EXTRA_APT:-}; do
   # installed, not merely known (a removed package keeps its config files and its dpkg record)
   [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || need_apt="$need_apt $pkg"
 done
