@@ -6,7 +6,7 @@
  * 1001, let in-flight requests finish (bounded), then cut whatever is left.
  * Redis clients belong to the caller (api/main.ts quits them after `close()`).
  */
-import { createServer, type Server } from "node:http"
+import { createServer, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo, Socket } from "node:net"
 import { getRequestListener } from "@hono/node-server"
 import type { ApiDeps } from "./deps.ts"
@@ -15,6 +15,7 @@ import { createApp } from "./app.ts"
 import { errorBody } from "./errors.ts"
 import { endRawSocket } from "./ide/error-response.ts"
 import type { IdeGateway } from "./ide/ide-gateway.ts"
+import { orderRequests } from "./request-order.ts"
 import { createApiServices, type ApiServiceParts, type ApiServices } from "./services.ts"
 
 export interface StartOptions {
@@ -64,23 +65,46 @@ export const SERVER_LIMITS: ServerLimits = {
   connectionsCheckingInterval: 2_000
 }
 
+/** RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, and the connection closes. */
+const refuseWithoutHost = (res: ServerResponse): void => {
+  const body = JSON.stringify(errorBody("missing_host", "an HTTP/1.1 request needs a Host header"))
+  res.shouldKeepAlive = false
+  res.writeHead(400, { "content-type": "application/json; charset=UTF-8", "content-length": Buffer.byteLength(body) })
+  res.end(res.req.method === "HEAD" ? undefined : body)
+}
+
 export const startApiServer = async (deps: ApiDeps, options: StartOptions): Promise<ApiServer> => {
   const services = createApiServices(deps, options.services)
   const { ide } = services
   const app = createApp(deps, { services })
   const hono = getRequestListener((request, env) => app.fetch(request, env))
   const limits = { ...SERVER_LIMITS, ...options.limits }
+  const order = orderRequests({
+    request(req, res) {
+      // Node's own check (`requireHostHeader`) would answer outside the order of requests (request-order.ts).
+      if (req.headers.host === undefined && req.httpVersion === "1.1") return refuseWithoutHost(res)
+      if (!ide.handleRequest(req, res)) void hono(req, res)
+    },
+    upgrade(req, socket, head) {
+      if (ide.handleUpgrade(req, socket, head)) return
+      socket.on("error", () => undefined)
+      endRawSocket(socket, Buffer.from(rawJsonResponse(404, errorBody("not_found", "no WebSocket endpoint at this path")), "latin1"))
+    },
+    clientError(err, socket) {
+      if (!socket.writable) return socket.destroy()
+      socket.end(clientErrorResponse(err.code), "latin1")
+    }
+  })
   const server = createServer(
     {
       maxHeaderSize: limits.maxHeaderSize,
       requestTimeout: 0,
       headersTimeout: limits.headersTimeout,
       keepAliveTimeout: limits.keepAliveTimeout,
-      connectionsCheckingInterval: limits.connectionsCheckingInterval
+      connectionsCheckingInterval: limits.connectionsCheckingInterval,
+      requireHostHeader: false
     },
-    (req, res) => {
-      if (!ide.handleRequest(req, res)) void hono(req, res)
-    }
+    order.request
   )
   // Every connection, upgraded ones included (Node's closeAllConnections no longer sees those).
   const sockets = new Set<Socket>()
@@ -89,16 +113,9 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
     socket.once("close", () => sockets.delete(socket))
   })
   server.setTimeout(limits.idleTimeout, (socket: Socket) => socket.destroy())
-  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return socket.destroy()
-    socket.end(clientErrorResponse(err.code), "latin1")
-  })
+  server.on("clientError", order.clientError)
   // With an upgrade listener present Node never answers upgrades itself: refuse the ones that are not the IDE's.
-  server.on("upgrade", (req, socket: Socket, head: Buffer) => {
-    if (ide.handleUpgrade(req, socket, head)) return
-    socket.on("error", () => undefined)
-    endRawSocket(socket, Buffer.from(rawJsonResponse(404, errorBody("not_found", "no WebSocket endpoint at this path")), "latin1"))
-  })
+  server.on("upgrade", order.upgrade)
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject)

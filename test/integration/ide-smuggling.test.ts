@@ -181,12 +181,17 @@ const expectations = (framing: Framing, c: RequestCase, cookie: string): Array<S
     }
     out.push({ e: classify(r, i, c, cookie), ref: i, optional: false })
   }
-  if (framing.error !== undefined) {
+  // Bytes after a request that asked to close the connection are no request: the connection just closes
+  // after that request's answer (the reference answers them with a 400; the API must not).
+  if (framing.error !== undefined && framing.error.code !== DATA_AFTER_CLOSE) {
     const status = framing.error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
     out.push({ e: { kind: "error", status, code: clientErrorCode(status) }, ref: undefined, optional: false })
   }
   return out
 }
+
+/** llhttp's error for bytes after a `Connection: close` (or HTTP/1.0) request. */
+const DATA_AFTER_CLOSE = "HPE_CLOSED_CONNECTION"
 
 const describeResponse = (r: WireResponse | undefined) =>
   r === undefined ? "none" : `${r.status} ${JSON.stringify(r.body.subarray(0, 160).toString("latin1"))} x-up-url=${header(r, "x-up-url") ?? "-"}`
@@ -265,12 +270,10 @@ const runRequestCase = async (c: RequestCase) => {
       k++
       const p = checkResponse(r, slot.e, slot.ref === undefined ? undefined : framing.requests[slot.ref])
       if (p === undefined) continue
-      // llhttp's refusal of a later pipelined request may overtake earlier answers, then the close.
-      if (terminal !== undefined && i === got.length - 1 && conn.closed && checkResponse(r, terminal, undefined) === undefined) {
-        ended = true
-        continue
-      }
       problems.push(`response ${i}: ${p}`)
+    }
+    if (terminal !== undefined && got.length > 0 && checkResponse(got[got.length - 1]!, terminal, undefined) === undefined && !conn.closed) {
+      problems.push("the connection stayed open after llhttp's refusal")
     }
     const missing = slots.slice(k).filter((s) => !s.optional).length
     if (missing > 0 && problems.length === 0 && !ended) {
@@ -299,6 +302,10 @@ const runRequestCase = async (c: RequestCase) => {
       j++
     }
     if (ups.length > eligible.length) problems.push(`upstream received ${ups.length} requests, the reference framed ${eligible.length} proxiable ones`)
+    // No request runs without its answer: every request the upstream received whole was answered to the client.
+    for (const u of ups) {
+      if (u.complete && !got.some((r) => header(r, "x-up-seq") === String(u.seq))) problems.push(`upstream ran ${u.method} ${u.url}, the client never got its answer`)
+    }
 
     const summary = `reference: ${framing.requests.map((r) => `${r.method} ${r.url} [${r.body.length}${r.complete ? "" : " incomplete"}]`).join(", ")}${framing.error ? ` then ${framing.error.code}` : ""}; client got: ${got.map((r) => describeResponse(r)).join(" | ")}`
     expect(problems, summary).toEqual([])
@@ -520,4 +527,135 @@ const runTwoUsers = async (xConnections: number, yConnections: number, durationM
 describe("IDE smuggling: two users of one IDE", () => {
   it("X smuggles on 8 connections while admin Y browses on 3: Y only ever gets its own answers", async () => runTwoUsers(8, 3, 4_000), TEST_TIMEOUT)
   it("X smuggles on 2 connections while admin Y browses on 6", async () => runTwoUsers(2, 6, 3_000), TEST_TIMEOUT)
+})
+
+// ---------------------------------------------------------------------------------------------------
+// pipelining behind an answer that closes the connection: nothing after it runs without its answer
+
+/** An answer the client must get: the API's own (status and error code) or code-server's (the path it ran). */
+type Answer = { readonly status: number; readonly code?: string } | { readonly upstream: string }
+
+interface ClosingCase {
+  readonly name: string
+  /** The request(s) up to the one after which the API closes the connection. */
+  readonly first: (id: string, cookie: string) => string
+  readonly answers: ReadonlyArray<Answer>
+}
+
+const CHUNKED_HELLO = "5\r\nhello\r\n0\r\n\r\n"
+
+const ideHead = (id: string, cookie: string, method: string, path: string, lines: ReadonlyArray<string>, version = "HTTP/1.1") =>
+  `${method} ${idePrefix(id)}${path} ${version}\r\nHost: h\r\nCookie: ${cookie}\r\n${lines.map((l) => `${l}\r\n`).join("")}\r\n`
+
+const CLOSING_CASES: ReadonlyArray<ClosingCase> = [
+  {
+    name: "an HTTP/1.1 request without Host",
+    first: (id, cookie) => `GET ${idePrefix(id)}/no-host HTTP/1.1\r\nCookie: ${cookie}\r\n\r\n`,
+    answers: [{ status: 400, code: "missing_host" }]
+  },
+  {
+    name: "Transfer-Encoding: identity, chunked",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/te-identity", ["Transfer-Encoding: identity, chunked"]) + CHUNKED_HELLO,
+    answers: [{ status: 400, code: "invalid_transfer_encoding" }]
+  },
+  {
+    name: "/livez, then a Connection header naming Content-Length",
+    first: (id, cookie) => "GET /livez HTTP/1.1\r\nHost: h\r\n\r\n" + ideHead(id, cookie, "POST", "/conn-cl", ["Content-Length: 5", "Connection: content-length"]) + "hello",
+    answers: [{ status: 200 }, { status: 400, code: "invalid_connection_header" }]
+  },
+  {
+    name: "a Connection header naming Host",
+    first: (id, cookie) => ideHead(id, cookie, "POST", "/conn-host", ["Content-Length: 5", "Connection: host"]) + "hello",
+    answers: [{ status: 400, code: "invalid_connection_header" }]
+  },
+  {
+    name: "two Host headers",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/two-hosts", ["Host: other.example"]),
+    answers: [{ status: 400, code: "invalid_host_header" }]
+  },
+  {
+    name: "an IDE session form over 16 KiB",
+    first: (id) => `POST /api/dev/${id}/ide-session HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 20000\r\n\r\n${"a".repeat(20_000)}`,
+    answers: [{ status: 413, code: "body_too_large" }]
+  },
+  {
+    name: "a non-IDE route refusing a request whose body it did not read",
+    first: () => "POST /api/no-such-route HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+    answers: [{ status: 404 }]
+  },
+  {
+    name: "Connection: close on a proxied request",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/asks-close", ["Connection: close"]),
+    answers: [{ upstream: "/asks-close" }]
+  },
+  {
+    name: "an HTTP/1.0 request without keep-alive",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/http10", [], "HTTP/1.0"),
+    answers: [{ upstream: "/http10" }]
+  },
+  {
+    name: "a request llhttp refuses behind a slow proxied one",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/slow?delay=150", []) + ideHead(id, cookie, "POST", "/clte", ["Content-Length: 3", "Transfer-Encoding: chunked"]) + CHUNKED_HELLO,
+    answers: [{ upstream: "/slow?delay=150" }, { status: 400, code: "bad_request" }]
+  },
+  {
+    name: "a chunked body llhttp refuses behind a slow proxied one",
+    first: (id, cookie) => ideHead(id, cookie, "GET", "/slow-2?delay=150", []) + ideHead(id, cookie, "POST", "/bad-chunk", ["Transfer-Encoding: chunked"]) + "zz\r\nhello\r\n",
+    answers: [{ upstream: "/slow-2?delay=150" }, { status: 400, code: "bad_request" }]
+  }
+]
+
+const TAILS: ReadonlyArray<readonly [string, (id: string, cookie: string) => string]> = [
+  ["a proxied GET", (id, cookie) => ideHead(id, cookie, "GET", "/tail", ["X-Marker: tail"])],
+  ["a POST with a body", (id, cookie) => ideHead(id, cookie, "POST", "/tail-post", ["Content-Length: 5"]) + "hello"],
+  [
+    "a WebSocket upgrade",
+    (id, cookie) => ideHead(id, cookie, "GET", "/ws?status=200&tail", ["Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+  ],
+  ["bytes that are no request", () => "\x00\x01 not http\r\n\r\n"]
+]
+
+const answerProblem = (r: WireResponse | undefined, a: Answer): string | undefined => {
+  if (r === undefined) return `no answer where ${JSON.stringify(a)} was due`
+  if ("upstream" in a) {
+    const url = decodeURIComponent(header(r, "x-up-url") ?? "")
+    return r.status === 200 && url === a.upstream ? undefined : `expected code-server's answer to ${a.upstream}, got ${describeResponse(r)}`
+  }
+  return r.status === a.status && (a.code === undefined || errorCode(r) === a.code) ? undefined : `expected ${a.status} ${a.code ?? ""}, got ${describeResponse(r)}`
+}
+
+const CLOSING_RUNS = CLOSING_CASES.flatMap((c) => TAILS.flatMap(([tail, build]) => (["one write", "two writes"] as const).map((how) => [`${c.name}, then ${tail} (${how})`, c, build, how] as const)))
+
+describe("IDE smuggling: nothing runs after the API decided to close the connection", () => {
+  it.each(CLOSING_RUNS)(
+    "%s",
+    async (_label, c, tail, how) => {
+      await upstream.reset()
+      const first = Buffer.from(c.first(A, cookieX), "latin1")
+      const rest = Buffer.from(tail(A, cookieX), "latin1")
+      const conn = await Conn.open(api.port, () => "GET")
+      try {
+        await conn.send(how === "one write" ? [Buffer.concat([first, rest])] : [first, rest], 60)
+        await conn.waitFor(c.answers.length + 1, ANSWER_WITHIN_MS)
+        expect(await conn.waitClose(3_000), `the connection stays open; got ${conn.responses.map(describeResponse).join(" | ")}`).toBe(true)
+        await sleep(50)
+        const got = conn.responses
+        const summary = `client got: ${got.map(describeResponse).join(" | ")}; upstream saw: ${upstream.requests.map((u) => `${u.method} ${u.url}`).join(", ")}`
+        expect(conn.malformed, summary).toBeUndefined()
+        expect(
+          c.answers.map((a, i) => answerProblem(got[i], a)).filter((p) => p !== undefined),
+          summary
+        ).toEqual([])
+        expect(got, `answers after the close was decided: ${summary}`).toHaveLength(c.answers.length)
+        // What code-server ran is exactly what the client got answers for: nothing after the close.
+        expect(
+          upstream.requests.map((u) => u.url),
+          summary
+        ).toEqual(c.answers.flatMap((a) => ("upstream" in a ? [a.upstream] : [])))
+      } finally {
+        conn.destroy()
+      }
+    },
+    TEST_TIMEOUT
+  )
 })
