@@ -67,13 +67,43 @@ export const CatalogRuntime = Schema.Struct({
 })
 export type CatalogRuntime = typeof CatalogRuntime.Type
 
+/** One agent release tarball (scripts/build-agent-release.ts) and the Node runtime it runs on. */
+export const AgentReleaseEntry = Schema.Struct({
+  version: Version,
+  artifact: ArtifactPath,
+  sha256: Sha256,
+  /** A version of the catalog runtime `node`. */
+  node: Version
+})
+export type AgentReleaseEntry = typeof AgentReleaseEntry.Type
+
+/**
+ * The agent releases a container's install script (`installer`, run from the artifact server) chooses
+ * from: the newest is the last; docs/operators.md "Agent release".
+ */
+export const AgentReleases = Schema.Struct({
+  installer: Schema.Struct({ artifact: ArtifactPath, sha256: Sha256 }),
+  releases: Schema.NonEmptyArray(AgentReleaseEntry)
+})
+export type AgentReleases = typeof AgentReleases.Type
+
 export const Catalog = Schema.Struct({
   schemaVersion: Schema.Literal(1),
   runtimes: Schema.Array(CatalogRuntime),
   /** Services the agent installs the same way (e.g. code-server). */
-  services: Schema.optionalKey(Schema.Array(CatalogRuntime))
+  services: Schema.optionalKey(Schema.Array(CatalogRuntime)),
+  /** The agent's own releases (installed by the container's root, never by the agent). */
+  agent: Schema.optionalKey(AgentReleases)
 }).check(
-  Schema.makeFilter((c) => new Set(c.runtimes.map((r) => r.name)).size === c.runtimes.length || "runtime names must be unique")
+  Schema.makeFilter((c) => new Set(c.runtimes.map((r) => r.name)).size === c.runtimes.length || "runtime names must be unique"),
+  Schema.makeFilter((c) => {
+    const nodes = new Set(c.runtimes.filter((r) => r.name === "node").flatMap((r) => r.versions.map((v) => v.version)))
+    const missing = (c.agent?.releases ?? []).filter((r) => !nodes.has(r.node))
+    return missing.length === 0 || `agent release ${missing[0]?.version} runs on Node ${missing[0]?.node}, which runtime "node" does not list`
+  }),
+  Schema.makeFilter((c) =>
+    new Set((c.agent?.releases ?? []).map((r) => r.version)).size === (c.agent?.releases.length ?? 0) || "agent release versions must be unique"
+  )
 )
 export type Catalog = typeof Catalog.Type
 

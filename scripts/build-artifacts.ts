@@ -8,9 +8,13 @@
  *     `dotnet-feed/Runtime/8.0.0/dotnet-runtime-8.0.0-linux-<arch>.tar.gz` + `productVersion.txt`, whose
  *     archive holds a .NET runtime's layout (`dotnet` host, `shared/Microsoft.NETCore.App/8.0.0/`, `host/fxr/8.0.0/`;
  *     the host is a shell script that answers `--list-runtimes`: no real .NET binary can be had here);
- *   - anything callers add through `extra` (e.g. code-server as a service, a sample game server).
+ *   - anything callers add through `extra` (e.g. code-server as a service, a sample game server);
+ *   - agent releases (`agentReleases`, built by scripts/build-agent-release.ts):
+ *     `agent/zlh-agent-<version>.tar.gz` each, and the newest one's install script as `agent/install.sh`,
+ *     listed in the catalog's `agent` with their sha256 (docs/operators.md "Agent release").
  *
- *   node scripts/build-artifacts.ts [outDir]          (default .zlh/artifacts)
+ *   node scripts/build-artifacts.ts [outDir] [--agent-release]   (default .zlh/artifacts; the flag builds
+ *                                                                  and publishes this checkout's agent release)
  *
  * Library use: `await buildArtifacts({ outDir, extra: [{ kind: "service", name: "code-server", version,
  * from: { dir: "/path/to/tree" } }] })`.
@@ -20,7 +24,7 @@ import { copyFileSync, createReadStream, mkdirSync, mkdtempSync, renameSync, rmS
 import { tmpdir } from "node:os"
 import { basename, dirname, join, resolve } from "node:path"
 import * as tar from "tar"
-import { type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion, dotnetFeedPath } from "../schemas/catalog.ts"
+import { type AgentReleases, type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion, dotnetFeedPath } from "../schemas/catalog.ts"
 import { Schema } from "effect"
 
 export const CATALOG_PATH = "devcontainer/_catalog.json"
@@ -67,6 +71,18 @@ export interface BuildOptions {
   readonly extra?: ReadonlyArray<ArtifactSpec>
   /** gzip level for packed tarballs (default 1: fast; the Node binary is ~120 MB). */
   readonly gzipLevel?: number
+  /** Agent release tarballs to publish, oldest first (the last is the newest). */
+  readonly agentReleases?: ReadonlyArray<AgentReleaseInput>
+}
+
+/** What the catalog needs of a release built by scripts/build-agent-release.ts (its `AgentRelease` fits). */
+export interface AgentReleaseInput {
+  readonly version: string
+  readonly file: string
+  readonly nodeVersion: string
+  readonly installScript: string
+  /** Tests: write this sha256 into the catalog instead of the real one. */
+  readonly sha256Override?: string
 }
 
 export interface BuiltArtifact {
@@ -197,6 +213,30 @@ const group = (built: ReadonlyArray<BuiltArtifact>): Array<CatalogRuntime> => {
   return [...byName].map(([name, versions]) => ({ name, versions: versions as unknown as CatalogRuntime["versions"] }))
 }
 
+const copyInto = (from: string, file: string) => {
+  mkdirSync(dirname(file), { recursive: true })
+  copyFileSync(from, `${file}.tmp-${process.pid}`)
+  renameSync(`${file}.tmp-${process.pid}`, file)
+}
+
+/** Copies each release to `agent/zlh-agent-<version>.tar.gz` and the newest's install script to `agent/install.sh`. */
+const publishAgentReleases = async (outDir: string, releases: ReadonlyArray<AgentReleaseInput>): Promise<AgentReleases | undefined> => {
+  const newest = releases.at(-1)
+  if (newest === undefined) return undefined
+  const entries: Array<AgentReleases["releases"][number]> = []
+  for (const r of releases) {
+    const artifact = `agent/zlh-agent-${r.version}.tar.gz`
+    copyInto(r.file, join(outDir, artifact))
+    entries.push({ version: r.version, artifact, sha256: r.sha256Override ?? await sha256File(join(outDir, artifact)), node: r.nodeVersion })
+  }
+  const installer = "agent/install.sh"
+  copyInto(newest.installScript, join(outDir, installer))
+  return {
+    installer: { artifact: installer, sha256: await sha256File(join(outDir, installer)) },
+    releases: entries as unknown as AgentReleases["releases"]
+  }
+}
+
 export const buildArtifacts = async (options: BuildOptions): Promise<BuildResult> => {
   const stage = mkdtempSync(join(tmpdir(), "zlh-build-artifacts-"))
   try {
@@ -215,10 +255,12 @@ const build = async (options: BuildOptions, stage: string): Promise<BuildResult>
   const built: Array<BuiltArtifact> = []
   for (const spec of specs) built.push(await packOne(options.outDir, spec, options.gzipLevel ?? 1))
   const services = built.filter((b) => b.spec.kind === "service")
+  const agent = await publishAgentReleases(options.outDir, options.agentReleases ?? [])
   const catalog: Catalog = {
     schemaVersion: 1,
     runtimes: group(built.filter((b) => b.spec.kind === "runtime")),
-    ...(services.length === 0 ? {} : { services: group(services) })
+    ...(services.length === 0 ? {} : { services: group(services) }),
+    ...(agent === undefined ? {} : { agent })
   }
   const text = JSON.stringify(catalog, null, 2)
   // The catalog must decode with the schema the agent uses.
@@ -231,8 +273,15 @@ const build = async (options: BuildOptions, stage: string): Promise<BuildResult>
 }
 
 if (import.meta.main) {
-  const outDir = resolve(process.argv[2] ?? join(repoRoot, ".zlh", "artifacts"))
-  const result = await buildArtifacts({ outDir })
+  const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"))
+  const outDir = resolve(positional[0] ?? join(repoRoot, ".zlh", "artifacts"))
+  const withAgent = process.argv.includes("--agent-release")
+  const { buildAgentRelease } = await import("./build-agent-release.ts")
+  const releaseDir = mkdtempSync(join(tmpdir(), "zlh-agent-release-"))
+  const agentReleases = withAgent ? [await buildAgentRelease({ outDir: releaseDir })] : []
+  const result = await buildArtifacts({ outDir, agentReleases })
+  rmSync(releaseDir, { recursive: true, force: true })
+  for (const r of result.catalog.agent?.releases ?? []) console.log(`agent release ${r.version} (Node ${r.node}): ${r.artifact} (sha256 ${r.sha256})`)
   for (const a of result.artifacts) console.log(`${a.spec.kind} ${a.spec.name} ${a.spec.version}: ${a.artifact} (${a.bytes} bytes, sha256 ${a.sha256})`)
   console.log(`catalog: ${result.catalogFile}`)
 }

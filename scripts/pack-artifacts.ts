@@ -14,7 +14,7 @@ import { readdir, stat } from "node:fs/promises"
 import { join, relative, resolve } from "node:path"
 import * as tar from "tar"
 import type { Catalog } from "../schemas/catalog.ts"
-import { type ArtifactSpec, buildArtifacts } from "./build-artifacts.ts"
+import { type AgentReleaseInput, type ArtifactSpec, buildArtifacts } from "./build-artifacts.ts"
 
 const repoRoot = resolve(import.meta.dirname, "..")
 export { CATALOG_PATH } from "./build-artifacts.ts"
@@ -44,6 +44,8 @@ export interface PackOptions {
   /** The code-server install directory (holds node_modules/code-server); undefined = not available. */
   readonly codeServerDir?: string | undefined
   readonly codeServerProblem?: string | undefined
+  /** Agent releases to publish (scripts/build-agent-release.ts; the last is the newest). */
+  readonly agentReleases?: ReadonlyArray<AgentReleaseInput>
   readonly onProgress?: (line: string) => void
 }
 
@@ -205,6 +207,7 @@ export const packArtifacts = async (options: PackOptions): Promise<PackResult> =
       outDir,
       node: false,
       dotnet: false,
+      agentReleases: options.agentReleases ?? [],
       extra: [
         spec(node, "runtime", "bin"),
         spec(sampleGame, "runtime", "."),

@@ -410,15 +410,19 @@ const makeGameSupervisor = Effect.gen(function*() {
 
   yield* Effect.yieldNow
 
-  // Agent shutdown: stop the server with its process group (or leave it for the next agent when asked to).
+  // Agent shutdown: stop the server with its process group (or leave it for the next agent when asked to:
+  // by configuration, or by an upgrade's handover request).
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
-      if (config.keepRunningOnShutdown) yield* Ref.set(detachOnRelease, true)
+      const handover = yield* stateFile.takeHandover
+      const keepRunning = config.keepRunningOnShutdown || handover
+      if (keepRunning) yield* Ref.set(detachOnRelease, true)
       const running = yield* Ref.get(supervisor)
       if (Option.isSome(running)) {
-        if (!config.keepRunningOnShutdown) yield* setState("stopping")
+        if (handover) yield* Effect.logInfo("agent upgrade: leaving the game server running for the next agent").pipe(Effect.annotateLogs({ vmid }))
+        if (!keepRunning) yield* setState("stopping")
         yield* stopSupervisor
-        if (!config.keepRunningOnShutdown) yield* setState("stopped", () => ({ resources: ZERO, nextRestartAt: null, ...supervision("none") }))
+        if (!keepRunning) yield* setState("stopped", () => ({ resources: ZERO, nextRestartAt: null, ...supervision("none") }))
       }
     })
   )

@@ -104,11 +104,21 @@ export const agentEnv = (tree: AgentTree, vmid: number, port: number, extra: Rec
   ...extra
 })
 
-/** Runs `node agent/main.ts` as a real child process and waits for `/livez`. */
-export const startAgent = async (env: Record<string, string>): Promise<RunningAgent> => {
-  const child = spawn(join(NODE_BIN, "node"), [join(repoRoot, "agent", "main.ts")], {
+/**
+ * Runs `node agent/main.ts` as a real child process and waits for `/livez`; `program` runs something
+ * else as the agent (a release's bundle: `{ command: node, args: [agent.mjs], cwd }`).
+ */
+export const startAgent = async (
+  env: Record<string, string>,
+  program: { readonly command: string; readonly args: ReadonlyArray<string>; readonly cwd: string } = {
+    command: join(NODE_BIN, "node"),
+    args: [join(repoRoot, "agent", "main.ts")],
+    cwd: repoRoot
+  }
+): Promise<RunningAgent> => {
+  const child = spawn(program.command, [...program.args], {
     env,
-    cwd: repoRoot,
+    cwd: program.cwd,
     stdio: ["ignore", "pipe", "pipe"]
   })
   let out = ""

@@ -1,0 +1,231 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { execFileSync } from "node:child_process"
+import { createHash } from "node:crypto"
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { builtinModules } from "node:module"
+import { join } from "node:path"
+import { Schema } from "effect"
+import { Redis } from "ioredis"
+import { type Catalog, CatalogFromJson } from "../../schemas/catalog.ts"
+import { type AgentRelease, buildAgentRelease, RELEASE_ENTRIES } from "../../scripts/build-agent-release.ts"
+import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact-server.ts"
+import { buildArtifacts, CATALOG_PATH } from "../../scripts/build-artifacts.ts"
+import {
+  agentEnv,
+  type AgentTree,
+  eventually,
+  freePort,
+  makeAgentTree,
+  repoRoot,
+  type RunningAgent,
+  startAgent,
+  testPrefix,
+  testVmid
+} from "../support/agent-harness.ts"
+
+/**
+ * The agent release on the host, without LXC: two releases are built and published on a real artifact
+ * server; each is fetched from it, checked against the catalog's sha256 and unpacked outside the
+ * repository with the Node runtime the catalog names, and run from there (no repository, no
+ * node_modules, no TypeScript) against the real Redis. Then the upgrade hand-over the install script
+ * does: the old agent leaves the game running, the new release re-attaches to the same process.
+ * In containers, with systemd and install.sh itself: agent-release-lxc.test.ts.
+ */
+const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex")
+
+let tree: AgentTree
+let artifacts: ArtifactServer
+let catalog: Catalog
+const releases: Array<AgentRelease> = []
+const installed: Record<string, { dir: string; node: string }> = {}
+const prefix = testPrefix()
+const vmid = testVmid()
+const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 1 })
+const agents: Array<RunningAgent> = []
+
+/** What install.sh does before systemd: download, refuse a wrong sha256, unpack. */
+const fetchChecked = async (artifact: string, expected: string, into: string) => {
+  const bytes = Buffer.from(await (await fetch(`${artifacts.url}/${artifact}`)).arrayBuffer())
+  const actual = createHash("sha256").update(bytes).digest("hex")
+  if (actual !== expected) throw new Error(`sha256 of ${artifact}: ${actual}, catalog ${expected}`)
+  mkdirSync(into, { recursive: true })
+  const file = `${into}.tar.gz`
+  writeFileSync(file, bytes)
+  execFileSync("tar", ["-xzf", file, "-C", into, "--no-same-owner"])
+}
+
+const installFromCatalog = async (version: string) => {
+  const entry = catalog.agent?.releases.find((r) => r.version === version)
+  if (entry === undefined) throw new Error(`release ${version} not in the catalog`)
+  const node = catalog.runtimes.find((r) => r.name === "node")?.versions.find((v) => v.version === entry.node)
+  if (node === undefined) throw new Error(`node ${entry.node} not in the catalog`)
+  const base = join(tree.base, "opt-zlh-agent")
+  const nodeDir = join(base, "node", entry.node)
+  if (!existsSync(nodeDir)) await fetchChecked(node.artifact, node.sha256, nodeDir)
+  const dir = join(base, "releases", version)
+  await fetchChecked(entry.artifact, entry.sha256, dir)
+  installed[version] = { dir, node: join(nodeDir, node.binDir ?? "bin", "node") }
+}
+
+const gameState = () =>
+  JSON.parse(readFileSync(join(tree.zlhRoot, "run", "game-server.json"), "utf8")) as {
+    desired: string
+    process: { pid: number; startTime: number } | null
+  }
+/** The process's start time, or undefined once it has ended (a zombie has ended). */
+const startTimeOf = (pid: number) => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+    return fields[0] === "Z" ? undefined : Number(fields[19])
+  } catch {
+    return undefined
+  }
+}
+
+const startRelease = async (version: string, port: number) => {
+  const r = installed[version]
+  if (r === undefined) throw new Error(`${version} not installed`)
+  const serverRoot = tree.serverRoot
+  const agent = await startAgent(
+    agentEnv(tree, vmid, port, {
+      // Nothing of the repository's: systemd's default PATH, the catalog's Node, the release's files.
+      PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      ARTIFACT_BASE_URL: artifacts.url,
+      AGENT_REDIS_KEY_PREFIX: prefix,
+      GAME_COMMAND: r.node,
+      GAME_ARGS: JSON.stringify([join(serverRoot, "game-server.mjs"), "--ready=100"]),
+      GAME_STOP_GRACE: "3 seconds",
+      GAME_KILL_GRACE: "3 seconds",
+      GAME_READY_POLL_INTERVAL: "200 millis",
+      GAME_RESOURCE_INTERVAL: "500 millis"
+    }),
+    { command: r.node, args: [join(r.dir, "agent.mjs")], cwd: r.dir }
+  )
+  agents.push(agent)
+  return agent
+}
+
+beforeAll(async () => {
+  tree = makeAgentTree()
+  const build = join(tree.base, "build")
+  releases.push(await buildAgentRelease({ outDir: build, version: "0.0.1-test" }))
+  releases.push(await buildAgentRelease({ outDir: build, version: "0.0.2-test" }))
+  const dir = join(tree.base, "artifacts")
+  await buildArtifacts({ outDir: dir, dotnet: false, agentReleases: releases })
+  artifacts = await startArtifactServer({ dir, port: 0, host: "127.0.0.1" })
+  catalog = Schema.decodeUnknownSync(CatalogFromJson)(await (await fetch(`${artifacts.url}/${CATALOG_PATH}`)).text())
+  for (const r of releases) await installFromCatalog(r.version)
+  mkdirSync(tree.serverRoot, { recursive: true })
+  copyFileSync(join(repoRoot, "test", "fixtures", "game-server.mjs"), join(tree.serverRoot, "game-server.mjs"))
+}, 300_000)
+
+afterAll(async () => {
+  for (const a of agents) await a.stop()
+  const pid = existsSync(join(tree.zlhRoot, "run", "game-server.json")) ? gameState().process?.pid : undefined
+  if (pid !== undefined && startTimeOf(pid) !== undefined) process.kill(-pid, "SIGKILL")
+  await artifacts?.close()
+  const leftover = await redis.keys(`${prefix}*`)
+  if (leftover.length > 0) await redis.del(...leftover)
+  redis.disconnect()
+  tree?.cleanup()
+})
+
+describe("agent release tarball", () => {
+  it("holds the bundle, its files helper, the unit, the environment template, the install script and release.json", () => {
+    const [release] = releases
+    const listed = execFileSync("tar", ["-tzf", release!.file], { encoding: "utf8" }).trim().split("\n")
+    expect(listed).toEqual([...RELEASE_ENTRIES])
+    const meta = JSON.parse(readFileSync(join(installed["0.0.1-test"]!.dir, "release.json"), "utf8")) as Record<string, unknown>
+    expect(meta).toMatchObject({ name: "zlh-agent", version: "0.0.1-test", node: process.versions.node })
+    expect(release!.sha256).toBe(sha256(release!.file))
+  })
+
+  it("is reproducible: the same sources give the same bytes", async () => {
+    const again = await buildAgentRelease({ outDir: join(tree.base, "build-again"), version: "0.0.1-test" })
+    expect(again.sha256).toBe(releases[0]!.sha256)
+  }, 120_000)
+
+  it("the bundle imports nothing but Node's built-ins (everything else is inside agent.mjs)", () => {
+    const text = readFileSync(join(installed["0.0.1-test"]!.dir, "agent.mjs"), "utf8")
+    const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]))
+    const specifiers = [
+      ...text.matchAll(/^\s*import\s[^"'\n]*?from\s*["']([^"']+)["']/gm),
+      ...text.matchAll(/^\s*import\s*["']([^"']+)["']/gm),
+      ...text.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)
+    ].map((m) => m[1]!)
+    expect(specifiers.length).toBeGreaterThan(0)
+    expect(specifiers.filter((s) => !builtins.has(s))).toEqual([])
+  })
+
+  it("is in the catalog with its sha256, next to the Node runtime it runs on, and the install script beside it", () => {
+    expect(catalog.agent?.releases.map((r) => [r.version, r.sha256, r.node])).toEqual(
+      releases.map((r) => [r.version, r.sha256, r.nodeVersion])
+    )
+    expect(catalog.runtimes.find((r) => r.name === "node")?.versions.map((v) => v.version)).toContain(releases[1]!.nodeVersion)
+    expect(catalog.agent?.installer.sha256).toBe(sha256(join(repoRoot, "agent", "release", "install.sh")))
+    expect(readFileSync(join(installed["0.0.2-test"]!.dir, "install.sh"), "utf8")).toBe(
+      readFileSync(join(repoRoot, "agent", "release", "install.sh"), "utf8")
+    )
+  })
+
+  it("a catalog naming a Node version it does not list is refused", () => {
+    const bad = { ...catalog, agent: { ...catalog.agent!, releases: [{ ...catalog.agent!.releases[0], node: "1.2.3" }] } }
+    expect(() => Schema.decodeUnknownSync(CatalogFromJson)(JSON.stringify(bad))).toThrow(/runs on Node 1\.2\.3/)
+  })
+})
+
+describe("the release, run from its unpacked tarball", () => {
+  it("serves /livez and /status, mirrors its status to Redis and starts a game server", async () => {
+    const agent = await startRelease("0.0.1-test", await freePort())
+    const cmdline = readFileSync(`/proc/${agent.child.pid}/cmdline`, "utf8").split("\0")
+    expect(cmdline.slice(0, 2)).toEqual([installed["0.0.1-test"]!.node, join(installed["0.0.1-test"]!.dir, "agent.mjs")])
+    expect(readFileSync(`/proc/${agent.child.pid}/cwd/release.json`, "utf8")).toContain("0.0.1-test")
+
+    expect((await fetch(`${agent.url}/livez`)).status).toBe(200)
+    const status = await agent.call("GET", "/status")
+    expect(status.status).toBe(200)
+    expect(status.json).toMatchObject({ vmid, serverRoot: tree.serverRoot })
+    expect((await agent.call("GET", "/status", { token: null })).status).toBe(401)
+    await eventually("the status in Redis", async () => ((await redis.get(`${prefix}agent:${vmid}`)) !== null ? true : undefined))
+
+    expect((await agent.call("POST", "/server/start")).status).toBe(202)
+    let last: unknown
+    const running = await eventually("the game server running", async () => {
+      const s = await agent.call("GET", "/status")
+      last = s.json
+      return s.json.state === "running" ? s.json : undefined
+    }, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}\nstatus: ${JSON.stringify(last)}\nagent: ${agent.output().slice(-3000)}`)
+    })
+    expect(running.state).toBe("running")
+    const pid = gameState().process?.pid
+    expect(pid).toBeTypeOf("number")
+    expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).toContain("game-server.mjs")
+  }, 120_000)
+
+  it("upgrade: handed over, the old agent leaves the game running and the new release re-attaches to the same PID", async () => {
+    const before = gameState().process
+    expect(before).not.toBeNull()
+    const old = agents.at(-1)!
+    writeFileSync(join(tree.zlhRoot, "run", "agent-handover"), "")
+    await old.stop()
+    expect(old.child.exitCode).toBe(0)
+    expect(existsSync(join(tree.zlhRoot, "run", "agent-handover"))).toBe(false) // taken: one upgrade only
+    expect(startTimeOf(before!.pid)).toBe(before!.startTime)
+
+    const next = await startRelease("0.0.2-test", await freePort())
+    const attached = await eventually("the new agent to report the game running", async () => {
+      const s = await next.call("GET", "/status")
+      return s.json.state === "running" ? s.json : undefined
+    })
+    expect(attached.state).toBe("running")
+    expect(gameState().process).toMatchObject({ pid: before!.pid, startTime: before!.startTime })
+    expect(next.output()).toContain("re-attached")
+
+    // Without a hand-over, a stop stops the game server as before.
+    await next.stop()
+    expect(next.child.exitCode).toBe(0)
+    expect(gameState().desired).toBe("running") // started again by the next agent
+    expect(startTimeOf(before!.pid)).toBeUndefined()
+  }, 120_000)
+})
