@@ -6,11 +6,13 @@
  * Tarballs are cached: a tarball whose source fingerprint (paths, sizes, mtimes) has not changed is
  * reused, so only the first `npm run dev` pays for gzipping ~600 MB of code-server.
  *
- *   node scripts/pack-artifacts.ts [outDir]     (default .zlh/artifacts)
+ *   node scripts/pack-artifacts.ts [outDir] [--agent-release]    (default .zlh/artifacts; the flag also
+ *                                                                builds and publishes the agent release)
  */
 import { createHash } from "node:crypto"
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { readdir, stat } from "node:fs/promises"
+import { tmpdir } from "node:os"
 import { join, relative, resolve } from "node:path"
 import * as tar from "tar"
 import type { Catalog } from "../schemas/catalog.ts"
@@ -226,11 +228,16 @@ export const packArtifacts = async (options: PackOptions): Promise<PackResult> =
 }
 
 if (import.meta.main) {
-  const outDir = process.argv[2] ?? join(repoRoot, ".zlh", "artifacts")
+  const outDir = process.argv.slice(2).find((a) => !a.startsWith("--")) ?? join(repoRoot, ".zlh", "artifacts")
   const codeServerDir = process.env["ZLH_CODE_SERVER_DIR"]
   const started = Date.now()
+  // --agent-release: build this checkout's agent release and publish it too (docs/operators.md).
+  const { buildAgentRelease } = await import("./build-agent-release.ts")
+  const releaseDir = mkdtempSync(join(tmpdir(), "zlh-agent-release-"))
+  const agentReleases = process.argv.includes("--agent-release") ? [await buildAgentRelease({ outDir: releaseDir })] : []
   const result = await packArtifacts({
     outDir,
+    agentReleases,
     codeServerDir: codeServerDir !== undefined && codeServerDir !== "" ? codeServerDir : undefined,
     codeServerProblem: "ZLH_CODE_SERVER_DIR is not set (run: export ZLH_CODE_SERVER_DIR=$(bash scripts/install-code-server.sh))",
     onProgress: (line) => console.log(`pack-artifacts: ${line}`)
@@ -238,6 +245,8 @@ if (import.meta.main) {
   for (const a of [result.node, result.sampleGame, result.codeServer]) {
     if (a !== undefined) console.log(`pack-artifacts: ${a.name} ${a.version} ${a.artifact} ${(a.bytes / 1024 / 1024).toFixed(1)} MiB sha256 ${a.sha256}${a.reused ? " (cached)" : ""}`)
   }
+  for (const r of result.catalog.agent?.releases ?? []) console.log(`pack-artifacts: agent release ${r.version} (Node ${r.node}) ${r.artifact} sha256 ${r.sha256}`)
   if (result.codeServerProblem !== undefined) console.log(`pack-artifacts: code-server not packed: ${result.codeServerProblem}`)
+  rmSync(releaseDir, { recursive: true, force: true })
   console.log(`pack-artifacts: catalog ${join(outDir, CATALOG_PATH)} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 }

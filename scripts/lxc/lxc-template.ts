@@ -29,7 +29,7 @@ export const ID_MAP_COUNT = 65_536
  * for runtimes; git and the shared libraries code-server's native modules link against.
  */
 export const TEMPLATE_PACKAGES = [
-  "curl", "ca-certificates", "procps", "util-linux", "passwd", "tar", "gzip", "xz-utils", "git", "less",
+  "curl", "ca-certificates", "jq", "procps", "util-linux", "passwd", "tar", "gzip", "xz-utils", "git", "less",
   "libatomic1", "libkrb5-3", "libsecret-1-0", "libx11-6", "libxkbfile1"
 ] as const
 
