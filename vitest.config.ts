@@ -7,6 +7,9 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: "forks",
     maxWorkers: 2,
-    reporters: ["default"]
+    reporters: ["default"],
+    // A passing test prints nothing; a failing test's console output (the agents' logs among it) is shown.
+    silent: "passed-only",
+    setupFiles: ["test/support/failure-logs-setup.ts"]
   }
 })

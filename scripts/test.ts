@@ -1,11 +1,14 @@
 /**
- * `npm test`: type-check, then every vitest suite, then one plain `N passed, N failed` line
- * (CI reads that line; vitest's own summary is not recognised). End-to-end suites run one file at a time
- * after the rest, because each drives a real code-server and a real Chromium on a 2-core machine.
+ * `npm test`: type-check, then every vitest suite, then every skipped test with its reason, then one plain
+ * `N passed, N failed, N skipped` line (CI reads the `N passed, N failed` at its start; vitest's own summary
+ * is not recognised). End-to-end suites run one file at a time after the rest, because each drives a real
+ * code-server and a real Chromium on a 2-core machine. A passing test prints nothing (vitest.config.ts:
+ * `silent: "passed-only"`); a failing one shows its logs.
  */
 import { spawnSync } from "node:child_process"
 import { mkdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
+import type { SkippedTest } from "./test-skip-reporter.ts"
 
 const root = join(import.meta.dirname, "..")
 const bin = (name: string) => join(root, "node_modules", ".bin", name)
@@ -15,6 +18,7 @@ mkdirSync(reportDir, { recursive: true })
 
 let passed = 0
 let failed = 0
+const skipped: Array<SkippedTest> = []
 
 const typecheck = spawnSync(bin("tsc"), ["--noEmit", "-p", "tsconfig.json"], { cwd: root, stdio: "inherit" })
 if (typecheck.status === 0) passed++
@@ -39,9 +43,18 @@ const suites: Array<{ name: string; args: Array<string> }> = [
 const only = process.argv.slice(2)
 for (const suite of suites) {
   const out = join(reportDir, `${suite.name}.json`)
-  const args = ["run", ...(only.length > 0 ? only : suite.args), "--reporter=default", "--reporter=json", `--outputFile.json=${out}`, "--passWithNoTests"]
+  const skipsOut = join(reportDir, `${suite.name}.skipped.json`)
+  const args = [
+    "run",
+    ...(only.length > 0 ? only : suite.args),
+    "--reporter=default",
+    "--reporter=json",
+    `--outputFile.json=${out}`,
+    "--reporter=./scripts/test-skip-reporter.ts",
+    "--passWithNoTests"
+  ]
   if (only.length > 0 && suite !== suites[0]) break
-  const run = spawnSync(bin("vitest"), args, { cwd: root, stdio: "inherit" })
+  const run = spawnSync(bin("vitest"), args, { cwd: root, stdio: "inherit", env: { ...process.env, ZLH_SKIP_REPORT: skipsOut } })
   let report: JsonReport | undefined
   try {
     report = JSON.parse(readFileSync(out, "utf8")) as JsonReport
@@ -55,6 +68,12 @@ for (const suite of suites) {
   }
   passed += report.numPassedTests
   failed += report.numFailedTests
+  try {
+    skipped.push(...(JSON.parse(readFileSync(skipsOut, "utf8")) as Array<SkippedTest>))
+  } catch {
+    failed++
+    console.error(`${suite.name}: the skip reporter wrote no list (${skipsOut})`)
+  }
   // A file that fails to load has no test results but is a failure all the same.
   for (const file of report.testResults) {
     const assertions = file.assertionResults as Array<{ status?: string }>
@@ -69,5 +88,9 @@ for (const suite of suites) {
   }
 }
 
-console.log(`${passed} passed, ${failed} failed`)
+if (skipped.length > 0) {
+  console.log(`\nskipped (${skipped.length}):`)
+  for (const s of skipped) console.log(`  ${s.file} > ${s.name}: ${s.reason}`)
+}
+console.log(`${passed} passed, ${failed} failed, ${skipped.length} skipped`)
 process.exit(failed === 0 ? 0 : 1)

@@ -22,8 +22,9 @@ import {
   testPrefix,
   testVmid
 } from "../support/agent-harness.ts"
+import { needsRoot, skipUnless } from "../support/requirements.ts"
 
-const isRoot = process.getuid?.() === 0
+const notRoot = needsRoot("provisioning creates a real user with useradd")
 const ZERO_SHA = "0".repeat(64)
 
 /**
@@ -87,7 +88,7 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
       if (keys.length > 0) await redis.del(...keys)
       redis.disconnect()
     }
-    if (isRoot) {
+    if (notRoot === undefined) {
       spawnSync("userdel", ["-r", devUser], { stdio: "ignore" })
       spawnSync("userdel", [devUser], { stdio: "ignore" })
     }
@@ -350,7 +351,7 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     assert.isTrue(s.runtimeInstalled)
   })
 
-  it.skipIf(!isRoot)("provisions a real dev user, home and 0750 workspace; a second call changes nothing", async () => {
+  it("provisions a real dev user, home and 0750 workspace; a second call changes nothing", skipUnless(notRoot, { timeout: 120_000 }), async () => {
     const first = await agent.call("POST", "/dev/provision", { body: {} })
     assert.strictEqual(first.status, 200, JSON.stringify(first.json))
     assert.isTrue(first.json.changed)
@@ -372,6 +373,5 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
     assert.deepStrictEqual(second.json.actions, [])
     assert.strictEqual(second.json.devReadyAt, s.devReadyAt)
     assert.strictEqual((await status()).devReadyAt, s.devReadyAt)
-  }, 120_000)
+  })
 })
-if (!isRoot) console.warn("agent-core: provisioning test SKIPPED: needs root (creates a real user with useradd)")

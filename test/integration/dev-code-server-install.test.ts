@@ -12,13 +12,13 @@ import { StatusStore } from "../../agent/status/status-store.ts"
 import { buildArtifacts, serveDirectory, sha256 } from "../support/dev-artifacts.ts"
 import { codeServerSource, eventually, freePort, procStartTime, procUids } from "../support/dev-code-server.ts"
 import { devSettings } from "../support/dev-settings.ts"
-import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
-const source = isRoot ? codeServerSource() : { reason: notRootReason }
-const skipReason = !isRoot ? notRootReason : "reason" in source ? source.reason : undefined
-if (skipReason !== undefined) console.warn(`dev-code-server-install: SKIPPED: ${skipReason}`)
+const source = notRootReason === undefined ? codeServerSource() : { reason: notRootReason }
+const skipReason = "reason" in source ? source.reason : undefined
 
-describe.skipIf(skipReason !== undefined)("POST /dev/codeserver/install: a real code-server tarball from a real artifact server", () => {
+describe("POST /dev/codeserver/install: a real code-server tarball from a real artifact server", skipUnless(skipReason), () => {
   let base: string
   let user: TestUser
   let port: number

@@ -21,11 +21,11 @@ import {
   procUids
 } from "../support/dev-code-server.ts"
 import { devSettings } from "../support/dev-settings.ts"
-import { createTestUser, isRoot, notRootReason, runAs, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, runAs, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
-const source = isRoot ? codeServerSource() : { reason: notRootReason }
-const skipReason = !isRoot ? notRootReason : "reason" in source ? source.reason : undefined
-if (skipReason !== undefined) console.warn(`dev-code-server: SKIPPED: ${skipReason}`)
+const source = notRootReason === undefined ? codeServerSource() : { reason: notRootReason }
+const skipReason = "reason" in source ? source.reason : undefined
 
 const SECRET = `agent-secret-${process.pid}-do-not-leak`
 
@@ -40,7 +40,7 @@ interface Info {
   lastExit: { exitCode: number | null; signal: string | null; uptimeMs: number } | null
 }
 
-describe.skipIf(skipReason !== undefined)("code-server run by the agent as DEV_USER (real code-server, real user)", () => {
+describe("code-server run by the agent as DEV_USER (real code-server, real user)", skipUnless(skipReason), () => {
   let base: string
   let user: TestUser
   let port: number

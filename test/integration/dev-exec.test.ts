@@ -9,9 +9,8 @@ import { DevConfig } from "../../agent/dev/dev-config.ts"
 import { devLive } from "../../agent/dev/index.ts"
 import { StatusStore } from "../../agent/status/status-store.ts"
 import { devSettings } from "../support/dev-settings.ts"
-import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
-
-if (!isRoot) console.warn(`dev-exec: SKIPPED: ${notRootReason}`)
+import { createTestUser, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
 interface ExecResult {
   exitCode: number | null
@@ -23,7 +22,7 @@ interface ExecResult {
   timedOut: boolean
 }
 
-describe.skipIf(!isRoot)("POST /dev/exec runs one command as DEV_USER", () => {
+describe("POST /dev/exec runs one command as DEV_USER", skipUnless(notRootReason), () => {
   let base: string
   let user: TestUser
   let web: { handler: (request: Request) => Promise<Response>; dispose: () => Promise<void> }

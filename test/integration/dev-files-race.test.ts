@@ -12,7 +12,8 @@ import { FilesAsOwner } from "../../agent/dev/files-as-owner.ts"
 import { FilesRoutes } from "../../agent/dev/files-routes.ts"
 import { devSettings } from "../support/dev-settings.ts"
 import { snapshotTree } from "../support/dev-tree.ts"
-import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
 /**
  * Workspace file operations run with the dev user's rights, not root's. The attack: the dev user (who
@@ -26,11 +27,9 @@ import { createTestUser, isRoot, notRootReason, type TestUser } from "../support
  * write, make directories, move, delete and download in `dir`; nothing outside the workspace is ever read
  * or changed.
  */
-if (!isRoot) console.warn(`dev-files-race: SKIPPED: ${notRootReason}`)
-
 const SECRET = "ROOT-ONLY-CONTENT-7f3a"
 
-describe.skipIf(!isRoot)("workspace file operations run as the dev user: a symlink swapped in between check and use reaches nothing root-only", () => {
+describe("workspace file operations run as the dev user: a symlink swapped in between check and use reaches nothing root-only", skipUnless(notRootReason), () => {
   let base: string
   let workspace: string
   let rootOnly: string

@@ -10,11 +10,10 @@ import { DevConfig } from "../../agent/dev/dev-config.ts"
 import { FilesRoutes } from "../../agent/dev/files-routes.ts"
 import { devSettings } from "../support/dev-settings.ts"
 import { type DevTree, hostilePath, makeDevTree, snapshotTree } from "../support/dev-tree.ts"
-import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
-if (!isRoot) console.warn(`dev-files-routes: SKIPPED: ${notRootReason}`)
-
-describe.skipIf(!isRoot)("workspace files routes (real user, real tree)", () => {
+describe("workspace files routes (real user, real tree)", skipUnless(notRootReason), () => {
   let tree: DevTree
   let user: TestUser
   let handler: (request: Request) => Promise<Response>

@@ -6,11 +6,10 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { hardenAgentFiles } from "../../agent/dev/hardening.ts"
 import { devSettings } from "../support/dev-settings.ts"
-import { createTestUser, isRoot, notRootReason, runAs, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, runAs, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
-if (!isRoot) console.warn(`dev-hardening: SKIPPED: ${notRootReason}`)
-
-describe.skipIf(!isRoot)("hardening of ZLH_ROOT and the agent's secrets, proven as the real dev user", () => {
+describe("hardening of ZLH_ROOT and the agent's secrets, proven as the real dev user", skipUnless(notRootReason), () => {
   let base: string
   let user: TestUser
   let settings: ReturnType<typeof devSettings>

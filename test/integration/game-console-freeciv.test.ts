@@ -6,7 +6,6 @@
  * command answered by Freeciv, a graceful stop with Freeciv's own `quit`, and commands refused once it
  * has stopped.
  */
-import { existsSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
@@ -14,14 +13,15 @@ import { parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 import { AGENT_PRIVATE_KEY, agentEnv, type AgentTree, freePort, makeAgentTree, type RunningAgent, startAgent, testPrefix, testVmid } from "../support/agent-harness.ts"
 import { deletePrefix, makeDeps, mintUserToken, putRecord, type TestDeps, testConfig, userSecretOf } from "../support/api-harness.ts"
 import { type ConsoleMessage, type ConsoleViewerClient, openConsole } from "../support/console-client.ts"
+import { firstReason, needsPackage, needsRoot, skipUnless } from "../support/requirements.ts"
 
 const FREECIV = "/usr/games/freeciv-server"
-const skipReason = process.getuid?.() !== 0
-  ? "needs root (the agent creates its game user; Freeciv refuses to run as root itself)"
-  : !existsSync(FREECIV) ? `${FREECIV} is missing (scripts/setup-test-env.sh installs freeciv-server)` : undefined
-if (skipReason !== undefined) console.warn(`game-console-freeciv: SKIPPED: ${skipReason}`)
+const skipReason = firstReason(
+  needsRoot("the agent creates its game user; Freeciv refuses to run as root itself"),
+  needsPackage("freeciv-server", [FREECIV])
+)
 
-describe.skipIf(skipReason !== undefined)("the console of a real Freeciv server through the API", () => {
+describe("the console of a real Freeciv server through the API", skipUnless(skipReason), () => {
   const prefix = testPrefix()
   const keys = makeRedisKeys(prefix)
   const vmid = testVmid()

@@ -4,14 +4,15 @@ import * as NodePath from "node:path"
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { freePort } from "../support/agent-harness.ts"
 import { alive, type GameAgent, groupAlive, makeGameRoot, startGameAgent, waitFor, waitForState } from "../support/game-agent.ts"
+import { needsPackage, skipUnless } from "../support/requirements.ts"
 
 /**
  * A real game server nobody here wrote: Luanti (Minetest 5.6) from Debian's `minetest-server` package
  * (installed by scripts/setup-test-env.sh), under the real supervisor and launcher. Each test starts and
  * stops its own server on its own port and world, bounded in time.
  */
-const SERVER = ["/usr/games/minetestserver", "/usr/lib/minetest/minetestserver"].find((p) => NodeFs.existsSync(p))
-if (SERVER === undefined) console.warn("game-luanti: skipped: minetestserver is not installed (Debian package minetest-server)")
+const MINETEST_SERVER_PATHS = ["/usr/games/minetestserver", "/usr/lib/minetest/minetestserver"]
+const SERVER = MINETEST_SERVER_PATHS.find((p) => NodeFs.existsSync(p))
 
 const READY = String.raw`Server for gameid="[^"]+" listening on`
 
@@ -98,7 +99,7 @@ const luanti = async (env: Record<string, string> = {}, mods: Record<string, str
 
 const logs = async (a: GameAgent) => ((await (await a.call("GET", "/server/logs?tail=2000")).json()) as { lines: Array<string> }).lines
 
-describe.skipIf(SERVER === undefined)("Luanti (Debian minetest-server) under the real agent", () => {
+describe("Luanti (Debian minetest-server) under the real agent", skipUnless(needsPackage("minetest-server", MINETEST_SERVER_PATHS)), () => {
   it("clean start → running on its real ready line; graceful stop leaves no process behind", async () => {
     const l = await luanti()
     const a = l.agent()

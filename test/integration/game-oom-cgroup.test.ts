@@ -6,6 +6,7 @@ import { makeChildCgroup } from "../../agent/process/child-cgroup.ts"
 import { removeCgroup } from "../../agent/process/child-cgroup.ts"
 import { makeGameRoot, startGameAgent, waitFor, type GameAgent } from "../support/game-agent.ts"
 import { gameSettings } from "../support/game-settings.ts"
+import { skipUnless } from "../support/requirements.ts"
 
 /**
  * A real kernel OOM kill inside the game's own cgroup: the agent creates the cgroup (v1 memory or v2,
@@ -15,8 +16,7 @@ import { gameSettings } from "../support/game-settings.ts"
  */
 const probe = await Effect.runPromise(makeChildCgroup({ name: `zlh-probe-${process.pid}`, memoryMax: 64 * 1024 * 1024 }))
 if (probe._tag === "own") await Effect.runPromise(removeCgroup(probe.cgroup))
-const skipReason = probe._tag === "own" ? undefined : probe.reason
-if (skipReason !== undefined) console.warn(`game-oom-cgroup: skipped: ${skipReason}`)
+const skipReason = probe._tag === "own" ? undefined : `no memory cgroup: ${probe.reason}`
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -29,7 +29,7 @@ setInterval(() => { held.push(Buffer.alloc(8 * 1024 * 1024, 1)) }, 5)
 `
 
 describe("OOM that is the game's own", () => {
-  it.skipIf(skipReason !== undefined)("a real OOM kill in the game's cgroup (GAME_MEMORY_MAX=96M) is classified oom from that cgroup's counter", async () => {
+  it("a real OOM kill in the game's cgroup (GAME_MEMORY_MAX=96M) is classified oom from that cgroup's counter", skipUnless(skipReason, { timeout: 90_000 }), async () => {
     const { root, gameUserEnv, cleanup } = makeGameRoot()
     NodeFs.writeFileSync(NodePath.join(root, "server", "hog.mjs"), HOG)
     const env = {
@@ -70,5 +70,5 @@ describe("OOM that is the game's own", () => {
     // the agent's process is not in the game's cgroup
     const procs = NodeFs.readFileSync(NodePath.join(cg!.path!, "cgroup.procs"), "utf8").split("\n")
     assert.notInclude(procs, String(process.pid))
-  }, 90_000)
+  })
 })

@@ -14,6 +14,7 @@ import {
   waitFor,
   waitForState
 } from "../support/game-agent.ts"
+import { needsRoot, skipUnless } from "../support/requirements.ts"
 
 /**
  * The real launcher with the fixture game server (test/fixtures/game-server.mjs): real crashes, real
@@ -245,7 +246,7 @@ describe("game server supervision with real processes", () => {
     assert.deepStrictEqual(await groupAlive(again.pid), [])
   })
 
-  it.skipIf(process.getuid?.() !== 0)("runs the server as the configured unprivileged user", async () => {
+  it("runs the server as the configured unprivileged user", skipUnless(needsRoot("the agent creates the game user with useradd")), async () => {
     const { agent, pidFile } = setup(["--ready=50", "--pidfile={pidfile}"], { GAME_RUN_AS: "65534:65534" })
     const a = agent()
     await a.call("POST", "/server/start")

@@ -4,6 +4,7 @@ import * as NodePath from "node:path"
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { makeGameRoot, readPidFile, realSettingsEnv, startGameAgent, waitFor, waitForState, type GameAgent } from "../support/game-agent.ts"
 import { createTestUser, runAs } from "../support/dev-user.ts"
+import { needsRoot, skipUnless } from "../support/requirements.ts"
 
 /**
  * Game servers never run as root by default: the agent creates its unprivileged game user at the first
@@ -11,8 +12,7 @@ import { createTestUser, runAs } from "../support/dev-user.ts"
  * with root-owned files, is fixed and the fix is logged in the console) and says who the game runs as in
  * `/status` → `game.runAs`. Root only with GAME_RUN_AS=root. Real users, real processes, checked in /proc.
  */
-const isRoot = process.getuid?.() === 0
-if (!isRoot) console.warn("game-user: SKIPPED: needs root (the agent creates a real user with useradd)")
+const notRoot = needsRoot("the agent creates a real user with useradd")
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -45,7 +45,7 @@ const idOf = (name: string, flag = "-u") => {
 }
 const logs = async (a: GameAgent) => ((await (await a.call("GET", "/server/logs?tail=1000")).json()) as { lines: Array<string> }).lines
 
-describe.skipIf(!isRoot)("the game server's user", () => {
+describe("the game server's user", skipUnless(notRoot), () => {
   it("by default runs as the agent's own unprivileged game user (created at the first start), with its HOME, and /status says so", async () => {
     const t = setup(["--ready=50", "--pidfile={pidfile}"])
     const name = t.gameUserEnv.GAME_USER

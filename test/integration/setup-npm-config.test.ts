@@ -18,6 +18,7 @@ import * as NodeOs from "node:os"
 import * as NodePath from "node:path"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "vitest"
 import { createTestUser, isRoot, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 
 const root = NodePath.join(import.meta.dirname, "..", "..")
 const script = NodePath.join(root, "scripts", "install-code-server.sh")
@@ -190,7 +191,7 @@ const machineNodeVersion = (() => {
   }
 })()
 
-describe.skipIf(machineNodeVersion === undefined)("npm-entry.sh bootstrap (npm ci) on a fresh clone, as a non-root user", () => {
+describe("npm-entry.sh bootstrap (npm ci) on a fresh clone, as a non-root user", skipUnless(machineNodeVersion === undefined ? "package missing: nodejs (no `node` on the user's PATH to be the machine's own Node)" : undefined), () => {
   let user: TestUser | undefined
   afterAll(() => {
     user?.remove()

@@ -14,12 +14,11 @@ import { randomBytes } from "node:crypto"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Redis } from "ioredis"
 import { agentEnv, type AgentTree, eventually, freePort, makeAgentTree, type RunningAgent, startAgent, testPrefix, testVmid } from "../support/agent-harness.ts"
-import { createTestUser, isRoot, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { createTestUser, notRootReason, type TestUser } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
 import { NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { runCommand } from "../../agent/process/run-command.ts"
-
-if (!isRoot) console.warn(`tenant-secrets: SKIPPED: ${notRootReason}`)
 
 const SCAN = `pat=$1; shift
 for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do grep -qaFf "$pat" "$f" 2>/dev/null && echo "HIT $f"; done
@@ -27,7 +26,7 @@ grep -rlaFf "$pat" "$@" 2>/dev/null | sed 's/^/HIT /'
 echo SCAN-DONE
 `
 
-describe.skipIf(!isRoot)("secrets are out of the dev and game users' reach", () => {
+describe("secrets are out of the dev and game users' reach", skipUnless(notRootReason), () => {
   const secret = `zlh-secret-${randomBytes(12).toString("hex")}`
   const prefix = testPrefix()
   const vmid = testVmid()

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
+import { showOnFailure } from "./failure-logs.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
@@ -124,8 +125,10 @@ export const startAgent = async (
   let out = ""
   child.stdout.on("data", (d) => (out += String(d)))
   child.stderr.on("data", (d) => (out += String(d)))
-  const exited = new Promise<void>((r) => child.once("exit", () => r()))
   const url = `http://127.0.0.1:${env["AGENT_PORT"]}`
+  const forget = showOnFailure(`agent ${url}`, () => out)
+  const exited = new Promise<void>((r) => child.once("exit", () => r()))
+  void exited.then(forget)
   const vmid = Number(env["AGENT_VMID"])
   await eventually(`the agent on ${url} (output so far:\n${out.slice(-2000)})`, async () => {
     if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${out.slice(-2000)}`)

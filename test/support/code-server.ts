@@ -20,9 +20,11 @@ export const codeServerDir = (): string => {
   if (cachedDir !== undefined) return cachedDir
   const fromEnv = process.env["ZLH_CODE_SERVER_DIR"]
   if (fromEnv !== undefined && fromEnv !== "" && existsSync(entryOf(fromEnv))) return (cachedDir = fromEnv)
-  const run = spawnSync("bash", [join(root, "scripts", "install-code-server.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+  const run = spawnSync("bash", [join(root, "scripts", "install-code-server.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
   const dir = run.stdout.trim().split("\n").pop() ?? ""
-  if (run.status !== 0 || !existsSync(entryOf(dir))) throw new Error(`install-code-server.sh failed (exit ${run.status}): ${run.stdout}`)
+  if (run.status !== 0 || !existsSync(entryOf(dir))) {
+    throw new Error(`install-code-server.sh failed (exit ${run.status}): ${run.stdout}\n${run.stderr}`)
+  }
   return (cachedDir = dir)
 }
 

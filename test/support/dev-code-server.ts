@@ -12,16 +12,16 @@ const projectRoot = NodePath.join(import.meta.dirname, "..", "..")
 export const codeServerSource = (): { dir: string } | { reason: string } => {
   const fromEnv = process.env.ZLH_CODE_SERVER_DIR
   if (fromEnv !== undefined && fromEnv !== "") {
-    return NodeFs.existsSync(fromEnv) ? { dir: fromEnv } : { reason: `ZLH_CODE_SERVER_DIR=${fromEnv} does not exist` }
+    return NodeFs.existsSync(fromEnv) ? { dir: fromEnv } : { reason: `package missing: code-server (ZLH_CODE_SERVER_DIR=${fromEnv} does not exist)` }
   }
   try {
     const dir = execFileSync("bash", [NodePath.join(projectRoot, "scripts", "install-code-server.sh")], {
       encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"]
+      stdio: ["ignore", "pipe", "pipe"]
     }).trim().split("\n").pop() ?? ""
-    return NodeFs.existsSync(dir) ? { dir } : { reason: `install-code-server.sh printed ${dir}, which does not exist` }
+    return NodeFs.existsSync(dir) ? { dir } : { reason: `package missing: code-server (install-code-server.sh printed ${dir}, which does not exist)` }
   } catch (e) {
-    return { reason: `install-code-server.sh failed: ${String(e)}` }
+    return { reason: `package missing: code-server (install-code-server.sh failed: ${String(e)})` }
   }
 }
 

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { descendants, isSameProcessAlive, type ProcInfo } from "../../scripts/dev-processes.ts"
 import { freePort } from "../../scripts/dev-net.ts"
+import { showOnFailure } from "./failure-logs.ts"
 
 const root = join(import.meta.dirname, "..", "..")
 const nodeBin = join(root, "node_modules", "node", "bin", "node")
@@ -101,10 +102,12 @@ export const startDevStack = async (options: { env?: Record<string, string>; kee
   }
   child.stdout?.on("data", onData)
   child.stderr?.on("data", onData)
+  const forget = showOnFailure("npm run dev (scripts/dev.ts)", () => out)
   let exitCode: number | string | null | undefined
   const exited = new Promise<number | string | null>((resolve) =>
     child.once("exit", (code, sig) => {
       exitCode = code ?? sig
+      forget()
       for (const w of [...waiters]) w()
       resolve(exitCode)
     })

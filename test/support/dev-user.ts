@@ -1,8 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { needsRoot } from "./requirements.ts"
 
-export const isRoot = process.getuid?.() === 0
-export const notRootReason = "needs root (creates a real user with useradd); run the tests as root"
+export { isRoot } from "./requirements.ts"
+/** Why a test that creates a real user is skipped when the tests do not run as root. */
+export const notRootReason = needsRoot("creates a real user with useradd")
 
 export interface TestUser {
   readonly name: string
