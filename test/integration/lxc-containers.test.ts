@@ -9,7 +9,8 @@ import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ID_MAP_BASE, run, sweepStaleNetworks } from "../../scripts/lxc/index.ts"
-import { lxcSkipReason, lxcSuiteName, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { lxcSkipReason, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { skipUnless } from "../support/requirements.ts"
 
 const skip = lxcSkipReason()
 const root = join(import.meta.dirname, "..", "..")
@@ -26,7 +27,7 @@ const leftovers = async (index: number): Promise<Array<string>> => {
   return out
 }
 
-describe.skipIf(skip !== undefined)(lxcSuiteName("LXC containers (scripts/lxc)", skip), () => {
+describe("LXC containers (scripts/lxc)", skipUnless(skip), () => {
   let env: LxcTestEnv
   beforeAll(async () => {
     env = await lxcTestEnv({ owner: "lxc-containers" })

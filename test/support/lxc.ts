@@ -1,10 +1,10 @@
 /**
  * Real LXC containers in tests (scripts/lxc/index.ts): one private network per test file, containers
  * cloned from the cached template, everything destroyed in `destroy()` (call it in afterAll), and the
- * reason a suite is skipped where LXC cannot run (not root, packages missing), for the suite's name.
+ * reason a suite is skipped where LXC cannot run (not root, packages missing), for skipUnless
+ * (test/support/requirements.ts), which puts it in `npm test`'s list of skipped tests.
  *
- *   const lxc = lxcSkipReason()
- *   describe.skipIf(lxc !== undefined)(lxcSuiteName("the network boundary", lxc), () => {
+ *   describe("the network boundary", skipUnless(lxcSkipReason()), () => {
  *     let env: LxcTestEnv
  *     beforeAll(async () => { env = await lxcTestEnv({ owner: "network-boundary", allowTcpPorts: [port] }) })
  *     afterAll(() => env?.destroy())
