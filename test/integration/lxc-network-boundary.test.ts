@@ -24,7 +24,8 @@ import { singleRedis } from "../../wire/redis-topology.ts"
 import { bearer, eventually, makeDeps, mintUserToken, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { agentSourceMounts, NODE_IN_CONTAINER, startContainerAgent, type ContainerAgent } from "../support/lxc-agent.ts"
 import { bridgeRedis, type BridgeRedis } from "../support/lxc-host-services.ts"
-import { lxcSkipReason, lxcSuiteName, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { lxcSkipReason, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { skipUnless } from "../support/requirements.ts"
 import { AGENT_PRIVATE_KEY, AGENT_PUBLIC_KEY } from "../support/agent-harness.ts"
 
 const skip = lxcSkipReason()
@@ -78,7 +79,7 @@ const listen = (host: string): Promise<Server> =>
   })
 const portOf = (s: Server) => (s.address() as { port: number }).port
 
-describe.skipIf(skip !== undefined)(lxcSuiteName("the network boundary from root inside real containers", skip), () => {
+describe("the network boundary from root inside real containers", skipUnless(skip), () => {
   let env: LxcTestEnv
   let redis: BridgeRedis
   let artifacts: ArtifactServer
