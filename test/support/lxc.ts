@@ -20,9 +20,6 @@ export const lxcSkipReason = (): string | undefined => {
   return support.ok ? undefined : `LXC cannot run here: ${support.reason}`
 }
 
-/** The suite's name, carrying the skip reason when it is skipped (so the summary says why by name). */
-export const lxcSuiteName = (name: string, reason: string | undefined): string => (reason === undefined ? name : `${name} [skipped: ${reason}]`)
-
 export interface LxcTestEnv {
   readonly template: Template
   readonly network: LxcNetwork
