@@ -25,7 +25,7 @@ export const ID_MAP_COUNT = 65_536
 
 /**
  * What the template holds beyond debootstrap's base: systemd comes with the debian template (`init`);
- * curl/ca-certificates for the agent's installs; util-linux (setpriv), passwd (useradd), procps, tar/gzip/xz
+ * curl/ca-certificates for the agent's installs, jq for the agent release's install.sh; util-linux (setpriv), passwd (useradd), procps, tar/gzip/xz
  * for runtimes; git and the shared libraries code-server's native modules link against.
  */
 export const TEMPLATE_PACKAGES = [
