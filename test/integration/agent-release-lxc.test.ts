@@ -1,0 +1,205 @@
+/**
+ * The agent release in a real unprivileged LXC container (scripts/lxc), installed the way an operator
+ * does (docs/operators.md "Agent release"): the one documented command fetches install.sh from the
+ * artifact server on the host, which installs the release and the Node runtime the catalog names
+ * (sha256-checked), the systemd unit and the environment file, and starts the agent. Then: it comes back
+ * after the container restarts; an upgrade keeps the running game server's PID; a tampered tarball is
+ * refused with nothing changed; a rollback. The container reaches only the artifact server and a Redis
+ * of this file's own, at the bridge address (the boundary rules of docs/containers.md).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Redis } from "ioredis"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
+import type { Catalog } from "../../schemas/catalog.ts"
+import { signingKeyOf } from "../../wire/agent-keys.ts"
+import { type AgentRelease, buildAgentRelease } from "../../scripts/build-agent-release.ts"
+import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact-server.ts"
+import { buildArtifacts } from "../../scripts/build-artifacts.ts"
+import type { Container } from "../../scripts/lxc/index.ts"
+import { AGENT_PRIVATE_KEY, AGENT_PUBLIC_KEY, eventually, makeAgentTree, type AgentTree, repoRoot } from "../support/agent-harness.ts"
+import { lxcSkipReason, lxcSuiteName, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { OPERATOR_COMMANDS } from "../support/operator-commands.ts"
+
+const skip = lxcSkipReason()
+const VMID = 4242
+const AGENT_PORT = 18888
+const VERSIONS = ["1.0.0-lxc", "1.0.1-lxc", "1.0.2-lxc"] as const
+
+describe.skipIf(skip !== undefined)(lxcSuiteName("agent release in an LXC container", skip), () => {
+  let env: LxcTestEnv
+  let tree: AgentTree
+  let artifacts: ArtifactServer
+  let artifactDir: string
+  let redisServer: ChildProcess | undefined
+  let redis: Redis
+  let c: Container
+  const releases: Array<AgentRelease> = []
+  let ARTIFACTS = ""
+
+  const publish = (count: number) => buildArtifacts({ outDir: artifactDir, dotnet: false, agentReleases: releases.slice(0, count) })
+
+  /** The documented command, verbatim, as root in the container. */
+  const runInside = (command: string, extra: Record<string, string> = {}) =>
+    c.sh(command, { env: { ARTIFACTS, ...extra }, allowFailure: true, timeoutMs: 300_000 })
+
+  const call = async (method: string, path: string) => {
+    const token = await signAgentCall(signingKeyOf(AGENT_PRIVATE_KEY), VMID, Date.now())
+    const r = await fetch(`http://${c.address}:${AGENT_PORT}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(10_000)
+    })
+    return { status: r.status, json: (await r.json().catch(() => undefined)) as any }
+  }
+  const livez = () => fetch(`http://${c.address}:${AGENT_PORT}/livez`, { signal: AbortSignal.timeout(3000) }).then((r) => r.status, () => 0)
+  const inside = async (script: string) => (await c.sh(script, { timeoutMs: 60_000 })).stdout.trim()
+  const agentMainPid = async () => Number(await inside("systemctl show -p MainPID --value zlh-agent"))
+  /** The game's PID and start time inside the container, from the agent's state file and /proc. */
+  const gameProcess = async () => {
+    const state = JSON.parse(await inside("cat /opt/zlh/run/game-server.json")) as { process: { pid: number; startTime: number } | null }
+    if (state.process === null) return undefined
+    const stat = await c.sh(`cat /proc/${state.process.pid}/stat`, { allowFailure: true })
+    const fields = stat.stdout.split(") ")[1]?.split(" ") ?? []
+    return { pid: state.process.pid, startTime: state.process.startTime, alive: stat.code === 0 && fields[0] !== "Z" && Number(fields[19]) === state.process.startTime }
+  }
+  const running = (what: string) =>
+    eventually(what, async () => {
+      const s = await call("GET", "/status")
+      return s.status === 200 && s.json.state === "running" ? s.json : undefined
+    }, 90_000)
+
+  beforeAll(async () => {
+    env = await lxcTestEnv({ owner: "agent-release-lxc" })
+    tree = makeAgentTree()
+    artifactDir = join(tree.base, "artifacts")
+    for (const version of VERSIONS) releases.push(await buildAgentRelease({ outDir: join(tree.base, "build"), version }))
+    await publish(1)
+    artifacts = await startArtifactServer({ dir: artifactDir, port: 0, host: env.network.hostAddress })
+    ARTIFACTS = artifacts.url
+    // A Redis of this file's own at the bridge address (the machine's shared one is on loopback).
+    const redisPort = 20000 + Math.floor(Math.random() * 20000)
+    redisServer = spawn("redis-server", ["--bind", env.network.hostAddress, "--port", String(redisPort), "--save", "", "--appendonly", "no", "--protected-mode", "no"], { stdio: "ignore" })
+    redis = new Redis({ host: env.network.hostAddress, port: redisPort, maxRetriesPerRequest: 1 })
+    redis.on("error", () => undefined) // refused until redis-server listens; `eventually` waits for it
+    await eventually("the test's Redis", async () => ((await redis.ping()) === "PONG" ? true : undefined), 15_000)
+    await env.network.allowPorts([artifacts.port, redisPort])
+
+    c = await env.container("agent")
+    // What the operator provides: the environment file (docs/operators.md), and the game server's files.
+    const envFile = [
+      `AGENT_VMID=${VMID}`,
+      `ARTIFACT_BASE_URL=${ARTIFACTS}`,
+      `AGENT_TOKEN_PUBLIC_KEY='${AGENT_PUBLIC_KEY}'`,
+      `REDIS_URL=redis://${env.network.hostAddress}:${redisPort}`,
+      `AGENT_PORT=${AGENT_PORT}`,
+      "GAME_COMMAND=/opt/zlh/agent/current/bin/node",
+      `GAME_ARGS='["/opt/zlh/server/game-server.mjs","--ready=100"]'`,
+      "GAME_STOP_GRACE=3 seconds",
+      "GAME_KILL_GRACE=3 seconds",
+      "GAME_READY_POLL_INTERVAL=200 millis",
+      ""
+    ].join("\n")
+    await c.sh("umask 077 && cat > /root/agent.env", { input: envFile })
+    await c.sh("mkdir -p /opt/zlh/server && cat > /opt/zlh/server/game-server.mjs", {
+      input: readFileSync(join(repoRoot, "test", "fixtures", "game-server.mjs"), "utf8")
+    })
+  }, 900_000)
+
+  afterAll(async () => {
+    await env?.destroy()
+    redis?.disconnect()
+    redisServer?.kill("SIGKILL")
+    await artifacts?.close()
+    tree?.cleanup()
+  })
+
+  it("installs into a fresh container with the one documented command, from the artifact server", async () => {
+    const started = Date.now()
+    const r = await runInside(OPERATOR_COMMANDS.installAgent)
+    const seconds = (Date.now() - started) / 1000
+    expect(r.code, r.stderr).toBe(0)
+    console.log(`agent release ${VERSIONS[0]}: installed and running in a fresh container in ${seconds.toFixed(1)} s (${(releases[0]!.bytes / 1024).toFixed(0)} KiB release + Node runtime)`)
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[0]}`])
+    expect(await inside("systemctl is-enabled zlh-agent")).toBe("enabled")
+    expect(await inside("/opt/zlh/agent/current/bin/node --version")).toBe(`v${releases[0]!.nodeVersion}`)
+    expect(await inside("stat -c '%a %U' /opt/zlh/agent.env")).toBe("600 root")
+    expect(await inside("ls -A /opt/zlh/agent")).toBe(["current", "node", "releases"].join("\n"))
+    // The host reaches the agent at the container's private address; calls are verified with the API's key.
+    expect(await livez()).toBe(200)
+    const status = await call("GET", "/status")
+    expect(status.status).toBe(200)
+    expect(status.json.vmid).toBe(VMID)
+    await eventually("the agent's status in Redis", async () => ((await redis.get(`agent:${VMID}`)) !== null ? true : undefined), 30_000)
+    // The artifact server saw the installer, the catalog, the Node runtime and the release.
+    const catalog = JSON.parse(readFileSync(join(artifactDir, "devcontainer", "_catalog.json"), "utf8")) as Catalog
+    const nodeArtifact = catalog.runtimes.find((n) => n.name === "node")?.versions[0].artifact
+    for (const path of ["/agent/install.sh", "/devcontainer/_catalog.json", `/${nodeArtifact}`, `/agent/zlh-agent-${VERSIONS[0]}.tar.gz`]) {
+      expect(artifacts.requests).toContain(path)
+    }
+  }, 400_000)
+
+  it("starts at boot: after the container restarts the agent is back and starts the game server again", async () => {
+    expect((await call("POST", "/server/start")).status).toBe(202)
+    await running("the game server running")
+    const before = await gameProcess()
+    expect(before?.alive).toBe(true)
+    await c.stop(30)
+    await c.start()
+    await eventually("the agent after the restart", async () => ((await livez()) === 200 ? true : undefined), 90_000)
+    await running("the game server running again after the restart")
+    const after = await gameProcess()
+    expect(after?.alive).toBe(true)
+    expect(await inside("systemctl is-active zlh-agent")).toBe("active")
+  }, 300_000)
+
+  it("upgrade: the same command installs the newer release and restarts the agent; the game server keeps its PID", async () => {
+    const game = await gameProcess()
+    expect(game?.alive).toBe(true)
+    const agentBefore = await agentMainPid()
+    await publish(2)
+    const r = await runInside(OPERATOR_COMMANDS.installAgent)
+    expect(r.code, r.stderr).toBe(0)
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[1]}`])
+    expect(await agentMainPid()).not.toBe(agentBefore)
+    const status = await running("the new agent to report the game running")
+    expect(status.state).toBe("running")
+    console.log(`upgrade ${VERSIONS[0]} -> ${VERSIONS[1]}: game PID ${game!.pid} kept; the game's cgroup: ${JSON.stringify(status.game?.cgroup)}`)
+    const after = await gameProcess()
+    expect(after).toEqual({ pid: game!.pid, startTime: game!.startTime, alive: true })
+    expect(await inside("journalctl -u zlh-agent --no-pager -o cat | grep -c 're-attached' || true")).not.toBe("0")
+    // The previous release stays for a rollback; the hand-over request is used up.
+    expect(await inside("ls /opt/zlh/agent/releases")).toBe([VERSIONS[0], VERSIONS[1]].join("\n"))
+    expect(await inside("test -e /opt/zlh/run/agent-handover && echo left || echo gone")).toBe("gone")
+  }, 300_000)
+
+  it("refuses a tampered tarball: nothing changes, the agent and the game keep running", async () => {
+    const game = await gameProcess()
+    const agentBefore = await agentMainPid()
+    await publish(3)
+    // The tarball on the server is altered after the catalog was written: one byte of the gzip member.
+    const tarball = join(artifactDir, "agent", `zlh-agent-${VERSIONS[2]}.tar.gz`)
+    const bytes = readFileSync(tarball)
+    bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff
+    writeFileSync(tarball, bytes)
+    const r = await runInside(OPERATOR_COMMANDS.installAgent)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(new RegExp(`refusing .*zlh-agent-${VERSIONS[2].replace(/\./g, "\\.")}\\.tar\\.gz: sha256 [0-9a-f]{64}, the catalog says ${releases[2]!.sha256}; nothing was changed`))
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[1]}`])
+    expect(await inside("ls -A /opt/zlh/agent; ls /opt/zlh/agent/releases")).toBe(["current", "node", "releases", VERSIONS[0], VERSIONS[1]].join("\n"))
+    expect(await agentMainPid()).toBe(agentBefore)
+    expect(await gameProcess()).toEqual({ ...game, alive: true })
+    copyFileSync(releases[2]!.file, tarball)
+  }, 300_000)
+
+  it("rolls back to the previous release with --version, the game server still keeping its PID", async () => {
+    const game = await gameProcess()
+    const r = await runInside(OPERATOR_COMMANDS.rollbackAgent, { PREVIOUS: VERSIONS[0] })
+    expect(r.code, r.stderr).toBe(0)
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[0]}`])
+    await running("the rolled-back agent to report the game running")
+    expect(await gameProcess()).toEqual({ ...game, alive: true })
+  }, 300_000)
+})
