@@ -20,7 +20,8 @@ import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact
 import { buildArtifacts } from "../../scripts/build-artifacts.ts"
 import type { Container } from "../../scripts/lxc/index.ts"
 import { AGENT_PRIVATE_KEY, AGENT_PUBLIC_KEY, eventually, makeAgentTree, type AgentTree, repoRoot } from "../support/agent-harness.ts"
-import { lxcSkipReason, lxcSuiteName, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { lxcSkipReason, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
+import { skipUnless } from "../support/requirements.ts"
 import { OPERATOR_COMMANDS } from "../support/operator-commands.ts"
 
 const skip = lxcSkipReason()
@@ -28,7 +29,7 @@ const VMID = 4242
 const AGENT_PORT = 18888
 const VERSIONS = ["1.0.0-lxc", "1.0.1-lxc", "1.0.2-lxc"] as const
 
-describe.skipIf(skip !== undefined)(lxcSuiteName("agent release in an LXC container", skip), () => {
+describe("agent release in an LXC container", skipUnless(skip), () => {
   let env: LxcTestEnv
   let tree: AgentTree
   let artifacts: ArtifactServer
