@@ -19,6 +19,13 @@ export interface LogRule {
   readonly pattern: RegExp
 }
 
+/**
+ * A path inside a plugin or mod directory (`plugins/`, `mods/`, `worldmods/`, `addons/`, any case, `/` or
+ * `\\`), relative or absolute, or cut short by the runtime (`...games/x/mods/`), and not inside a package
+ * manager's tree (`node_modules`, `site-packages`, `dist-packages`), where a library's own `plugins/` lives.
+ */
+const IN_PLUGIN_DIR = String.raw`(?:(?![^\s"()]*(?:node_modules|site-packages|dist-packages))[^\s"()]*[/\\])?(?:[Pp]lugins|[Mm]ods|[Ww]orldmods|[Aa]ddons)[/\\]`
+
 const oom = (id: string, pattern: RegExp): LogRule => ({ id, classification: "oom", pattern })
 const mod = (id: string, pattern: RegExp): LogRule => ({ id, classification: "mod_or_plugin_error", pattern })
 const dep = (id: string, pattern: RegExp): LogRule => ({ id, classification: "missing_dependency", pattern })
@@ -62,6 +69,14 @@ export const LOG_RULES: ReadonlyArray<LogRule> = [
   mod("luanti-mod-error", /(?:ModError: )?Failed to load and run script from /),
   // Terraria: TShock / TerrariaServerAPI plugins
   mod("tshock-plugin-initialization", /(?:Startup aborted due to an exception in the Server API initialization|Plugin "[^"]+" has thrown an exception during initialization)/),
+  // Luanti / Minetest: an uncaught Lua error raised in a mod's code ("Runtime error from mod 'x' … mods/x/…")
+  mod("luanti-mod-runtime-error", new RegExp(`Runtime error from mod '[^']*' in callback [^:]*\\(\\): ${IN_PLUGIN_DIR}\\S+\\.lua:\\d+:`)),
+  // An uncaught exception whose stack runs through the server's plugin or mod directory, in the languages
+  // whose stack frames carry file paths. (JVM and .NET frames name classes and jars, not directories: their
+  // plugin loaders' own lines above are the evidence there.)
+  mod("js-stack-through-plugin-dir", new RegExp(`^\\s*at (?:.*\\()?(?:file://)?${IN_PLUGIN_DIR}[^()\\s]+:\\d+:\\d+\\)?\\s*$`)),
+  mod("python-stack-through-plugin-dir", new RegExp(`^\\s*File "${IN_PLUGIN_DIR}[^"]+", line \\d+`)),
+  mod("lua-stack-through-plugin-dir", new RegExp(`(?:^|\\s)${IN_PLUGIN_DIR}\\S+\\.lua:\\d+: in `)),
   // The agent's own spawn failure (command missing or not executable): the OS error is the evidence
   dep("spawn-failed", /^zlh-agent: cannot start /),
   // Missing classes, modules, assemblies, libraries, games, wrong runtime version

@@ -53,7 +53,15 @@ const crashed = (a: GameAgent) =>
   })
 
 describe("game server supervision with real processes", () => {
-  const cases: ReadonlyArray<{ name: string; args: ReadonlyArray<string>; env?: Record<string, string>; classification: string; evidence: RegExp }> = [
+  const cases: ReadonlyArray<{
+    name: string
+    args: ReadonlyArray<string>
+    env?: Record<string, string>
+    /** Files written under the server directory first. */
+    files?: Record<string, string>
+    classification: string
+    evidence: RegExp
+  }> = [
     { name: "Java OutOfMemoryError", args: ["--ready=50", "--crash=java-oom"], classification: "oom", evidence: /^java\.lang\.OutOfMemoryError: Java heap space$/ },
     { name: "OOM line then SIGKILL", args: ["--crash=oom-sigkill"], classification: "oom", evidence: /^SIGKILL after: java\.lang\.OutOfMemoryError/ },
     { name: "Paper plugin that cannot load", args: ["--crash=paper-plugin"], classification: "mod_or_plugin_error", evidence: /Could not load 'plugins\/EssentialsX/ },
@@ -63,6 +71,20 @@ describe("game server supervision with real processes", () => {
     { name: "missing Java class", args: ["--crash=java-class"], classification: "missing_dependency", evidence: /ClassNotFoundException|NoClassDefFoundError/ },
     { name: "too old Java", args: ["--crash=java-version"], classification: "missing_dependency", evidence: /UnsupportedClassVersionError/ },
     { name: "missing Node module", args: ["--crash=node-module"], classification: "missing_dependency", evidence: /Cannot find module 'ws'/ },
+    {
+      name: "a Node server's CommonJS plugin that throws at load (Node's own uncaught-exception report)",
+      args: ["--load-plugins", "--ready=5000"],
+      files: { "plugins/greeter.cjs": "const config = undefined\nmodule.exports = { greeting: config.greeting }\n" },
+      classification: "mod_or_plugin_error",
+      evidence: /^at Object\.<anonymous> \(\/.*\/server\/plugins\/greeter\.cjs:2:\d+\)$/
+    },
+    {
+      name: "a Node server's ES module plugin that throws at load",
+      args: ["--load-plugins", "--ready=5000"],
+      files: { "plugins/scoreboard.mjs": "export const board = []\nthrow new TypeError(\"scoreboard: no teams configured\")\n" },
+      classification: "mod_or_plugin_error",
+      evidence: /^at file:\/\/\/.*\/server\/plugins\/scoreboard\.mjs:2:\d+$/
+    },
     { name: "missing shared library", args: ["--crash=shared-library"], classification: "missing_dependency", evidence: /error while loading shared libraries/ },
     {
       name: "missing executable (ENOENT: 127, the OS's reason as evidence)",
@@ -85,6 +107,10 @@ describe("game server supervision with real processes", () => {
   for (const c of cases) {
     it(`classifies a real crash: ${c.name} → ${c.classification}`, async () => {
       const { agent, root } = setup(c.args, c.env)
+      for (const [path, text] of Object.entries(c.files ?? {})) {
+        NodeFs.mkdirSync(NodePath.dirname(NodePath.join(root, "server", path)), { recursive: true })
+        NodeFs.writeFileSync(NodePath.join(root, "server", path), text)
+      }
       if (c.env?.["GAME_COMMAND"] === "{noexec}") {
         // as root the execute bit is the only thing that makes a file runnable: 0644 is refused by exec
         const script = NodePath.join(root, "server", "not-executable.sh")

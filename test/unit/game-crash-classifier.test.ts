@@ -227,6 +227,22 @@ describe("crash classifier", () => {
     )
   })
 
+  it("a stack through a plugin or mod directory is the plugin's error; a library's own plugins/ under node_modules or site-packages is not", () => {
+    const plugin = (lines: Array<string>) => classifyCrash(facts(lines)).rule
+    assert.strictEqual(plugin(["TypeError: x is not a function", "    at Object.<anonymous> (/srv/server/plugins/greeter.js:3:9)"]), "js-stack-through-plugin-dir")
+    assert.strictEqual(plugin(["Error: boom", "    at file:///srv/server/Mods/a/index.mjs:1:7"]), "js-stack-through-plugin-dir")
+    assert.strictEqual(plugin(["  File \"/srv/server/plugins/welcome.py\", line 3, in <module>", "NameError: name 'x' is not defined"]), "python-stack-through-plugin-dir")
+    assert.strictEqual(plugin(["\t/srv/server/addons/ulx/lua/init.lua:12: in main chunk"]), "lua-stack-through-plugin-dir")
+    assert.strictEqual(plugin(["Error: boom", "    at Object.<anonymous> (/srv/server/node_modules/engine/plugins/world.js:3:9)"]), "exit-code-nonzero")
+    assert.strictEqual(plugin(["  File \"/usr/lib/python3/dist-packages/mcdreforged/plugins/x.py\", line 3, in load"]), "exit-code-nonzero")
+    assert.strictEqual(plugin(["    at Object.<anonymous> (/srv/server/lib/pluginsystem.js:3:9)"]), "exit-code-nonzero")
+    // a plugin that imports what is missing is the plugin's error (plugins beat missing modules, as for Java)
+    assert.strictEqual(
+      plugin(["Error: Cannot find module 'ws'", "Require stack:", "- /srv/server/plugins/chat.js", "    at Object.<anonymous> (/srv/server/plugins/chat.js:1:12)"]),
+      "js-stack-through-plugin-dir"
+    )
+  })
+
   it("falls back to the exit code: 127/126 missing dependency, other non-zero, zero without a stop", () => {
     assert.deepStrictEqual(classifyCrash(facts(["sh: 1: java: not found"], { exitCode: 127 })).classification, "missing_dependency")
     assert.deepStrictEqual(classifyCrash(facts([], { exitCode: 126 })).rule, "exit-code-126")
