@@ -3,6 +3,8 @@
 #
 #   curl -fsS "$ARTIFACTS/agent/install.sh" | sh -s -- --artifacts "$ARTIFACTS" [--env-file FILE] [--version V]
 #
+# --no-start (a container template): install the files and the unit, but neither enable nor start it.
+#
 # From the artifact server's catalog (devcontainer/_catalog.json, `agent`) it takes the release (the newest,
 # or --version) and the Node runtime it names (catalog runtime `node`), checks both tarballs' sha256 against
 # the catalog and refuses any that differs, unpacks them under /opt/zlh/agent (releases/<version>,
@@ -142,14 +144,19 @@ env_value() { sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed "s/^'\\(.*\\)'\$/
 zlh_root=$(env_value ZLH_ROOT); zlh_root=${zlh_root:-/opt/zlh}
 
 systemctl daemon-reload
+if [ "$START" = no ]; then
+  # A container template: the clone's first install with its --env-file enables and starts it.
+  say "installed $version in $(( $(date +%s) - started )) s (not enabled, not started: --no-start)"
+  exit 0
+fi
 systemctl enable --quiet zlh-agent.service
 
 configured=yes
 for name in AGENT_VMID ARTIFACT_BASE_URL AGENT_TOKEN_PUBLIC_KEY; do
   [ -n "$(env_value "$name")" ] || configured=no
 done
-if [ "$START" = no ] || [ "$configured" = no ]; then
-  [ "$configured" = yes ] || say "not started: $ENV_FILE lacks AGENT_VMID, ARTIFACT_BASE_URL or AGENT_TOKEN_PUBLIC_KEY; fill it in, then: systemctl start zlh-agent"
+if [ "$configured" = no ]; then
+  say "not started: $ENV_FILE lacks AGENT_VMID, ARTIFACT_BASE_URL or AGENT_TOKEN_PUBLIC_KEY; fill it in, then run this again with --env-file, or: systemctl restart zlh-agent"
   say "installed $version in $(( $(date +%s) - started )) s (enabled, not started)"
   exit 0
 fi

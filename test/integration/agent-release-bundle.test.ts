@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { builtinModules } from "node:module"
@@ -10,8 +10,10 @@ import { type Catalog, CatalogFromJson } from "../../schemas/catalog.ts"
 import { type AgentRelease, buildAgentRelease, RELEASE_ENTRIES } from "../../scripts/build-agent-release.ts"
 import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact-server.ts"
 import { buildArtifacts, CATALOG_PATH } from "../../scripts/build-artifacts.ts"
+import { OPERATOR_COMMANDS } from "../support/operator-commands.ts"
 import {
   agentEnv,
+  NODE_BIN,
   type AgentTree,
   eventually,
   freePort,
@@ -19,6 +21,7 @@ import {
   repoRoot,
   type RunningAgent,
   startAgent,
+  sleep,
   testPrefix,
   testVmid
 } from "../support/agent-harness.ts"
@@ -228,4 +231,48 @@ describe("the release, run from its unpacked tarball", () => {
     expect(gameState().desired).toBe("running") // started again by the next agent
     expect(startTimeOf(before!.pid)).toBeUndefined()
   }, 120_000)
+})
+
+describe("the guide's commands to build, publish and serve the release (docs/operators.md)", () => {
+  const shell = (command: string, env: Record<string, string>) =>
+    execFileSync("bash", ["-c", command], {
+      cwd: repoRoot,
+      encoding: "utf8",
+      env: { PATH: `${NODE_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: process.env["HOME"] ?? "/root", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: 300_000
+    })
+
+  it("npm run release, then pack-artifacts --agent-release: the same bytes in the catalog; npm run artifacts serves it and install.sh", async () => {
+    const built = shell(OPERATOR_COMMANDS.buildRelease, {})
+    const file = built.match(/^\s+file\s+(\S+)$/m)?.[1]
+    const sum = built.match(/^\s+sha256\s+([0-9a-f]{64})$/m)?.[1]
+    expect(file, built).toBeDefined()
+    expect(sha256(file!)).toBe(sum)
+
+    const ARTIFACT_DIR = join(tree.base, "published")
+    const packed = shell(OPERATOR_COMMANDS.publishRelease, { ARTIFACT_DIR })
+    const published = Schema.decodeUnknownSync(CatalogFromJson)(readFileSync(join(ARTIFACT_DIR, CATALOG_PATH), "utf8"))
+    expect(published.agent?.releases.map((r) => r.sha256), packed).toEqual([sum]) // reproducible: the same checkout, the same bytes
+    expect(published.runtimes.map((r) => r.name)).toContain("node")
+
+    const server = spawn("bash", ["-c", OPERATOR_COMMANDS.serveArtifacts], {
+      cwd: repoRoot,
+      env: { PATH: `${NODE_BIN}:/usr/bin:/bin`, ARTIFACT_DIR, ARTIFACT_BIND: "127.0.0.1", ARTIFACT_PORT: "0" },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true
+    })
+    try {
+      let out = ""
+      server.stdout.on("data", (d) => (out += String(d)))
+      const url = await eventually("npm run artifacts to listen", async () => out.match(/"url":"([^"]+)"/)?.[1])
+      const installer = await (await fetch(`${url}/${published.agent!.installer.artifact}`)).text()
+      expect(installer).toBe(readFileSync(join(repoRoot, "agent", "release", "install.sh"), "utf8"))
+      const tarball = Buffer.from(await (await fetch(`${url}/${published.agent!.releases[0].artifact}`)).arrayBuffer())
+      expect(createHash("sha256").update(tarball).digest("hex")).toBe(sum)
+    } finally {
+      process.kill(-server.pid!, "SIGTERM")
+      await sleep(100)
+    }
+  }, 300_000)
 })

@@ -195,6 +195,24 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     copyFileSync(releases[2]!.file, tarball)
   }, 300_000)
 
+  it("a container template: --no-start installs the release without enabling it; the clone's one command starts it, downloading no tarball again", async () => {
+    const t = await env.container("template")
+    const r = await t.sh(OPERATOR_COMMANDS.templateInstall, { env: { ARTIFACTS }, allowFailure: true, timeoutMs: 300_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const state = async () => (await t.sh("systemctl is-enabled zlh-agent; systemctl is-active zlh-agent; readlink /opt/zlh/agent/current", { allowFailure: true })).stdout.trim().split("\n")
+    const newest = VERSIONS[2]
+    expect(await state()).toEqual(["disabled", "inactive", `releases/${newest}`])
+    expect((await t.sh("stat -c '%a %U' /opt/zlh/agent.env")).stdout.trim()).toBe("600 root") // the template, to be replaced
+    // The clone: its own environment, then the one command.
+    await t.sh("umask 077 && cat > /root/agent.env", { input: (await c.sh("cat /root/agent.env")).stdout.replace(`AGENT_VMID=${VMID}`, "AGENT_VMID=4343") })
+    const before = artifacts.requests.length
+    const started = await t.sh(OPERATOR_COMMANDS.installAgent, { env: { ARTIFACTS }, allowFailure: true, timeoutMs: 300_000 })
+    expect(started.code, started.stderr).toBe(0)
+    expect(await state()).toEqual(["enabled", "active", `releases/${newest}`])
+    expect(artifacts.requests.slice(before)).toEqual(["/agent/install.sh", "/devcontainer/_catalog.json"])
+    expect((await fetch(`http://${t.address}:${AGENT_PORT}/livez`)).status).toBe(200)
+  }, 300_000)
+
   it("rolls back to the previous release with --version, the game server still keeping its PID", async () => {
     const game = await gameProcess()
     const r = await runInside(OPERATOR_COMMANDS.rollbackAgent, { PREVIOUS: VERSIONS[0] })

@@ -8,8 +8,12 @@ export const OPERATOR_COMMANDS = {
   buildRelease: "npm run release",
   /** Publish it with the runtimes on an artifact directory (agent-release-bundle.test.ts). */
   publishRelease: "node scripts/pack-artifacts.ts \"$ARTIFACT_DIR\" --agent-release",
+  /** Serve it (ARTIFACT_DIR, ARTIFACT_BIND, ARTIFACT_PORT in the environment; agent-release-bundle.test.ts). */
+  serveArtifacts: "npm run artifacts",
   /** Install or upgrade inside a container, as root (agent-release-lxc.test.ts, fresh install and upgrade). */
   installAgent: "curl -fsS \"$ARTIFACTS/agent/install.sh\" | sh -s -- --artifacts \"$ARTIFACTS\" --env-file /root/agent.env",
+  /** In a container template: the release without enabling or starting it (agent-release-lxc.test.ts). */
+  templateInstall: "curl -fsS \"$ARTIFACTS/agent/install.sh\" | sh -s -- --artifacts \"$ARTIFACTS\" --no-start",
   /** Roll back to a release still listed in the catalog (agent-release-lxc.test.ts). */
   rollbackAgent: "curl -fsS \"$ARTIFACTS/agent/install.sh\" | sh -s -- --artifacts \"$ARTIFACTS\" --version \"$PREVIOUS\"",
   /** Is it running, and which release (agent-release-lxc.test.ts). */
