@@ -5,10 +5,13 @@
  * session cookie).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process"
-import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { SignJWT } from "jose"
+import { suiteRedisUrl } from "../test/support/suite-redis.ts"
+import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs } from "../test/support/test-redis-acl.ts"
 
 export const ROOT = join(import.meta.dirname, "..")
 export const NODE = join(ROOT, "node_modules", "node", "bin", "node")
@@ -262,16 +265,23 @@ export interface PrivateRedis {
   stop(): Promise<void>
 }
 
-/** A private `redis-server` on its own free port (never the shared 6379), without persistence. */
+/**
+ * A private `redis-server` on its own free port (never the shared 6379), without persistence, `default`
+ * off and the tests' users (test/support/test-redis-acl.ts); `url` is the API's user.
+ */
 export const startPrivateRedis = async (): Promise<PrivateRedis> => {
   const port = await freePort()
+  const aclDir = mkdtempSync(join(tmpdir(), "zlh-bench-redis-"))
+  const aclArgs = dataNodeAclArgs(aclDir)
+  const admin = adminUser()
   let proc: ReturnType<typeof spawn> | undefined
   let exited: Promise<void> = Promise.resolve()
   const start = async () => {
-    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"], { stdio: "ignore" })
+    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", aclDir, ...aclArgs], { stdio: "ignore" })
     const p = proc
     exited = new Promise<void>((resolve) => p.once("exit", () => resolve()))
-    const ok = await waitFor(() => spawnSync("redis-cli", ["-p", String(port), "ping"], { encoding: "utf8" }).stdout.trim() === "PONG", 10_000, 50)
+    const ping = ["-p", String(port), "--user", admin.username, "--pass", admin.password, "--no-auth-warning", "ping"]
+    const ok = await waitFor(() => spawnSync("redis-cli", ping, { encoding: "utf8" }).stdout.trim() === "PONG", 10_000, 50)
     if (!ok) throw new Error(`private redis-server on ${port} did not answer`)
   }
   await start()
@@ -281,7 +291,7 @@ export const startPrivateRedis = async (): Promise<PrivateRedis> => {
   }
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: redisUrlAs(apiUser(), port),
     pid: () => proc?.pid ?? -1,
     kill,
     restart: start,
@@ -307,11 +317,13 @@ export const apiHeapUsed = async (api: Child<ApiInfo>): Promise<number> => {
 }
 
 export const startStack = async (options: { redisUrl?: string; serverId?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Stack> => {
+  // Under vitest: the suite's own Redis as the API's user (test/support/suite-redis.ts).
+  const redisUrl = options.redisUrl ?? (process.env["ZLH_TEST_REDIS_PORT"] === undefined ? undefined : suiteRedisUrl())
   let upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"])
   const upstreamPort = upstream.info.port
   const api = await startNodeChild<ApiInfo>(
     join(ROOT, "bench", "serve-api.ts"),
-    ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(options.redisUrl === undefined ? [] : ["--redis-url", options.redisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
+    ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(redisUrl === undefined ? [] : ["--redis-url", redisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
     { nodeArgs: ["--expose-gc"], ...(options.env === undefined ? {} : { env: options.env }) }
   )
   const stack: Stack = {

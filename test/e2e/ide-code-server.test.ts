@@ -26,6 +26,7 @@ import { singleRedis } from "../../wire/redis-topology.ts"
 import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../support/chromium.ts"
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "../support/suite-redis.ts"
 
 const STEP = 60_000
 /** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */
@@ -68,15 +69,15 @@ describe.each([
   const console_: Array<string> = []
 
   beforeAll(async () => {
-    redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
-    sub = new Redis("redis://127.0.0.1:6379")
+    redis = new Redis(suiteRedisUrl(), { maxRetriesPerRequest: 2 })
+    sub = new Redis(suiteRedisUrl())
     const apiPort = await freePort()
     apiOrigin = `http://127.0.0.1:${apiPort}`
     ideOrigin = mode === "host" ? `http://${SERVER_ID}.ide.localhost:${apiPort}` : apiOrigin
     deps = {
       config: {
         port: apiPort,
-        redis: singleRedis("redis://127.0.0.1:6379"),
+        redis: singleRedis(suiteRedisUrl()),
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },
@@ -102,7 +103,9 @@ describe.each([
     expect([200, 201]).toContain(res.status)
     // What the dev container's agent reports: code-server running, heartbeat fresh for the test's length.
     const status = { ...initialAgentStatus(VMID, "/opt/zlh/server", new Date(Date.now() + 3600_000)), state: "running", codeServerInstalled: true, codeServerRunning: true, devProvisioned: true, workspaceRoot: workspace }
-    await redis.set(keys.agent(VMID), JSON.stringify(status))
+    const fixtures = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 2 })
+    await fixtures.set(keys.agent(VMID), JSON.stringify(status))
+    fixtures.disconnect()
     browser = await launchChromium()
   }, 120_000)
 
@@ -110,10 +113,12 @@ describe.each([
     await browser?.close()
     await api?.close()
     if (redis !== undefined) {
-      const leftover = await redis.keys(`${prefix}*`)
-      if (leftover.length > 0) await redis.del(...leftover)
+      const admin = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 2 })
+      const leftover = await admin.keys(`${prefix}*`)
+      if (leftover.length > 0) await admin.del(...leftover)
       // The registration created the agent's Redis user (docs/contracts.md "Agent Redis users").
-      await redis.call("ACL", "DELUSER", keys.agentAclUser(VMID))
+      await admin.call("ACL", "DELUSER", keys.agentAclUser(VMID))
+      admin.disconnect()
       redis.disconnect()
     }
     await deps?.pubsub.close()

@@ -23,6 +23,7 @@ import {
   testVmid
 } from "../support/agent-harness.ts"
 import { needsRoot, skipUnless } from "../support/requirements.ts"
+import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
 
 const notRoot = needsRoot("provisioning creates a real user with useradd")
 const ZERO_SHA = "0".repeat(64)
@@ -69,7 +70,7 @@ describe("agent process: auth, HTTP errors, installs, provisioning, status in Re
       ]
     })
     artifacts = await startArtifactServer({ dir: join(tree.base, "artifacts") })
-    redis = new Redis("redis://127.0.0.1:6379")
+    redis = new Redis(suiteAdminRedisUrl())
     agent = await startAgent(
       agentEnv(tree, vmid, await freePort(), {
         ARTIFACT_BASE_URL: artifacts.url,

@@ -16,6 +16,8 @@ import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
 import { freePort } from "../../scripts/dev-net.ts"
+import { suiteRedisUrl } from "../support/suite-redis.ts"
+import { deletePrefix } from "../support/api-harness.ts"
 
 describe("agent proxy: portal power actions reach the agent, signed", () => {
   const prefix = `test:${randomBytes(6).toString("hex")}:`
@@ -48,7 +50,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     })
 
   beforeAll(async () => {
-    redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
+    redis = new Redis(suiteRedisUrl(), { maxRetriesPerRequest: 2 })
     agentPort = await freePort()
     deadPort = await freePort()
     agent = createServer((req, res) => {
@@ -67,7 +69,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
     deps = {
       config: {
         port: 0,
-        redis: singleRedis("redis://127.0.0.1:6379"),
+        redis: singleRedis(suiteRedisUrl()),
         nodeEnv: "test",
         ideTokenSecret: randomBytes(32).toString("hex"),
         userAuth: { kind: "secret", secret: userSecret },
@@ -77,7 +79,7 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
         ideSessionTtlSeconds: 3600
       } as ApiDeps["config"],
       redis,
-      pubsub: createPubSubHub(new Redis("redis://127.0.0.1:6379", { lazyConnect: true })),
+      pubsub: createPubSubHub(new Redis(suiteRedisUrl(), { lazyConnect: true })),
       keys,
       now: () => Date.now(),
       logger: pino({ level: "silent" })
@@ -91,9 +93,8 @@ describe("agent proxy: portal power actions reach the agent, signed", () => {
 
   afterAll(async () => {
     await new Promise((r) => agent.close(r))
-    const leftover = await redis.keys(`${prefix}*`)
-    if (leftover.length > 0) await redis.del(...leftover)
     redis.disconnect()
+    await deletePrefix(prefix)
     await deps.pubsub.close()
   })
 

@@ -13,6 +13,7 @@ import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { generateAgentKeyPair } from "../../wire/agent-keys.ts"
 import { bearer, deletePrefix, eventually, makeDeps, randomSecret, testConfig, testPrefix, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "../support/suite-redis.ts"
 
 const root = join(import.meta.dirname, "..", "..")
 const NODE = join(root, "node_modules", "node", "bin", "node")
@@ -97,7 +98,7 @@ describe("graceful shutdown", () => {
     const env = {
       NODE_ENV: "production",
       PORT: String(port),
-      REDIS_URL: "redis://127.0.0.1:6379",
+      REDIS_URL: suiteRedisUrl(),
       IDE_TOKEN_SECRET: randomSecret(),
       AUTH_JWT_SECRET: userSecret,
       AGENT_TOKEN_PRIVATE_KEY: generateAgentKeyPair().privateKey,
@@ -164,7 +165,7 @@ describe("graceful shutdown", () => {
     // The redaction rule holds in the real process's log too.
     expect(out).not.toContain(adminToken)
     const { Redis } = await import("ioredis")
-    const r = new Redis("redis://127.0.0.1:6379")
+    const r = new Redis(suiteAdminRedisUrl())
     await r.del(`server:${prefix.replace(/[^A-Za-z0-9]/g, "")}-slow`)
     // The registration created the agent's Redis user (the process has no key prefix).
     await r.call("ACL", "DELUSER", "zlh-agent-4711")
@@ -182,7 +183,7 @@ describe("zlh CLI", () => {
   })
 
   const cli = (...args: Array<string>) =>
-    run(["scripts/zlh.ts", ...args], { REDIS_URL: "redis://127.0.0.1:6379", ZLH_REDIS_PREFIX: prefix, AUTH_JWT_SECRET: (d.config.userAuth as { secret: string }).secret })
+    run(["scripts/zlh.ts", ...args], { REDIS_URL: suiteRedisUrl(), ZLH_REDIS_PREFIX: prefix, AUTH_JWT_SECRET: (d.config.userAuth as { secret: string }).secret })
 
   it("server add → the API serves it; token mint → the API accepts it; server ls; server rm → the API forgets it", async () => {
     const add = await cli("server", "add", "cli-dev", "--vmid", "4242", "--owner", "carol", "--kind", "dev", "--host", "10.1.2.3", "--ide-port", "6001")

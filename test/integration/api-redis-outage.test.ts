@@ -13,7 +13,7 @@ let alice: Record<string, string>
 
 const seed = async () => {
   await putRecord(d.redis, keys, "s1", { vmid: 401, ownerId: "alice", kind: "dev" })
-  await d.redis.set(keys.agent(401), JSON.stringify(statusAt(401, new Date(), { state: "running" })))
+  await d.fixtures.set(keys.agent(401), JSON.stringify(statusAt(401, new Date(), { state: "running" })))
 }
 
 beforeAll(async () => {
@@ -77,7 +77,7 @@ describe("Redis stopped mid-test (private redis-server)", () => {
     const channel = keys.agentEvents(401)
     const marker = statusAt(401, new Date(), { state: "crashed", restartCount: 7 })
     await eventually(async () => {
-      await d.redis.publish(channel, JSON.stringify(marker))
+      await d.fixtures.publish(channel, JSON.stringify(marker))
       return received.includes('"restartCount":7')
     }, 60_000, "an event after the restart")
     await reader.cancel()

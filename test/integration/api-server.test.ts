@@ -18,7 +18,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${api.port}`
   alice = bearer(await mintUserToken(userSecretOf(d.config), { sub: "alice" }))
   await putRecord(d.redis, keys, "s1", { vmid: 501, ownerId: "alice", kind: "dev", host: "127.0.0.1", idePort: 1 })
-  await d.redis.set(keys.agent(501), JSON.stringify(statusAt(501, new Date(), { state: "idle" })))
+  await d.fixtures.set(keys.agent(501), JSON.stringify(statusAt(501, new Date(), { state: "idle" })))
 })
 
 afterAll(async () => {
@@ -65,8 +65,8 @@ describe("startApiServer", () => {
     }
     await until('"state":"idle"')
     const channel = keys.agentEvents(501)
-    await eventually(async () => Number(((await d.redis.pubsub("NUMSUB", channel)) as [string, number])[1]) === 1, 20_000, "subscribed")
-    await d.redis.publish(channel, JSON.stringify(statusAt(501, new Date(), { state: "running" })))
+    await eventually(async () => Number(((await d.fixtures.pubsub("NUMSUB", channel)) as [string, number])[1]) === 1, 20_000, "subscribed")
+    await d.fixtures.publish(channel, JSON.stringify(statusAt(501, new Date(), { state: "running" })))
     await until('"state":"running"')
     expect(api.services.eventStreams.open()).toBe(1)
     controller.abort()

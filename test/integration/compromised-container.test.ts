@@ -22,6 +22,7 @@ import {
   testVmid
 } from "../support/agent-harness.ts"
 import { Redis } from "ioredis"
+import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
 
 /** The `x` of the (first) public JWK in the text. */
 const jwkX = (text: string): string => {
@@ -55,7 +56,7 @@ describe("a compromised container cannot call another container's agent", () => 
   afterAll(async () => {
     await Promise.all([a?.stop(), b?.stop()])
     for (const t of trees) t.cleanup()
-    const redis = new Redis("redis://127.0.0.1:6379")
+    const redis = new Redis(suiteAdminRedisUrl())
     const keys = await redis.keys(`${prefix}*`)
     if (keys.length > 0) await redis.del(...keys)
     redis.disconnect()

@@ -5,6 +5,7 @@ import { Redis } from "ioredis"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { agentEnv, eventually, freePort, makeAgentTree, startAgent, testPrefix, testVmid } from "../support/agent-harness.ts"
 import { alive, FIXTURE, groupAlive, readPidFile } from "../support/game-agent.ts"
+import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
 
 /**
  * The real agent process (agent/main.ts) with the real Redis status store and the fixture game server:
@@ -13,7 +14,7 @@ import { alive, FIXTURE, groupAlive, readPidFile } from "../support/game-agent.t
  */
 const prefix = testPrefix()
 const keys = makeRedisKeys(prefix)
-const redis = new Redis("redis://127.0.0.1:6379", { lazyConnect: false, maxRetriesPerRequest: 1 })
+const redis = new Redis(suiteAdminRedisUrl(), { lazyConnect: false, maxRetriesPerRequest: 1 })
 const cleanups: Array<() => Promise<void> | void> = []
 
 afterAll(async () => {

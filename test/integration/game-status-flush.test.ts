@@ -4,13 +4,15 @@ import { Redis } from "ioredis"
 import { makeRedisStatusStore } from "../../agent/status/redis-status-store.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { testPrefix, testVmid } from "../support/agent-harness.ts"
+import { suiteAdminRedisUrl, suiteRedisPort } from "../support/suite-redis.ts"
+import { redisUrlAs, testAgentUser } from "../support/test-redis-acl.ts"
 
 /**
  * The last status change before the agent's scope closes (the game's `stopped` at shutdown) reaches
  * Redis: closing the store writes and publishes what the background writer had not yet written.
  */
 const prefix = testPrefix()
-const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 1 })
+const redis = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 1 })
 
 afterAll(async () => {
   const leftover = await redis.keys(`${prefix}*`)
@@ -28,7 +30,7 @@ describe("Redis status store at shutdown", () => {
     await sub.subscribe(keys.agentEvents(vmid))
     await Effect.runPromise(Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const store = yield* makeRedisStatusStore({ vmid, serverRoot: "/srv", redisUrl: "redis://127.0.0.1:6379", keys }).pipe(
+      const store = yield* makeRedisStatusStore({ vmid, serverRoot: "/srv", redisUrl: redisUrlAs(testAgentUser(), suiteRedisPort()), keys }).pipe(
         Scope.provide(scope)
       )
       // wait until the client is connected and the first write happened

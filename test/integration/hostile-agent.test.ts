@@ -114,7 +114,7 @@ describe("a hostile agent", () => {
 
   it("a status record over the bound is invalid_agent_status, read only up to the bound", async () => {
     const huge = JSON.stringify({ vmid: 4243, padding: "x".repeat(4 * MAX_AGENT_STATUS_BYTES) })
-    await deps.redis.set(keys.agent(4243), huge)
+    await deps.fixtures.set(keys.agent(4243), huge)
     const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/huge/status`, { headers: { Authorization: `Bearer ${owner}` } })
     expect(r.status).toBe(502)
     const body = (await r.json()) as { error: { code: string; message: string } }
@@ -128,7 +128,7 @@ describe("a hostile agent", () => {
 
   it("a live status event over the bound is skipped; the next good one is relayed", async () => {
     const good = initialAgentStatus(4243, "/srv", new Date())
-    await deps.redis.set(keys.agent(4243), JSON.stringify(good))
+    await deps.fixtures.set(keys.agent(4243), JSON.stringify(good))
     const r = await fetch(`http://127.0.0.1:${api.port}/api/servers/huge/events`, { headers: { Authorization: `Bearer ${owner}` } })
     expect(r.status).toBe(200)
     const reader = r.body!.getReader()
@@ -147,8 +147,8 @@ describe("a hostile agent", () => {
     // Until the subscription is live, keep publishing: the oversized event first, then a good one.
     const seen = until(/"state":"running"/)
     const publisher = setInterval(() => {
-      void deps.redis.publish(keys.agentEvents(4243), JSON.stringify(huge))
-      void deps.redis.publish(keys.agentEvents(4243), JSON.stringify(next))
+      void deps.fixtures.publish(keys.agentEvents(4243), JSON.stringify(huge))
+      void deps.fixtures.publish(keys.agentEvents(4243), JSON.stringify(next))
     }, 200)
     try {
       await seen

@@ -80,7 +80,7 @@ const exchange = async (id: string, userId: string, vmid: number): Promise<strin
 }
 
 const writeAgentStatus = (vmid: number) =>
-  deps.redis.set(
+  deps.fixtures.set(
     deps.keys.agent(vmid),
     JSON.stringify(statusAt(vmid, new Date(Date.now() + 3_600_000), { state: "running", codeServerInstalled: true, codeServerRunning: true, devProvisioned: true }))
   )

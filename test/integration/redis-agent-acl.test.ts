@@ -28,6 +28,8 @@ import { agentEnv, makeAgentTree, NODE_BIN, repoRoot, startAgent, testVmid, type
 import { bearer, deletePrefix, eventually, makeDeps, mintUserToken, SHARED_REDIS_URL, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
 import { redisCommand, SENTINEL_MASTER_NAME, startRedisCluster, startSentinelSet, type RedisClusterSet, type SentinelSet } from "../support/redis-topologies.ts"
+import { suiteRedisPlainUrl, suiteRedisPort } from "../support/suite-redis.ts"
+import { apiUser } from "../support/test-redis-acl.ts"
 
 const run = promisify(execFile)
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex")
@@ -52,7 +54,8 @@ const connectAs = async (port: number, username: string, password: string): Prom
 
 /** AUTH as `username` on one node: "accepted" or Redis' error (WRONGPASS …). */
 const authError = async (port: number, username: string, password: string): Promise<string> => {
-  const r = new Redis({ host: "127.0.0.1", port, ...agentOptions })
+  // RESP2: no HELLO before the AUTH (an anonymous HELLO is refused where `default` is off).
+  const r = new Redis({ host: "127.0.0.1", port, ...agentOptions, protocol: 2 })
   r.on("error", () => undefined)
   try {
     await r.connect()
@@ -405,10 +408,10 @@ const scenario = (name: string, setUp: () => Promise<Setup>) =>
 
 const sharedPrefix = testPrefix()
 scenario("one Redis", async () => ({
-  topology: { kind: "single", url: SHARED_REDIS_URL, waitReplicas: 0 },
-  ports: [6379],
+  topology: { kind: "single", url: suiteRedisPlainUrl(), ...apiUser(), waitReplicas: 0 },
+  ports: [suiteRedisPort()],
   keys: makeRedisKeys(sharedPrefix),
-  env: { REDIS_URL: SHARED_REDIS_URL },
+  env: { REDIS_URL: suiteRedisPlainUrl() },
   stop: () => deletePrefix(sharedPrefix)
 }))
 
@@ -437,19 +440,19 @@ scenario("Redis Sentinel (1 master, 1 replica, 3 sentinels)", async () => {
 describe("a Redis node that refuses the ACL change", () => {
   const prefix = testPrefix()
   const keys = makeRedisKeys(prefix)
-  const apiUser = `${prefix.replace(/[^A-Za-z0-9_-]/g, "-")}api-without-acl`
+  const apiUserName = `${prefix.replace(/[^A-Za-z0-9_-]/g, "-")}api-without-acl`
   let d: TestDeps | undefined
 
   afterAll(async () => {
     await d?.closeClients()
-    await redisCommand(6379, "ACL", "DELUSER", apiUser)
+    await redisCommand(suiteRedisPort(), "ACL", "DELUSER", apiUserName)
     await deletePrefix(prefix)
   })
 
   it("registration answers 503 agent_redis_acl_failed naming the node, and writes nothing", async () => {
     // An API whose own Redis user may do everything but ACL.
-    await redisCommand(6379, "ACL", "SETUSER", apiUser, "reset", "on", ">api-pass", "~*", "&*", "+@all", "-acl")
-    d = await makeDeps({ keys, config: testConfig({ redis: { kind: "single", url: SHARED_REDIS_URL, username: apiUser, password: "api-pass", waitReplicas: 0 } }) })
+    await redisCommand(suiteRedisPort(), "ACL", "SETUSER", apiUserName, "reset", "on", ">api-pass", "~*", "&*", "+@all", "-acl")
+    d = await makeDeps({ keys, config: testConfig({ redis: { kind: "single", url: suiteRedisPlainUrl(), username: apiUserName, password: "api-pass", waitReplicas: 0 } }) })
     const app = createApp(d)
     const admin = bearer(await mintUserToken(userSecretOf(d.config), { sub: "root", role: "admin" }))
     const vmid = testVmid()
@@ -462,10 +465,10 @@ describe("a Redis node that refuses the ACL change", () => {
     expect(res.headers.get("retry-after")).toBe("5")
     const { error } = (await res.json()) as { error: { code: string; message: string } }
     expect(error.code).toBe("agent_redis_acl_failed")
-    expect(error.message).toContain("127.0.0.1:6379")
+    expect(error.message).toContain(`127.0.0.1:${suiteRedisPort()}`)
     expect(error.message).toMatch(/NOPERM/)
-    expect(await redisCommand(6379, "EXISTS", keys.server("refused"))).toBe(0)
-    expect(await redisCommand(6379, "ACL", "GETUSER", keys.agentAclUser(vmid))).toBeNull()
+    expect(await redisCommand(suiteRedisPort(), "EXISTS", keys.server("refused"))).toBe(0)
+    expect(await redisCommand(suiteRedisPort(), "ACL", "GETUSER", keys.agentAclUser(vmid))).toBeNull()
   })
 })
 
@@ -501,7 +504,7 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
     const password = /REDIS_PASSWORD=(\S+)/.exec(printed.stdout)?.[1]
     expect(password).toMatch(/^[A-Za-z0-9_-]{43}$/)
     expect(printed.stdout).toContain(`REDIS_USERNAME=${user}`)
-    expect(await authError(6379, user, password!)).toBe("accepted")
+    expect(await authError(suiteRedisPort(), user, password!)).toBe("accepted")
 
     // Rotation into an env file: printed nowhere, the file 0600.
     const envFile = join(dir, "agent.env")
@@ -511,21 +514,21 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
     expect(env["REDIS_USERNAME"]).toBe(user)
     expect(rotated.stdout).not.toContain(env["REDIS_PASSWORD"]!)
     expect(statSync(envFile).mode & 0o777).toBe(0o600)
-    expect(await authError(6379, user, password!)).toMatch(/WRONGPASS/)
-    expect(await authError(6379, user, env["REDIS_PASSWORD"]!)).toBe("accepted")
+    expect(await authError(suiteRedisPort(), user, password!)).toMatch(/WRONGPASS/)
+    expect(await authError(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
     expect((await cli("server", "ls", "--json")).stdout).not.toMatch(/agentRedis|password/i)
 
     // A node that lost its users gets them back.
-    await redisCommand(6379, "ACL", "DELUSER", user)
+    await redisCommand(suiteRedisPort(), "ACL", "DELUSER", user)
     const synced = await cli("redis-acl", "sync")
     expect(synced.code, synced.stderr).toBe(0)
     expect(synced.stdout).toContain("applied 1 agent Redis user(s)")
-    expect(await authError(6379, user, env["REDIS_PASSWORD"]!)).toBe("accepted")
+    expect(await authError(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
 
     const removed = await cli("server", "rm", "cli-acl")
     expect(removed.code, removed.stderr).toBe(0)
     expect(removed.stdout).toContain(`and its Redis user ${user}`)
-    expect(await redisCommand(6379, "ACL", "GETUSER", user)).toBeNull()
+    expect(await redisCommand(suiteRedisPort(), "ACL", "GETUSER", user)).toBeNull()
 
     const unknown = await cli("redis-acl", "rotate", "cli-acl")
     expect(unknown.code).toBe(1)

@@ -23,10 +23,10 @@ import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import type { RedisClient } from "../../wire/redis.ts"
-import type { RedisTopology } from "../../wire/redis-topology.ts"
+import { createRedisClient, type RedisTopology } from "../../wire/redis-topology.ts"
 import { agentEnv, makeAgentTree, startAgent, testVmid, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
-import { bearer, mintUserToken, testConfig, userSecretOf } from "../support/api-harness.ts"
+import { asAdmin, bearer, mintUserToken, testConfig, userSecretOf } from "../support/api-harness.ts"
 import { startEchoUpstream, type EchoUpstream } from "../support/echo-upstream.ts"
 import { startRedisCluster, startSentinelSet, waitFor } from "../support/redis-topologies.ts"
 
@@ -248,7 +248,10 @@ const scenario = (name: string, start: () => Promise<Topology>) =>
       for (const [id, vmid] of [["ide-pre", 1001], ["ide-post", 1002]] as const) {
         await register(id, { vmid, ownerId: OWNER, kind: "dev", host: "127.0.0.1", idePort: upstream.port })
         const status = { ...initialAgentStatus(vmid, "/srv", new Date(Date.now() + 24 * 3600_000)), state: "running" as const, codeServerInstalled: true, codeServerRunning: true, devProvisioned: true }
-        await a.deps.redis.set(keys.agent(vmid), JSON.stringify(status))
+        // As the agent would (the API's own user may only read agent:*).
+        const fixtures = createRedisClient(asAdmin(t.topology), { maxRetriesPerRequest: 2 })
+        await fixtures.set(keys.agent(vmid), JSON.stringify(status))
+        fixtures.disconnect()
       }
       tree = makeAgentTree()
       const agentPort = await freePort()

@@ -1,6 +1,6 @@
 /**
  * Bad-input sweep of every agent route on the real agent process (`node agent/main.ts`, real Redis on
- * 127.0.0.1:6379 under its own key prefix, ZLH_ROOT / DEV_HOME / SERVER_ROOT in a temp directory):
+ * the suite's own Redis under its own key prefix, ZLH_ROOT / DEV_HOME / SERVER_ROOT in a temp directory):
  * garbage, expired, foreign-audience, other-vmid and `alg: none` call tokens on every route; with a valid
  * call token, malformed JSON, wrong types, excess properties, huge values, unicode and traversal paths.
  * Every request gets a 4xx with the contract's error shape, the agent stays up, and nothing is written
@@ -18,6 +18,7 @@ import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { ErrorBody } from "../../schemas/errors.ts"
 import { NODE, ROOT, freePort, waitFor } from "../../bench/lib.ts"
+import { suiteAdminRedisUrl, suiteAgentRedisEnv } from "../support/suite-redis.ts"
 
 const isErrorBody = Schema.is(ErrorBody)
 const VMID = 4242
@@ -64,7 +65,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
         AGENT_VMID: String(VMID),
         AGENT_PORT: String(port),
         AGENT_BIND: "127.0.0.1",
-        REDIS_URL: "redis://127.0.0.1:6379",
+        ...suiteAgentRedisEnv(),
         ARTIFACT_BASE_URL: "http://127.0.0.1:9/",
         AGENT_TOKEN_PUBLIC_KEY: keys.publicKey,
         ZLH_ROOT: join(base, "zlh"),
@@ -91,7 +92,7 @@ describe("resilience: bad-input sweep of every agent route", () => {
         agent.once("exit", () => (clearTimeout(t), r(undefined)))
       })
     }
-    const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
+    const redis = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 2 })
     const leftover = await redis.keys(`${prefix}*`)
     if (leftover.length > 0) await redis.del(...leftover)
     redis.disconnect()

@@ -19,6 +19,7 @@ import { skipUnless } from "../support/requirements.ts"
 import { NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { runCommand } from "../../agent/process/run-command.ts"
+import { suiteAdminRedisUrl, suiteRedisPort } from "../support/suite-redis.ts"
 
 const SCAN = `pat=$1; shift
 for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do grep -qaFf "$pat" "$f" 2>/dev/null && echo "HIT $f"; done
@@ -49,10 +50,13 @@ describe("secrets are out of the dev and game users' reach", skipUnless(notRootR
     NodeFs.chownSync(NodePath.join(tree.devHome, "workspace"), user.uid, user.gid)
     const secretsFile = NodePath.join(tree.zlhRoot, "agent.env")
     // Left world-readable on purpose: the agent makes it 0600 root at start.
-    NodeFs.writeFileSync(secretsFile, `REDIS_URL=redis://default:${secret}@127.0.0.1:6379\n`, { mode: 0o644 })
+    NodeFs.writeFileSync(secretsFile, `REDIS_URL=redis://default:${secret}@127.0.0.1:${suiteRedisPort()}\n`, { mode: 0o644 })
     const gameScript = `sh ${scanArgs().join(" ")}; echo 'Done (0.1s)! For help, type "help"'; exec sleep 600`
     agent = await startAgent(agentEnv(tree, vmid, await freePort(), {
-      REDIS_URL: `redis://default:${secret}@127.0.0.1:6379`,
+      // A credential the suite's Redis refuses (WRONGPASS): the agent runs on, and it is a secret to find.
+      REDIS_URL: `redis://default:${secret}@127.0.0.1:${suiteRedisPort()}`,
+      REDIS_USERNAME: "",
+      REDIS_PASSWORD: "",
       AGENT_REDIS_KEY_PREFIX: prefix,
       AGENT_SECRETS_FILE: secretsFile,
       ZLH_OPERATOR_SECRET: secret,
@@ -68,7 +72,7 @@ describe("secrets are out of the dev and game users' reach", skipUnless(notRootR
     user?.remove()
     tree?.cleanup()
     NodeFs.rmSync(scanDir, { recursive: true, force: true })
-    const redis = new Redis("redis://127.0.0.1:6379")
+    const redis = new Redis(suiteAdminRedisUrl())
     const stale = await redis.keys(`${prefix}*`)
     if (stale.length > 0) await redis.del(...stale)
     redis.disconnect()

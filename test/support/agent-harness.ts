@@ -8,6 +8,7 @@ import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { showOnFailure } from "./failure-logs.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
+import { suiteAgentRedisEnv } from "./suite-redis.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")
@@ -87,13 +88,17 @@ export interface RunningAgent {
   stop(): Promise<void>
 }
 
-/** Environment for a real agent in `tree`; override anything with `env`. */
+/**
+ * Environment for a real agent in `tree`; override anything with `env`. Redis: the suite's own (`default`
+ * off), as the test agents' user (any vmid under the tests' prefixes; a test that registers its server
+ * passes the agent's own REDIS_USERNAME / REDIS_PASSWORD instead).
+ */
 export const agentEnv = (tree: AgentTree, vmid: number, port: number, extra: Record<string, string>): Record<string, string> => ({
   PATH: `${NODE_BIN}:${process.env["PATH"] ?? "/usr/bin:/bin"}`,
   AGENT_VMID: String(vmid),
   AGENT_PORT: String(port),
   AGENT_BIND: "127.0.0.1",
-  REDIS_URL: "redis://127.0.0.1:6379",
+  ...suiteAgentRedisEnv(),
   ARTIFACT_BASE_URL: "http://127.0.0.1:9",
   AGENT_TOKEN_PUBLIC_KEY: AGENT_PUBLIC_KEY,
   ZLH_ROOT: tree.zlhRoot,

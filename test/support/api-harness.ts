@@ -1,7 +1,9 @@
 /**
- * Builds real API dependencies for tests: Redis clients on the shared server (or a private one) with the
- * API's own client options, a per-file key prefix, a controllable clock, and helpers to mint user tokens,
- * write registry records and agent statuses, and delete every key of the prefix afterwards.
+ * Builds real API dependencies for tests: Redis clients on the suite's own Redis (or a private one) with
+ * the API's own client options and the API's own Redis user, a per-file key prefix, a controllable clock,
+ * and helpers to mint user tokens, write registry records and agent statuses, and delete every key of the
+ * prefix afterwards. What only an agent or an operator may write (agent statuses) goes through `fixtures`,
+ * a client of the test's admin user.
  */
 import { randomBytes } from "node:crypto"
 import { Redis } from "ioredis"
@@ -15,8 +17,23 @@ import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/r
 import { initialAgentStatus, type AgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "./suite-redis.ts"
+import { adminUser } from "./test-redis-acl.ts"
 
-export const SHARED_REDIS_URL = "redis://127.0.0.1:6379"
+/** The suite's own Redis as the API's user (test/support/suite-redis.ts; `default` is off there). */
+export const SHARED_REDIS_URL = suiteRedisUrl()
+/** The same Redis as the test's admin user: arranging and inspecting what the API may not touch. */
+export const ADMIN_REDIS_URL = suiteAdminRedisUrl()
+
+/** The same topology with the test's admin user instead of the credentials it has. */
+export const asAdmin = (topology: RedisTopology): RedisTopology => {
+  const admin = adminUser()
+  if (topology.kind !== "single") return { ...topology, username: admin.username, password: admin.password }
+  const u = new URL(topology.url)
+  u.username = ""
+  u.password = ""
+  return { ...topology, url: u.toString(), username: admin.username, password: admin.password }
+}
 
 export const randomSecret = () => randomBytes(32).toString("base64url")
 
@@ -46,6 +63,8 @@ export const controllableClock = (start = Date.now()): Clock => {
 
 export interface TestDeps extends ApiDeps {
   readonly subscriber: RedisClient
+  /** The admin user on the same Redis: agent statuses and events, anything the API may not write. */
+  readonly fixtures: RedisClient
   /** Quits both clients (does not delete keys). */
   closeClients(): Promise<void>
 }
@@ -57,8 +76,10 @@ export const makeDeps = async (
   const topology = input.redis ?? (input.redisUrl === undefined ? config.redis : singleRedis(input.redisUrl))
   const redis = createRedisClient(topology, commandClientOptions())
   const subscriber = createRedisClient(topology, subscriberClientOptions())
+  const fixtures = createRedisClient(asAdmin(topology), { maxRetriesPerRequest: 20, lazyConnect: true })
   redis.on("error", () => undefined)
   subscriber.on("error", () => undefined)
+  fixtures.on("error", () => undefined)
   if (input.waitReady !== false) {
     await waitForRedis(redis, 20_000)
     await waitForRedis(subscriber, 20_000)
@@ -68,6 +89,7 @@ export const makeDeps = async (
     config,
     redis,
     subscriber,
+    fixtures,
     pubsub,
     keys: input.keys,
     now: input.now ?? (() => Date.now()),
@@ -75,6 +97,7 @@ export const makeDeps = async (
     async closeClients() {
       await pubsub.close().catch(() => undefined)
       await redis.quit().catch(() => redis.disconnect())
+      fixtures.disconnect()
     }
   }
 }
@@ -82,11 +105,13 @@ export const makeDeps = async (
 export const testPrefix = () => `test:${randomBytes(6).toString("hex")}:`
 
 /**
- * Deletes every key under `prefix` on the shared Redis (SCAN + DEL, never FLUSHDB), and every ACL user the
- * prefix's registrations created (`makeRedisKeys(prefix).agentAclUser`: the prefix made name-safe).
+ * Deletes every key under `prefix` on the suite's Redis (SCAN + DEL, never FLUSHDB), and every ACL user the
+ * prefix's registrations created (`makeRedisKeys(prefix).agentAclUser`: the prefix made name-safe). `url`
+ * must carry a user that may delete them (the admin user; credentials of the API's user are swapped).
  */
-export const deletePrefix = async (prefix: string, url = SHARED_REDIS_URL): Promise<void> => {
-  const r = new Redis(url, { maxRetriesPerRequest: 2 })
+export const deletePrefix = async (prefix: string, url = ADMIN_REDIS_URL): Promise<void> => {
+  const admin = asAdmin(singleRedis(url))
+  const r = new Redis(admin.kind === "single" ? admin.url : url, { maxRetriesPerRequest: 2, username: admin.username!, password: admin.password! })
   try {
     const userBase = makeRedisKeys(prefix).agentAclUser(0).slice(0, -1)
     if (prefix !== "") {

@@ -1,10 +1,14 @@
 /**
  * A private redis-server on its own free port (never the shared 6379), which a test can kill and start
- * again on the same port.
+ * again on the same port. `default` is off there; the users are test/support/test-redis-acl.ts's.
  */
 import { spawn, type ChildProcess } from "node:child_process"
+import { mkdtempSync } from "node:fs"
 import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { Redis } from "ioredis"
+import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs } from "./test-redis-acl.ts"
 
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -18,7 +22,12 @@ export const freePort = (): Promise<number> =>
 
 export interface PrivateRedis {
   readonly port: number
+  /** As the API's user. */
   readonly url: string
+  /** As the test's admin user. */
+  readonly adminUrl: string
+  /** Without credentials (REDIS_URL of an agent, which gets REDIS_USERNAME / REDIS_PASSWORD apart). */
+  readonly plainUrl: string
   start(): Promise<void>
   /** SIGKILL: Redis vanishes without a goodbye. */
   kill(): Promise<void>
@@ -40,17 +49,21 @@ const ping = async (url: string): Promise<boolean> => {
 
 export const privateRedis = async (): Promise<PrivateRedis> => {
   const port = await freePort()
-  const url = `redis://127.0.0.1:${port}`
+  const plainUrl = `redis://127.0.0.1:${port}`
+  const url = redisUrlAs(apiUser(), port)
+  const adminUrl = redisUrlAs(adminUser(), port)
+  const dir = mkdtempSync(join(tmpdir(), "zlh-private-redis-"))
+  const aclArgs = dataNodeAclArgs(dir)
   let child: ChildProcess | undefined
   const start = async () => {
     const deadline = Date.now() + 30_000
     for (;;) {
-      const c = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+      const c = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...aclArgs], { stdio: "ignore" })
       let exited = false
       c.once("exit", () => void (exited = true))
       child = c
       while (!exited && Date.now() < deadline) {
-        if (await ping(url)) return
+        if (await ping(adminUrl)) return
         await new Promise((r) => setTimeout(r, 50))
       }
       // The port may still be held for a moment after a kill: try again until the deadline.
@@ -66,5 +79,5 @@ export const privateRedis = async (): Promise<PrivateRedis> => {
       c.kill("SIGKILL")
     })
   }
-  return { port, url, start, kill, running: () => child !== undefined && child.exitCode === null && child.signalCode === null }
+  return { port, url, adminUrl, plainUrl, start, kill, running: () => child !== undefined && child.exitCode === null && child.signalCode === null }
 }

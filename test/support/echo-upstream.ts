@@ -22,6 +22,7 @@ import { freePort } from "./code-server.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "./suite-redis.ts"
 
 export interface EchoRequest {
   readonly method: string
@@ -248,15 +249,18 @@ export const startIdeTestApi = async (
 ): Promise<IdeTestApi> => {
   const keys = options.share?.keys ?? makeRedisKeys(`test:${randomBytes(6).toString("hex")}:`)
   const secret = options.share?.secret ?? randomBytes(32).toString("hex")
-  const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 2 })
-  const sub = new Redis("redis://127.0.0.1:6379")
+  // The API's clients as the API's user; agent statuses (`setAgentStatus`) as an agent would write them.
+  const redis = new Redis(suiteRedisUrl(), { maxRetriesPerRequest: 2 })
+  const sub = new Redis(suiteRedisUrl())
+  const fixtures = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 2, lazyConnect: true })
+  fixtures.on("error", () => undefined)
   let offset = 0
   const port = options.port ?? (await freePort())
   const origin = `http://127.0.0.1:${port}`
   const deps: ApiDeps = {
     config: {
       port,
-      redis: singleRedis("redis://127.0.0.1:6379"),
+      redis: singleRedis(suiteRedisUrl()),
       nodeEnv: "test",
       ideTokenSecret: secret,
       userAuth: { kind: "secret", secret: "user-secret-user-secret-user-secret-0123" },
@@ -281,7 +285,7 @@ export const startIdeTestApi = async (
   const setAgentStatus: IdeTestApi["setAgentStatus"] = async (vmid, status) => {
     const updatedAt = status.updatedAt ?? new Date(Date.now() + 24 * 3600_000)
     const record = { ...initialAgentStatus(vmid, "/opt/zlh/server", updatedAt), state: "running" as const, codeServerInstalled: true, codeServerRunning: status.codeServerRunning, devProvisioned: true }
-    await redis.set(keys.agent(vmid), JSON.stringify(record))
+    await fixtures.set(keys.agent(vmid), JSON.stringify(record))
   }
   return {
     origin,
@@ -310,10 +314,11 @@ export const startIdeTestApi = async (
       for (const s of sockets) s.destroy()
       await closing
       if (options.share === undefined) {
-        const leftover = await redis.keys(`${keys.prefix}*`)
-        if (leftover.length > 0) await redis.del(...leftover)
+        const leftover = await fixtures.keys(`${keys.prefix}*`)
+        if (leftover.length > 0) await fixtures.del(...leftover)
       }
       redis.disconnect()
+      fixtures.disconnect()
       await deps.pubsub.close()
     }
   }

@@ -6,6 +6,10 @@
  *   down-after 1 s.
  * Every process is SIGKILLed by `stop()` and, should the test process die first, by an exit hook; the
  * directory is removed. Start-up and each wait are bounded.
+ *
+ * No anonymous door: every data node runs with `default` off and the users of test/support/test-redis-acl.ts
+ * (replicas authenticate as `zlh-replica`, sentinels as `zlh-sentinel`); a sentinel's `default` may only
+ * discover. `topology` carries the API's user; `redisCommand` runs as the test's admin user.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -15,6 +19,7 @@ import { promisify } from "node:util"
 import { Redis } from "ioredis"
 import type { RedisTopology } from "../../wire/redis-topology.ts"
 import { freePort } from "./api-private-redis.ts"
+import { adminUser, apiUser, dataNodeAclArgs, sentinelAclLines, sentinelUser } from "./test-redis-acl.ts"
 
 const run = promisify(execFile)
 
@@ -49,9 +54,10 @@ const killChild = async (child: ChildProcess): Promise<void> => {
   })
 }
 
-/** One short-lived connection for a command (no retries: a dead node answers at once). */
+/** One short-lived connection for a command, as the test's admin user (no retries: a dead node answers at once). */
 export const redisCommand = async (port: number, ...args: Array<string>): Promise<unknown> => {
-  const r = new Redis({ host: "127.0.0.1", port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000, enableOfflineQueue: false })
+  const admin = adminUser()
+  const r = new Redis({ host: "127.0.0.1", port, username: admin.username, password: admin.password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000, enableOfflineQueue: false })
   r.on("error", () => undefined)
   try {
     await r.connect()
@@ -83,6 +89,10 @@ const info = async (port: number, section: string): Promise<Record<string, strin
 }
 
 const COMMON = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+/** A data node's own ACL file (ACL SAVE writes it: one per node) and its replication credentials. */
+const aclArgs = (dir: string, port: number) => dataNodeAclArgs(dir, `users-${port}.acl`)
+/** The API's user, as the topology's data-node credentials. */
+const apiCredentials = () => ({ username: apiUser().username, password: apiUser().password })
 
 export interface RedisClusterSet {
   readonly topology: RedisTopology
@@ -135,13 +145,13 @@ export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisCluste
       const port = await freePort()
       const busPort = await freePort()
       const child = spawnRedis(
-        ["--port", String(port), "--cluster-enabled", "yes", "--cluster-port", String(busPort), "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", "1000", "--dir", dir, ...COMMON],
+        ["--port", String(port), "--cluster-enabled", "yes", "--cluster-port", String(busPort), "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", "1000", "--dir", dir, ...COMMON, ...aclArgs(dir, port)],
         dir
       )
       nodes.push({ port, child })
     }
     for (const n of nodes) await waitFor(`redis-server on ${n.port}`, async () => (await redisCommand(n.port, "PING")) === "PONG", timeoutMs)
-    await run("redis-cli", ["--cluster", "create", ...nodes.map((n) => `127.0.0.1:${n.port}`), "--cluster-replicas", "1", "--cluster-yes"], { timeout: timeoutMs })
+    await run("redis-cli", ["--user", adminUser().username, "--pass", adminUser().password, "--no-auth-warning", "--cluster", "create", ...nodes.map((n) => `127.0.0.1:${n.port}`), "--cluster-replicas", "1", "--cluster-yes"], { timeout: timeoutMs })
     await waitFor(
       "the cluster to agree (state ok, 6 nodes, every master with an online replica)",
       async () => {
@@ -164,7 +174,7 @@ export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisCluste
   }
   const alive = () => nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null)
   return {
-    topology: { kind: "cluster", nodes: nodes.map((n) => ({ host: "127.0.0.1", port: n.port })), waitReplicas: 1 },
+    topology: { kind: "cluster", nodes: nodes.map((n) => ({ host: "127.0.0.1", port: n.port })), ...apiCredentials(), waitReplicas: 1 },
     ports: nodes.map((n) => n.port),
     async masterOf(key) {
       const slot = Number(await redisCommand(alive()[0]!.port, "CLUSTER", "KEYSLOT", key))
@@ -234,9 +244,9 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   const replicaPort = await freePort()
   const sentinelPorts = [await freePort(), await freePort(), await freePort()]
   try {
-    master = spawnRedis(["--port", String(masterPort), "--dir", dir, ...COMMON], dir)
+    master = spawnRedis(["--port", String(masterPort), "--dir", dir, ...COMMON, ...aclArgs(dir, masterPort)], dir)
     procs.push(master)
-    replica = spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON], dir)
+    replica = spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON, ...aclArgs(dir, replicaPort)], dir)
     procs.push(replica)
     for (const port of sentinelPorts) {
       const conf = join(dir, `sentinel-${port}.conf`)
@@ -251,6 +261,11 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
           `sentinel down-after-milliseconds ${SENTINEL_MASTER_NAME} 1000`,
           `sentinel failover-timeout ${SENTINEL_MASTER_NAME} 5000`,
           `sentinel parallel-syncs ${SENTINEL_MASTER_NAME} 1`,
+          `sentinel auth-user ${SENTINEL_MASTER_NAME} ${sentinelUser().username}`,
+          `sentinel auth-pass ${SENTINEL_MASTER_NAME} ${sentinelUser().password}`,
+          `sentinel sentinel-user ${sentinelUser().username}`,
+          `sentinel sentinel-pass ${sentinelUser().password}`,
+          ...sentinelAclLines(),
           ""
         ].join("\n")
       )
@@ -279,6 +294,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
       kind: "sentinel",
       sentinels: sentinelPorts.map((port) => ({ host: "127.0.0.1", port })),
       masterName: SENTINEL_MASTER_NAME,
+      ...apiCredentials(),
       waitReplicas: 1
     },
     masterPort,

@@ -281,7 +281,7 @@ describe("rate limit (shared across instances)", () => {
     // Another user is not affected.
     expect((await issue(x, "dev1", bearer(await token("alice")))).status).toBe(201)
     // The key lives under rl:.
-    const rl = await c1.redis.keys(`${prefix}rl:*carol*`)
+    const rl = await c1.fixtures.keys(`${prefix}rl:*carol*`)
     expect(rl.length).toBeGreaterThan(0)
     clock.advance(60_000)
     expect((await issue(y, "carol-dev", carol)).status).toBe(201)

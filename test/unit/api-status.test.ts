@@ -12,7 +12,7 @@ import {
   makeDeps,
   mintUserToken,
   putRecord,
-  SHARED_REDIS_URL,
+  ADMIN_REDIS_URL,
   statusAt,
   testPrefix,
   userSecretOf,
@@ -45,7 +45,7 @@ beforeAll(async () => {
   app.get("/test-boom", () => {
     throw new Error("kaboom with secret details")
   })
-  publisher = new Redis(SHARED_REDIS_URL)
+  publisher = new Redis(ADMIN_REDIS_URL)
   await putRecord(d.redis, keys, "s1", { vmid: 201, ownerId: "alice", kind: "dev" })
   await putRecord(d.redis, keys, "s2", { vmid: 202, ownerId: "alice", kind: "game" })
   await putRecord(d.redis, keys, "s3", { vmid: 203, ownerId: "bob", kind: "dev" })
@@ -60,7 +60,7 @@ afterAll(async () => {
 describe("GET /api/servers/:id/status", () => {
   it("returns the agent's status with online and heartbeatAgeMs from the app's clock", async () => {
     const status = statusAt(201, new Date(clock.now() - 4_321), { state: "running", codeServerRunning: true })
-    await d.redis.set(keys.agent(201), JSON.stringify(status))
+    await d.fixtures.set(keys.agent(201), JSON.stringify(status))
     const res = await get("/api/servers/s1/status", bearer(await token("alice")))
     expect(res.status).toBe(200)
     const body = (await res.json()) as Record<string, unknown>
@@ -68,7 +68,7 @@ describe("GET /api/servers/:id/status", () => {
   })
 
   it("a record older than 30 s is online: false (state kept, age reported)", async () => {
-    await d.redis.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 30_000), { state: "running" })))
+    await d.fixtures.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 30_000), { state: "running" })))
     let body = (await (await get("/api/servers/s1/status", bearer(await token("alice")))).json()) as Record<string, unknown>
     expect(body).toMatchObject({ state: "running", online: true, heartbeatAgeMs: 30_000 })
     clock.advance(1)
@@ -80,7 +80,7 @@ describe("GET /api/servers/:id/status", () => {
   })
 
   it("no record yet → 200 state unknown, online false", async () => {
-    await d.redis.del(keys.agent(202))
+    await d.fixtures.del(keys.agent(202))
     const res = await get("/api/servers/s2/status", bearer(await token("alice")))
     expect(res.status).toBe(200)
     expect(await res.json()).toEqual({ vmid: 202, state: "unknown", online: false, heartbeatAgeMs: null, updatedAt: null })
@@ -99,7 +99,7 @@ describe("GET /api/servers/:id/status", () => {
       ["{not json", "<root>"]
     ]
     for (const [text, field] of cases) {
-      await d.redis.set(keys.agent(202), text)
+      await d.fixtures.set(keys.agent(202), text)
       const res = await get("/api/servers/s2/status", alice)
       expect(res.status).toBe(502)
       const err = await errorOf(res)
@@ -107,16 +107,16 @@ describe("GET /api/servers/:id/status", () => {
       expect(err.message).toContain(field)
       expect(err.issues?.some((i) => i.path.startsWith(field))).toBe(true)
     }
-    await d.redis.del(keys.agent(202))
+    await d.fixtures.del(keys.agent(202))
   })
 
   it("wrong Redis type under agent:<vmid> → 502 redis_error, not a crash", async () => {
-    await d.redis.del(keys.agent(202))
-    await d.redis.hset(keys.agent(202), { a: "b" })
+    await d.fixtures.del(keys.agent(202))
+    await d.fixtures.hset(keys.agent(202), { a: "b" })
     const res = await get("/api/servers/s2/status", bearer(await token("alice")))
     expect(res.status).toBe(502)
     expect((await errorOf(res)).code).toBe("redis_error")
-    await d.redis.del(keys.agent(202))
+    await d.fixtures.del(keys.agent(202))
   })
 
   it("authorisation: other user 403, admin 200, no token 401, unknown 404, bad id 400", async () => {
@@ -140,8 +140,8 @@ describe("GET /api/servers/:id/status", () => {
 
 describe("GET /api/servers", () => {
   it("lists the caller's servers with their status; an admin sees all", async () => {
-    await d.redis.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 1000), { state: "running" })))
-    await d.redis.set(keys.agent(203), "{broken")
+    await d.fixtures.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 1000), { state: "running" })))
+    await d.fixtures.set(keys.agent(203), "{broken")
     const mine = (await (await get("/api/servers", bearer(await token("alice")))).json()) as { servers: Array<Record<string, any>> }
     expect(mine.servers.map((s) => s["id"])).toEqual(["s1", "s2"])
     expect(mine.servers[0]).toMatchObject({ id: "s1", vmid: 201, ownerId: "alice", kind: "dev", idePort: 6000, agentPort: 18888 })
@@ -154,7 +154,7 @@ describe("GET /api/servers", () => {
     expect(all.servers.map((s) => s["id"])).toEqual(["s1", "s2", "s3"])
     const nobody = (await (await get("/api/servers", bearer(await token("carol")))).json()) as { servers: Array<unknown> }
     expect(nobody.servers).toEqual([])
-    await d.redis.del(keys.agent(203))
+    await d.fixtures.del(keys.agent(203))
   })
 })
 
@@ -191,7 +191,7 @@ const subscribed = (channel: string) =>
 
 describe("GET /api/servers/:id/events", () => {
   it("sends the current status first, then every published agent event; unsubscribes when the client leaves", async () => {
-    await d.redis.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 2000), { state: "starting" })))
+    await d.fixtures.set(keys.agent(201), JSON.stringify(statusAt(201, new Date(clock.now() - 2000), { state: "starting" })))
     const res = await get("/api/servers/s1/events", bearer(await token("alice")))
     expect(res.status).toBe(200)
     expect(res.headers.get("content-type")).toContain("text/event-stream")
