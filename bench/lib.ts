@@ -11,7 +11,7 @@ import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { SignJWT } from "jose"
 import { suiteRedisUrl } from "../test/support/suite-redis.ts"
-import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs } from "../test/support/test-redis-acl.ts"
+import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs, withUser } from "../test/support/test-redis-acl.ts"
 
 export const ROOT = join(import.meta.dirname, "..")
 export const NODE = join(ROOT, "node_modules", "node", "bin", "node")
@@ -256,7 +256,10 @@ export const freePort = async (): Promise<number> => {
 
 export interface PrivateRedis {
   readonly port: number
+  /** As the API's user. */
   readonly url: string
+  /** As the tests' admin user (what only an agent or an operator writes). */
+  readonly adminUrl: string
   readonly pid: () => number
   /** SIGKILL (no shutdown save). */
   kill(): Promise<void>
@@ -292,6 +295,7 @@ export const startPrivateRedis = async (): Promise<PrivateRedis> => {
   return {
     port,
     url: redisUrlAs(apiUser(), port),
+    adminUrl: redisUrlAs(admin, port),
     pid: () => proc?.pid ?? -1,
     kill,
     restart: start,
@@ -319,11 +323,13 @@ export const apiHeapUsed = async (api: Child<ApiInfo>): Promise<number> => {
 export const startStack = async (options: { redisUrl?: string; serverId?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Stack> => {
   // Under vitest: the suite's own Redis as the API's user (test/support/suite-redis.ts).
   const redisUrl = options.redisUrl ?? (process.env["ZLH_TEST_REDIS_PORT"] === undefined ? undefined : suiteRedisUrl())
+  // The tests' admin user on the same Redis provisions what only an agent writes.
+  const setupRedisUrl = redisUrl === undefined || process.env["ZLH_TEST_REDIS_SECRET"] === undefined ? undefined : withUser(redisUrl, adminUser())
   let upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"])
   const upstreamPort = upstream.info.port
   const api = await startNodeChild<ApiInfo>(
     join(ROOT, "bench", "serve-api.ts"),
-    ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(redisUrl === undefined ? [] : ["--redis-url", redisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
+    ["--upstream", String(upstreamPort), "--exit-with-stdin", "--prefix", `test:${Math.random().toString(36).slice(2, 10)}:`, ...(redisUrl === undefined ? [] : ["--redis-url", redisUrl]), ...(setupRedisUrl === undefined ? [] : ["--setup-redis-url", setupRedisUrl]), ...(options.serverId === undefined ? [] : ["--server-id", options.serverId])],
     { nodeArgs: ["--expose-gc"], ...(options.env === undefined ? {} : { env: options.env }) }
   )
   const stack: Stack = {

@@ -35,6 +35,8 @@ if (!Number.isInteger(upstreamPort) || upstreamPort <= 0) {
   process.exit(2)
 }
 const redisUrl = arg("--redis-url", "redis://127.0.0.1:6379")!
+// Provisioning writes what an agent would (agent:<vmid>), which the API's own Redis user may not.
+const setupRedisUrl = arg("--setup-redis-url", redisUrl)!
 const prefix = arg("--prefix", `bench:${randomBytes(6).toString("hex")}:`)!
 const serverId = arg("--server-id", "100")!
 const vmid = Number(arg("--vmid", "100"))
@@ -50,7 +52,7 @@ redis.on("error", () => undefined)
 subscriber.on("error", () => undefined)
 
 // Provisioning: register the server (own short-lived client, so the API's clients stay as configured).
-const setup = new Redis(redisUrl, { maxRetriesPerRequest: 3 })
+const setup = new Redis(setupRedisUrl, { maxRetriesPerRequest: 3 })
 await setup.hset(keys.server(serverId), {
   vmid: String(vmid),
   ownerId: userId,

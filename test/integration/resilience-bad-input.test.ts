@@ -1,6 +1,6 @@
 /**
  * Bad-input sweep of every API route on one real API process (bench/serve-api.ts → startApiServer,
- * the suite's own Redis, as the API's user, under its own key prefix): malformed JSON, wrong types, huge values,
+ * the suite's own Redis under its own key prefix): malformed JSON, wrong types, huge values,
  * unicode / encoded / over-long / negative / non-numeric ids, garbage credentials. Every request must
  * get a 4xx whose body is the contract's `{ "error": { "code", "message" } }`, the process must stay up
  * and keep serving, and Redis under the API's prefix must be exactly as before (rate-limit counters
@@ -11,7 +11,7 @@ import { Schema } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ErrorBody } from "../../schemas/errors.ts"
 import { signUserToken, startStack, type Stack } from "../../bench/lib.ts"
-import { suiteRedisUrl } from "../support/suite-redis.ts"
+import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
 
 const isErrorBody = Schema.is(ErrorBody)
 
@@ -85,7 +85,7 @@ describe("resilience: bad-input sweep of every API route", () => {
 
   beforeAll(async () => {
     stack = await startStack()
-    redis = new Redis(suiteRedisUrl(), { maxRetriesPerRequest: 2 })
+    redis = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 2 })
     owner = await signUserToken(stack.api.info.userSecret, stack.api.info.userId)
     admin = await signUserToken(stack.api.info.userSecret, "admin-1", "admin")
     // Positive controls, so the sweep cannot pass vacuously: the same credentials do work.

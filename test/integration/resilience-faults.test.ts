@@ -154,7 +154,7 @@ describe("resilience: Redis killed and restarted", () => {
     redis = await startPrivateRedis()
     stack = await startStack({ redisUrl: redis.url })
     cookie = (await obtainIdeCookie(stack.origin, stack.api.info)).cookie
-    client = new Redis(redis.url, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(50 * n, 500), lazyConnect: true })
+    client = new Redis(redis.adminUrl, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(50 * n, 500), lazyConnect: true })
     client.on("error", () => undefined)
   }, 60_000)
   afterAll(async () => {

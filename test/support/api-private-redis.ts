@@ -47,13 +47,18 @@ const ping = async (url: string): Promise<boolean> => {
   }
 }
 
-export const privateRedis = async (): Promise<PrivateRedis> => {
+/**
+ * `open: true`: the door left open on purpose (no ACL file: `default` on without a password), for the tests
+ * of what the API, the agent and the dev stack say about such a Redis; `url` and `adminUrl` are then plain.
+ */
+export const privateRedis = async (options: { open?: boolean } = {}): Promise<PrivateRedis> => {
   const port = await freePort()
   const plainUrl = `redis://127.0.0.1:${port}`
-  const url = redisUrlAs(apiUser(), port)
-  const adminUrl = redisUrlAs(adminUser(), port)
+  const open = options.open === true
+  const url = open ? plainUrl : redisUrlAs(apiUser(), port)
+  const adminUrl = open ? plainUrl : redisUrlAs(adminUser(), port)
   const dir = mkdtempSync(join(tmpdir(), "zlh-private-redis-"))
-  const aclArgs = dataNodeAclArgs(dir)
+  const aclArgs = open ? [] : dataNodeAclArgs(dir)
   let child: ChildProcess | undefined
   const start = async () => {
     const deadline = Date.now() + 30_000

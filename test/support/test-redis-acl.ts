@@ -57,6 +57,14 @@ export const sentinelUser = (): RedisUser => user(SENTINEL_REDIS_USER)
 export const redisUrlAs = (u: RedisUser, port: number, host = "127.0.0.1"): string =>
   `redis://${encodeURIComponent(u.username)}:${encodeURIComponent(u.password)}@${host}:${port}`
 
+/** `url` with `u`'s credentials instead of its own. */
+export const withUser = (url: string, u: RedisUser): string => {
+  const parsed = new URL(url)
+  parsed.username = encodeURIComponent(u.username)
+  parsed.password = encodeURIComponent(u.password)
+  return parsed.toString()
+}
+
 /** An agent's rules for any vmid under the tests' prefixes (what api/agent-redis.ts grants one vmid). */
 const anyAgentRules = (hash: string): Array<string> => [
   "reset",
