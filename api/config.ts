@@ -171,6 +171,8 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
   const adminPathRaw = get("IDE_ALLOW_ADMIN_PATH_ACCESS") ?? "false"
   if (adminPathRaw !== "true" && adminPathRaw !== "false") problems.push(`IDE_ALLOW_ADMIN_PATH_ACCESS: must be true or false (got ${JSON.stringify(adminPathRaw.slice(0, 40))})`)
   const ideAllowAdminPathAccess = adminPathRaw === "true"
+  const allowAnonymousRaw = get("REDIS_ALLOW_ANONYMOUS") ?? "false"
+  if (allowAnonymousRaw !== "true" && allowAnonymousRaw !== "false") problems.push(`REDIS_ALLOW_ANONYMOUS: must be true or false (got ${JSON.stringify(allowAnonymousRaw.slice(0, 40))})`)
   const userTokenIssuer = get("AUTH_JWT_ISSUER")
   const userTokenAudience = get("AUTH_JWT_AUDIENCE")
 
@@ -189,6 +191,7 @@ export const loadApiConfig = (env: Env, onNote: (note: string) => void = () => u
     ideTokenRateLimitPerMinute,
     consoleCommandRateLimitPerMinute,
     ideAllowAdminPathAccess,
+    ...(allowAnonymousRaw === "true" ? { redisAllowAnonymous: true } : {}),
     ...(ideOriginTemplate === undefined ? {} : { ideOriginTemplate }),
     ...(ideUpstreamTimeoutMs === undefined ? {} : { ideUpstreamTimeoutMs }),
     ...(ideSessionCacheSize === undefined ? {} : { ideSessionCacheSize }),

@@ -39,6 +39,8 @@ export interface ApiConfig {
   readonly ideOriginTemplate?: string
   /** Path mode only: may an admin open an IDE they do not own (IDE_ALLOW_ADMIN_PATH_ACCESS, default false)? */
   readonly ideAllowAdminPathAccess?: boolean
+  /** REDIS_ALLOW_ANONYMOUS=true: start in production even when Redis runs anonymous commands (api/redis-door.ts). */
+  readonly redisAllowAnonymous?: boolean
   /** Live status streams: interval of the `: ping` comment (default 15 000). */
   readonly eventsHeartbeatMs?: number
 }

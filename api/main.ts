@@ -8,6 +8,7 @@ import { ConfigError, loadApiConfig } from "./config.ts"
 import type { ApiDeps } from "./deps.ts"
 import { createPubSubHub } from "./pubsub.ts"
 import { createRedisClients } from "./redis.ts"
+import { checkNoAnonymousDoor } from "./redis-door.ts"
 import { startApiServer } from "./server.ts"
 import { describeRedisTopology } from "../wire/redis-topology.ts"
 
@@ -32,6 +33,22 @@ const logger = pino({
 for (const n of notes) logger.warn(n)
 
 const { redis, subscriber } = createRedisClients(config.redis, logger)
+
+// No anonymous door (docs/contracts.md): in production an open Redis stops the API here.
+const refuse = (line: string) => {
+  logger.fatal(line)
+  process.stderr.write(`zlh-api: ${line}\n`)
+  process.exit(1)
+}
+const door = await checkNoAnonymousDoor({
+  redis,
+  topology: config.redis,
+  nodeEnv: config.nodeEnv,
+  allowAnonymous: config.redisAllowAnonymous === true,
+  logger,
+  onLateRefusal: refuse
+})
+if (door.verdict === "refuse") refuse(door.line)
 const deps: ApiDeps = { config, redis, pubsub: createPubSubHub(subscriber), keys: makeRedisKeys(), now: () => Date.now(), logger }
 
 let api: Awaited<ReturnType<typeof startApiServer>>

@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import { CrashClassification, CrashRecord } from "./crash.ts"
 import { GameSupervisionStatus } from "./game-supervision.ts"
+import { RedisAnonymousCheck } from "./redis-access.ts"
 
 /** The workload state of a container: its game server, or code-server for a dev container. */
 export const AgentState = Schema.Literals([
@@ -59,7 +60,9 @@ export const AgentStatus = Schema.Struct({
   /** ISO-8601 time of the last write (state change or heartbeat). */
   updatedAt: Schema.String,
   /** Game supervision details (readiness, OOM accounting); absent until a game supervisor writes it. */
-  game: Schema.optionalKey(GameSupervisionStatus)
+  game: Schema.optionalKey(GameSupervisionStatus),
+  /** Whether the agent's Redis runs commands for anonymous connections; absent until checked. */
+  redisAccess: Schema.optionalKey(RedisAnonymousCheck)
 })
 export type AgentStatus = typeof AgentStatus.Type
 

@@ -1,6 +1,8 @@
 import { Clock, type Duration, Effect, Layer, PubSub, Queue, Ref, Stream } from "effect"
 import { type AgentStatus, initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
+import type { RedisAnonymousCheck } from "../../schemas/redis-access.ts"
+import { checkAnonymousAccess, knownDataNodes, openRedisLine } from "../../wire/redis-anonymous.ts"
 import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { AgentConfig } from "../config.ts"
 import { StatusStore } from "./status-store.ts"
@@ -18,6 +20,12 @@ export interface RedisStatusStoreOptions {
   /** Reconnect back-off: `min(attempt × base, cap)`; bounded so a returning Redis is noticed quickly. */
   readonly reconnectBaseMs?: number
   readonly reconnectCapMs?: number
+  /**
+   * Check once connected, then every `anonymousCheckEvery`, whether the data nodes run commands for
+   * anonymous connections (wire/redis-anonymous.ts), and report it in the status (`redisAccess`).
+   */
+  readonly checkAnonymous?: boolean
+  readonly anonymousCheckEvery?: Duration.Input
 }
 
 /**
@@ -44,9 +52,9 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
   const missedPublish = yield* Ref.make(false)
   const wake = yield* Queue.sliding<void>(1)
 
+  const topology = options.redis ?? singleRedis(options.redisUrl ?? "redis://127.0.0.1:6379")
   const redis = yield* Effect.acquireRelease(
     Effect.sync(() => {
-      const topology = options.redis ?? singleRedis(options.redisUrl ?? "redis://127.0.0.1:6379")
       const client = createRedisClient(topology, {
         // Fail commands at once while disconnected: the writer drops them and rewrites on reconnect.
         enableOfflineQueue: false,
@@ -138,6 +146,40 @@ export const makeRedisStatusStore = Effect.fnUntraced(function*(options: RedisSt
     Effect.forkScoped
   )
 
+  if (options.checkAnonymous === true) {
+    // An open `default` user makes this agent's own user pointless: say so in the status and the log.
+    const whenConnected = Effect.promise(
+      () => new Promise<void>((resolve) => (redis.status === "ready" ? resolve() : redis.once("ready", () => resolve())))
+    )
+    const check = Effect.promise(() =>
+      knownDataNodes(topology, redis).then(
+        ({ nodes, tls }) => checkAnonymousAccess(nodes, { tls }),
+        (): RedisAnonymousCheck => ({ anonymous: "unknown", openNodes: [], checkedNodes: [], checkedAt: new Date().toISOString() })
+      )
+    ).pipe(
+      // Into the record like a heartbeat (written, not published): not a workload change, and an agent
+      // that re-attaches to its game must not publish its initial state on the way.
+      Effect.tap((result) =>
+        Effect.gen(function*() {
+          const at = yield* Clock.currentTimeMillis
+          yield* Ref.update(status, (s) => ({ ...s, redisAccess: result, updatedAt: new Date(at).toISOString() }))
+          yield* Queue.offer(wake, undefined)
+        })
+      ),
+      Effect.tap((result) =>
+        result.anonymous === "open"
+          ? Effect.logWarning(openRedisLine(result)).pipe(Effect.annotateLogs({ operation: "status.redis", outcome: "anonymous-open" }))
+          : Effect.void
+      )
+    )
+    yield* whenConnected.pipe(
+      Effect.andThen(check),
+      Effect.andThen(Effect.sleep(options.anonymousCheckEvery ?? "10 minutes")),
+      Effect.forever,
+      Effect.forkScoped
+    )
+  }
+
   return StatusStore.of({ get: Ref.get(status), update, changes: Stream.fromPubSub(hub) })
 })
 
@@ -151,7 +193,8 @@ export const RedisStatusStore = {
         vmid: config.vmid,
         serverRoot: config.serverRoot,
         redis: config.redis,
-        keys: makeRedisKeys(config.redisKeyPrefix)
+        keys: makeRedisKeys(config.redisKeyPrefix),
+        checkAnonymous: true
       })
     })
   ),
