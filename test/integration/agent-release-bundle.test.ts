@@ -25,6 +25,7 @@ import {
   testPrefix,
   testVmid
 } from "../support/agent-harness.ts"
+import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
 
 /**
  * The agent release on the host, without LXC: two releases are built and published on a real artifact
@@ -43,7 +44,7 @@ const releases: Array<AgentRelease> = []
 const installed: Record<string, { dir: string; node: string }> = {}
 const prefix = testPrefix()
 const vmid = testVmid()
-const redis = new Redis("redis://127.0.0.1:6379", { maxRetriesPerRequest: 1 })
+const redis = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 1 })
 const agents: Array<RunningAgent> = []
 
 /** What install.sh does before systemd: download, refuse a wrong sha256, unpack. */

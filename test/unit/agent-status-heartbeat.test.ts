@@ -4,6 +4,8 @@ import { TestClock } from "effect/testing"
 import { Redis } from "ioredis"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { makeRedisStatusStore } from "../../agent/status/redis-status-store.ts"
+import { suiteAdminRedisUrl, suiteRedisPort } from "../support/suite-redis.ts"
+import { redisUrlAs, testAgentUser } from "../support/test-redis-acl.ts"
 
 const realSleep = (ms: number) => Effect.promise(() => new Promise<void>((r) => setTimeout(r, ms)))
 
@@ -19,7 +21,7 @@ const waitFor = <A>(what: string, read: Effect.Effect<A>, check: (a: A) => boole
   })
 
 const withRedis = Effect.acquireRelease(
-  Effect.sync(() => new Redis("redis://127.0.0.1:6379")),
+  Effect.sync(() => new Redis(suiteAdminRedisUrl())),
   (r) => Effect.promise(() => r.quit())
 )
 
@@ -32,7 +34,7 @@ describe("Redis StatusStore", () => {
       const read = Effect.promise(() => redis.get(keys.agent(42))).pipe(
         Effect.map((v) => (v === null ? undefined : (JSON.parse(v) as { updatedAt: string; state: string })))
       )
-      const store = yield* makeRedisStatusStore({ vmid: 42, serverRoot: "/srv/x", redisUrl: "redis://127.0.0.1:6379", keys })
+      const store = yield* makeRedisStatusStore({ vmid: 42, serverRoot: "/srv/x", redisUrl: redisUrlAs(testAgentUser(), suiteRedisPort()), keys })
 
       // TestClock starts at 0: the first write (on connect) carries the epoch.
       const first = yield* waitFor("first write", read, (v) => v !== undefined)
@@ -61,7 +63,7 @@ describe("Redis StatusStore", () => {
       sub.on("message", (_c, m) => messages.push(JSON.parse(m)))
       yield* Effect.promise(() => sub.subscribe(keys.agentEvents(7)))
 
-      const store = yield* makeRedisStatusStore({ vmid: 7, serverRoot: "/srv/y", redisUrl: "redis://127.0.0.1:6379", keys })
+      const store = yield* makeRedisStatusStore({ vmid: 7, serverRoot: "/srv/y", redisUrl: redisUrlAs(testAgentUser(), suiteRedisPort()), keys })
       // Connected first: changes made before the connection is up are coalesced into one write.
       yield* waitFor("first write", Effect.promise(() => redis.get(keys.agent(7))), (v) => v !== null)
       yield* store.update((s) => ({ ...s, state: "starting" }))
