@@ -4,7 +4,9 @@
  */
 import { randomBytes } from "node:crypto"
 import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey, parseAgentPublicKeys } from "../wire/agent-keys.ts"
+import { isIP } from "node:net"
 import { userInfo } from "node:os"
+import { REDIS_TOPOLOGY_VARIABLES } from "../wire/redis-topology.ts"
 import { isAbsolute, join, resolve } from "node:path"
 
 export const repoRoot = resolve(import.meta.dirname, "..")
@@ -16,7 +18,11 @@ export interface DevStackConfig {
   readonly artifactsDir: string
   readonly logsDir: string
   readonly node: string
-  readonly redisUrl: string
+  /**
+   * The stack's own redis-server (the default): `default` off, the users from an ACL file under `dir`;
+   * or, when REDIS_URL / REDIS_SENTINELS / REDIS_CLUSTER_NODES is set, that Redis as given.
+   */
+  readonly redis: DevRedis
   readonly apiPort: number
   readonly publicOrigin: string
   /** Per-server IDE origins (host mode, the default here); empty: path mode (`/api/dev/<id>/ide/`). */
@@ -46,6 +52,43 @@ export interface DevStackConfig {
   /** Start the game server once everything is installed. */
   readonly autostartGame: boolean
   readonly stopGraceMs: number
+}
+
+export type DevRedis =
+  | {
+      readonly kind: "private"
+      /**
+       * Where the private Redis listens (ZLH_DEV_REDIS_BIND, default 127.0.0.1): the address the agents
+       * use. A container stack sets the bridge's host address here; loopback is always bound as well,
+       * for the API and the developer.
+       */
+      readonly bind: string
+      readonly port: number
+      /** ZLH_DEV_REDIS_PORT given: a busy port is an error, not a reason to move. */
+      readonly portExplicit: boolean
+    }
+  | {
+      readonly kind: "external"
+      /** The Redis variables as given (wire/redis-topology.ts), passed to the API as they are. */
+      readonly env: Readonly<Record<string, string>>
+    }
+
+export const DEFAULT_DEV_REDIS_PORT = 6391
+const EXTERNAL_REDIS = ["REDIS_URL", "REDIS_SENTINELS", "REDIS_CLUSTER_NODES"]
+
+const devRedis = (env: NodeJS.ProcessEnv, problems: Array<string>): DevRedis => {
+  if (EXTERNAL_REDIS.some((name) => (env[name] ?? "").trim() !== "")) {
+    const given: Record<string, string> = {}
+    for (const name of REDIS_TOPOLOGY_VARIABLES) {
+      const v = env[name]
+      if (v !== undefined && v !== "") given[name] = v
+    }
+    return { kind: "external", env: given }
+  }
+  const bind = (env["ZLH_DEV_REDIS_BIND"] ?? "").trim() || "127.0.0.1"
+  if (!isIP(bind)) problems.push(`ZLH_DEV_REDIS_BIND: expected an IP address of this machine, got "${bind}"`)
+  const portRaw = env["ZLH_DEV_REDIS_PORT"]
+  return { kind: "private", bind, port: int(env, "ZLH_DEV_REDIS_PORT", DEFAULT_DEV_REDIS_PORT, problems), portExplicit: Boolean(portRaw) }
 }
 
 const int = (env: NodeJS.ProcessEnv, name: string, fallback: number, problems: Array<string>): number => {
@@ -113,7 +156,7 @@ export const readDevConfig = (env: NodeJS.ProcessEnv = process.env): { config: D
     artifactsDir: env["ZLH_DEV_ARTIFACTS_DIR"] ? resolve(env["ZLH_DEV_ARTIFACTS_DIR"]) : join(dir, "artifacts"),
     logsDir: join(dir, "logs"),
     node: process.execPath,
-    redisUrl: env["REDIS_URL"] || "redis://127.0.0.1:6379",
+    redis: devRedis(env, problems),
     apiPort,
     publicOrigin: env["PUBLIC_ORIGIN"] || `http://127.0.0.1:${apiPort}`,
     // Chromium and Firefox resolve *.localhost to loopback: every IDE gets its own origin on this machine too.

@@ -1,7 +1,7 @@
 /**
  * `npm run dev`: the whole system on one machine.
  *
- *   Redis (reused, or a private redis-server) → artifacts packed and served → API on :8787 (development)
+ *   Redis (its own redis-server with `default` off, or the one REDIS_URL & co. name) → artifacts packed and served → API on :8787 (development)
  *   → servers 100 and 101 registered (each agent's own Redis ACL user created; docs/contracts.md "Agent
  *   Redis users") → agent for vmid 100 (dev container: code-server) and agent for vmid 101 (game server),
  *   roots under ./.zlh, each connecting to Redis as its own user → code-server and runtimes installed
@@ -15,7 +15,8 @@ import { spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { readDevConfig, type DevStackConfig } from "./dev-config.ts"
-import { freePort, portAnswers, portFree, redisPing, waitForHttp } from "./dev-net.ts"
+import { freePort, portAnswers, portFree, waitForHttp } from "./dev-net.ts"
+import { DevRedisError, startPrivateRedis, useExternalRedis, type DevRedisConnection } from "./dev-redis.ts"
 import { ProcessSupervisor, tailFile, type Managed } from "./dev-processes.ts"
 import { agentClient, mintUserToken, type AgentClient } from "./dev-tokens.ts"
 import { packArtifacts, type PackResult } from "./pack-artifacts.ts"
@@ -123,38 +124,22 @@ const checkPorts = async (c: DevStackConfig): Promise<number> => {
   return idePort
 }
 
-const ensureRedis = async (c: DevStackConfig): Promise<string> => {
-  if (await redisPing(c.redisUrl)) {
-    say(`Redis: using ${c.redisUrl.replace(/\/\/[^@]*@/, "//***@")}`)
-    return c.redisUrl
+const ensureRedis = async (c: DevStackConfig): Promise<DevRedisConnection> => {
+  try {
+    if (c.redis.kind === "external") {
+      const external = await useExternalRedis(c.redis, say)
+      say(`Redis: using ${external.description} (REDIS_URL / REDIS_SENTINELS / REDIS_CLUSTER_NODES)`)
+      return external
+    }
+    const binary = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" }).stdout.trim()
+    if (binary === "") throw new StackError("redis-server is not installed: apt-get install redis-server (or set REDIS_URL to a Redis you run)")
+    const own = await startPrivateRedis(c, c.redis, supervisor, binary, say)
+    say(`Redis: ${own.description}`)
+    return own
+  } catch (e) {
+    if (e instanceof DevRedisError) throw new StackError(e.message)
+    throw e
   }
-  const url = new URL(c.redisUrl)
-  const local = ["127.0.0.1", "localhost", "::1", "[::1]"].includes(url.hostname)
-  const binary = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" }).stdout.trim()
-  if (!local || binary === "") {
-    throw new StackError(
-      `no Redis answers on ${c.redisUrl} and ${binary === "" ? "redis-server is not installed" : "it is not a local address"}: ` +
-        "start Redis (e.g. apt-get install redis-server) or set REDIS_URL"
-    )
-  }
-  const port = Number(url.port || 6379)
-  const dataDir = join(c.dir, "redis")
-  mkdirSync(dataDir, { recursive: true })
-  say(`Redis: nothing answers on ${c.redisUrl}; starting a private redis-server on 127.0.0.1:${port}`)
-  supervisor.start({
-    name: "redis",
-    command: binary,
-    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dataDir],
-    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
-    cwd: dataDir,
-    logFile: join(c.logsDir, "redis.log")
-  })
-  const privateUrl = `redis://127.0.0.1:${port}`
-  for (let i = 0; i < 50; i++) {
-    if (await redisPing(privateUrl)) return privateUrl
-    await sleep(100)
-  }
-  throw new StackError(`the private redis-server did not answer on ${privateUrl}; see ${join(c.logsDir, "redis.log")}`)
 }
 
 /** Finds (or, unless disabled, installs) code-server; returns its directory or why there is none. */
@@ -208,11 +193,11 @@ const startArtifactServer = async (c: DevStackConfig): Promise<string> => {
   return base
 }
 
-const startApi = async (c: DevStackConfig, redisUrl: string): Promise<Managed> => {
+const startApi = async (c: DevStackConfig, redis: DevRedisConnection): Promise<Managed> => {
   const m = start("api", [join(c.repoRoot, "api", "main.ts")], {
     NODE_ENV: "development",
     PORT: String(c.apiPort),
-    REDIS_URL: redisUrl,
+    ...redis.apiEnv,
     IDE_TOKEN_SECRET: c.secrets.ideToken,
     AUTH_JWT_SECRET: c.secrets.authJwt,
     AGENT_TOKEN_PRIVATE_KEY: c.secrets.agentPrivateKey,
@@ -243,15 +228,7 @@ const agentRoots = (c: DevStackConfig, vmid: number) => {
   return { root, zlhRoot: join(root, "opt-zlh"), devHome: join(root, "home", c.devUser), serverRoot: join(root, "opt-zlh", "server") }
 }
 
-/** REDIS_URL without credentials: the agent has its own (REDIS_USERNAME / REDIS_PASSWORD). */
-const withoutCredentials = (url: string): string => {
-  const u = new URL(url)
-  u.username = ""
-  u.password = ""
-  return u.toString()
-}
-
-const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: string, spec: AgentSpec): Promise<{ managed: Managed; client: AgentClient }> => {
+const startAgent = async (c: DevStackConfig, redis: DevRedisConnection, artifactBase: string, spec: AgentSpec): Promise<{ managed: Managed; client: AgentClient }> => {
   const roots = agentRoots(c, spec.vmid)
   mkdirSync(roots.zlhRoot, { recursive: true })
   // The container's game server directory (a real container image ships /opt/zlh/server); the game runs there.
@@ -261,7 +238,8 @@ const startAgent = async (c: DevStackConfig, redisUrl: string, artifactBase: str
     AGENT_VMID: String(spec.vmid),
     AGENT_PORT: String(spec.port),
     AGENT_BIND: "127.0.0.1",
-    REDIS_URL: withoutCredentials(redisUrl),
+    // Where Redis is, without credentials: the agent has its own user (issued at registration).
+    ...redis.agentEnv,
     // The agent's own Redis user (issued at registration): its own status key and channel only.
     REDIS_USERNAME: spec.redis.username,
     REDIS_PASSWORD: spec.redis.password,
@@ -416,7 +394,7 @@ const main = async () => {
   writeNotes()
   say(`starting the local stack in ${cfg.dir} (logs: ${cfg.logsDir})`)
   const idePort = await checkPorts(cfg)
-  const redisUrl = await ensureRedis(cfg)
+  const redis = await ensureRedis(cfg)
 
   if (cfg.generatedSecrets.length > 0) {
     say(`generated for this run (set them to keep tokens valid across restarts):`)
@@ -449,7 +427,7 @@ const main = async () => {
     }
   )
   if (artifactsUp) say(`artifact server on ${artifactBase}`)
-  await startApi(cfg, redisUrl)
+  await startApi(cfg, redis)
   say(`API on http://127.0.0.1:${cfg.apiPort} (NODE_ENV=development)`)
 
   const gameRoot = agentRoots(cfg, cfg.gameVmid).zlhRoot
@@ -464,7 +442,7 @@ const main = async () => {
     ...cfg.gameEnv
   }
   const optionalAgent = (spec: AgentSpec) =>
-    startAgent(cfg, redisUrl, artifactBase, spec).then(
+    startAgent(cfg, redis, artifactBase, spec).then(
       (agent) => {
         say(`agent for vmid ${spec.vmid} is up on :${spec.port}`)
         return agent

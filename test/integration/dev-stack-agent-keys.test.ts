@@ -7,6 +7,10 @@ import { readFileSync } from "node:fs"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
+import { join } from "node:path"
+
+/** The stack's Redis as its administrator (`.zlh/redis/operator.env`): `default` is off there. */
+const operatorRedisUrl = (s: DevStackHandle): string => /^REDIS_URL=(\S+)$/m.exec(readFileSync(join(s.dir, "redis", "operator.env"), "utf8"))![1]!
 
 const environOf = (pid: number): Map<string, string> => {
   const out = new Map<string, string>()
@@ -63,7 +67,7 @@ describe("dev stack: agent-call keys", () => {
       .filter((p) => [String(s.ports.devAgent), String(s.ports.gameAgent)].includes(p.env.get("AGENT_PORT") ?? ""))
     expect(agents.map((a) => a.env.get("REDIS_USERNAME")).sort()).toEqual(agents.map((a) => `zlh-agent-${a.env.get("AGENT_VMID")}`).sort())
     for (const a of agents) expect(a.env.get("REDIS_PASSWORD")).toMatch(/^[A-Za-z0-9_-]{43}$/)
-    const redis = new Redis({ host: "127.0.0.1", port: s.ports.redis, lazyConnect: true, maxRetriesPerRequest: 1 })
+    const redis = new Redis(operatorRedisUrl(s), { lazyConnect: true, maxRetriesPerRequest: 1 })
     try {
       await redis.connect()
       const clients = String(await redis.call("CLIENT", "LIST"))
@@ -73,5 +77,33 @@ describe("dev stack: agent-call keys", () => {
     } finally {
       redis.disconnect()
     }
+  })
+
+  it("its own Redis refuses anonymous connections (NOAUTH); the API connects as zlh-api", async () => {
+    const s = stack!
+    const anonymous = new Redis({ host: "127.0.0.1", port: s.ports.redis, protocol: 2, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    anonymous.on("error", () => undefined)
+    try {
+      await anonymous.connect()
+      for (const args of [["PING"], ["GET", "server:100"], ["SET", "agent:100", "{}"], ["KEYS", "*"], ["PUBLISH", "ide:revocations", "{}"]]) {
+        await expect(anonymous.call(args[0]!, ...args.slice(1)), args.join(" ")).rejects.toThrow(/^NOAUTH/)
+      }
+    } finally {
+      anonymous.disconnect()
+    }
+    const api = processesMentioning(process.cwd())
+      .filter((p) => / (\S*\/)?api\/main\.ts$/.test(p.cmdline))
+      .map((p) => environOf(p.pid))
+      .filter((env) => env.get("PORT") === String(s.ports.api))
+    expect(api.map((env) => env.get("REDIS_USERNAME"))).toEqual(["zlh-api"])
+    const redis = new Redis(operatorRedisUrl(s), { lazyConnect: true, maxRetriesPerRequest: 1 })
+    try {
+      await redis.connect()
+      expect(String(await redis.call("CLIENT", "LIST"))).toContain("user=zlh-api ")
+      expect(await redis.call("ACL", "GETUSER", "default")).toEqual(expect.arrayContaining(["flags", ["off", "nopass", "sanitize-payload"]]))
+    } finally {
+      redis.disconnect()
+    }
+    expect(s.output()).toMatch(/zlh-dev: Redis: the stack's own redis-server on 127\.0\.0\.1:\d+ \(default user off/)
   })
 })

@@ -1,6 +1,6 @@
 /**
- * Runs `node scripts/dev.ts` as a real child process for tests: every port moved to a free one, a
- * private Redis (REDIS_URL points at a free port, so the stack starts its own redis-server), its own
+ * Runs `node scripts/dev.ts` as a real child process for tests: every port moved to a free one, the
+ * stack's own redis-server on a free port (ZLH_DEV_REDIS_PORT; `default` off there), its own
  * `ZLH_DEV_DIR`, the shared artifact cache. Keeps the stack's output, remembers every process the stack
  * ever had below it (from /proc, PID + start time), and on `stop()` sends SIGTERM to the stack only and
  * reports which of those processes survived.
@@ -73,7 +73,7 @@ export const startDevStack = async (options: { env?: Record<string, string>; kee
     ...process.env,
     PATH: `${join(root, "node_modules", "node", "bin")}:${process.env["PATH"] ?? "/usr/bin:/bin"}`,
     PORT: String(ports.api),
-    REDIS_URL: `redis://127.0.0.1:${ports.redis}`,
+    ZLH_DEV_REDIS_PORT: String(ports.redis),
     ZLH_DEV_DIR: dir,
     ZLH_DEV_ARTIFACTS_DIR: join(root, ".zlh", "artifacts"),
     ZLH_DEV_ARTIFACT_PORT: String(ports.artifacts),
@@ -83,7 +83,9 @@ export const startDevStack = async (options: { env?: Record<string, string>; kee
     LOG_LEVEL: "info",
     ...options.env
   }
-  // Secrets come from the stack itself (generated), exactly as for a developer.
+  // The stack's own Redis unless the test names one; secrets come from the stack itself (generated),
+  // exactly as for a developer.
+  for (const name of ["REDIS_URL", "REDIS_SENTINELS", "REDIS_CLUSTER_NODES", "REDIS_USERNAME", "REDIS_PASSWORD"]) if (options.env?.[name] === undefined) delete env[name]
   delete env["AUTH_JWT_SECRET"]
   delete env["IDE_TOKEN_SECRET"]
   delete env["AGENT_TOKEN_SECRET"]
