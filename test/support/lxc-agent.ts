@@ -32,7 +32,7 @@ export interface ContainerAgent {
   /** http://<container address>:<port> */
   readonly url: string
   /** A call signed with `privateKey` (the API's key) unless `token` is given (null: no Authorization). */
-  call(method: string, path: string, options?: { body?: string | object; token?: string | null; timeoutMs?: number }): Promise<{ status: number; json: any }>
+  call(method: string, path: string, options?: { body?: string | object; contentType?: string; token?: string | null; timeoutMs?: number }): Promise<{ status: number; json: any }>
   /** The unit's journal (for failure messages). */
   journal(lines?: number): Promise<string>
   /** Stops the unit (the agent's own graceful shutdown). */
@@ -83,7 +83,7 @@ export const startContainerAgent = async (
       const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
       const r = await fetch(`${url}${path}`, {
         method,
-        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": options.contentType ?? "application/json" }) },
         ...(body === undefined ? {} : { body }),
         signal: AbortSignal.timeout(options.timeoutMs ?? 240_000)
       })
