@@ -3,6 +3,7 @@ import { StatusStore } from "../status/status-store.ts"
 import { InstallIncomplete, Installer } from "../install/installer.ts"
 import { locateEntry } from "./code-server-find.ts"
 import { DevConfig } from "./dev-config.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /**
  * `POST /dev/codeserver/install { version }`: code-server is the catalog's service `code-server`, installed
@@ -10,14 +11,14 @@ import { DevConfig } from "./dev-config.ts"
  * tar filter of agent/install/safe-tar.ts, staging next to the target, atomic swap, progress in
  * `AgentStatus.install`) into `CODE_SERVER_DIR`. The same version already in place is left alone.
  */
+/** The agent has no artifact server configured (ARTIFACT_BASE_URL), so nothing can be installed. */
 export class InstallFailed extends Schema.TaggedError<InstallFailed>()("InstallFailed", {
   message: Schema.String
-}) {}
-
-export class UnknownCodeServerVersion extends Schema.TaggedError<UnknownCodeServerVersion>()("UnknownCodeServerVersion", {
-  version: Schema.String,
-  available: Schema.Array(Schema.String)
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 502, code: "install_failed" }
+  }
+}
 
 export const installCodeServer = Effect.fn("installCodeServer")(function*(version: string) {
   const settings = yield* DevConfig
@@ -38,10 +39,7 @@ export const installCodeServer = Effect.fn("installCodeServer")(function*(versio
         Option.isSome(entry)
           ? Effect.void
           : Effect.fail(new InstallIncomplete({ message: "archive does not contain code-server (no out/node/entry.js)" })))
-  }).pipe(
-    Effect.catchTag("NotInCatalog", (e) =>
-      Effect.fail(new UnknownCodeServerVersion({ version, available: e.available.find((s) => s.name === "code-server")?.versions ?? [] })))
-  )
+  })
   yield* status.update((s) => ({ ...s, codeServerInstalled: true }))
   return { version, dir: result.path, changed: true }
 })

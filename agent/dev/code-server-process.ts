@@ -10,6 +10,7 @@ import { stateFile } from "../process/state-file.ts"
 import type { DevSettings } from "./dev-config.ts"
 import { asUser, devEnvironment, runAsUser } from "./dev-process.ts"
 import type { DevUser } from "./dev-user.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /**
  * One code-server process: spawned as DEV_USER (its own process group, output to a log file so it
@@ -20,7 +21,11 @@ import type { DevUser } from "./dev-user.ts"
 export class CodeServerStartFailed extends Schema.TaggedError<CodeServerStartFailed>()("CodeServerStartFailed", {
   message: Schema.String,
   logTail: Schema.Array(Schema.String)
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 502, code: "code_server_start_failed" }
+  }
+}
 
 export interface ProcessEnd {
   readonly exitCode: number | null

@@ -22,12 +22,20 @@ import {
 import { DevConfig } from "./dev-config.ts"
 import { DevUserMissing, lookupDevUser } from "./dev-user.ts"
 import { RootMissing } from "./workspace-path.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 export { CodeServerStartFailed } from "./code-server-process.ts"
 
 export class CodeServerNotInstalled extends Schema.TaggedError<CodeServerNotInstalled>()("CodeServerNotInstalled", {
   dir: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `code-server is not installed in ${this.dir}`
+  }
+  get [HttpAnswer]() {
+    return { status: 409, code: "code_server_not_installed" }
+  }
+}
 
 export type CodeServerStartError = CodeServerNotInstalled | CodeServerStartFailed | DevUserMissing | RootMissing
 

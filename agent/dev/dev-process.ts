@@ -1,6 +1,7 @@
 import * as NodeCP from "node:child_process"
 import { Clock, Deferred, Duration, Effect, Option, Schema } from "effect"
 import type { DevUser } from "./dev-user.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /**
  * How the agent (root) runs anything as DEV_USER: `setpriv` switches real and effective uid/gid and
@@ -35,7 +36,11 @@ export const devEnvironment = (user: DevUser, home: string, extraPath: ReadonlyA
 
 export class ExecFailed extends Schema.TaggedError<ExecFailed>()("ExecFailed", {
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 400, code: "exec_failed" }
+  }
+}
 
 export interface ExecResult {
   readonly exitCode: number | null

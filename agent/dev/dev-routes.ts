@@ -2,7 +2,7 @@ import { Effect, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { CodeServer } from "./code-server.ts"
 import { installCodeServer } from "./code-server-artifact.ts"
-import { handleDevErrors } from "./dev-error-response.ts"
+import { handleAgentErrors } from "../http/agent-errors.ts"
 import { devExec, ExecRequest } from "./dev-exec.ts"
 
 /** code-server lifecycle and the dev shell. */
@@ -13,7 +13,7 @@ export const CodeServerRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const cs = yield* CodeServer
       return HttpServerResponse.jsonUnsafe(yield* cs.info)
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -21,7 +21,7 @@ export const CodeServerRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const cs = yield* CodeServer
       return HttpServerResponse.jsonUnsafe(yield* cs.start)
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -29,7 +29,7 @@ export const CodeServerRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const cs = yield* CodeServer
       return HttpServerResponse.jsonUnsafe(yield* cs.stop)
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -37,8 +37,20 @@ export const CodeServerRoutes = HttpRouter.addAll([
     Effect.gen(function*() {
       const cs = yield* CodeServer
       return HttpServerResponse.jsonUnsafe(yield* cs.restart)
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
+  HttpRouter.route(
+    "POST",
+    "/dev/exec",
+    Effect.gen(function*() {
+      const body = yield* HttpServerRequest.schemaBodyJson(ExecRequest, { errors: "all", onExcessProperty: "error" })
+      return HttpServerResponse.jsonUnsafe(yield* devExec(body))
+    }).pipe(handleAgentErrors)
+  )
+])
+
+/** `POST /dev/codeserver/install { version }`: the catalog's code-server through the agent's one installer. */
+export const CodeServerInstallRoutes = HttpRouter.addAll([
   HttpRouter.route(
     "POST",
     "/dev/codeserver/install",
@@ -49,14 +61,6 @@ export const CodeServerRoutes = HttpRouter.addAll([
       )
       const result = yield* installCodeServer(body.version)
       return HttpServerResponse.jsonUnsafe(result, { status: result.changed ? 201 : 200 })
-    }).pipe(handleDevErrors)
-  ),
-  HttpRouter.route(
-    "POST",
-    "/dev/exec",
-    Effect.gen(function*() {
-      const body = yield* HttpServerRequest.schemaBodyJson(ExecRequest, { errors: "all", onExcessProperty: "error" })
-      return HttpServerResponse.jsonUnsafe(yield* devExec(body))
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   )
 ])

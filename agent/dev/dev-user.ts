@@ -1,5 +1,6 @@
 import * as NodeFs from "node:fs/promises"
 import { Effect, Schema } from "effect"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /** The dev user as the kernel knows it. */
 export interface DevUser {
@@ -15,7 +16,14 @@ export interface DevUser {
 /** DEV_USER does not exist yet (`POST /dev/provision` creates it): 409. */
 export class DevUserMissing extends Schema.TaggedError<DevUserMissing>()("DevUserMissing", {
   user: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `user ${this.user} does not exist; call POST /dev/provision first`
+  }
+  get [HttpAnswer]() {
+    return { status: 409, code: "dev_not_provisioned" }
+  }
+}
 
 /**
  * Looks the user up in /etc/passwd and /etc/group on every call (provisioning may create it at any time;

@@ -6,6 +6,7 @@ import { Effect, Schema, Stream } from "effect"
 import * as Tar from "tar"
 import { type FileOwner, FilesAsOwner, OwnerOpFailed } from "./files-as-owner.ts"
 import { parseRelativePath, type PathError, PathOutsideRoot, type ResolvedPath, resolveInside } from "./workspace-path.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /**
  * File operations confined to one root directory (the workspace, or the game server root). Two lines of
@@ -33,27 +34,91 @@ export interface FileTree {
   }
 }
 
-export class FileNotFound extends Schema.TaggedError<FileNotFound>()("FileNotFound", { path: Schema.String }) {}
-export class AlreadyExists extends Schema.TaggedError<AlreadyExists>()("AlreadyExists", { path: Schema.String }) {}
-export class NotADirectory extends Schema.TaggedError<NotADirectory>()("NotADirectory", { path: Schema.String }) {}
-export class IsADirectory extends Schema.TaggedError<IsADirectory>()("IsADirectory", { path: Schema.String }) {}
-export class RootNotAllowed extends Schema.TaggedError<RootNotAllowed>()("RootNotAllowed", { operation: Schema.String }) {}
-export class ReadDenied extends Schema.TaggedError<ReadDenied>()("ReadDenied", { path: Schema.String }) {}
+export class FileNotFound extends Schema.TaggedError<FileNotFound>()("FileNotFound", { path: Schema.String }) {
+  override get message() {
+    return `"${this.path}" does not exist`
+  }
+  get [HttpAnswer]() {
+    return { status: 404, code: "not_found" }
+  }
+}
+export class AlreadyExists extends Schema.TaggedError<AlreadyExists>()("AlreadyExists", { path: Schema.String }) {
+  override get message() {
+    return `"${this.path}" already exists`
+  }
+  get [HttpAnswer]() {
+    return { status: 409, code: "already_exists" }
+  }
+}
+export class NotADirectory extends Schema.TaggedError<NotADirectory>()("NotADirectory", { path: Schema.String }) {
+  override get message() {
+    return `"${this.path}" is not a directory`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "not_a_directory" }
+  }
+}
+export class IsADirectory extends Schema.TaggedError<IsADirectory>()("IsADirectory", { path: Schema.String }) {
+  override get message() {
+    return `"${this.path}" is a directory`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "is_a_directory" }
+  }
+}
+export class RootNotAllowed extends Schema.TaggedError<RootNotAllowed>()("RootNotAllowed", { operation: Schema.String }) {
+  override get message() {
+    return `cannot ${this.operation} the root itself`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "root_not_allowed" }
+  }
+}
+export class ReadDenied extends Schema.TaggedError<ReadDenied>()("ReadDenied", { path: Schema.String }) {
+  override get message() {
+    return `"${this.path}" is not readable by the owner of this tree`
+  }
+  get [HttpAnswer]() {
+    return { status: 403, code: "permission_denied" }
+  }
+}
 export class TooLarge extends Schema.TaggedError<TooLarge>()("TooLarge", {
   what: Schema.String,
   limit: Schema.Number
-}) {}
+}) {
+  override get message() {
+    return `${this.what} exceeds the limit of ${this.limit} bytes`
+  }
+  get [HttpAnswer]() {
+    return { status: 413, code: "payload_too_large" }
+  }
+}
 export class InvalidArchive extends Schema.TaggedError<InvalidArchive>()("InvalidArchive", {
   message: Schema.String,
   entries: Schema.Array(Schema.String)
-}) {}
-export class MoveIntoItself extends Schema.TaggedError<MoveIntoItself>()("MoveIntoItself", { path: Schema.String }) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 400, code: "invalid_archive", issues: this.entries.map((m) => ({ path: "archive", message: m })) }
+  }
+}
+export class MoveIntoItself extends Schema.TaggedError<MoveIntoItself>()("MoveIntoItself", { path: Schema.String }) {
+  override get message() {
+    return `cannot move a directory into itself ("${this.path}")`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "invalid_move" }
+  }
+}
 /** An unexpected filesystem failure (EIO, ENOSPC, …): 500, logged. */
 export class FileSystemFailure extends Schema.TaggedError<FileSystemFailure>()("FileSystemFailure", {
   operation: Schema.String,
   path: Schema.String,
   cause: Schema.Defect()
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 500, code: "internal_error", message: "internal error" }
+  }
+}
 
 export type FileError =
   | PathError

@@ -1,7 +1,7 @@
 import * as NodeFs from "node:fs/promises"
 import { Clock, Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { handleDevErrors } from "./dev-error-response.ts"
+import { handleAgentErrors } from "../http/agent-errors.ts"
 import { DevConfig } from "./dev-config.ts"
 import { lookupDevUser } from "./dev-user.ts"
 import { FilesAsOwner } from "./files-as-owner.ts"
@@ -93,7 +93,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       yield* checkText(path)
       const tree = yield* treeFor(asOwner, q.root)
       return HttpServerResponse.jsonUnsafe(yield* FileTree.list(tree, path).pipe(logged("list", path)))
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "GET",
@@ -107,7 +107,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       return HttpServerResponse.uint8Array(file.bytes, { contentType: "application/octet-stream" }).pipe(
         HttpServerResponse.setHeader("last-modified", file.mtime.toUTCString())
       )
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "PUT",
@@ -120,7 +120,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       const request = yield* refuseDeclaredLength(tree.limits.maxWriteBytes, "request body")
       const result = yield* FileTree.writeFile(tree, path, request.stream).pipe(logged("write", path))
       return HttpServerResponse.jsonUnsafe(result, { status: result.created ? 201 : 200 })
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -131,7 +131,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       const tree = yield* treeFor(asOwner, b.root)
       const result = yield* FileTree.makeDirectory(tree, b.path, b.parents ?? false).pipe(logged("mkdir", b.path))
       return HttpServerResponse.jsonUnsafe(result, { status: result.created ? 201 : 200 })
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -144,7 +144,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
         logged("move", `${b.from} -> ${b.to}`)
       )
       return HttpServerResponse.jsonUnsafe(result)
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "DELETE",
@@ -155,7 +155,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       yield* checkText(path)
       const tree = yield* treeFor(asOwner, q.root)
       return HttpServerResponse.jsonUnsafe(yield* FileTree.remove(tree, path).pipe(logged("delete", path)))
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "GET",
@@ -169,7 +169,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       return HttpServerResponse.stream(archive.stream, { contentType: "application/gzip" }).pipe(
         HttpServerResponse.setHeader("content-disposition", `attachment; filename="${archive.name.replace(/[^\w.-]/g, "_")}.tar.gz"`)
       )
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   ),
   HttpRouter.route(
     "POST",
@@ -182,7 +182,7 @@ const routes = (asOwner: FilesAsOwner["Service"]) => HttpRouter.addAll([
       const request = yield* refuseDeclaredLength(tree.limits.maxUploadBytes, "upload")
       const result = yield* FileTree.extract(tree, path, request.stream).pipe(logged("upload", path))
       return HttpServerResponse.jsonUnsafe(result, { status: 201 })
-    }).pipe(handleDevErrors)
+    }).pipe(handleAgentErrors)
   )
 ])
 

@@ -7,7 +7,7 @@ import { HttpRouter } from "effect/http"
 import { StatusStore } from "../status/status-store.ts"
 import { CodeServer } from "./code-server.ts"
 import { DevConfig } from "./dev-config.ts"
-import { CodeServerRoutes } from "./dev-routes.ts"
+import { CodeServerInstallRoutes, CodeServerRoutes } from "./dev-routes.ts"
 import { FilesRoutes } from "./files-routes.ts"
 import { hardenAgentFiles } from "./hardening.ts"
 
@@ -16,7 +16,7 @@ import { hardenAgentFiles } from "./hardening.ts"
  * API (`/files*`) and `POST /dev/exec`, registered on the core's HttpRouter. The core's router-wide
  * middleware authenticates every route.
  */
-export const DevRoutes = Layer.mergeAll(FilesRoutes, CodeServerRoutes)
+export const DevRoutes = Layer.mergeAll(FilesRoutes, CodeServerRoutes, CodeServerInstallRoutes)
 
 /** Enforces ZLH_ROOT ownership/modes and the secrets file mode once, when the layer is built. */
 export const DevHardening = Layer.effectDiscard(Effect.gen(function*() {

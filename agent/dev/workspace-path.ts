@@ -2,28 +2,57 @@ import type { Stats } from "node:fs"
 import * as NodeFs from "node:fs/promises"
 import * as NodePath from "node:path"
 import { Effect, Result, Schema } from "effect"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /** A path refused by its text alone (before any disk access): 400. */
 export class InvalidPath extends Schema.TaggedError<InvalidPath>()("InvalidPath", {
   path: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `invalid path "${this.path}": ${this.reason}`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "invalid_path" }
+  }
+}
 
 /** A path whose real location (after following symlinks) is outside the root: 403. */
 export class PathOutsideRoot extends Schema.TaggedError<PathOutsideRoot>()("PathOutsideRoot", {
   path: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `path "${this.path}" is outside the root: ${this.reason}`
+  }
+  get [HttpAnswer]() {
+    return { status: 403, code: "path_outside_root" }
+  }
+}
 
 /** The root itself (workspace or server root) does not exist yet: 409 (not provisioned). */
 export class RootMissing extends Schema.TaggedError<RootMissing>()("RootMissing", {
   root: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `${this.root} does not exist (is the container provisioned?)`
+  }
+  get [HttpAnswer]() {
+    return { status: 409, code: "root_missing" }
+  }
+}
 
 /** A component in the middle of the path exists but is not a directory: 400. */
 export class NotADirectoryInPath extends Schema.TaggedError<NotADirectoryInPath>()("NotADirectoryInPath", {
   path: Schema.String
-}) {}
+}) {
+  override get message() {
+    return `"${this.path}" is not a directory`
+  }
+  get [HttpAnswer]() {
+    return { status: 400, code: "not_a_directory" }
+  }
+}
 
 export type PathError = InvalidPath | PathOutsideRoot | RootMissing | NotADirectoryInPath
 

@@ -8,7 +8,8 @@ import {
   parseConsoleEventId
 } from "../../schemas/console.ts"
 import { decodeJsonBody } from "../http/body.ts"
-import { errorResponse } from "../http/error-response.ts"
+import { BadRequest, handleAgentErrors } from "../http/agent-errors.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 import { StatusStore } from "../status/status-store.ts"
 import type { ConsoleHub, ConsoleViewer } from "./console-hub.ts"
 import { GameSupervisor, type PowerAction } from "./game-supervisor.ts"
@@ -24,9 +25,22 @@ const power = (action: PowerAction) =>
     yield* supervisor.power(action)
     const status = yield* (yield* StatusStore).get
     return HttpServerResponse.jsonUnsafe({ action, accepted: true, state: status.state }, { status: 202 })
-  }).pipe(
-    Effect.catchTag("PowerRefused", (e) => Effect.succeed(errorResponse(409, e.code, e.message)))
-  )
+  }).pipe(handleAgentErrors)
+
+/** More console streams open at once than the hub allows. */
+export class TooManyConsoleViewers extends Schema.TaggedError<TooManyConsoleViewers>()("TooManyConsoleViewers", {
+  max: Schema.Int
+}) {
+  override get message() {
+    return `at most ${this.max} console streams may be open at once on this server`
+  }
+  get [HttpAnswer]() {
+    return { status: 429, code: "too_many_console_viewers" }
+  }
+}
+
+const badTail = (max: number, e: Schema.SchemaError) =>
+  new BadRequest({ message: `tail must be an integer from 0 to ${max}: ${e.message}`, issues: [] })
 
 const LogsQuery = Schema.Struct({
   tail: Schema.optionalKey(Schema.FiniteFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 100_000 })))
@@ -73,28 +87,24 @@ const consoleStream = Effect.gen(function*() {
   const state = (yield* (yield* StatusStore).get).state
   const after = query.after === undefined || query.after === "" ? undefined : parseConsoleEventId(query.after)
   const opened = hub.open({ tail: query.tail ?? CONSOLE_TAIL_DEFAULT, acceptsCommands: yield* supervisor.acceptsCommands, state, ...(after === undefined ? {} : { after }) })
-  if (opened === undefined) {
-    return errorResponse(429, "too_many_console_viewers", `at most ${hub.options.maxViewers} console streams may be open at once on this server`)
-  }
+  if (opened === undefined) return yield* new TooManyConsoleViewers({ max: hub.options.maxViewers })
   return HttpServerResponse.stream(viewerStream(hub, opened.viewer, opened.head), {
     contentType: "text/event-stream",
     headers: { "cache-control": "no-store", "x-accel-buffering": "no" }
   })
 }).pipe(
-  Effect.catchTag("SchemaError", (e) => Effect.succeed(errorResponse(400, "bad_request", `tail must be an integer from 0 to ${CONSOLE_TAIL_MAX}: ${e.message}`)))
+  Effect.catchTag("SchemaError", (e) => Effect.fail(badTail(CONSOLE_TAIL_MAX, e))),
+  handleAgentErrors
 )
 
 /** `POST /server/console { command, user }`: one line to the game's stdin; 409 when nothing can take it. */
 const consoleCommand = Effect.gen(function*() {
   const body = yield* decodeJsonBody(ConsoleCommandRequest)
   const problem = commandProblem(body.command)
-  if (problem !== undefined) return errorResponse(400, "invalid_command", problem, [{ path: "command", message: problem }])
+  if (problem !== undefined) return yield* new BadRequest({ code: "invalid_command", message: problem, issues: [{ path: "command", message: problem }] })
   yield* (yield* GameSupervisor).command(body.command, body.user)
   return HttpServerResponse.jsonUnsafe({ accepted: true }, { status: 202 })
-}).pipe(
-  Effect.catchTag("BadRequest", (e) => Effect.succeed(errorResponse(400, "bad_request", e.message, e.issues))),
-  Effect.catchTag("ConsoleRefused", (e) => Effect.succeed(errorResponse(409, e.code, e.message)))
-)
+}).pipe(handleAgentErrors)
 
 export const GameRoutes = HttpRouter.addAll([
   HttpRouter.route("GET", "/server/console", consoleStream),
@@ -110,7 +120,8 @@ export const GameRoutes = HttpRouter.addAll([
       const lines = yield* (yield* GameSupervisor).logs(query.tail ?? 100)
       return HttpServerResponse.jsonUnsafe({ lines })
     }).pipe(
-      Effect.catchTag("SchemaError", (e) => Effect.succeed(errorResponse(400, "bad_request", `tail must be an integer from 0 to 100000: ${e.message}`)))
+      Effect.catchTag("SchemaError", (e) => Effect.fail(badTail(100_000, e))),
+      handleAgentErrors
     )
   )
 ])

@@ -13,6 +13,7 @@ import { GameStateFile } from "./game-state-file.ts"
 import { ConsoleHub } from "./console-hub.ts"
 import { LogRing } from "./log-ring.ts"
 import { ownsContainerState } from "../workload.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 export type PowerAction = "start" | "stop" | "restart"
 
@@ -20,13 +21,21 @@ export type PowerAction = "start" | "stop" | "restart"
 export class ConsoleRefused extends Schema.TaggedError<ConsoleRefused>()("ConsoleRefused", {
   code: Schema.Literals(["server_not_running", "no_console"]),
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 409, code: this.code }
+  }
+}
 
 /** A power action the agent will not take now (both are 409s for the HTTP layer). */
 export class PowerRefused extends Schema.TaggedError<PowerRefused>()("PowerRefused", {
   code: Schema.Literals(["power_action_in_progress", "install_running"]),
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 409, code: this.code }
+  }
+}
 
 const ZERO: ResourceUsage = { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 }
 const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -6,9 +6,10 @@ export const errorResponse = (
   status: number,
   code: string,
   message: string,
-  issues?: ReadonlyArray<Issue>
+  issues?: ReadonlyArray<Issue>,
+  details?: unknown
 ): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.jsonUnsafe(
-    { error: { code, message, ...(issues === undefined ? {} : { issues }) } },
+    { error: { code, message, ...(issues === undefined ? {} : { issues }), ...(details === undefined ? {} : { details }) } },
     { status }
   )

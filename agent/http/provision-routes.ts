@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { Provisioner } from "../provision/provisioner.ts"
-import { AgentFailure, handleAgentErrors } from "./agent-errors.ts"
+import { handleAgentErrors } from "./agent-errors.ts"
 
 /** `POST /dev/provision` → 200 `ProvisionResult` (`changed: false` on a repeat call). */
 export const ProvisionRoutes = HttpRouter.addAll([
@@ -10,9 +10,7 @@ export const ProvisionRoutes = HttpRouter.addAll([
     "/dev/provision",
     Effect.gen(function*() {
       const provisioner = yield* Provisioner
-      const result = yield* provisioner.provision.pipe(
-        Effect.mapError((e) => new AgentFailure({ status: 500, code: "provision_failed", message: `${e.step}: ${e.message}` }))
-      )
+      const result = yield* provisioner.provision
       return HttpServerResponse.jsonUnsafe(result)
     }).pipe(handleAgentErrors)
   )

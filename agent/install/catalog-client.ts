@@ -2,6 +2,7 @@ import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion } from "../../schemas/catalog.ts"
 import { type Issue, schemaIssues } from "../../schemas/errors.ts"
 import { AgentConfig } from "../config.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 export const CATALOG_PATH = "devcontainer/_catalog.json"
 
@@ -11,7 +12,11 @@ export type ArtifactKind = "runtime" | "service"
 export class CatalogUnavailable extends Schema.TaggedError<CatalogUnavailable>()("CatalogUnavailable", {
   url: Schema.String,
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 502, code: "catalog_unavailable", message: `${this.url}: ${this.message}` }
+  }
+}
 
 /** The catalog was served but is not a valid catalog: every problem as `path: message`. */
 export class CatalogInvalid extends Schema.TaggedError<CatalogInvalid>()("CatalogInvalid", {
@@ -20,6 +25,9 @@ export class CatalogInvalid extends Schema.TaggedError<CatalogInvalid>()("Catalo
 }) {
   override get message() {
     return `the catalog at ${this.url} is invalid: ${this.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`
+  }
+  get [HttpAnswer]() {
+    return { status: 502, code: "catalog_invalid", issues: this.issues }
   }
 }
 
@@ -33,6 +41,9 @@ export class NotInCatalog extends Schema.TaggedError<NotInCatalog>()("NotInCatal
   override get message() {
     const list = this.available.map((a) => `${a.name} (${a.versions.join(", ")})`).join("; ")
     return `${this.kind} ${this.name} ${this.version} is not in the catalog; available: ${list === "" ? "none" : list}`
+  }
+  get [HttpAnswer]() {
+    return { status: 404, code: "not_in_catalog", details: { available: this.available } }
   }
 }
 

@@ -19,6 +19,7 @@ import {
   type ResolvedArtifact
 } from "./catalog-client.ts"
 import { type ArchiveUnreadable, checkArchive, extractArchive, type UnsafeArchive } from "./safe-tar.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 export interface InstallRequest {
   readonly kind: ArtifactKind
@@ -55,6 +56,9 @@ export class InstallBusy extends Schema.TaggedError<InstallBusy>()("InstallBusy"
   override get message() {
     return `another install is running (${this.current})`
   }
+  get [HttpAnswer]() {
+    return { status: 409, code: "install_in_progress" }
+  }
 }
 
 export class DownloadFailed extends Schema.TaggedError<DownloadFailed>()("DownloadFailed", {
@@ -62,7 +66,11 @@ export class DownloadFailed extends Schema.TaggedError<DownloadFailed>()("Downlo
   message: Schema.String,
   /** Network errors, 408/429/5xx: retried with a bounded schedule. */
   transient: Schema.Boolean
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 502, code: "download_failed", message: `${this.url}: ${this.message}` }
+  }
+}
 
 export class ChecksumMismatch extends Schema.TaggedError<ChecksumMismatch>()("ChecksumMismatch", {
   url: Schema.String,
@@ -71,6 +79,9 @@ export class ChecksumMismatch extends Schema.TaggedError<ChecksumMismatch>()("Ch
 }) {
   override get message() {
     return `sha256 of ${this.url} is ${this.actual}, the catalog says ${this.expected}`
+  }
+  get [HttpAnswer]() {
+    return { status: 502, code: "checksum_mismatch", details: { expected: this.expected, actual: this.actual } }
   }
 }
 
@@ -83,6 +94,9 @@ export class InstallerFailed extends Schema.TaggedError<InstallerFailed>()("Inst
   override get message() {
     return `the installer ${this.exitCode === null ? `was killed by ${this.signal}` : `exited with code ${this.exitCode}`}`
   }
+  get [HttpAnswer]() {
+    return { status: 502, code: "installer_failed", details: { exitCode: this.exitCode, signal: this.signal, outputTail: this.outputTail } }
+  }
 }
 
 export class InstallerTimedOut extends Schema.TaggedError<InstallerTimedOut>()("InstallerTimedOut", {
@@ -93,17 +107,28 @@ export class InstallerTimedOut extends Schema.TaggedError<InstallerTimedOut>()("
   override get message() {
     return `the installer did not finish within ${this.seconds} s and was killed`
   }
+  get [HttpAnswer]() {
+    return { status: 504, code: "installer_timeout", details: { seconds: this.seconds, outputTail: this.outputTail } }
+  }
 }
 
 /** The unpacked tree is not what was asked for (a request's `verify`). */
 export class InstallIncomplete extends Schema.TaggedError<InstallIncomplete>()("InstallIncomplete", {
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 502, code: "install_incomplete" }
+  }
+}
 
 export class InstallIoFailed extends Schema.TaggedError<InstallIoFailed>()("InstallIoFailed", {
   step: Schema.String,
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 500, code: "install_failed", message: `${this.step}: ${this.message}` }
+  }
+}
 
 export type InstallError =
   | NotInCatalog

@@ -1,6 +1,7 @@
 import * as NodePath from "node:path"
 import { Effect, Schema } from "effect"
 import * as Tar from "tar"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 /** The archive has entries that would land outside the target; nothing was extracted. */
 export class UnsafeArchive extends Schema.TaggedError<UnsafeArchive>()("UnsafeArchive", {
@@ -9,11 +10,19 @@ export class UnsafeArchive extends Schema.TaggedError<UnsafeArchive>()("UnsafeAr
   override get message() {
     return `the archive has entries that escape the install directory: ${this.entries.slice(0, 10).join("; ")}`
   }
+  /** 422, not 502: the artifact's content is refused, and fetching it again gets the same refusal. */
+  get [HttpAnswer]() {
+    return { status: 422, code: "unsafe_archive", issues: this.entries.map((m) => ({ path: "archive", message: m })) }
+  }
 }
 
 export class ArchiveUnreadable extends Schema.TaggedError<ArchiveUnreadable>()("ArchiveUnreadable", {
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 422, code: "archive_unreadable" }
+  }
+}
 
 const ALLOWED_TYPES = new Set(["File", "OldFile", "ContiguousFile", "Directory", "SymbolicLink", "Link"])
 

@@ -5,11 +5,16 @@ import { AgentConfig } from "../config.ts"
 import { logOperation } from "../log/logger.ts"
 import { runCommand } from "../process/run-command.ts"
 import { StatusStore } from "../status/status-store.ts"
+import { HttpAnswer } from "../http/http-answer.ts"
 
 export class ProvisionFailed extends Schema.TaggedError<ProvisionFailed>()("ProvisionFailed", {
   step: Schema.String,
   message: Schema.String
-}) {}
+}) {
+  get [HttpAnswer]() {
+    return { status: 500, code: "provision_failed", message: `${this.step}: ${this.message}` }
+  }
+}
 
 export interface ProvisionResult {
   /** false when the user, home and workspace were already exactly as required. */

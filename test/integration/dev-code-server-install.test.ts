@@ -112,7 +112,8 @@ describe("POST /dev/codeserver/install: a real code-server tarball from a real a
   it("refuses a version that is not in the catalog, listing what is", async () => {
     const r = await post(web, "/dev/codeserver/install", { version: "9.9.9" })
     assert.strictEqual(r.status, 404)
-    assert.strictEqual(r.body.error?.code, "unknown_version")
+    // the same answer as POST /runtime/install for a version the catalog lacks
+    assert.strictEqual(r.body.error?.code, "not_in_catalog")
     assert.include(r.body.error?.message, version)
     assert.isFalse(NodeFs.existsSync(settings.codeServer.dir))
   })
@@ -127,7 +128,9 @@ describe("POST /dev/codeserver/install: a real code-server tarball from a real a
 
   it("refuses an archive with a link that escapes the install directory", async () => {
     const r = await post(tamperedWeb, "/dev/codeserver/install", { version: "0.0.0-evil" })
-    assert.strictEqual(r.status, 502)
+    // the same answer as POST /runtime/install for an unsafe archive
+    assert.strictEqual(r.status, 422)
+    assert.strictEqual(r.body.error?.code, "unsafe_archive")
     assert.include(r.body.error?.message, "etc-link")
     assert.isFalse(NodeFs.existsSync(settings.codeServer.dir))
     assert.deepStrictEqual(servicesLeftovers(), [])
