@@ -12,6 +12,13 @@
  *                                               old one is refused and its connections closed)
  *   redis-acl sync                             (every agent's Redis user re-applied on every node, orphans
  *                                               deleted: run it after adding or restarting a Redis node)
+ *   redis-acl api-user [--apply] [--env-out PATH]
+ *                                              (the API's own Redis user, docs/contracts.md "The API's Redis
+ *                                               user": prints the ACL SETUSER lines for one Redis, Sentinel and
+ *                                               Cluster with a new password; --apply sets it on every data node)
+ *   redis-acl rotate-api [--env-out PATH]      (a new password for the API's user on every data node)
+ *   redis-acl bootstrap [--env-out PATH]       (a fresh Redis: the API's user, every registered agent's user,
+ *                                               replication/Sentinel users, then `default` off)
  *   token mint --user U [--admin] [--ttl 3600]     (prints a portal user token signed with AUTH_JWT_SECRET)
  *   agent-keys new                                 (a fresh Ed25519 pair: AGENT_TOKEN_PRIVATE_KEY for the API,
  *                                                   AGENT_TOKEN_PUBLIC_KEY for the agents)
@@ -31,6 +38,22 @@ import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { assertServerId, decodeServerInput, listServers } from "../api/registry.ts"
 import { agentRedisEnvLines, registerServer, rotateAgentPassword, syncAgentUsers, unregisterServer, type AgentRedisAnswer } from "../api/agent-redis.ts"
 import { ApiError } from "../api/errors.ts"
+import { applyApiUser, bootstrapRedis, newPassword, rotateApiPassword, type NodesResult } from "../api/api-redis-admin.ts"
+import {
+  API_REDIS_USER,
+  apiAclRules,
+  countAclRules,
+  defaultOffAclRules,
+  passwordHash,
+  REPLICA_REDIS_USER,
+  replicaAclRules,
+  SENTINEL_REDIS_USER,
+  sentinelDataNodeAclRules,
+  sentinelDefaultAclRules,
+  sentinelPeerAclRules,
+  setUserLine
+} from "../api/api-redis-user.ts"
+import { topologyDb } from "../api/agent-redis.ts"
 import { MIN_SECRET_BYTES } from "../api/config.ts"
 import { AgentKeyInvalid, agentPublicKeyOf, generateAgentKeyPair, parseAgentPrivateKey } from "../wire/agent-keys.ts"
 
@@ -41,6 +64,9 @@ const USAGE = `usage:
   zlh server ls [--json]
   zlh redis-acl rotate <id> [--env-out PATH]
   zlh redis-acl sync
+  zlh redis-acl api-user [--apply] [--env-out PATH]
+  zlh redis-acl rotate-api [--env-out PATH]
+  zlh redis-acl bootstrap [--env-out PATH]
   zlh token mint --user U [--admin] [--ttl SECONDS]
   zlh agent-keys new
   zlh agent-keys public
@@ -190,6 +216,95 @@ const redisAclSync = async (args: Array<string>) => {
   if (r.nodes.failed.length > 0) throw new Error(`not applied on: ${r.nodes.failed.map((f) => `${f.node} (${f.error})`).join(", ")}`)
 }
 
+/** A password issued now: written to --env-out (mode 0600, not printed) or printed this once. */
+const reportPassword = (what: string, lines: string, envFile: string | undefined) => {
+  if (envFile !== undefined) {
+    writeFileSync(envFile, `# ${what} (zlh); keep secret, mode 0600\n${lines}`, { mode: 0o600 })
+    chmodSync(envFile, 0o600)
+    process.stdout.write(`${what}: written to ${envFile} (shown nowhere else)\n`)
+    return
+  }
+  process.stdout.write(`${what} (shown this once):\n${lines.replace(/^/gm, "    ").trimEnd()}\n`)
+}
+
+const reportNodes = (what: string, r: NodesResult) => {
+  process.stdout.write(`${what} on ${r.applied.length} node(s): ${r.applied.join(", ")}\n`)
+  if (r.skipped.length > 0) process.stdout.write(`  not on (down now; run again once they are back): ${r.skipped.join(", ")}\n`)
+  if (r.failed.length > 0) throw new Error(`not applied on: ${r.failed.map((f) => `${f.node} (${f.error})`).join(", ")}`)
+}
+
+const apiEnvLines = (password: string) => `REDIS_USERNAME=${API_REDIS_USER}\nREDIS_PASSWORD=${password}\n`
+
+/** The ACL SETUSER lines of a deployment with `default` off (docs/contracts.md "The API's Redis user"). */
+const aclLines = (apiPassword: string, db: number): string => {
+  const api = apiAclRules(passwordHash(apiPassword), { db })
+  const figure = countAclRules(api)
+  const replica = "<sha256 of the replication password>"
+  const sentinel = "<sha256 of the sentinels' password>"
+  const placeholder = (rules: Array<string>, hash: string) => rules.map((r) => r.replace(/^#[0-9a-f]{64}$/, `#${hash}`))
+  return [
+    `# The API's own user: ${figure.commands} commands, ${figure.keyPatterns} key patterns, ${figure.channelPatterns} channel patterns (against +@all ~* &*).`,
+    "# One Redis: on the server (and any replica it has). Sentinel: on the master and every replica. Cluster: on every node.",
+    setUserLine(API_REDIS_USER, api),
+    "# Sentinel and Cluster, every data node: the replicas' user, and each node's masteruser / masterauth.",
+    setUserLine(REPLICA_REDIS_USER, placeholder(replicaAclRules("0".repeat(64)), replica)),
+    `CONFIG SET masteruser ${REPLICA_REDIS_USER} masterauth <the replication password>`,
+    "# Sentinel, every data node: the sentinels' user; every sentinel: its peers' user, discovery for everyone, and how it logs in.",
+    setUserLine(SENTINEL_REDIS_USER, placeholder(sentinelDataNodeAclRules("0".repeat(64)), sentinel)),
+    `# on each sentinel:`,
+    setUserLine(SENTINEL_REDIS_USER, placeholder(sentinelPeerAclRules("0".repeat(64)), sentinel)),
+    setUserLine("default", sentinelDefaultAclRules()),
+    `SENTINEL SET <master name> auth-user ${SENTINEL_REDIS_USER}`,
+    "SENTINEL SET <master name> auth-pass <the sentinels' password>",
+    `SENTINEL CONFIG SET sentinel-user ${SENTINEL_REDIS_USER}`,
+    "SENTINEL CONFIG SET sentinel-pass <the sentinels' password>",
+    "# Last, on every data node, once the users above and every agent's (zlh redis-acl sync) exist:",
+    setUserLine("default", defaultOffAclRules()),
+    "ACL SAVE",
+    ""
+  ].join("\n")
+}
+
+const redisAclApiUser = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { apply: { type: "boolean" }, "env-out": { type: "string" } } })
+  if (positionals.length > 0) usage("redis-acl api-user takes no arguments")
+  const password = newPassword()
+  if (values.apply !== true) {
+    const { topology, problems } = parseRedisTopology(process.env)
+    process.stdout.write(aclLines(password, problems.length > 0 ? 0 : topologyDb(topology)))
+    reportPassword("the API's environment", apiEnvLines(password), values["env-out"])
+    return
+  }
+  const result = await withRedis((redis, _keys, topology) => applyApiUser(redis, topology, password))
+  reportNodes(`the API's Redis user ${API_REDIS_USER}`, result)
+  reportPassword("the API's environment", apiEnvLines(password), values["env-out"])
+}
+
+const redisAclRotateApi = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { "env-out": { type: "string" } } })
+  if (positionals.length > 0) usage("redis-acl rotate-api takes no arguments")
+  const password = newPassword()
+  const result = await withRedis((redis, _keys, topology) => rotateApiPassword(redis, topology, password))
+  reportNodes(`a new password for ${API_REDIS_USER}`, result)
+  process.stdout.write("  the old password is refused from now on; connections already open keep working: restart each API replica with the new one\n")
+  reportPassword("the API's environment", apiEnvLines(password), values["env-out"])
+}
+
+const redisAclBootstrap = async (args: Array<string>) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { "env-out": { type: "string" } } })
+  if (positionals.length > 0) usage("redis-acl bootstrap takes no arguments")
+  const b = await withRedis((redis, keys, topology) => bootstrapRedis(redis, topology, keys))
+  process.stdout.write(`agent Redis users: ${b.agents.users.length} applied${b.agents.withoutPassword.length > 0 ? `; without a password yet (run \`zlh redis-acl rotate <id>\`): ${b.agents.withoutPassword.join(", ")}` : ""}\n`)
+  if (b.sentinels.applied.length > 0 || b.sentinels.failed.length > 0) reportNodes("the sentinels' login (auth-user / auth-pass)", b.sentinels)
+  const secrets = [
+    apiEnvLines(b.apiPassword).trimEnd(),
+    ...(b.replicaPassword === undefined ? [] : [`# replicas (masterauth, already set on every data node): ${REPLICA_REDIS_USER} ${b.replicaPassword}`]),
+    ...(b.sentinelPassword === undefined ? [] : [`# sentinels (auth-pass, already set on every sentinel; also their sentinel-pass): ${SENTINEL_REDIS_USER} ${b.sentinelPassword}`])
+  ].join("\n")
+  reportPassword("the API's environment", `${secrets}\n`, values["env-out"])
+  reportNodes("the API's user, then `default` off,", b.nodes)
+}
+
 const serverLs = async (args: Array<string>) => {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { json: { type: "boolean" } } })
   if (positionals.length > 0) usage("server ls takes no arguments")
@@ -277,6 +392,12 @@ const main = async (argv: Array<string>) => {
       return redisAclRotate(rest)
     case "redis-acl sync":
       return redisAclSync(rest)
+    case "redis-acl api-user":
+      return redisAclApiUser(rest)
+    case "redis-acl rotate-api":
+      return redisAclRotateApi(rest)
+    case "redis-acl bootstrap":
+      return redisAclBootstrap(rest)
     case "token mint":
       return tokenMint(rest)
     case "agent-keys new":
