@@ -1,5 +1,5 @@
 /**
- * Abusive clients against one API process (bench/serve-api.ts; real Redis on 127.0.0.1:6379 under its
+ * Abusive clients against one API process (bench/serve-api.ts; the suite's own Redis under its
  * own key prefix, removed when the API stops):
  * - slowloris: 300 connections that dribble their request headers one line per second do not stop the
  *   API from serving everyone else, and the API (not the client) closes them once its header timeout

@@ -1,6 +1,6 @@
 /**
- * Load: 200 concurrent IDE-like sessions through one API process (bench/serve-api.ts, real Redis on
- * 127.0.0.1:6379 under its own key prefix) for ~30 s. Each session has its own session cookie from the
+ * Load: 200 concurrent IDE-like sessions through one API process (bench/serve-api.ts, the suite's own
+ * Redis under its own key prefix) for ~30 s. Each session has its own session cookie from the
  * real `?token=` exchange, a browser-like keep-alive pool (6 sockets) for bursts of asset requests
  * (4 × 200 B + 2 × 128 KiB, bodies checked byte for byte in length), and one WebSocket that echoes a
  * 1 KiB message after every burst.
