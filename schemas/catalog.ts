@@ -67,25 +67,25 @@ export const CatalogRuntime = Schema.Struct({
 })
 export type CatalogRuntime = typeof CatalogRuntime.Type
 
-/** One agent release tarball (scripts/build-agent-release.ts) and the Node runtime it runs on. */
-export const AgentReleaseEntry = Schema.Struct({
+/** One release tarball (the agent's or the API's, scripts/build-*-release.ts) and the Node runtime it runs on. */
+export const ReleaseEntry = Schema.Struct({
   version: Version,
   artifact: ArtifactPath,
   sha256: Sha256,
   /** A version of the catalog runtime `node`. */
   node: Version
 })
-export type AgentReleaseEntry = typeof AgentReleaseEntry.Type
+export type ReleaseEntry = typeof ReleaseEntry.Type
 
 /**
- * The agent releases a container's install script (`installer`, run from the artifact server) chooses
- * from: the newest is the last; docs/operators.md "Agent release".
+ * The releases of one component that the install script (`installer`, fetched from the artifact server)
+ * chooses from: the newest is the last; docs/operators.md "Agent release".
  */
-export const AgentReleases = Schema.Struct({
+export const ComponentReleases = Schema.Struct({
   installer: Schema.Struct({ artifact: ArtifactPath, sha256: Sha256 }),
-  releases: Schema.NonEmptyArray(AgentReleaseEntry)
+  releases: Schema.NonEmptyArray(ReleaseEntry)
 })
-export type AgentReleases = typeof AgentReleases.Type
+export type ComponentReleases = typeof ComponentReleases.Type
 
 export const Catalog = Schema.Struct({
   schemaVersion: Schema.Literal(1),
@@ -93,16 +93,19 @@ export const Catalog = Schema.Struct({
   /** Services the agent installs the same way (e.g. code-server). */
   services: Schema.optionalKey(Schema.Array(CatalogRuntime)),
   /** The agent's own releases (installed by the container's root, never by the agent). */
-  agent: Schema.optionalKey(AgentReleases)
+  agent: Schema.optionalKey(ComponentReleases),
+  /** The API's releases (installed on the API host). */
+  api: Schema.optionalKey(ComponentReleases)
 }).check(
   Schema.makeFilter((c) => new Set(c.runtimes.map((r) => r.name)).size === c.runtimes.length || "runtime names must be unique"),
   Schema.makeFilter((c) => {
     const nodes = new Set(c.runtimes.filter((r) => r.name === "node").flatMap((r) => r.versions.map((v) => v.version)))
-    const missing = (c.agent?.releases ?? []).filter((r) => !nodes.has(r.node))
-    return missing.length === 0 || `agent release ${missing[0]?.version} runs on Node ${missing[0]?.node}, which runtime "node" does not list`
+    const missing = [...(c.agent?.releases ?? []), ...(c.api?.releases ?? [])].filter((r) => !nodes.has(r.node))
+    return missing.length === 0 || `release ${missing[0]?.version} runs on Node ${missing[0]?.node}, which runtime "node" does not list`
   }),
   Schema.makeFilter((c) =>
-    new Set((c.agent?.releases ?? []).map((r) => r.version)).size === (c.agent?.releases.length ?? 0) || "agent release versions must be unique"
+    [c.agent, c.api].every((r) => r === undefined || new Set(r.releases.map((x) => x.version)).size === r.releases.length) ||
+    "release versions must be unique"
   )
 )
 export type Catalog = typeof Catalog.Type

@@ -11,10 +11,11 @@
  *   - anything callers add through `extra` (e.g. code-server as a service, a sample game server);
  *   - agent releases (`agentReleases`, built by scripts/build-agent-release.ts):
  *     `agent/zlh-agent-<version>.tar.gz` each, and the newest one's install script as `agent/install.sh`,
- *     listed in the catalog's `agent` with their sha256 (docs/operators.md "Agent release").
+ *     listed in the catalog's `agent` with their sha256 (docs/operators.md "Agent release");
+ *   - API releases (`apiReleases`, scripts/build-api-release.ts): `api/zlh-api-<version>.tar.gz`, catalog `api`.
  *
- *   node scripts/build-artifacts.ts [outDir] [--agent-release]   (default .zlh/artifacts; the flag builds
- *                                                                  and publishes this checkout's agent release)
+ *   node scripts/build-artifacts.ts [outDir] [--agent-release] [--api-release]   (default .zlh/artifacts;
+ *                     the flags build and publish this checkout's agent / API release)
  *
  * Library use: `await buildArtifacts({ outDir, extra: [{ kind: "service", name: "code-server", version,
  * from: { dir: "/path/to/tree" } }] })`.
@@ -24,7 +25,7 @@ import { copyFileSync, createReadStream, mkdirSync, mkdtempSync, renameSync, rmS
 import { tmpdir } from "node:os"
 import { basename, dirname, join, resolve } from "node:path"
 import * as tar from "tar"
-import { type AgentReleases, type Catalog, CatalogFromJson, type CatalogRuntime, type CatalogVersion, dotnetFeedPath } from "../schemas/catalog.ts"
+import { type Catalog, type ComponentReleases, CatalogFromJson, type CatalogRuntime, type CatalogVersion, dotnetFeedPath } from "../schemas/catalog.ts"
 import { Schema } from "effect"
 
 export const CATALOG_PATH = "devcontainer/_catalog.json"
@@ -73,16 +74,22 @@ export interface BuildOptions {
   readonly gzipLevel?: number
   /** Agent release tarballs to publish, oldest first (the last is the newest). */
   readonly agentReleases?: ReadonlyArray<AgentReleaseInput>
+  /** API release tarballs to publish (scripts/build-api-release.ts), oldest first. */
+  readonly apiReleases?: ReadonlyArray<ReleaseInput>
 }
 
-/** What the catalog needs of a release built by scripts/build-agent-release.ts (its `AgentRelease` fits). */
-export interface AgentReleaseInput {
+/** What the catalog needs of a release tarball. */
+export interface ReleaseInput {
   readonly version: string
   readonly file: string
   readonly nodeVersion: string
-  readonly installScript: string
   /** Tests: write this sha256 into the catalog instead of the real one. */
   readonly sha256Override?: string
+}
+
+/** What the catalog needs of a release built by scripts/build-agent-release.ts (its `AgentRelease` fits). */
+export interface AgentReleaseInput extends ReleaseInput {
+  readonly installScript: string
 }
 
 export interface BuiltArtifact {
@@ -219,21 +226,31 @@ const copyInto = (from: string, file: string) => {
   renameSync(`${file}.tmp-${process.pid}`, file)
 }
 
-/** Copies each release to `agent/zlh-agent-<version>.tar.gz` and the newest's install script to `agent/install.sh`. */
-const publishAgentReleases = async (outDir: string, releases: ReadonlyArray<AgentReleaseInput>): Promise<AgentReleases | undefined> => {
-  const newest = releases.at(-1)
-  if (newest === undefined) return undefined
-  const entries: Array<AgentReleases["releases"][number]> = []
+/** The install script of both components (the agent release's; `--component api` for the API). */
+const INSTALL_SCRIPT = join(repoRoot, "agent", "release", "install.sh")
+const INSTALLER = "agent/install.sh"
+
+/**
+ * Copies each release to `<component>/zlh-<component>-<version>.tar.gz` and the install script to
+ * `agent/install.sh` (the newest agent release's, else the checkout's).
+ */
+const publishReleases = async (
+  outDir: string,
+  component: "agent" | "api",
+  releases: ReadonlyArray<ReleaseInput>,
+  installScript: string
+): Promise<ComponentReleases | undefined> => {
+  if (releases.length === 0) return undefined
+  const entries: Array<ComponentReleases["releases"][number]> = []
   for (const r of releases) {
-    const artifact = `agent/zlh-agent-${r.version}.tar.gz`
+    const artifact = `${component}/zlh-${component}-${r.version}.tar.gz`
     copyInto(r.file, join(outDir, artifact))
     entries.push({ version: r.version, artifact, sha256: r.sha256Override ?? await sha256File(join(outDir, artifact)), node: r.nodeVersion })
   }
-  const installer = "agent/install.sh"
-  copyInto(newest.installScript, join(outDir, installer))
+  copyInto(installScript, join(outDir, INSTALLER))
   return {
-    installer: { artifact: installer, sha256: await sha256File(join(outDir, installer)) },
-    releases: entries as unknown as AgentReleases["releases"]
+    installer: { artifact: INSTALLER, sha256: await sha256File(join(outDir, INSTALLER)) },
+    releases: entries as unknown as ComponentReleases["releases"]
   }
 }
 
@@ -255,12 +272,15 @@ const build = async (options: BuildOptions, stage: string): Promise<BuildResult>
   const built: Array<BuiltArtifact> = []
   for (const spec of specs) built.push(await packOne(options.outDir, spec, options.gzipLevel ?? 1))
   const services = built.filter((b) => b.spec.kind === "service")
-  const agent = await publishAgentReleases(options.outDir, options.agentReleases ?? [])
+  const installScript = options.agentReleases?.at(-1)?.installScript ?? INSTALL_SCRIPT
+  const api = await publishReleases(options.outDir, "api", options.apiReleases ?? [], installScript)
+  const agent = await publishReleases(options.outDir, "agent", options.agentReleases ?? [], installScript)
   const catalog: Catalog = {
     schemaVersion: 1,
     runtimes: group(built.filter((b) => b.spec.kind === "runtime")),
     ...(services.length === 0 ? {} : { services: group(services) }),
-    ...(agent === undefined ? {} : { agent })
+    ...(agent === undefined ? {} : { agent }),
+    ...(api === undefined ? {} : { api })
   }
   const text = JSON.stringify(catalog, null, 2)
   // The catalog must decode with the schema the agent uses.
@@ -279,7 +299,9 @@ if (import.meta.main) {
   const { buildAgentRelease } = await import("./build-agent-release.ts")
   const releaseDir = mkdtempSync(join(tmpdir(), "zlh-agent-release-"))
   const agentReleases = withAgent ? [await buildAgentRelease({ outDir: releaseDir })] : []
-  const result = await buildArtifacts({ outDir, agentReleases })
+  const { buildApiRelease } = await import("./build-api-release.ts")
+  const apiReleases = process.argv.includes("--api-release") ? [await buildApiRelease({ outDir: releaseDir })] : []
+  const result = await buildArtifacts({ outDir, agentReleases, apiReleases })
   rmSync(releaseDir, { recursive: true, force: true })
   for (const r of result.catalog.agent?.releases ?? []) console.log(`agent release ${r.version} (Node ${r.node}): ${r.artifact} (sha256 ${r.sha256})`)
   for (const a of result.artifacts) console.log(`${a.spec.kind} ${a.spec.name} ${a.spec.version}: ${a.artifact} (${a.bytes} bytes, sha256 ${a.sha256})`)

@@ -6,8 +6,8 @@
  * Tarballs are cached: a tarball whose source fingerprint (paths, sizes, mtimes) has not changed is
  * reused, so only the first `npm run dev` pays for gzipping ~600 MB of code-server.
  *
- *   node scripts/pack-artifacts.ts [outDir] [--agent-release]    (default .zlh/artifacts; the flag also
- *                                                                builds and publishes the agent release)
+ *   node scripts/pack-artifacts.ts [outDir] [--agent-release] [--api-release]    (default .zlh/artifacts;
+ *                     the flags also build and publish the agent / API release)
  */
 import { createHash } from "node:crypto"
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
@@ -16,7 +16,7 @@ import { tmpdir } from "node:os"
 import { join, relative, resolve } from "node:path"
 import * as tar from "tar"
 import type { Catalog } from "../schemas/catalog.ts"
-import { type AgentReleaseInput, type ArtifactSpec, buildArtifacts } from "./build-artifacts.ts"
+import { type AgentReleaseInput, type ArtifactSpec, buildArtifacts, type ReleaseInput } from "./build-artifacts.ts"
 
 const repoRoot = resolve(import.meta.dirname, "..")
 export { CATALOG_PATH } from "./build-artifacts.ts"
@@ -48,6 +48,8 @@ export interface PackOptions {
   readonly codeServerProblem?: string | undefined
   /** Agent releases to publish (scripts/build-agent-release.ts; the last is the newest). */
   readonly agentReleases?: ReadonlyArray<AgentReleaseInput>
+  /** API releases to publish (scripts/build-api-release.ts). */
+  readonly apiReleases?: ReadonlyArray<ReleaseInput>
   readonly onProgress?: (line: string) => void
 }
 
@@ -210,6 +212,7 @@ export const packArtifacts = async (options: PackOptions): Promise<PackResult> =
       node: false,
       dotnet: false,
       agentReleases: options.agentReleases ?? [],
+      apiReleases: options.apiReleases ?? [],
       extra: [
         spec(node, "runtime", "bin"),
         spec(sampleGame, "runtime", "."),
@@ -235,9 +238,12 @@ if (import.meta.main) {
   const { buildAgentRelease } = await import("./build-agent-release.ts")
   const releaseDir = mkdtempSync(join(tmpdir(), "zlh-agent-release-"))
   const agentReleases = process.argv.includes("--agent-release") ? [await buildAgentRelease({ outDir: releaseDir })] : []
+  const { buildApiRelease } = await import("./build-api-release.ts")
+  const apiReleases = process.argv.includes("--api-release") ? [await buildApiRelease({ outDir: releaseDir })] : []
   const result = await packArtifacts({
     outDir,
     agentReleases,
+    apiReleases,
     codeServerDir: codeServerDir !== undefined && codeServerDir !== "" ? codeServerDir : undefined,
     codeServerProblem: "ZLH_CODE_SERVER_DIR is not set (run: export ZLH_CODE_SERVER_DIR=$(bash scripts/install-code-server.sh))",
     onProgress: (line) => console.log(`pack-artifacts: ${line}`)
@@ -245,6 +251,7 @@ if (import.meta.main) {
   for (const a of [result.node, result.sampleGame, result.codeServer]) {
     if (a !== undefined) console.log(`pack-artifacts: ${a.name} ${a.version} ${a.artifact} ${(a.bytes / 1024 / 1024).toFixed(1)} MiB sha256 ${a.sha256}${a.reused ? " (cached)" : ""}`)
   }
+  for (const r of result.catalog.api?.releases ?? []) console.log(`pack-artifacts: API release ${r.version} (Node ${r.node}) ${r.artifact} sha256 ${r.sha256}`)
   for (const r of result.catalog.agent?.releases ?? []) console.log(`pack-artifacts: agent release ${r.version} (Node ${r.node}) ${r.artifact} sha256 ${r.sha256}`)
   if (result.codeServerProblem !== undefined) console.log(`pack-artifacts: code-server not packed: ${result.codeServerProblem}`)
   rmSync(releaseDir, { recursive: true, force: true })

@@ -4,6 +4,7 @@
 #   curl -fsS "$ARTIFACTS/agent/install.sh" | sh -s -- --artifacts "$ARTIFACTS" [--env-file FILE] [--version V]
 #
 # --no-start (a container template): install the files and the unit, but neither enable nor start it.
+# --component api: the same for the API on its host (catalog `api`, /opt/zlh/api, /opt/zlh/api.env, zlh-api).
 #
 # From the artifact server's catalog (devcontainer/_catalog.json, `agent`) it takes the release (the newest,
 # or --version) and the Node runtime it names (catalog runtime `node`), checks both tarballs' sha256 against
@@ -18,16 +19,14 @@
 set -eu
 umask 022
 
-PREFIX=/opt/zlh/agent
-ENV_FILE=/opt/zlh/agent.env
-UNIT_FILE=/etc/systemd/system/zlh-agent.service
+COMPONENT=agent
 ARTIFACTS=${ZLH_ARTIFACTS:-}
 VERSION=
 ENV_IN=
 START=yes
 HEALTH_SECONDS=60
 
-say() { printf 'zlh-agent install: %s\n' "$*" >&2; }
+say() { printf 'zlh install: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() {
   sed -n '2,5p' "$0" 2>/dev/null | sed 's/^# \{0,1\}//' >&2 || true
@@ -40,10 +39,21 @@ while [ $# -gt 0 ]; do
     --version) [ $# -ge 2 ] || die "--version needs a version"; VERSION=$2; shift 2 ;;
     --env-file) [ $# -ge 2 ] || die "--env-file needs a file"; ENV_IN=$2; shift 2 ;;
     --no-start) START=no; shift ;;
+    --component) [ $# -ge 2 ] || die "--component needs agent or api"; COMPONENT=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage; die "unknown option: $1" ;;
   esac
 done
+
+case "$COMPONENT" in
+  agent) ENTRY=agent.mjs; PORT_VAR=AGENT_PORT; DEFAULT_PORT=18888; BIND_VAR=AGENT_BIND; REQUIRED="AGENT_VMID ARTIFACT_BASE_URL AGENT_TOKEN_PUBLIC_KEY" ;;
+  api) ENTRY=api/main.mjs; PORT_VAR=PORT; DEFAULT_PORT=8787; BIND_VAR=; REQUIRED="PUBLIC_ORIGIN IDE_TOKEN_SECRET AGENT_TOKEN_PRIVATE_KEY" ;;
+  *) die "--component must be agent or api: $COMPONENT" ;;
+esac
+UNIT=zlh-$COMPONENT.service
+PREFIX=/opt/zlh/$COMPONENT
+ENV_FILE=/opt/zlh/$COMPONENT.env
+UNIT_FILE=/etc/systemd/system/$UNIT
 
 [ "$(id -u)" = 0 ] || die "run as root (the agent runs as root and installs under $PREFIX)"
 [ -n "$ARTIFACTS" ] || die "--artifacts URL is required (the artifact server, as ARTIFACT_BASE_URL)"
@@ -76,12 +86,12 @@ fetch_checked() {
 }
 
 fetch devcontainer/_catalog.json "$work/catalog.json"
-jq -e '.agent.releases | length > 0' "$work/catalog.json" >/dev/null 2>&1 || die "the catalog at $ARTIFACTS has no agent release"
+jq -e --arg c "$COMPONENT" '.[$c].releases | length > 0' "$work/catalog.json" >/dev/null 2>&1 || die "the catalog at $ARTIFACTS has no $COMPONENT release"
 if [ -n "$VERSION" ]; then
-  release=$(jq -c --arg v "$VERSION" '[.agent.releases[] | select(.version == $v)] | last // empty' "$work/catalog.json")
-  [ -n "$release" ] || die "release $VERSION is not in the catalog (there: $(jq -r '[.agent.releases[].version] | join(", ")' "$work/catalog.json"))"
+  release=$(jq -c --arg c "$COMPONENT" --arg v "$VERSION" '[.[$c].releases[] | select(.version == $v)] | last // empty' "$work/catalog.json")
+  [ -n "$release" ] || die "release $VERSION is not in the catalog (there: $(jq -r --arg c "$COMPONENT" '[.[$c].releases[].version] | join(", ")' "$work/catalog.json"))"
 else
-  release=$(jq -c '.agent.releases | last' "$work/catalog.json")
+  release=$(jq -c --arg c "$COMPONENT" '.[$c].releases | last' "$work/catalog.json")
 fi
 field() { printf '%s' "$1" | jq -r "$2"; }
 version=$(field "$release" .version)
@@ -94,7 +104,7 @@ node_bin_dir=$(field "$node_entry" '.binDir // "bin"')
 safe_path "$node_bin_dir/node"
 
 started=$(date +%s)
-say "release $version (Node $node_version) from $ARTIFACTS"
+say "$COMPONENT release $version (Node $node_version) from $ARTIFACTS"
 
 # 1. The Node runtime, unless this version is already in place.
 node_dir="$PREFIX/node/$node_version"
@@ -115,7 +125,7 @@ if [ ! -f "$release_dir/.complete" ]; then
   fetch_checked "$(field "$release" .artifact)" "$work/release.tar.gz" "$(field "$release" .sha256)"
   mkdir "$work/release"
   tar -xzf "$work/release.tar.gz" -C "$work/release" --no-same-owner
-  [ -f "$work/release/agent.mjs" ] && [ -f "$work/release/zlh-agent.service" ] || die "the release tarball lacks agent.mjs or zlh-agent.service"
+  [ -f "$work/release/$ENTRY" ] && [ -f "$work/release/$UNIT" ] || die "the release tarball lacks $ENTRY or $UNIT"
   mkdir "$work/release/bin"
   ln -s "../../../node/$node_version/$node_bin_dir/node" "$work/release/bin/node"
   chmod -R go-w "$work/release"
@@ -129,11 +139,11 @@ if [ -n "$ENV_IN" ]; then
   install -m 0600 -o root -g root "$ENV_IN" "$work/agent.env"
   mv "$work/agent.env" "$ENV_FILE"
 elif [ ! -e "$ENV_FILE" ]; then
-  install -m 0600 -o root -g root "$release_dir/agent.env.template" "$ENV_FILE"
-  say "wrote the template $ENV_FILE: fill in AGENT_VMID, ARTIFACT_BASE_URL, AGENT_TOKEN_PUBLIC_KEY and the Redis user"
+  install -m 0600 -o root -g root "$release_dir/$COMPONENT.env.template" "$ENV_FILE"
+  say "wrote the template $ENV_FILE: fill in $REQUIRED and the Redis user"
 fi
-install -m 0644 "$release_dir/zlh-agent.service" "$work/zlh-agent.service"
-mv "$work/zlh-agent.service" "$UNIT_FILE"
+install -m 0644 "$release_dir/$UNIT" "$work/$UNIT"
+mv "$work/$UNIT" "$UNIT_FILE"
 
 # 4. The switch: one rename of the `current` symlink.
 previous=$(readlink "$PREFIX/current" 2>/dev/null || true)
@@ -149,38 +159,38 @@ if [ "$START" = no ]; then
   say "installed $version in $(( $(date +%s) - started )) s (not enabled, not started: --no-start)"
   exit 0
 fi
-systemctl enable --quiet zlh-agent.service
+systemctl enable --quiet "$UNIT"
 
 configured=yes
-for name in AGENT_VMID ARTIFACT_BASE_URL AGENT_TOKEN_PUBLIC_KEY; do
+for name in $REQUIRED; do
   [ -n "$(env_value "$name")" ] || configured=no
 done
 if [ "$configured" = no ]; then
-  say "not started: $ENV_FILE lacks AGENT_VMID, ARTIFACT_BASE_URL or AGENT_TOKEN_PUBLIC_KEY; fill it in, then run this again with --env-file, or: systemctl restart zlh-agent"
+  say "not started: $ENV_FILE lacks one of $REQUIRED; fill it in, then run this again with --env-file, or: systemctl restart $UNIT"
   say "installed $version in $(( $(date +%s) - started )) s (enabled, not started)"
   exit 0
 fi
 
-restart_agent() {
-  if systemctl is-active --quiet zlh-agent.service; then
+restart_unit() {
+  if [ "$COMPONENT" = agent ] && systemctl is-active --quiet "$UNIT"; then
     # The running agent leaves the game server running for the next one (agent/game/game-state-file.ts).
     mkdir -p "$zlh_root/run"
     : > "$zlh_root/run/agent-handover"
-    systemctl restart zlh-agent.service || say "systemctl restart zlh-agent failed"
+    systemctl restart "$UNIT" || say "systemctl restart $UNIT failed"
     rm -f "$zlh_root/run/agent-handover"
   else
-    systemctl reset-failed zlh-agent.service 2>/dev/null || true
-    systemctl restart zlh-agent.service || say "systemctl restart zlh-agent failed"
+    systemctl reset-failed "$UNIT" 2>/dev/null || true
+    systemctl restart "$UNIT" || say "systemctl restart $UNIT failed"
   fi
 }
 
 healthy() {
-  port=$(env_value AGENT_PORT); port=${port:-18888}
-  host=$(env_value AGENT_BIND)
+  port=$(env_value "$PORT_VAR"); port=${port:-$DEFAULT_PORT}
+  host=$([ -z "$BIND_VAR" ] || env_value "$BIND_VAR")
   case "$host" in ''|0.0.0.0|::) host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
   i=0
   while [ "$i" -lt "$HEALTH_SECONDS" ]; do
-    if systemctl is-active --quiet zlh-agent.service && curl -fsS -o /dev/null --max-time 2 "http://$host:$port/livez" 2>/dev/null; then
+    if systemctl is-active --quiet "$UNIT" && curl -fsS -o /dev/null --max-time 2 "http://$host:$port/livez" 2>/dev/null; then
       return 0
     fi
     sleep 1
@@ -189,16 +199,16 @@ healthy() {
   return 1
 }
 
-restart_agent
+restart_unit
 if ! healthy; then
-  journalctl -u zlh-agent.service -n 20 --no-pager 2>/dev/null >&2 || true
+  journalctl -u "$UNIT" -n 20 --no-pager 2>/dev/null >&2 || true
   if [ -n "$previous" ] && [ "$previous" != "releases/$version" ] && [ -f "$PREFIX/$previous/.complete" ]; then
     ln -sfn "$previous" "$work/current"
     mv -T "$work/current" "$PREFIX/current"
-    systemctl restart zlh-agent.service || true
+    systemctl restart "$UNIT" || true
     die "release $version did not answer /livez within $HEALTH_SECONDS s; rolled back to ${previous#releases/}"
   fi
-  die "release $version did not answer /livez within $HEALTH_SECONDS s (journalctl -u zlh-agent)"
+  die "release $version did not answer /livez within $HEALTH_SECONDS s (journalctl -u $UNIT)"
 fi
 
 # 5. Keep the current and the previous release (and the Node runtimes they use); remove the rest.
@@ -216,4 +226,4 @@ for dir in "$PREFIX"/node/*; do
   [ "$used" = yes ] || rm -rf "$dir"
 done
 
-say "zlh-agent $version running (Node $node_version; installed in $(( $(date +%s) - started )) s)"
+say "zlh-$COMPONENT $version running (Node $node_version; installed in $(( $(date +%s) - started )) s)"

@@ -174,7 +174,7 @@ describe("agent release tarball", () => {
 
   it("a catalog naming a Node version it does not list is refused", () => {
     const bad = { ...catalog, agent: { ...catalog.agent!, releases: [{ ...catalog.agent!.releases[0], node: "1.2.3" }] } }
-    expect(() => Schema.decodeUnknownSync(CatalogFromJson)(JSON.stringify(bad))).toThrow(/runs on Node 1\.2\.3/)
+    expect(() => Schema.decodeUnknownSync(CatalogFromJson)(JSON.stringify(bad))).toThrow(/release 0\.0\.1-test runs on Node 1\.2\.3/)
   })
 })
 
@@ -244,18 +244,47 @@ describe("the guide's commands to build, publish and serve the release (docs/ope
       timeout: 300_000
     })
 
-  it("npm run release, then pack-artifacts --agent-release: the same bytes in the catalog; npm run artifacts serves it and install.sh", async () => {
+  it("npm run release, then pack-artifacts --agent-release --api-release: the same bytes in the catalog; the API release runs unpacked; npm run artifacts serves them and install.sh", async () => {
     const built = shell(OPERATOR_COMMANDS.buildRelease, {})
-    const file = built.match(/^\s+file\s+(\S+)$/m)?.[1]
-    const sum = built.match(/^\s+sha256\s+([0-9a-f]{64})$/m)?.[1]
-    expect(file, built).toBeDefined()
-    expect(sha256(file!)).toBe(sum)
+    const printed = (name: string) => {
+      const block = built.slice(built.indexOf(`${name} `))
+      return { file: block.match(/^\s+file\s+(\S+)$/m)?.[1], sum: block.match(/^\s+sha256\s+([0-9a-f]{64})$/m)?.[1] }
+    }
+    const agent = printed("zlh-agent")
+    const api = printed("zlh-api")
+    expect(agent.file, built).toMatch(/zlh-agent-.*\.tar\.gz$/)
+    expect(api.file, built).toMatch(/zlh-api-.*\.tar\.gz$/)
+    expect(sha256(agent.file!)).toBe(agent.sum)
+    expect(sha256(api.file!)).toBe(api.sum)
+    const sum = agent.sum
 
     const ARTIFACT_DIR = join(tree.base, "published")
     const packed = shell(OPERATOR_COMMANDS.publishRelease, { ARTIFACT_DIR })
     const published = Schema.decodeUnknownSync(CatalogFromJson)(readFileSync(join(ARTIFACT_DIR, CATALOG_PATH), "utf8"))
-    expect(published.agent?.releases.map((r) => r.sha256), packed).toEqual([sum]) // reproducible: the same checkout, the same bytes
+    // Reproducible: the same checkout gives the same bytes, whichever command built them.
+    expect(published.agent?.releases.map((r) => r.sha256), packed).toEqual([agent.sum])
+    expect(published.api?.releases.map((r) => r.sha256), packed).toEqual([api.sum])
     expect(published.runtimes.map((r) => r.name)).toContain("node")
+
+    // The API release runs from its unpacked tarball too, and serves the portal from beside its bundle.
+    const apiDir = join(tree.base, "api-release")
+    mkdirSync(apiDir)
+    execFileSync("tar", ["-xzf", api.file!, "-C", apiDir])
+    const apiPort = await freePort()
+    const apiChild = spawn(process.execPath, [join(apiDir, "api", "main.mjs")], {
+      cwd: apiDir,
+      env: { PATH: "/usr/bin:/bin", NODE_ENV: "development", PORT: String(apiPort), REDIS_URL: "redis://127.0.0.1:6379", LOG_LEVEL: "warn" },
+      stdio: "ignore"
+    })
+    try {
+      await eventually("the API release's /livez", async () =>
+        (await fetch(`http://127.0.0.1:${apiPort}/livez`).catch(() => undefined))?.status === 200 ? true : undefined, 30_000)
+      const portal = await fetch(`http://127.0.0.1:${apiPort}/portal/`)
+      expect(portal.status).toBe(200)
+      expect(await portal.text()).toBe(readFileSync(join(repoRoot, "portal", "index.html"), "utf8"))
+    } finally {
+      apiChild.kill("SIGTERM")
+    }
 
     const server = spawn("bash", ["-c", OPERATOR_COMMANDS.serveArtifacts], {
       cwd: repoRoot,

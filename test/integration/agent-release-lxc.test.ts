@@ -15,7 +15,9 @@ import { Redis } from "ioredis"
 import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import type { Catalog } from "../../schemas/catalog.ts"
 import { signingKeyOf } from "../../wire/agent-keys.ts"
+import { randomBytes } from "node:crypto"
 import { type AgentRelease, buildAgentRelease } from "../../scripts/build-agent-release.ts"
+import { type ApiRelease, buildApiRelease } from "../../scripts/build-api-release.ts"
 import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact-server.ts"
 import { buildArtifacts } from "../../scripts/build-artifacts.ts"
 import type { Container } from "../../scripts/lxc/index.ts"
@@ -38,9 +40,12 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
   let redis: Redis
   let c: Container
   const releases: Array<AgentRelease> = []
+  let apiRelease: ApiRelease
   let ARTIFACTS = ""
+  let redisPort = 0
 
-  const publish = (count: number) => buildArtifacts({ outDir: artifactDir, dotnet: false, agentReleases: releases.slice(0, count) })
+  const publish = (count: number) =>
+    buildArtifacts({ outDir: artifactDir, dotnet: false, agentReleases: releases.slice(0, count), apiReleases: [apiRelease] })
 
   /** The documented command, verbatim, as root in the container. */
   const runInside = (command: string, extra: Record<string, string> = {}) =>
@@ -77,11 +82,12 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     tree = makeAgentTree()
     artifactDir = join(tree.base, "artifacts")
     for (const version of VERSIONS) releases.push(await buildAgentRelease({ outDir: join(tree.base, "build"), version }))
+    apiRelease = await buildApiRelease({ outDir: join(tree.base, "build"), version: VERSIONS[0] })
     await publish(1)
     artifacts = await startArtifactServer({ dir: artifactDir, port: 0, host: env.network.hostAddress })
     ARTIFACTS = artifacts.url
     // A Redis of this file's own at the bridge address (the machine's shared one is on loopback).
-    const redisPort = 20000 + Math.floor(Math.random() * 20000)
+    redisPort = 20000 + Math.floor(Math.random() * 20000)
     redisServer = spawn("redis-server", ["--bind", env.network.hostAddress, "--port", String(redisPort), "--save", "", "--appendonly", "no", "--protected-mode", "no"], { stdio: "ignore" })
     redis = new Redis({ host: env.network.hostAddress, port: redisPort, maxRetriesPerRequest: 1 })
     redis.on("error", () => undefined) // refused until redis-server listens; `eventually` waits for it
@@ -211,6 +217,32 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     expect(await state()).toEqual(["enabled", "active", `releases/${newest}`])
     expect(artifacts.requests.slice(before)).toEqual(["/agent/install.sh", "/devcontainer/_catalog.json"])
     expect((await fetch(`http://${t.address}:${AGENT_PORT}/livez`)).status).toBe(200)
+  }, 300_000)
+
+  it("the API host: the same script with --component api installs the API as a systemd service under a user of its own", async () => {
+    const h = await env.container("api-host")
+    const secret = () => randomBytes(33).toString("base64url")
+    const apiEnv = [
+      "NODE_ENV=production",
+      "PORT=8787",
+      `PUBLIC_ORIGIN=http://${h.address}:8787`,
+      `IDE_TOKEN_SECRET=${secret()}`,
+      `AUTH_JWT_SECRET=${secret()}`,
+      `AGENT_TOKEN_PRIVATE_KEY='${AGENT_PRIVATE_KEY}'`,
+      `REDIS_URL=redis://${env.network.hostAddress}:${redisPort}`,
+      ""
+    ].join("\n")
+    await h.sh("umask 077 && cat > /root/api.env", { input: apiEnv })
+    const r = await h.sh(OPERATOR_COMMANDS.installApi, { env: { ARTIFACTS }, allowFailure: true, timeoutMs: 300_000 })
+    expect(r.code, r.stderr).toBe(0)
+    const state = (await h.sh("systemctl is-enabled zlh-api; systemctl is-active zlh-api; readlink /opt/zlh/api/current; stat -c '%a %U' /opt/zlh/api.env")).stdout.trim().split("\n")
+    expect(state).toEqual(["enabled", "active", `releases/${VERSIONS[0]}`, "600 root"])
+    const user = (await h.sh("ps -o user= -p \"$(systemctl show -p MainPID --value zlh-api)\"")).stdout.trim()
+    expect(user).not.toBe("root")
+    expect(user).not.toBe("")
+    for (const path of ["/livez", "/readyz", "/portal/"]) {
+      expect((await fetch(`http://${h.address}:8787${path}`, { signal: AbortSignal.timeout(5000) })).status, path).toBe(200)
+    }
   }, 300_000)
 
   it("rolls back to the previous release with --version, the game server still keeping its PID", async () => {

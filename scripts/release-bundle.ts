@@ -1,0 +1,92 @@
+/**
+ * What the agent and API releases share (scripts/build-agent-release.ts, scripts/build-api-release.ts): a
+ * TypeScript entry bundled by esbuild into one ES module that runs on plain Node, a version, and a
+ * reproducible tarball (fixed mtimes, entries in a given order, modes 0644/0755).
+ */
+import { execFileSync } from "node:child_process"
+import { createHash } from "node:crypto"
+import { readFileSync, renameSync } from "node:fs"
+import { join, resolve } from "node:path"
+import * as esbuild from "esbuild"
+import * as tar from "tar"
+
+export const repoRoot = resolve(import.meta.dirname, "..")
+
+const git = (args: ReadonlyArray<string>): string | undefined => {
+  try {
+    return execFileSync("git", [...args], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+  } catch {
+    return undefined
+  }
+}
+
+export const gitCommit = (): string | null => git(["rev-parse", "HEAD"]) ?? null
+
+/** `0.1.0+g1a2b3c4d5e` (`.dirty` when tracked files have changes); the package version alone outside git. */
+export const defaultReleaseVersion = (): string => {
+  const base = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string }).version
+  const commit = git(["rev-parse", "--short=10", "HEAD"])
+  if (commit === undefined) return base
+  const dirty = git(["status", "--porcelain", "--untracked-files=no"])
+  return `${base}+g${commit}${dirty !== undefined && dirty !== "" ? ".dirty" : ""}`
+}
+
+const RELEASE_VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/
+
+export const checkReleaseVersion = (version: string): string => {
+  if (!RELEASE_VERSION.test(version)) throw new Error(`release version must be [A-Za-z0-9._+-]{1,64}: ${JSON.stringify(version)}`)
+  return version
+}
+
+/** Bundles `entry` (relative to the repository) into `outfile`: one ES module, Node's built-ins stay imports. */
+export const bundleEntry = async (entry: string, outfile: string): Promise<void> => {
+  await esbuild.build({
+    entryPoints: [join(repoRoot, entry)],
+    outfile,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node22",
+    // CommonJS dependencies (ioredis, pino) call require() and read __dirname: give the module both.
+    banner: {
+      js: [
+        'import { createRequire as __zlhCreateRequire } from "node:module";',
+        'import { fileURLToPath as __zlhFileURLToPath } from "node:url";',
+        "const require = __zlhCreateRequire(import.meta.url);",
+        "const __filename = __zlhFileURLToPath(import.meta.url);",
+        "const __dirname = import.meta.dirname;"
+      ].join("\n")
+    },
+    // ws's optional native helpers: absent, ws uses its own JavaScript.
+    external: ["bufferutil", "utf-8-validate"],
+    legalComments: "eof",
+    logLevel: "silent"
+  })
+}
+
+/** A fixed time for every entry, so the same sources give the same tarball. */
+const EPOCH = new Date("2020-01-01T00:00:00Z")
+
+/** Packs `entries` of `stage` into `file` (written under a temporary name, then renamed). */
+export const packReproducible = async (stage: string, entries: ReadonlyArray<string>, file: string): Promise<void> => {
+  const partial = `${file}.partial-${process.pid}`
+  await tar.c(
+    {
+      gzip: { level: 9 },
+      file: partial,
+      cwd: stage,
+      portable: true,
+      mtime: EPOCH,
+      // Modes as the install expects them, whatever the checkout's umask made of them.
+      filter: (_path, stat) => {
+        const mode = stat.mode ?? 0o644
+        stat.mode = (mode & 0o170000) | ((mode & 0o111) !== 0 || (mode & 0o170000) === 0o040000 ? 0o755 : 0o644)
+        return true
+      }
+    },
+    [...entries]
+  )
+  renameSync(partial, file)
+}
+
+export const sha256Of = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")
