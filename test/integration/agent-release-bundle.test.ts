@@ -25,7 +25,7 @@ import {
   testPrefix,
   testVmid
 } from "../support/agent-harness.ts"
-import { suiteAdminRedisUrl } from "../support/suite-redis.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "../support/suite-redis.ts"
 
 /**
  * The agent release on the host, without LXC: two releases are built and published on a real artifact
@@ -273,7 +273,7 @@ describe("the guide's commands to build, publish and serve the release (docs/ope
     const apiPort = await freePort()
     const apiChild = spawn(process.execPath, [join(apiDir, "api", "main.mjs")], {
       cwd: apiDir,
-      env: { PATH: "/usr/bin:/bin", NODE_ENV: "development", PORT: String(apiPort), REDIS_URL: "redis://127.0.0.1:6379", LOG_LEVEL: "warn" },
+      env: { PATH: "/usr/bin:/bin", NODE_ENV: "development", PORT: String(apiPort), REDIS_URL: suiteRedisUrl(), LOG_LEVEL: "warn" },
       stdio: "ignore"
     })
     try {

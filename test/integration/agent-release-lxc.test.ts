@@ -7,11 +7,14 @@
  * refused with nothing changed; a rollback. The container reaches only the artifact server and a Redis
  * of this file's own, at the bridge address (the boundary rules of docs/containers.md).
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
+import { agentAclRules, agentPasswordHash } from "../../api/agent-redis.ts"
+import { API_REDIS_USER, apiAclRules, passwordHash } from "../../api/api-redis-user.ts"
+import { makeRedisKeys } from "../../schemas/redis-keys.ts"
+import { bridgeRedis, type BridgeRedis } from "../support/lxc-host-services.ts"
 import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import type { Catalog } from "../../schemas/catalog.ts"
 import { signingKeyOf } from "../../wire/agent-keys.ts"
@@ -36,8 +39,14 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
   let tree: AgentTree
   let artifacts: ArtifactServer
   let artifactDir: string
-  let redisServer: ChildProcess | undefined
+  let bridge: BridgeRedis
   let redis: Redis
+  /** Each container's own Redis user, made as the API's registration makes them (docs/contracts.md). */
+  const agentRedisEnv = async (vmid: number) => {
+    const password = randomBytes(24).toString("base64url")
+    await redis.call("ACL", "SETUSER", `zlh-agent-${vmid}`, ...agentAclRules(makeRedisKeys(""), vmid, agentPasswordHash(password)))
+    return [`REDIS_URL=redis://${env.network.hostAddress}:${bridge.port}`, `REDIS_USERNAME=zlh-agent-${vmid}`, `REDIS_PASSWORD=${password}`]
+  }
   let c: Container
   const releases: Array<AgentRelease> = []
   let apiRelease: ApiRelease
@@ -86,12 +95,10 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     await publish(1)
     artifacts = await startArtifactServer({ dir: artifactDir, port: 0, host: env.network.hostAddress })
     ARTIFACTS = artifacts.url
-    // A Redis of this file's own at the bridge address (the machine's shared one is on loopback).
-    redisPort = 20000 + Math.floor(Math.random() * 20000)
-    redisServer = spawn("redis-server", ["--bind", env.network.hostAddress, "--port", String(redisPort), "--save", "", "--appendonly", "no", "--protected-mode", "no"], { stdio: "ignore" })
-    redis = new Redis({ host: env.network.hostAddress, port: redisPort, maxRetriesPerRequest: 1 })
-    redis.on("error", () => undefined) // refused until redis-server listens; `eventually` waits for it
-    await eventually("the test's Redis", async () => ((await redis.ping()) === "PONG" ? true : undefined), 15_000)
+    // Redis as in a deployment: `default` off, on loopback and the bridge address (test/support/lxc-host-services.ts).
+    bridge = await bridgeRedis(env.network.hostAddress)
+    redisPort = bridge.port
+    redis = new Redis(bridge.adminUrl, { maxRetriesPerRequest: 1 })
     await env.network.allowPorts([artifacts.port, redisPort])
 
     c = await env.container("agent")
@@ -100,7 +107,7 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
       `AGENT_VMID=${VMID}`,
       `ARTIFACT_BASE_URL=${ARTIFACTS}`,
       `AGENT_TOKEN_PUBLIC_KEY='${AGENT_PUBLIC_KEY}'`,
-      `REDIS_URL=redis://${env.network.hostAddress}:${redisPort}`,
+      ...(await agentRedisEnv(VMID)),
       `AGENT_PORT=${AGENT_PORT}`,
       "GAME_COMMAND=/opt/zlh/agent/current/bin/node",
       `GAME_ARGS='["/opt/zlh/server/game-server.mjs","--ready=100"]'`,
@@ -118,7 +125,7 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
   afterAll(async () => {
     await env?.destroy()
     redis?.disconnect()
-    redisServer?.kill("SIGKILL")
+    await bridge?.stop()
     await artifacts?.close()
     tree?.cleanup()
   })
@@ -139,7 +146,11 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     const status = await call("GET", "/status")
     expect(status.status).toBe(200)
     expect(status.json.vmid).toBe(VMID)
-    await eventually("the agent's status in Redis", async () => ((await redis.get(`agent:${VMID}`)) !== null ? true : undefined), 30_000)
+    await eventually("the agent's status in Redis, written as its own user", async () => ((await redis.get(`agent:${VMID}`)) !== null ? true : undefined), 30_000)
+    await eventually("the agent to report no anonymous door", async () => {
+      const s = await call("GET", "/status")
+      return s.json.redisAccess?.anonymous === "closed" ? true : undefined
+    }, 30_000)
     // The artifact server saw the installer, the catalog, the Node runtime and the release.
     const catalog = JSON.parse(readFileSync(join(artifactDir, "devcontainer", "_catalog.json"), "utf8")) as Catalog
     const nodeArtifact = catalog.runtimes.find((n) => n.name === "node")?.versions[0].artifact
@@ -210,7 +221,8 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     expect(await state()).toEqual(["disabled", "inactive", `releases/${newest}`])
     expect((await t.sh("stat -c '%a %U' /opt/zlh/agent.env")).stdout.trim()).toBe("600 root") // the template, to be replaced
     // The clone: its own environment, then the one command.
-    await t.sh("umask 077 && cat > /root/agent.env", { input: (await c.sh("cat /root/agent.env")).stdout.replace(`AGENT_VMID=${VMID}`, "AGENT_VMID=4343") })
+    const cloneEnv = (await c.sh("cat /root/agent.env")).stdout.split("\n").filter((l) => !/^(AGENT_VMID|REDIS_[A-Z]+)=/.test(l))
+    await t.sh("umask 077 && cat > /root/agent.env", { input: ["AGENT_VMID=4343", ...(await agentRedisEnv(4343)), ...cloneEnv].join("\n") })
     const before = artifacts.requests.length
     const started = await t.sh(OPERATOR_COMMANDS.installAgent, { env: { ARTIFACTS }, allowFailure: true, timeoutMs: 300_000 })
     expect(started.code, started.stderr).toBe(0)
@@ -222,6 +234,8 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
   it("the API host: the same script with --component api installs the API as a systemd service under a user of its own", async () => {
     const h = await env.container("api-host")
     const secret = () => randomBytes(33).toString("base64url")
+    const apiPassword = secret()
+    await redis.call("ACL", "SETUSER", API_REDIS_USER, ...apiAclRules(passwordHash(apiPassword)))
     const apiEnv = [
       "NODE_ENV=production",
       "PORT=8787",
@@ -230,6 +244,8 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
       `AUTH_JWT_SECRET=${secret()}`,
       `AGENT_TOKEN_PRIVATE_KEY='${AGENT_PRIVATE_KEY}'`,
       `REDIS_URL=redis://${env.network.hostAddress}:${redisPort}`,
+      `REDIS_USERNAME=${API_REDIS_USER}`,
+      `REDIS_PASSWORD=${apiPassword}`,
       ""
     ].join("\n")
     await h.sh("umask 077 && cat > /root/api.env", { input: apiEnv })
