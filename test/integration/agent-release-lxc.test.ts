@@ -269,4 +269,23 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     await running("the rolled-back agent to report the game running")
     expect(await gameProcess()).toEqual({ ...game, alive: true })
   }, 300_000)
+
+  it("why KillMode=process: under systemd's default (control-group) the same hand-over and restart kill the game server", async () => {
+    const game = await gameProcess()
+    expect(game?.alive).toBe(true)
+    const dropIn = "/etc/systemd/system/zlh-agent.service.d"
+    await inside(`mkdir -p ${dropIn} && printf '[Service]\\nKillMode=control-group\\n' > ${dropIn}/kill-mode.conf && systemctl daemon-reload`)
+    try {
+      expect(await inside("systemctl show -p KillMode --value zlh-agent")).toBe("control-group")
+      // What install.sh does for an upgrade: the hand-over request, then the restart.
+      await inside("touch /opt/zlh/run/agent-handover && systemctl restart zlh-agent")
+      await eventually("the agent after the restart", async () => ((await livez()) === 200 ? true : undefined), 60_000)
+      const stat = await c.sh(`cat /proc/${game!.pid}/stat`, { allowFailure: true })
+      const fields = stat.stdout.split(") ")[1]?.split(" ") ?? []
+      const sameProcess = stat.code === 0 && fields[0] !== "Z" && Number(fields[19]) === game!.startTime
+      expect(sameProcess).toBe(false) // the agent left it running; systemd killed it with the unit's cgroup
+    } finally {
+      await inside(`rm -rf ${dropIn} && systemctl daemon-reload && systemctl restart zlh-agent`)
+    }
+  }, 300_000)
 })
