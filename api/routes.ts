@@ -5,10 +5,15 @@
  * api/README.md and docs/contracts.md "Routes".
  *
  * Auth column: `public` none; `user` a portal user token (Bearer); `user?q` also `?access_token=`;
- * `admin` a user token with `role: "admin"`; `ide` an IDE token or IDE session cookie.
+ * `admin` a user token with `role: "admin"`; `ide` an IDE token or IDE session cookie; `owner or admin`
+ * and a kind: the server read fresh from the registry. The column is what runs: each row's middleware
+ * (`users.require()`, `serverGuard` in auth/server-guard.ts, `adminGuard` in auth/admin-guard.ts) does
+ * it, and no handler checks auth itself (test/unit/route-tables.test.ts).
  */
 import type { Hono } from "hono"
 import { agentCallHandlers, MAX_ACTION_BODY_BYTES } from "./agent-proxy.ts"
+import { adminGuard } from "./auth/admin-guard.ts"
+import { serverGuard } from "./auth/server-guard.ts"
 import type { UserEnv } from "./auth/user.ts"
 import { limitBody } from "./body-limit.ts"
 import { ideHandlers } from "./ide/routes.ts"
@@ -38,13 +43,18 @@ export const IDE_GATEWAY_ROUTES = [
 export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
   const { deps, users } = s
   const user = users.require()
-  const userOrQuery = users.require({ allowQueryToken: true })
+  const adminOnly = adminGuard(users)
   const health = healthHandlers(deps)
   const servers = serverHandlers(deps, s.eventStreams)
   const admin = adminHandlers(deps)
-  const agent = agentCallHandlers(deps, users, s.agentCalls)
-  const gameConsole = consoleHandlers(deps, s.eventStreams, s.agentCalls)
-  const ide = ideHandlers(deps, users, s.ide.revocations)
+  const agent = agentCallHandlers(deps, s.agents)
+  const gameConsole = consoleHandlers(deps, s.eventStreams, s.agents)
+  const ide = ideHandlers(s.ide.revocations)
+  // Per server: user, the server read fresh, owner or admin, and the kind the route is for (auth/server-guard.ts)
+  const ownServer = serverGuard(deps, users)
+  const ownServerByQuery = serverGuard(deps, users, { allowQueryToken: true })
+  const ownGame = (because: string) => serverGuard(deps, users, { kind: { is: "game", because } })
+  const ownDev = (because: string) => serverGuard(deps, users, { kind: { is: "dev", because } })
 
   // Health and metrics                         auth
   app.get("/livez", health.live) //            public
@@ -54,29 +64,30 @@ export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
 
   // Servers: registry + live status (routes/servers.ts)
   app.get("/api/servers", user, servers.list) //                       user (admin: every server)
-  app.get("/api/servers/:id/status", user, servers.status) //          user, owner or admin
-  app.get("/api/servers/:id/events", userOrQuery, servers.events) //   user?q, owner or admin (SSE)
+  app.get("/api/servers/:id/status", ownServer, servers.status) //             user, owner or admin
+  app.get("/api/servers/:id/events", ownServerByQuery, servers.events) //     user?q, owner or admin (SSE)
 
-  // Calls through to the container's agent (agent-proxy.ts); the handler authenticates after the body limit
-  app.post("/api/servers/:id/power", limitBody(MAX_ACTION_BODY_BYTES), agent.power) //           user, owner or admin; game servers
-  app.post("/api/servers/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), agent.codeserver) // user, owner or admin; dev servers
+  // Calls through to the container's agent (agent-proxy.ts, through api/agent-client.ts); body limit first
+  app.post("/api/servers/:id/power", limitBody(MAX_ACTION_BODY_BYTES), ownGame("power actions are for game servers"), agent.power) //        user, owner or admin; game servers
+  app.post("/api/servers/:id/codeserver", limitBody(MAX_ACTION_BODY_BYTES), ownDev("code-server runs in dev servers"), agent.codeserver) // user, owner or admin; dev servers
 
   // The live game console (routes/console.ts): SSE from the agent, and commands to the game's stdin
-  app.get("/api/servers/:id/console", user, gameConsole.stream) //                                     user, owner or admin; game servers (SSE)
-  app.post("/api/servers/:id/console", user, limitBody(MAX_COMMAND_BODY_BYTES), gameConsole.command) // user, owner or admin; rate-limited per user
+  const consoleGuard = ownGame("the console is for game servers")
+  app.get("/api/servers/:id/console", consoleGuard, gameConsole.stream) //                                      user, owner or admin; game servers (SSE)
+  app.post("/api/servers/:id/console", consoleGuard, limitBody(MAX_COMMAND_BODY_BYTES), gameConsole.command) // user, owner or admin; game servers; rate-limited per user
 
   // IDE (routes/ide-token.ts, ide/routes.ts; the IDE itself: IDE_GATEWAY_ROUTES above)
-  app.post("/api/dev/:id/ide-token", user, ideTokenHandler(deps)) //  user, owner or admin; dev servers
-  app.delete("/api/dev/:id/ide-sessions", ide.revokeSessions) //      user, owner or admin (checks the id first)
+  app.post("/api/dev/:id/ide-token", ownDev("IDE tokens are for dev servers"), ideTokenHandler(deps)) // user, owner or admin; dev servers
+  app.delete("/api/dev/:id/ide-sessions", ownServer, ide.revokeSessions) //                              user, owner or admin
   app.all("/api/dev/:id/ide", ide.needsNode) //                       501 when no Node gateway took it
   app.all("/api/dev/:id/ide/*", ide.needsNode)
   app.all("/api/dev/:id/ide-session", ide.needsNode)
 
   // Registry administration (routes/admin.ts)
-  app.put("/api/admin/servers/:id", user, limitBody(ADMIN_MAX_BODY_BYTES), admin.put) // admin
-  app.delete("/api/admin/servers/:id", user, admin.remove) //                            admin
-  app.post("/api/admin/servers/:id/agent-redis/rotate", user, admin.rotateAgentRedis) // admin: a new agent Redis password
-  app.post("/api/admin/agent-redis/sync", user, admin.syncAgentRedis) //                 admin: every agent's Redis user on every node
+  app.put("/api/admin/servers/:id", adminOnly, limitBody(ADMIN_MAX_BODY_BYTES), admin.put) // admin
+  app.delete("/api/admin/servers/:id", adminOnly, admin.remove) //                            admin
+  app.post("/api/admin/servers/:id/agent-redis/rotate", adminOnly, admin.rotateAgentRedis) // admin: a new agent Redis password
+  app.post("/api/admin/agent-redis/sync", adminOnly, admin.syncAgentRedis) //                 admin: every agent's Redis user on every node
 
   // The demo portal's static files (portal.ts): GET /portal, /portal/*
   app.route("/portal", portalRoutes({ ideOrigins: s.ide.origins }))

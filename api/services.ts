@@ -1,10 +1,10 @@
 /**
  * What the API's routes run on, built once per app at start-up and passed down (never looked up in a
  * module-level map): the user-token verifier, the open event streams, the IDE gateway (session auth,
- * revocations, open WebSockets) and the agent-call settings. `startApiServer` builds one and shuts it
+ * revocations, open WebSockets) and the one agent client (api/agent-client.ts). `startApiServer` builds one and shuts it
  * down; `createApp(deps)` builds one when it is used on its own (tests, other runtimes).
  */
-import type { AgentCallOptions } from "./agent-proxy.ts"
+import { type AgentClient, type AgentClientOptions, createAgentClient } from "./agent-client.ts"
 import { createUserAuth, type UserAuth } from "./auth/user.ts"
 import type { ApiDeps } from "./deps.ts"
 import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
@@ -15,14 +15,14 @@ export interface ApiServices {
   readonly users: UserAuth
   readonly eventStreams: EventStreams
   readonly ide: IdeGateway
-  readonly agentCalls: AgentCallOptions
+  readonly agents: AgentClient
 }
 
 export interface ApiServiceParts {
   /** An IDE gateway built elsewhere (default: a new one). */
   readonly ide?: IdeGateway
-  /** Agent calls: timeout and fetch (tests shorten and replace them). */
-  readonly agentCalls?: AgentCallOptions
+  /** Agent calls: timeouts and fetch (tests shorten and replace them). */
+  readonly agentCalls?: AgentClientOptions
 }
 
 export const createApiServices = (deps: ApiDeps, parts: ApiServiceParts = {}): ApiServices => ({
@@ -30,5 +30,5 @@ export const createApiServices = (deps: ApiDeps, parts: ApiServiceParts = {}): A
   users: createUserAuth(deps.config, deps.now),
   eventStreams: createEventStreams(),
   ide: parts.ide ?? createIdeGateway(deps),
-  agentCalls: parts.agentCalls ?? {}
+  agents: createAgentClient(deps, parts.agentCalls)
 })

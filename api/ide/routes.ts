@@ -7,25 +7,21 @@
  *   `{ serverId, revokedBefore }` (ISO-8601).
  */
 import type { Handler } from "hono"
-import { assertCanManage, type UserAuth } from "../auth/user.ts"
-import type { ApiDeps } from "../deps.ts"
+import type { ServerEnv } from "../auth/server-guard.ts"
 import { ApiError } from "../errors.ts"
-import { assertServerId, loadServer } from "../registry.ts"
+import { assertServerId } from "../registry.ts"
 import type { Revocations } from "./revocations.ts"
 
 export interface IdeHandlers {
-  readonly revokeSessions: Handler
+  /** Behind serverGuard (api/routes.ts): the record was read fresh, so ownership is current. */
+  readonly revokeSessions: Handler<ServerEnv>
   /** The IDE paths when no Node gateway took them: 501. */
   readonly needsNode: Handler
 }
 
-export const ideHandlers = (deps: ApiDeps, users: UserAuth, revocations: Revocations): IdeHandlers => ({
+export const ideHandlers = (revocations: Revocations): IdeHandlers => ({
   revokeSessions: async (c) => {
-    const id = assertServerId(c.req.param("id") ?? "")
-    const user = await users.authenticate(c)
-    // Not a cached record: ownership must be current.
-    const record = await loadServer(deps.redis, deps.keys, id)
-    assertCanManage(user, record)
+    const { id } = c.var.server
     const before = await revocations.revoke(id)
     return c.json({ serverId: id, revokedBefore: new Date(before).toISOString() }, 200, { "cache-control": "no-store" })
   },

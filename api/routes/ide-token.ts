@@ -10,30 +10,24 @@
 import type { Handler } from "hono"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
-import { assertCanManage, type UserEnv } from "../auth/user.ts"
+import type { ServerEnv } from "../auth/server-guard.ts"
 import { ideTokenKey, signIdeToken } from "../ide/token.ts"
 import { createIdeOrigins } from "../ide/ide-origins.ts"
 import { HOST_MODE_EXCHANGE_PATH, idePublicPrefix } from "../ide/paths.ts"
 import { metrics } from "../metrics.ts"
 import { hitRateLimit } from "../rate-limit.ts"
-import { assertServerId, loadServer } from "../registry.ts"
 import { DEFAULT_IDE_TOKEN_RATE_LIMIT } from "../config.ts"
 
 /** The handler of `POST /api/dev/:id/ide-token` (api/routes.ts). */
-export const ideTokenHandler = (deps: ApiDeps): Handler<UserEnv> => {
+export const ideTokenHandler = (deps: ApiDeps): Handler<ServerEnv> => {
   const key = ideTokenKey(deps.config.ideTokenSecret)
   const origins = createIdeOrigins(deps.config)
   const limit = { name: "ide-token", limit: deps.config.ideTokenRateLimitPerMinute ?? DEFAULT_IDE_TOKEN_RATE_LIMIT, windowMs: 60_000 }
 
   return async (c) => {
     const user = c.var.user
-    const id = assertServerId(c.req.param("id") ?? "")
+    const { id, record } = c.var.server
     await hitRateLimit(deps, limit, user.id)
-    const record = await loadServer(deps.redis, deps.keys, id)
-    assertCanManage(user, record)
-    if (record.kind !== "dev") {
-      throw new ApiError(409, "not_a_dev_server", `server ${id} is a ${record.kind} server; IDE tokens are for dev servers`)
-    }
     // Path mode puts every IDE on this origin: script in a customer's IDE could reach the admin's other IDEs.
     if (origins.mode === "path" && user.id !== record.ownerId && deps.config.ideAllowAdminPathAccess !== true) {
       throw new ApiError(403, "ide_admin_path_access_disabled", "admins open other users' IDEs only on per-server IDE origins (IDE_ORIGIN_TEMPLATE), or with IDE_ALLOW_ADMIN_PATH_ACCESS=true")

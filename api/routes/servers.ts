@@ -11,9 +11,10 @@ import type { Handler } from "hono"
 import { streamSSE } from "hono/streaming"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
-import { assertCanManage, type UserEnv } from "../auth/user.ts"
+import type { ServerEnv } from "../auth/server-guard.ts"
+import type { UserEnv } from "../auth/user.ts"
 import { metrics } from "../metrics.ts"
-import { assertServerId, listServers, loadServer } from "../registry.ts"
+import { listServers } from "../registry.ts"
 import { decodeBoundedAgentStatus, readAgentStatus, readAgentStatuses, type StatusView } from "../status.ts"
 
 export const EVENTS_HEARTBEAT_MS = 15_000
@@ -66,8 +67,8 @@ export const createEventStreams = (): EventStreams => {
 
 export interface ServerHandlers {
   readonly list: Handler<UserEnv>
-  readonly status: Handler<UserEnv>
-  readonly events: Handler<UserEnv>
+  readonly status: Handler<ServerEnv>
+  readonly events: Handler<ServerEnv>
 }
 
 /** The portal's read routes (paths and auth: api/routes.ts). */
@@ -81,15 +82,12 @@ export const serverHandlers = (deps: ApiDeps, streams: EventStreams): ServerHand
   },
 
   status: async (c) => {
-    const record = await loadServer(deps.redis, deps.keys, assertServerId(c.req.param("id") ?? ""))
-    assertCanManage(c.var.user, record)
+    const { record } = c.var.server
     return c.json(await readAgentStatus(deps, record.vmid), 200, { "Cache-Control": "no-store" })
   },
 
   events: async (c) => {
-    const id = assertServerId(c.req.param("id") ?? "")
-    const record = await loadServer(deps.redis, deps.keys, id)
-    assertCanManage(c.var.user, record)
+    const { record } = c.var.server
     const vmid = record.vmid
     const channel = deps.keys.agentEvents(vmid)
     const userId = c.var.user.id

@@ -59,6 +59,25 @@ describe("the API's route table (api/routes.ts)", () => {
   })
 })
 
+describe("auth runs in the route table, not in handlers", () => {
+  it("no handler module authenticates, loads a server to check it, or checks a role (auth/*-guard.ts do, from api/routes.ts)", () => {
+    const handlerModules = [...files(join(root, "api", "routes")), join(root, "api", "agent-proxy.ts"), join(root, "api", "ide", "routes.ts")]
+    const checking = handlerModules
+      .filter((f) => /\b(?:authenticate|assertCanManage|assertAdmin|loadServer)\(/.test(readFileSync(f, "utf8")))
+      .map((f) => relative(root, f))
+    expect(checking).toEqual([])
+  })
+
+  it("every per-server route of the table runs serverGuard, and every admin route adminGuard", () => {
+    const table = readFileSync(join(root, "api/routes.ts"), "utf8")
+    const rows = [...table.matchAll(/^\s*app\.(get|post|put|delete)\("([^"]+)",\s*([^\n]+)$/gm)].map((m) => ({ path: m[2]!, chain: m[3]! }))
+    const perServer = rows.filter((r) => r.path.includes("/:id") && !r.path.startsWith("/api/admin/"))
+    expect(perServer.length).toBeGreaterThanOrEqual(8)
+    for (const r of perServer) expect(r.chain, r.path).toMatch(/^(?:limitBody\([^)]*\), )?(?:ownServer|ownServerByQuery|ownGame\(|ownDev\(|consoleGuard)/)
+    for (const r of rows.filter((r) => r.path.startsWith("/api/admin/"))) expect(r.chain, r.path).toMatch(/^adminOnly\b/)
+  })
+})
+
 describe("the agent's route table (agent/routes.ts)", () => {
   it("lists exactly the routes registered by agent/**/*.ts", () => {
     const registered: Array<string> = []
