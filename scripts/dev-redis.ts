@@ -80,7 +80,9 @@ export const startPrivateRedis = async (
   supervisor.start({
     name: "redis",
     command: binary,
-    args: ["--port", String(port), "--bind", binds.join(" "), "--save", "", "--appendonly", "no", "--dir", dir, "--aclfile", aclFile],
+    // Protected mode would refuse every client beyond loopback (the containers, at the bridge address) because
+    // `default` has no password; with `default` off it guards nothing the ACL does not.
+    args: ["--port", String(port), "--bind", binds.join(" "), "--save", "", "--appendonly", "no", "--dir", dir, "--aclfile", aclFile, "--protected-mode", binds.every((h) => h === "127.0.0.1" || h === "::1") ? "yes" : "no"],
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
     cwd: dir,
     logFile: join(c.logsDir, "redis.log")

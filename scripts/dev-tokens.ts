@@ -28,9 +28,12 @@ export interface AgentClient {
   putText<T>(path: string, text: string): Promise<{ status: number; body: T }>
 }
 
-/** `privateKey`: AGENT_TOKEN_PRIVATE_KEY's text (the stack signs like the API; its agents hold only the public key). */
-export const agentClient = (input: { vmid: number; port: number; privateKey: string }): AgentClient => {
-  const base = `http://127.0.0.1:${input.port}`
+/**
+ * `privateKey`: AGENT_TOKEN_PRIVATE_KEY's text (the stack signs like the API; its agents hold only the public
+ * key). `host`: where the agent listens (its container's private address; default 127.0.0.1).
+ */
+export const agentClient = (input: { vmid: number; port: number; privateKey: string; host?: string }): AgentClient => {
+  const base = `http://${input.host ?? "127.0.0.1"}:${input.port}`
   const call = async <T>(method: string, path: string, body: unknown, timeoutMs: number, raw = false) => {
     const token = await signAgentCall(signingKeyOf(input.privateKey), { vmid: input.vmid, nowMs: Date.now() })
     const type = raw ? "application/octet-stream" : "application/json"

@@ -7,6 +7,10 @@
  *   roots under ./.zlh, each connecting to Redis as its own user → code-server and runtimes installed
  *   through the agents.
  *
+ * As root with LXC installed, the two "containers" are real ones (scripts/dev-containers.ts): unprivileged
+ * LXC containers on a private bridge with the boundary rules, each agent installed there from the agent
+ * release; otherwise (or with ZLH_DEV_CONTAINERS=0) processes with roots under ./.zlh. The banner says which.
+ *
  * It prints the portal URL and a demo user token as soon as the portal is usable; installs continue with
  * progress lines (the portal shows them too). Ctrl-C / SIGTERM stops everything it started and nothing
  * else. See docs/dev-stack.md for the environment overrides.
@@ -14,7 +18,9 @@
 import { spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { buildAgentRelease } from "./build-agent-release.ts"
 import { readDevConfig, type DevStackConfig } from "./dev-config.ts"
+import { chooseContainerMode, installAgentInContainer, startContainerHost, type ContainerMode, type DevContainerHost } from "./dev-containers.ts"
 import { freePort, portAnswers, portFree, waitForHttp } from "./dev-net.ts"
 import { DevRedisError, startPrivateRedis, useExternalRedis, type DevRedisConnection } from "./dev-redis.ts"
 import { ProcessSupervisor, tailFile, type Managed } from "./dev-processes.ts"
@@ -35,6 +41,18 @@ if (problems.length > 0) {
 }
 
 const supervisor = new ProcessSupervisor()
+/** An explicit REDIS_URL on loopback: containers could not reach it. */
+const loopbackRedis = (() => {
+  if (cfg.redis.kind !== "external" || cfg.redis.env["REDIS_URL"] === undefined) return undefined
+  try {
+    const host = new URL(cfg.redis.env["REDIS_URL"]).hostname
+    return ["127.0.0.1", "localhost", "::1", "[::1]"].includes(host) ? "REDIS_URL" : undefined
+  } catch {
+    return undefined
+  }
+})()
+let mode: ContainerMode = chooseContainerMode(process.env, loopbackRedis)
+let containers: DevContainerHost | undefined
 let shuttingDown: Promise<void> | undefined
 /** What the portal should tell the user about this stack (served as /portal/dev-stack.json; no secrets). */
 const notes: { ide: { available: boolean; reason: string }; problems: Array<string> } = {
@@ -57,7 +75,11 @@ const writeNotes = () => {
 const shutdown = (why: string, code: number): Promise<void> => {
   if (shuttingDown !== undefined) return shuttingDown
   say(`${why}: stopping everything this stack started`)
-  shuttingDown = supervisor.stopAll(cfg.stopGraceMs, (line) => say(line)).then(() => {
+  shuttingDown = supervisor.stopAll(cfg.stopGraceMs, (line) => say(line)).then(async () => {
+    if (containers !== undefined) {
+      say("stopping the containers (their agents stop the game server) and removing them, the bridge and its rules")
+      await containers.destroy().catch((e: unknown) => say(`removing the containers failed: ${e instanceof Error ? e.message : String(e)}`))
+    }
     say(`stopped (${elapsed()})`)
     process.exit(code)
   })
@@ -107,8 +129,8 @@ const checkPorts = async (c: DevStackConfig): Promise<number> => {
   const wanted: Array<[string, number, string]> = [
     ["API", c.apiPort, "PORT"],
     ["artifact server", c.artifactPort, "ZLH_DEV_ARTIFACT_PORT"],
-    ["agent 100", c.devAgentPort, "ZLH_DEV_AGENT_PORT"],
-    ["agent 101", c.gameAgentPort, "ZLH_DEV_GAME_AGENT_PORT"]
+    // In containers the agents and code-server listen on the containers' own addresses.
+    ...(mode.kind === "lxc" ? [] : [["agent 100", c.devAgentPort, "ZLH_DEV_AGENT_PORT"], ["agent 101", c.gameAgentPort, "ZLH_DEV_GAME_AGENT_PORT"]] as Array<[string, number, string]>)
   ]
   for (const [what, port, env] of wanted) {
     if (!(await portFree(port)) || (await portAnswers(port))) {
@@ -116,6 +138,7 @@ const checkPorts = async (c: DevStackConfig): Promise<number> => {
     }
   }
   let idePort = c.idePort
+  if (mode.kind === "lxc") return idePort
   if (!(await portFree(idePort)) || (await portAnswers(idePort))) {
     if (c.idePortExplicit) throw new StackError(`port ${idePort} (code-server) is in use: set ZLH_DEV_IDE_PORT=<another port>`)
     idePort = await freePort()
@@ -133,7 +156,9 @@ const ensureRedis = async (c: DevStackConfig): Promise<DevRedisConnection> => {
     }
     const binary = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" }).stdout.trim()
     if (binary === "") throw new StackError("redis-server is not installed: apt-get install redis-server (or set REDIS_URL to a Redis you run)")
-    const own = await startPrivateRedis(c, c.redis, supervisor, binary, say)
+    // Containers reach the stack's Redis at the bridge address (loopback is bound as well).
+    const redisConfig = containers === undefined ? c.redis : { ...c.redis, bind: containers.hostAddress }
+    const own = await startPrivateRedis(c, redisConfig, supervisor, binary, say)
     say(`Redis: ${own.description}`)
     return own
   } catch (e) {
@@ -176,13 +201,15 @@ const locateCodeServer = async (c: DevStackConfig): Promise<{ dir: string } | { 
 }
 
 const startArtifactServer = async (c: DevStackConfig): Promise<string> => {
-  const base = `http://127.0.0.1:${c.artifactPort}`
+  // With containers it listens on the bridge address only: they download from there.
+  const bind = containers?.hostAddress ?? "127.0.0.1"
+  const base = `http://${bind}:${c.artifactPort}`
   const real = join(c.repoRoot, "scripts", "artifact-server.ts")
   const m = existsSync(real)
     ? start("artifacts", [real], {
         ARTIFACT_DIR: c.artifactsDir,
         ARTIFACT_PORT: String(c.artifactPort),
-        ARTIFACT_BIND: "127.0.0.1",
+        ARTIFACT_BIND: bind,
         PORT: String(c.artifactPort),
         LOG_LEVEL: "info"
       })
@@ -276,7 +303,7 @@ const startAgent = async (c: DevStackConfig, redis: DevRedisConnection, artifact
  * user: the password comes in the registration's answer, once; a server registered by an earlier run keeps
  * its password, which is not shown again, so the stack rotates it (the old agents are gone anyway).
  */
-const registerServers = async (c: DevStackConfig, idePort: number, adminToken: string): Promise<Map<number, AgentRedisUser>> => {
+const registerServers = async (c: DevStackConfig, idePort: number, adminToken: string, hosts: { dev: string; game: string }): Promise<Map<number, AgentRedisUser>> => {
   const headers = { Authorization: `Bearer ${adminToken}`, "Content-Type": "application/json" }
   const call = async (method: string, path: string, what: string, body?: Record<string, unknown>) => {
     const response = await fetch(`http://127.0.0.1:${c.apiPort}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
@@ -292,8 +319,8 @@ const registerServers = async (c: DevStackConfig, idePort: number, adminToken: s
     if (agentRedis.password === undefined) ({ agentRedis } = await call("POST", `/api/admin/servers/${id}/agent-redis/rotate`, `a Redis password for server ${id}`))
     users.set(vmid, { username: agentRedis.username, password: agentRedis.password! })
   }
-  await put(c.devVmid, { vmid: c.devVmid, ownerId: c.owner, kind: "dev", host: "127.0.0.1", idePort, agentPort: c.devAgentPort })
-  await put(c.gameVmid, { vmid: c.gameVmid, ownerId: c.owner, kind: "game", host: "127.0.0.1", idePort, agentPort: c.gameAgentPort })
+  await put(c.devVmid, { vmid: c.devVmid, ownerId: c.owner, kind: "dev", host: hosts.dev, idePort, agentPort: c.devAgentPort })
+  await put(c.gameVmid, { vmid: c.gameVmid, ownerId: c.owner, kind: "game", host: hosts.game, idePort, agentPort: c.gameAgentPort })
   return users
 }
 
@@ -387,13 +414,82 @@ const setUpGameServer = async (agent: AgentClient, pack: PackResult) => {
   }
 }
 
+/**
+ * The containers' half of start-up: clone and boot vm100 and vm101 (their addresses go into the registry),
+ * register both servers (each agent's Redis user), then install each agent from the release inside its
+ * container with its environment file, as an operator does. Redis and the artifact server are the only
+ * host ports the containers may reach.
+ */
+const startContainerAgents = async (
+  host: DevContainerHost,
+  redis: DevRedisConnection,
+  artifactBase: string,
+  idePort: number,
+  adminToken: string,
+  extra: { dev: Record<string, string>; game: Record<string, string> }
+): Promise<[{ client: AgentClient } | undefined, { client: AgentClient } | undefined]> => {
+  const redisPort = Number(new URL(redis.agentEnv["REDIS_URL"] ?? "redis://x:6379").port || 6379)
+  await host.network.allowPorts([redisPort, cfg.artifactPort])
+  const [devBox, gameBox] = await Promise.all([host.createContainer(cfg.devVmid, 3 * 1024 ** 3), host.createContainer(cfg.gameVmid, 1024 ** 3)])
+  const redisUsers = await registerServers(cfg, idePort, adminToken, { dev: devBox.address, game: gameBox.address })
+  const install = async (box: typeof devBox, vmid: number, port: number, env: Record<string, string>) => {
+    const user = redisUsers.get(vmid)!
+    await box.sh("mkdir -p /opt/zlh/server")
+    try {
+      const agent = await installAgentInContainer(box, {
+        vmid,
+        port,
+        artifactBase,
+        privateKey: cfg.secrets.agentPrivateKey,
+        env: {
+          AGENT_VMID: String(vmid),
+          AGENT_PORT: String(port),
+          AGENT_BIND: box.address,
+          ...redis.agentEnv,
+          REDIS_USERNAME: user.username,
+          REDIS_PASSWORD: user.password,
+          ARTIFACT_BASE_URL: artifactBase,
+          AGENT_TOKEN_PUBLIC_KEY: cfg.secrets.agentPublicKey,
+          ZLH_ROOT: "/opt/zlh",
+          DEV_USER: cfg.devUser,
+          DEV_HOME: `/home/${cfg.devUser}`,
+          SERVER_ROOT: "/opt/zlh/server",
+          PUBLIC_ORIGIN: cfg.publicOrigin,
+          LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
+          ...env
+        }
+      })
+      say(`agent for vmid ${vmid} installed from the release and up on ${box.address}:${port} (${agent.installSeconds.toFixed(1)} s)`)
+      return agent
+    } catch (e) {
+      unavailable(`agent ${vmid}`, e instanceof Error ? e.message : String(e))
+      return undefined
+    }
+  }
+  return Promise.all([install(devBox, cfg.devVmid, cfg.devAgentPort, extra.dev), install(gameBox, cfg.gameVmid, cfg.gameAgentPort, extra.game)])
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 const main = async () => {
   for (const d of [cfg.dir, cfg.logsDir, cfg.artifactsDir]) mkdirSync(d, { recursive: true })
   writeNotes()
   say(`starting the local stack in ${cfg.dir} (logs: ${cfg.logsDir})`)
+  say(mode.kind === "lxc"
+    ? "containers: vm100 and vm101 are unprivileged LXC containers on a private bridge (ZLH_DEV_CONTAINERS=0 runs them as processes)"
+    : `containers: vm100 and vm101 run as processes on this machine (${mode.reason})`)
   const idePort = await checkPorts(cfg)
+  if (mode.kind === "lxc") {
+    try {
+      containers = await startContainerHost(say)
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e)
+      if (process.env["ZLH_DEV_CONTAINERS"] === "1") throw new StackError(`containers: LXC failed (ZLH_DEV_CONTAINERS=1): ${why}`)
+      mode = { kind: "processes", reason: `LXC failed: ${why}` }
+      say(`containers: LXC failed, so vm100 and vm101 run as processes on this machine (${why})`)
+      await checkPorts(cfg)
+    }
+  }
   const redis = await ensureRedis(cfg)
 
   if (cfg.generatedSecrets.length > 0) {
@@ -409,16 +505,19 @@ const main = async () => {
 
   const codeServer = await locateCodeServer(cfg)
   if ("problem" in codeServer) say(`IDE will be unavailable: ${codeServer.problem}`)
-  say("packing artifacts (node runtime, sample game server, code-server; cached after the first run)")
+  say(`packing artifacts (node runtime, sample game server, code-server${containers === undefined ? "" : ", the agent release"}; cached after the first run)`)
+  // The containers' agents come from this checkout's agent release, published beside the runtimes.
+  const release = containers === undefined ? undefined : await buildAgentRelease({ outDir: join(cfg.dir, "release") })
   const pack = await packArtifacts({
     outDir: cfg.artifactsDir,
     codeServerDir: "dir" in codeServer ? codeServer.dir : undefined,
     codeServerProblem: "problem" in codeServer ? codeServer.problem : undefined,
+    ...(release === undefined ? {} : { agentReleases: [release] }),
     onProgress: (line) => say(line)
   })
-  say(`artifacts ready: node ${pack.node.version}, sample-game ${pack.sampleGame.version}${pack.codeServer ? `, code-server ${pack.codeServer.version}` : ""} (${elapsed()})`)
+  say(`artifacts ready: node ${pack.node.version}, sample-game ${pack.sampleGame.version}${pack.codeServer ? `, code-server ${pack.codeServer.version}` : ""}${release === undefined ? "" : `, agent release ${release.version}`} (${elapsed()})`)
 
-  const artifactBase = `http://127.0.0.1:${cfg.artifactPort}`
+  const artifactBase = `http://${containers?.hostAddress ?? "127.0.0.1"}:${cfg.artifactPort}`
   const artifactsUp = await startArtifactServer(cfg).then(
     () => true,
     (e: unknown) => {
@@ -430,7 +529,8 @@ const main = async () => {
   await startApi(cfg, redis)
   say(`API on http://127.0.0.1:${cfg.apiPort} (NODE_ENV=development)`)
 
-  const gameRoot = agentRoots(cfg, cfg.gameVmid).zlhRoot
+  // Inside a container the agent's root is the release's /opt/zlh; as processes, a directory under .zlh.
+  const gameRoot = containers === undefined ? agentRoots(cfg, cfg.gameVmid).zlhRoot : "/opt/zlh"
   const gameEnv: Record<string, string> = {
     // The installed runtimes (through the agent's own install path) run the installed sample game.
     GAME_COMMAND: join(gameRoot, "runtimes", "node", pack.node.version, "bin", "node"),
@@ -441,32 +541,34 @@ const main = async () => {
     ...(process.env["SAMPLE_GAME_CRASH_AFTER_MS"] ? { GAME_ENV: JSON.stringify({ SAMPLE_GAME_CRASH_AFTER_MS: process.env["SAMPLE_GAME_CRASH_AFTER_MS"] }) } : {}),
     ...cfg.gameEnv
   }
-  const optionalAgent = (spec: AgentSpec) =>
-    startAgent(cfg, redis, artifactBase, spec).then(
-      (agent) => {
-        say(`agent for vmid ${spec.vmid} is up on :${spec.port}`)
-        return agent
-      },
-      (e: unknown) => {
-        unavailable(`agent ${spec.vmid}`, e instanceof Error ? e.message : String(e))
-        return undefined
-      }
-    )
-  // Registered first: each agent starts with its own Redis user (the password from the registration).
+  const devEnv = { AGENT_WORKLOAD: "dev", CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: containers === undefined ? "127.0.0.1" : "0.0.0.0", CODE_SERVER_STOP_ON_SHUTDOWN: "true" }
   const adminToken = await mintUserToken(cfg.secrets.authJwt, { sub: "dev-stack-admin", role: "admin", ttlSeconds: 3600 })
-  const redisUsers = await registerServers(cfg, idePort, adminToken)
-  const [dev, game] = await Promise.all([
-    optionalAgent({
-      vmid: cfg.devVmid,
-      port: cfg.devAgentPort,
-      extraEnv: { AGENT_WORKLOAD: "dev", CODE_SERVER_PORT: String(idePort), CODE_SERVER_BIND: "127.0.0.1", CODE_SERVER_STOP_ON_SHUTDOWN: "true" },
-      redis: redisUsers.get(cfg.devVmid)!
-    }),
-    optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv, redis: redisUsers.get(cfg.gameVmid)! })
-  ])
+  let dev: { client: AgentClient } | undefined
+  let game: { client: AgentClient } | undefined
+  if (containers === undefined) {
+    const optionalAgent = (spec: AgentSpec) =>
+      startAgent(cfg, redis, artifactBase, spec).then(
+        (agent) => {
+          say(`agent for vmid ${spec.vmid} is up on :${spec.port}`)
+          return agent
+        },
+        (e: unknown) => {
+          unavailable(`agent ${spec.vmid}`, e instanceof Error ? e.message : String(e))
+          return undefined
+        }
+      )
+    // Registered first: each agent starts with its own Redis user (the password from the registration).
+    const redisUsers = await registerServers(cfg, idePort, adminToken, { dev: "127.0.0.1", game: "127.0.0.1" })
+    ;[dev, game] = await Promise.all([
+      optionalAgent({ vmid: cfg.devVmid, port: cfg.devAgentPort, extraEnv: devEnv, redis: redisUsers.get(cfg.devVmid)! }),
+      optionalAgent({ vmid: cfg.gameVmid, port: cfg.gameAgentPort, extraEnv: gameEnv, redis: redisUsers.get(cfg.gameVmid)! })
+    ])
+  } else {
+    ;[dev, game] = await startContainerAgents(containers, redis, artifactBase, idePort, adminToken, { dev: devEnv, game: gameEnv })
+  }
 
   const demoToken = await mintUserToken(cfg.secrets.authJwt, { sub: cfg.owner, ttlSeconds: 12 * 3600 })
-  say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game), each agent with its own Redis user`)
+  say(`registered server ${cfg.devVmid} (dev, owner ${cfg.owner}, code-server port ${idePort}) and ${cfg.gameVmid} (game), each agent with its own Redis user${containers === undefined ? "" : "; the API reaches both at their containers' private addresses"}`)
   console.log("")
   console.log(`  portal      ${cfg.publicOrigin}/portal/`)
   console.log(`  IDE         ${cfg.ideOriginTemplate === "" ? `${cfg.publicOrigin}/api/dev/${cfg.devVmid}/ide/ (path mode)` : `${cfg.ideOriginTemplate.replace("{id}", String(cfg.devVmid))}/ (its own origin; open it from the portal)`}`)

@@ -81,6 +81,8 @@ export const startDevStack = async (options: { env?: Record<string, string>; kee
     ZLH_DEV_GAME_AGENT_PORT: String(ports.gameAgent),
     ZLH_DEV_IDE_PORT: String(ports.ide),
     LOG_LEVEL: "info",
+    // Processes unless the test asks for containers (ZLH_DEV_CONTAINERS=1: journey-dev-stack-lxc.test.ts).
+    ZLH_DEV_CONTAINERS: "0",
     ...options.env
   }
   // The stack's own Redis unless the test names one; secrets come from the stack itself (generated),
