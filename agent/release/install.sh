@@ -193,6 +193,9 @@ healthy() {
     if systemctl is-active --quiet "$UNIT" && curl -fsS -o /dev/null --max-time 2 "http://$host:$port/livez" 2>/dev/null; then
       return 0
     fi
+    # Exiting at start-up again and again (systemd restarts it every RestartSec): no need to wait longer.
+    restarts=$(systemctl show -p NRestarts --value "$UNIT" 2>/dev/null || echo 0)
+    [ $((${restarts:-0} - restarts_before)) -lt 3 ] || return 1
     sleep 1
     i=$((i + 1))
   done
@@ -200,15 +203,18 @@ healthy() {
 }
 
 restart_unit
+# The count of automatic restarts from here on (an explicit restart may or may not reset it).
+restarts_before=$(systemctl show -p NRestarts --value "$UNIT" 2>/dev/null || echo 0)
+restarts_before=${restarts_before:-0}
 if ! healthy; then
   journalctl -u "$UNIT" -n 20 --no-pager 2>/dev/null >&2 || true
   if [ -n "$previous" ] && [ "$previous" != "releases/$version" ] && [ -f "$PREFIX/$previous/.complete" ]; then
     ln -sfn "$previous" "$work/current"
     mv -T "$work/current" "$PREFIX/current"
     systemctl restart "$UNIT" || true
-    die "release $version did not answer /livez within $HEALTH_SECONDS s; rolled back to ${previous#releases/}"
+    die "release $version did not start (no /livez within $HEALTH_SECONDS s, or it keeps exiting); rolled back to ${previous#releases/}"
   fi
-  die "release $version did not answer /livez within $HEALTH_SECONDS s (journalctl -u $UNIT)"
+  die "release $version did not start (no /livez within $HEALTH_SECONDS s, or it keeps exiting; journalctl -u $UNIT)"
 fi
 
 # 5. Keep the current and the previous release (and the Node runtimes they use); remove the rest.

@@ -7,7 +7,8 @@
  * refused with nothing changed; a rollback. The container reaches only the artifact server and a Redis
  * of this file's own, at the bridge address (the boundary rules of docs/containers.md).
  */
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs"
+import { execFileSync } from "node:child_process"
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Redis } from "ioredis"
@@ -53,8 +54,8 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
   let ARTIFACTS = ""
   let redisPort = 0
 
-  const publish = (count: number) =>
-    buildArtifacts({ outDir: artifactDir, dotnet: false, agentReleases: releases.slice(0, count), apiReleases: [apiRelease] })
+  const publish = (count: number, extra: ReadonlyArray<AgentRelease> = []) =>
+    buildArtifacts({ outDir: artifactDir, dotnet: false, agentReleases: [...releases.slice(0, count), ...extra], apiReleases: [apiRelease] })
 
   /** The documented command, verbatim, as root in the container. */
   const runInside = (command: string, extra: Record<string, string> = {}) =>
@@ -268,6 +269,26 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[0]}`])
     await running("the rolled-back agent to report the game running")
     expect(await gameProcess()).toEqual({ ...game, alive: true })
+  }, 300_000)
+
+  it("a release that does not start is rolled back: the previous one runs again and the game server keeps its PID", async () => {
+    const game = await gameProcess()
+    expect(game?.alive).toBe(true)
+    // A release whose agent exits at start-up (sha256 and layout fine: only running it shows the fault).
+    const dir = join(tree.base, "broken")
+    mkdirSync(dir, { recursive: true })
+    execFileSync("tar", ["-xzf", releases[1]!.file, "-C", dir])
+    writeFileSync(join(dir, "agent.mjs"), 'console.error("zlh-agent: broken on purpose"); process.exit(1)\n')
+    const file = join(tree.base, "build", "zlh-agent-1.0.9-broken.tar.gz")
+    execFileSync("tar", ["-czf", file, "-C", dir, "."])
+    await publish(3, [{ ...releases[1]!, version: "1.0.9-broken", file }])
+    const r = await runInside(OPERATOR_COMMANDS.installAgent)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain(`release 1.0.9-broken did not start (no /livez within 60 s, or it keeps exiting); rolled back to ${VERSIONS[0]}`)
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[0]}`])
+    await running("the rolled-back agent to report the game running")
+    expect(await gameProcess()).toEqual({ ...game, alive: true })
+    await publish(3)
   }, 300_000)
 
   it("why KillMode=process: under systemd's default (control-group) the same hand-over and restart kill the game server", async () => {
