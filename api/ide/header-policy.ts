@@ -1,6 +1,6 @@
 /**
- * The IDE proxy's header policy, both directions, on flat `[name, value, …]` lists (Node's `rawHeaders`,
- * undici's raw response headers): names keep their case and duplicates survive.
+ * The IDE proxy's header policy, both directions, on flat `[name, value, …]` lists (the `rawHeaders` of
+ * the browser's request or of code-server's answer): names keep their case and duplicates survive.
  *
  * Framing is never up for negotiation: a `Connection` header may not name Content-Length,
  * Transfer-Encoding or Host (RFC 9110 §7.6.1 would make a proxy drop the header that frames the message),

@@ -1,11 +1,13 @@
 /**
  * The IDE's HTTP data path: a request Node's `http` server has parsed (llhttp) is sent to code-server
- * through the user's undici pool (upstream-pools.ts), which frames every body itself whatever the
- * method, and code-server's response (parsed by undici's llhttp) is relayed with back-pressure both ways.
- * Nothing here parses HTTP. Errors become the contract's JSON (or the offline page for a page load).
+ * with Node's `http` client on the user's agent (upstream-pools.ts), and code-server's response (parsed
+ * by the client's llhttp, natively, with no copy into a wasm parser's memory) is relayed with
+ * back-pressure both ways. Every request body goes out framed: its Content-Length as the client framed
+ * it, or chunked (set explicitly: Node would send a GET, DELETE or OPTIONS body unframed otherwise).
+ * 1xx interim responses are forwarded (writeInformation), never an error. Nothing here parses HTTP.
+ * Errors become the contract's JSON (or the offline page for a page load).
  */
-import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Dispatcher } from "undici"
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type ServerResponse } from "node:http"
 import { ApiError } from "../errors.ts"
 import { metrics } from "../metrics.ts"
 import type { AccessLog } from "./access-log.ts"
@@ -26,69 +28,159 @@ export interface ProxyRequest {
   readonly pageLoad: boolean
 }
 
-type Controller = Dispatcher.DispatchController & { rawHeaders?: ReadonlyArray<Buffer> | null }
+export interface ProxyTimeouts {
+  /** code-server must start its final answer within this after the request was sent. */
+  readonly headersMs: number
+  /** A response body with nothing moving for this long is cut. */
+  readonly bodyIdleMs: number
+}
 
-const RETRYABLE = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"])
-const BAD_RESPONSE = new Set(["UND_ERR_HEADERS_OVERFLOW", "UND_ERR_RES_CONTENT_LENGTH_MISMATCH", "UND_ERR_INFO"])
+const RETRYABLE = new Set(["ECONNRESET", "EPIPE"])
+/** At most this many 1xx responses are relayed per request; more are dropped (the headers timeout still runs). */
+const MAX_INTERIM = 16
+const MAX_HEADER_SIZE = 16 * 1024
+
+type ErrnoError = Error & { code?: string }
+
+const badResponse = (why: string): ApiError => new ApiError(502, "ide_upstream_bad_response", `the IDE sent a response the proxy will not relay (${why})`)
 
 /** What the browser is told when code-server did not give a usable answer. */
-const upstreamError = (error: Error & { code?: string }): ApiError => {
+const upstreamError = (error: ErrnoError): ApiError => {
   if (error instanceof ApiError) return error
   const code = error.code ?? ""
-  if (code === "UND_ERR_HEADERS_TIMEOUT") return new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time")
-  if (error.name === "HTTPParserError" || code.startsWith("HPE_") || BAD_RESPONSE.has(code) || error.message === "bad upgrade" || error.message === "bad response") {
-    return new ApiError(502, "ide_upstream_bad_response", `the IDE sent a response the proxy will not relay (${error.message})`)
-  }
+  if (code.startsWith("HPE_")) return badResponse(code)
   return new ApiError(502, "ide_upstream_unavailable", `the IDE is not reachable (${code === "" ? error.message : code})`)
 }
 
-class IdeExchange implements Dispatcher.DispatchHandler {
-  private controller: Controller | undefined
+/** Interim responses the client may get: HTTP/1.1 only, never a second 100 to a client Node already sent one. */
+const relaysInterim = (req: IncomingMessage, status: number): boolean =>
+  req.httpVersionMajor === 1 && req.httpVersionMinor >= 1 && status !== 101 && !(status === 100 && /100-continue/i.test(req.headers.expect ?? ""))
+
+/** How the client framed its body, and so how it goes upstream. */
+type Framing = "none" | "length" | "chunked"
+
+type WithInformation = ServerResponse & { writeInformation?: (status: number, headers: Array<string>) => boolean }
+
+class IdeExchange {
+  private upReq: ClientRequest | undefined
+  private upRes: IncomingMessage | undefined
   /** code-server's status and headers, written with the first body bytes (a body that breaks at once is still a clean 502). */
   private head: { status: number; headers: Array<string> } | undefined
   private bytes = 0
+  private interim = 0
   private retried = false
+  private done = false
+  private timer: NodeJS.Timeout | undefined
   private readonly started = performance.now()
+
   private readonly pools: UpstreamPools
   private readonly accessLog: AccessLog
+  private readonly timeouts: ProxyTimeouts
   private readonly req: IncomingMessage
   private readonly res: ServerResponse
   private readonly target: ProxyRequest
-  private readonly hasBody: boolean
+  private readonly framing: Framing
 
-  constructor(pools: UpstreamPools, accessLog: AccessLog, req: IncomingMessage, res: ServerResponse, target: ProxyRequest, hasBody: boolean) {
+  constructor(pools: UpstreamPools, accessLog: AccessLog, timeouts: ProxyTimeouts, req: IncomingMessage, res: ServerResponse, target: ProxyRequest, framing: Framing) {
     this.pools = pools
     this.accessLog = accessLog
+    this.timeouts = timeouts
     this.req = req
     this.res = res
     this.target = target
-    this.hasBody = hasBody
-    res.on("drain", () => this.controller?.resume())
+    this.framing = framing
+    res.on("drain", () => this.upRes?.resume())
     res.on("close", () => {
-      if (!res.writableFinished) this.controller?.abort(new Error("client gone"))
+      if (!this.done) this.abort()
     })
   }
 
   dispatch(): void {
-    const { target } = this
-    this.pools.get(target.host, target.port, target.principal).dispatch(
-      { path: target.upstreamPath, method: this.req.method ?? "GET", headers: target.headers, body: this.hasBody ? this.req : null },
-      this
-    )
+    const { target, framing, req } = this
+    const headers = framing === "chunked" ? [...target.headers, "Transfer-Encoding", "chunked"] : target.headers
+    const upReq = httpRequest({
+      host: target.host,
+      port: target.port,
+      method: req.method ?? "GET",
+      path: target.upstreamPath,
+      headers,
+      setHost: false,
+      agent: this.pools.get(target.host, target.port, target.principal),
+      maxHeaderSize: MAX_HEADER_SIZE
+    })
+    this.upReq = upReq
+    upReq.on("error", (error: ErrnoError) => this.fail(upReq, error))
+    upReq.on("information", (info: { statusCode: number; rawHeaders: Array<string> }) => this.relayInterim(info.statusCode, info.rawHeaders))
+    upReq.on("response", (upRes: IncomingMessage) => this.onResponse(upReq, upRes))
+    upReq.on("upgrade", (_upRes: IncomingMessage, socket) => {
+      socket.destroy()
+      this.fail(upReq, badResponse("101 to a request that asked for no upgrade"))
+    })
+    if (framing === "none") {
+      this.startTimer(this.timeouts.headersMs)
+      upReq.end()
+      return
+    }
+    // The answer's time starts once the body is all sent: a long or held upload is not a slow answer
+    // (while it flows, the client connection's idle timeout applies).
+    upReq.on("finish", () => {
+      if (this.upRes === undefined && !this.done) this.startTimer(this.timeouts.headersMs)
+    })
+    req.on("data", (chunk: Buffer) => {
+      if (!upReq.write(chunk)) req.pause()
+    })
+    upReq.on("drain", () => req.resume())
+    req.on("end", () => upReq.end())
   }
 
-  onRequestStart(controller: Controller): void {
-    this.controller = controller
-    if (this.res.destroyed) controller.abort(new Error("client gone"))
+  private startTimer(ms: number): void {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.fail(this.upReq, new ApiError(504, "ide_upstream_timeout", "the IDE did not answer in time")), ms)
   }
 
-  onResponseStart(controller: Controller, statusCode: number): void {
-    // 1xx interim responses (103 Early Hints) are not relayed; the final response follows.
-    if (statusCode < 200) return
-    const raw = controller.rawHeaders ?? []
-    const strings = new Array<string>(raw.length)
-    for (let i = 0; i < raw.length; i++) strings[i] = raw[i]!.toString("latin1")
-    this.head = { status: statusCode, headers: downstreamResponseHeaders(strings, { publicBase: this.target.publicBase }) }
+  private relayInterim(status: number, rawHeaders: Array<string>): void {
+    const res = this.res as WithInformation
+    if (this.done || res.headersSent || this.interim >= MAX_INTERIM || !relaysInterim(this.req, status) || res.writeInformation === undefined) return
+    let headers: Array<string>
+    try {
+      headers = downstreamResponseHeaders(rawHeaders, { publicBase: this.target.publicBase, dropLength: true })
+      this.interim++
+      res.writeInformation(status, headers)
+    } catch {
+      // An interim response the policy will not relay is dropped, as RFC 9110 §15.2 lets a proxy do.
+    }
+  }
+
+  private onResponse(upReq: ClientRequest, upRes: IncomingMessage): void {
+    if (this.done || upReq !== this.upReq) return void upRes.destroy()
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.upRes = upRes
+    let headers: Array<string>
+    try {
+      headers = downstreamResponseHeaders(upRes.rawHeaders, { publicBase: this.target.publicBase })
+    } catch (error) {
+      this.fail(upReq, error as ErrnoError)
+      return
+    }
+    const status = upRes.statusCode ?? 502
+    this.head = { status, headers }
+    // Complete with its head (what follows on the connection is not part of it, whatever it is).
+    if (status === 204 || status === 304 || this.req.method === "HEAD") {
+      upRes.resume()
+      this.finish()
+      return
+    }
+    upReq.setTimeout(this.timeouts.bodyIdleMs, () => this.fail(upReq, badResponse("the response body stalled")))
+    upRes.on("data", (chunk: Buffer) => {
+      if (this.head !== undefined) this.writeHead()
+      this.bytes += chunk.length
+      if (!this.res.write(chunk)) upRes.pause()
+    })
+    upRes.on("end", () => this.finish())
+    upRes.on("close", () => {
+      if (!upRes.complete) this.fail(upReq, badResponse("the response ended before its body did"))
+    })
   }
 
   private writeHead(): void {
@@ -98,31 +190,37 @@ class IdeExchange implements Dispatcher.DispatchHandler {
     this.res.writeHead(head.status, head.headers)
   }
 
-  onResponseData(controller: Controller, chunk: Buffer): void {
-    if (this.head !== undefined) this.writeHead()
-    this.bytes += chunk.length
-    if (!this.res.write(chunk)) controller.pause()
-  }
-
-  onResponseEnd(): void {
+  private finish(): void {
+    if (this.done) return
+    this.done = true
     if (this.head !== undefined) this.writeHead()
     this.res.end()
     metrics.ideRequests.inc({ outcome: "proxied" })
     this.accessLog(this.req, this.target.serverId, this.res.statusCode, this.bytes, this.started)
   }
 
-  onResponseError(_controller: Controller, error: Error & { code?: string }): void {
+  private abort(): void {
+    this.done = true
+    clearTimeout(this.timer)
+    this.upReq?.destroy()
+  }
+
+  private fail(upReq: ClientRequest | undefined, error: ErrnoError): void {
+    if (this.done || upReq !== this.upReq) return
     const { req, res } = this
-    if (res.destroyed) return
+    clearTimeout(this.timer)
+    this.timer = undefined
     // A pooled keep-alive connection code-server had already closed (e.g. it restarted): retry a
     // bodiless GET/HEAD once on a fresh connection instead of answering 502.
-    this.head = undefined
-    if (!this.retried && !this.hasBody && !res.headersSent && (req.method === "GET" || req.method === "HEAD") && RETRYABLE.has(error.code ?? "")) {
+    if (!this.retried && this.upRes === undefined && upReq?.reusedSocket === true && this.framing === "none" && !res.headersSent && (req.method === "GET" || req.method === "HEAD") && RETRYABLE.has(error.code ?? "")) {
       this.retried = true
+      upReq.destroy()
       this.dispatch()
       return
     }
-    if (error.code === "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH" || error.code === "UND_ERR_ABORTED") {
+    this.abort()
+    if (res.destroyed) return
+    if (res.headersSent) {
       res.destroy()
       return
     }
@@ -134,8 +232,8 @@ class IdeExchange implements Dispatcher.DispatchHandler {
 }
 
 /** Sends one authenticated, policy-checked request to code-server and relays the answer. */
-export const proxyIdeRequest = (pools: UpstreamPools, accessLog: AccessLog, req: IncomingMessage, res: ServerResponse, target: ProxyRequest): void => {
+export const proxyIdeRequest = (pools: UpstreamPools, accessLog: AccessLog, timeouts: ProxyTimeouts, req: IncomingMessage, res: ServerResponse, target: ProxyRequest): void => {
   const length = req.headers["content-length"]
-  const hasBody = req.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")
-  new IdeExchange(pools, accessLog, req, res, target, hasBody).dispatch()
+  const framing: Framing = req.headers["transfer-encoding"] !== undefined ? "chunked" : length !== undefined && length !== "0" ? "length" : "none"
+  new IdeExchange(pools, accessLog, timeouts, req, res, target, framing).dispatch()
 }

@@ -3,7 +3,7 @@
  * `handleUpgrade` run before Hono builds a Request and take the IDE's requests:
  * - host mode: every request whose Host is an IDE origin (`<id>.ide.example.com`), at the root;
  * - path mode: `/api/dev/<id>/ide[/...]` and the form exchange `POST /api/dev/<id>/ide-session`.
- * For each: token exchange or session cookie, header policy, "is the IDE up", then the undici proxy
+ * For each: token exchange or session cookie, header policy, "is the IDE up", then the HTTP proxy
  * (http-proxy.ts) or the WebSocket bridge (ws-bridge.ts). Everything else is left to Hono.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
@@ -15,7 +15,7 @@ import { createAccessLog, type AccessLog } from "./access-log.ts"
 import { DEFAULT_IDE_SESSION_TTL_SECONDS, DEFAULT_UPSTREAM_TIMEOUT_MS, IDE_COOKIE_NAME } from "./constants.ts"
 import { destroyOnError, escapeHtml, refuseUpgrade, sendHtml, sendIdeError, sendRedirect, toApiError } from "./error-response.ts"
 import { upstreamRequestHeaders } from "./header-policy.ts"
-import { proxyIdeRequest } from "./http-proxy.ts"
+import { proxyIdeRequest, type ProxyTimeouts } from "./http-proxy.ts"
 import { createIdeAvailability, type IdeAvailability } from "./ide-availability.ts"
 import { createIdeOrigins, type IdeOrigins } from "./ide-origins.ts"
 import { createOpenWebSockets, type OpenWebSockets } from "./open-websockets.ts"
@@ -53,6 +53,8 @@ type Routed =
   | { readonly kind: "path_mode_disabled" }
 
 const MAX_FORM_BYTES = 16 * 1024
+/** A response body from code-server with nothing moving for this long is cut. */
+const UPSTREAM_BODY_IDLE_MS = 300_000
 
 const isPageLoad = (req: IncomingMessage): boolean => {
   const mode = req.headers["sec-fetch-mode"]
@@ -111,7 +113,8 @@ export const createIdeGateway = (deps: ApiDeps): IdeGateway => {
   )
   const auth: SessionAuth = createSessionAuth(deps, revocations, sessionTtlMs)
   const availability: IdeAvailability = createIdeAvailability(deps)
-  const pools: UpstreamPools = createUpstreamPools({ headersTimeoutMs: upstreamTimeoutMs })
+  const pools: UpstreamPools = createUpstreamPools()
+  const proxyTimeouts: ProxyTimeouts = { headersMs: upstreamTimeoutMs, bodyIdleMs: UPSTREAM_BODY_IDLE_MS }
   const accessLog: AccessLog = createAccessLog(deps.logger)
 
   const cookieScope = (serverId: string, host: boolean): CookieScope =>
@@ -193,7 +196,7 @@ export const createIdeGateway = (deps: ApiDeps): IdeGateway => {
 
   const forward = (req: IncomingMessage, res: ServerResponse, target: Extract<IdeTarget, { kind: "proxy" }>, who: IdeAuth, headers: Array<string>, pageLoad: boolean) => {
     if (res.destroyed) return
-    proxyIdeRequest(pools, accessLog, req, res, {
+    proxyIdeRequest(pools, accessLog, proxyTimeouts, req, res, {
       serverId: target.serverId,
       host: who.record.host,
       port: who.record.idePort,

@@ -23,7 +23,7 @@ import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { ideTokenKey, signIdeToken } from "../../api/ide/token.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { deletePrefix, makeDeps, putRecord, statusAt, testConfig, testPrefix, type TestDeps } from "../support/api-harness.ts"
-import { REQUEST_CASES, RESPONSE_CASES, type Ctx, type RequestCase, type ResponseCase } from "../support/smuggling/cases.ts"
+import { INTERIM_CASES, REQUEST_CASES, RESPONSE_CASES, type Ctx, type RequestCase, type ResponseCase } from "../support/smuggling/cases.ts"
 import {
   headerValues,
   nodeClientView,
@@ -89,7 +89,7 @@ beforeAll(async () => {
   prefix = testPrefix()
   deps = await makeDeps({ config: testConfig(), keys: makeRedisKeys(prefix) })
   upstream = await startRecordingUpstream()
-  scripted = await startScriptedUpstream(Object.fromEntries(RESPONSE_CASES.map((c) => [c.name, c])))
+  scripted = await startScriptedUpstream(Object.fromEntries([...RESPONSE_CASES, ...INTERIM_CASES].map((c) => [c.name, c])))
   reference = await startReference()
   await putRecord(deps.redis, deps.keys, A, { vmid: VMID_A, ownerId: X_USER, kind: "dev", host: "127.0.0.1", idePort: upstream.port })
   await putRecord(deps.redis, deps.keys, H, { vmid: VMID_H, ownerId: X_USER, kind: "dev", host: "127.0.0.1", idePort: scripted.port })
@@ -658,4 +658,76 @@ describe("IDE smuggling: nothing runs after the API decided to close the connect
     },
     TEST_TIMEOUT
   )
+})
+
+// ---------------------------------------------------------------------------------------------------
+// 1xx interim responses from code-server: forwarded (HTTP/1.1 clients) or dropped, never a 502
+
+/** Reads responses until a final (≥ 200) one arrived; returns the interim ones and the final one. */
+const untilFinal = async (conn: Conn, from: number): Promise<{ interim: Array<WireResponse>; final: WireResponse | undefined }> => {
+  const deadline = Date.now() + ANSWER_WITHIN_MS
+  for (let n = from + 1; Date.now() < deadline; ) {
+    await conn.waitFor(n, deadline - Date.now())
+    const mine = conn.responses.slice(from)
+    const i = mine.findIndex((r) => r.status >= 200)
+    if (i >= 0) return { interim: mine.slice(0, i), final: mine[i] }
+    if (conn.closed || conn.malformed !== undefined || conn.responses.length < n) break
+    n = conn.responses.length + 1
+  }
+  const mine = conn.responses.slice(from)
+  return { interim: mine.filter((r) => r.status < 200), final: undefined }
+}
+
+describe("IDE smuggling: 1xx interim responses from code-server", () => {
+  it.each(INTERIM_CASES.map((c) => [c.name, c] as const))(
+    "%s: the final answer arrives, interim ones forwarded or dropped, the connection stays in sync",
+    async (_name, c) => {
+      const conn = await Conn.open(api.port, () => "GET")
+      try {
+        await conn.send([Buffer.from(`GET ${idePrefix(H)}/h/${c.name} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n\r\n`)])
+        const { interim, final } = await untilFinal(conn, 0)
+        expect(conn.malformed).toBeUndefined()
+        expect(final === undefined ? "none" : `${final.status} ${final.body.toString("latin1")}`).toBe("200 hello")
+        expect(interim.map((r) => r.status)).toEqual(c.forwarded)
+        for (const r of interim) {
+          if (r.status === 103) expect(header(r, "link")).toMatch(/rel=preload/)
+          expect(header(r, "set-cookie") ?? "", "code-server set our cookie in an interim response").not.toMatch(/zlh_ide/)
+        }
+        const marker = randomUUID().replaceAll("-", "")
+        const before = conn.responses.length
+        await conn.send([Buffer.from(`GET ${idePrefix(H)}/ok/${marker} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n\r\n`)])
+        const next = await untilFinal(conn, before)
+        expect(next.final === undefined ? "none" : `${next.final.status} ${next.final.body.toString("latin1")}`).toBe(`200 ok:${marker}`)
+      } finally {
+        conn.destroy()
+      }
+    },
+    TEST_TIMEOUT
+  )
+
+  it("an HTTP/1.0 client gets no interim response, only the final one", async () => {
+    const conn = await Conn.open(api.port, () => "GET")
+    try {
+      await conn.send([Buffer.from(`GET ${idePrefix(H)}/h/severalinterim HTTP/1.0\r\nHost: h\r\nCookie: ${cookieH}\r\n\r\n`)])
+      await conn.waitClose(ANSWER_WITHIN_MS)
+      expect(conn.responses.map((r) => `${r.status} ${r.body.toString("latin1")}`)).toEqual(["200 hello"])
+    } finally {
+      conn.destroy()
+    }
+  }, TEST_TIMEOUT)
+
+  it("a client that sent Expect: 100-continue gets one 100 (Node's), not code-server's as well", async () => {
+    const conn = await Conn.open(api.port, () => "POST")
+    try {
+      await conn.send([Buffer.from(`POST ${idePrefix(H)}/h/continue100 HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n`)])
+      await conn.waitFor(1, ANSWER_WITHIN_MS)
+      expect(conn.responses[0]?.status).toBe(100)
+      await conn.send([Buffer.from("hello")])
+      const { interim, final } = await untilFinal(conn, 0)
+      expect(final === undefined ? "none" : `${final.status} ${final.body.toString("latin1")}`).toBe("200 hello")
+      expect(interim.map((r) => r.status)).toEqual([100])
+    } finally {
+      conn.destroy()
+    }
+  }, TEST_TIMEOUT)
 })

@@ -358,3 +358,24 @@ export const RESPONSE_CASES: ReadonlyArray<ResponseCase> = [
   { name: "notmodifiedchunked", mode: "node", bytes: b("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nsmuggle\r\n0\r\n\r\n") },
   { name: "notmodifiedstray", mode: "node", bytes: b(`HTTP/1.1 304 Not Modified\r\n\r\n${STRAY}`) }
 ]
+
+// ---------------------------------------------------------------------------------------------------
+// 1xx interim responses before the final one (server H): never a 502; each forwarded or dropped.
+
+export interface InterimCase extends Canned {
+  readonly name: string
+  /** The interim statuses an HTTP/1.1 client that sent no `Expect` gets, in order. */
+  readonly forwarded: ReadonlyArray<number>
+}
+
+const FINAL_HELLO = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+const EARLY_HINTS = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+export const INTERIM_CASES: ReadonlyArray<InterimCase> = [
+  { name: "continue100", forwarded: [100], bytes: b(`HTTP/1.1 100 Continue\r\n\r\n${FINAL_HELLO}`) },
+  { name: "processing102", forwarded: [102], bytes: b(`HTTP/1.1 102 Processing\r\n\r\n${FINAL_HELLO}`) },
+  { name: "earlyhints103", forwarded: [103], bytes: b(EARLY_HINTS + FINAL_HELLO) },
+  { name: "severalinterim", forwarded: [100, 103, 103], bytes: b(`HTTP/1.1 100 Continue\r\n\r\n${EARLY_HINTS}${EARLY_HINTS}${FINAL_HELLO}`) },
+  { name: "interimflood", forwarded: Array.from({ length: 16 }, () => 103), bytes: b(EARLY_HINTS.repeat(40) + FINAL_HELLO) },
+  { name: "interimconnectioncl", forwarded: [], bytes: b(`HTTP/1.1 103 Early Hints\r\nConnection: content-length\r\nLink: </a.css>; rel=preload\r\n\r\n${FINAL_HELLO}`) },
+  { name: "interimsetscookie", forwarded: [103], bytes: b(`HTTP/1.1 103 Early Hints\r\nSet-Cookie: zlh_ide=evil; Path=/\r\nLink: </a.css>; rel=preload\r\n\r\n${FINAL_HELLO}`) }
+]
