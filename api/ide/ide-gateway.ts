@@ -113,7 +113,7 @@ export const createIdeGateway = (deps: ApiDeps): IdeGateway => {
   )
   const auth: SessionAuth = createSessionAuth(deps, revocations, sessionTtlMs)
   const availability: IdeAvailability = createIdeAvailability(deps)
-  const pools: UpstreamPools = createUpstreamPools()
+  const pools: UpstreamPools = createUpstreamPools({ headersTimeoutMs: upstreamTimeoutMs })
   const proxyTimeouts: ProxyTimeouts = { headersMs: upstreamTimeoutMs, bodyIdleMs: UPSTREAM_BODY_IDLE_MS }
   const accessLog: AccessLog = createAccessLog(deps.logger)
 

@@ -1,5 +1,5 @@
 /**
- * The IDE data path (Node's http server → Node's http client → code-server) end to end against a real upstream and
+ * The IDE data path (Node's http server → undici or Node's http client → code-server) end to end against a real upstream and
  * real Redis: cookie-authenticated requests proxied (counted by `zlh_ide_requests_total`), bodies relayed
  * byte-exact under back-pressure in both framings, pipelined requests answered in order, HTTP/1.0 and
  * other routes on the same connection, ambiguous framing refused, and the server's timeouts.

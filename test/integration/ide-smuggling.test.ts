@@ -406,12 +406,14 @@ describe("IDE smuggling: upgrade answered non-101", () => {
 // ---------------------------------------------------------------------------------------------------
 // hostile upstream responses
 
-const runResponseCase = async (c: ResponseCase) => {
+/** GET goes through undici, POST (with a body) through Node's client (api/ide/http-proxy.ts): both must hold. */
+const runResponseCase = async (c: ResponseCase, method: "GET" | "POST") => {
   const view = await nodeClientView(scripted.port, `/h/${c.name}`)
-  const conn = await Conn.open(api.port, () => "GET")
+  const conn = await Conn.open(api.port, () => method)
   try {
     const t0 = Date.now()
-    await conn.send([Buffer.from(`GET ${idePrefix(H)}/h/${c.name} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n\r\n`)])
+    const body = method === "POST" ? "Content-Length: 5\r\n\r\nhello" : "\r\n"
+    await conn.send([Buffer.from(`${method} ${idePrefix(H)}/h/${c.name} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n${body}`)])
     await conn.waitFor(1, ANSWER_WITHIN_MS + 1_000)
     const r = conn.responses[0]
     const viewText = view.kind === "error" ? `Node's client: ${view.code}` : `Node's client: ${view.status} ${JSON.stringify(view.body.toString("latin1"))}`
@@ -445,7 +447,7 @@ const runResponseCase = async (c: ResponseCase) => {
 }
 
 describe("IDE smuggling: hostile upstream responses", () => {
-  it.each(RESPONSE_CASES.map((c) => [`${c.name} (${c.mode})`, c] as const))("%s", async (_label, c) => runResponseCase(c), TEST_TIMEOUT)
+  it.each(RESPONSE_CASES.flatMap((c) => (["GET", "POST"] as const).map((m) => [`${m} ${c.name} (${c.mode})`, c, m] as const)))("%s", async (_label, c, m) => runResponseCase(c, m), TEST_TIMEOUT)
 })
 
 // ---------------------------------------------------------------------------------------------------
@@ -679,12 +681,13 @@ const untilFinal = async (conn: Conn, from: number): Promise<{ interim: Array<Wi
 }
 
 describe("IDE smuggling: 1xx interim responses from code-server", () => {
-  it.each(INTERIM_CASES.map((c) => [c.name, c] as const))(
+  it.each(INTERIM_CASES.flatMap((c) => (["GET", "POST"] as const).map((m) => [`${m} ${c.name}`, c, m] as const)))(
     "%s: the final answer arrives, interim ones forwarded or dropped, the connection stays in sync",
-    async (_name, c) => {
-      const conn = await Conn.open(api.port, () => "GET")
+    async (_name, c, method) => {
+      const conn = await Conn.open(api.port, () => method)
       try {
-        await conn.send([Buffer.from(`GET ${idePrefix(H)}/h/${c.name} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n\r\n`)])
+        const body = method === "POST" ? "Content-Length: 5\r\n\r\nhello" : "\r\n"
+        await conn.send([Buffer.from(`${method} ${idePrefix(H)}/h/${c.name} HTTP/1.1\r\nHost: h\r\nCookie: ${cookieH}\r\n${body}`)])
         const { interim, final } = await untilFinal(conn, 0)
         expect(conn.malformed).toBeUndefined()
         expect(final === undefined ? "none" : `${final.status} ${final.body.toString("latin1")}`).toBe("200 hello")
