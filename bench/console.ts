@@ -1,5 +1,5 @@
 /**
- * The live game console under load (issue 17): `npm run bench` runs it after the proxy scenarios
+ * The live game console under load: `npm run bench` runs it after the proxy scenarios
  * (`npm run bench -- --only console` runs only this), or `node bench/console.ts [--quick] [--rounds N]
  * [--lines N] [--viewers N]`.
  *

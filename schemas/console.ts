@@ -2,7 +2,7 @@ import { Schema } from "effect"
 import { AgentState } from "./agent-status.ts"
 
 /**
- * The live game console (issue 17; docs/contracts.md "Console"). The agent numbers every console event
+ * The live game console (docs/contracts.md "Console"). The agent numbers every console event
  * (`seq`, per agent process; `epoch` names that process) and serves them as server-sent events on
  * `GET /server/console`; the API passes the same bytes to the browser on `GET /api/servers/:id/console`.
  *

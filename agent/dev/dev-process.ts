@@ -8,7 +8,7 @@ import { HttpAnswer } from "../http/http-answer.ts"
  * loads the user's supplementary groups, then execs the command (same PID). Effect's ChildProcess has
  * no uid/gid option, and Node's `uid`/`gid` spawn options drop supplementary groups instead of
  * initialising them. The environment is built from scratch: nothing of the agent's own environment
- * (AGENT_TOKEN_SECRET, REDIS_URL, …) reaches a dev process.
+ * (its Redis user's REDIS_PASSWORD, REDIS_URL, …) reaches a dev process.
  */
 export const asUser = (user: Pick<DevUser, "uid" | "gid">) => [
   `--reuid=${user.uid}`,

@@ -47,7 +47,7 @@ const asOwnerArgs = (owner: FileOwner) =>
     ]
     : undefined
 
-/** A clean environment: nothing of the agent's own (AGENT_TOKEN_SECRET, REDIS_URL, …). */
+/** A clean environment: nothing of the agent's own (its Redis user's REDIS_PASSWORD, REDIS_URL, …). */
 const ENV = { PATH: "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8", HOME: "/" }
 
 /** `command args` as the owner (through setpriv when the agent is root). */

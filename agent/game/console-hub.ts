@@ -10,7 +10,7 @@ import {
 } from "../../schemas/console.ts"
 
 /**
- * The game console's fan-out point (issue 17). Every output line (and every line of the agent's own,
+ * The game console's fan-out point. Every output line (and every line of the agent's own,
  * and every state change) becomes a numbered event, encoded once as an SSE message, kept in a ring of
  * the last `ringSize` events and offered to every open viewer.
  *

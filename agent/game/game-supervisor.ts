@@ -41,7 +41,7 @@ const ZERO: ResourceUsage = { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 }
 const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 const TERMINAL_INSTALL_PHASES: ReadonlyArray<string> = ["done", "failed"]
 
-/** The game's environment is built from scratch: none of the agent's secrets (AGENT_TOKEN_SECRET, …) leak into it. */
+/** The game's environment is built from scratch: none of the agent's secrets (REDIS_PASSWORD, …) leak into it. */
 export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
   command: c.launch.command,
   args: c.launch.args,

@@ -1,5 +1,5 @@
 /**
- * The portal's console pane in real Chromium (issue 17): a real agent (agent/main.ts) supervising the
+ * The portal's console pane in real Chromium: a real agent (agent/main.ts) supervising the
  * console fixture (test/fixtures/console-echo.mjs), a real API on real Redis serving the portal, and the
  * browser reaching the API through a TCP relay the test can cut, as a network drop does.
  *   open the pane → the tail appears → a command typed in the input comes back in the pane (as text,

@@ -1,5 +1,5 @@
 /**
- * Compromised container, agent-call half (issue 15 item 1; docs/contracts.md "Tokens"): root in container
+ * Compromised container, agent-call half (docs/contracts.md "Tokens"): root in container
  * A holds A's environment (the API's public key), every token the API ever sent to A, and any key it
  * generates itself. Two real agent processes, A and B: nothing made from that reaches B, on a read, a
  * power action or `POST /dev/exec`, while the API's own token for B works. (The Redis half is

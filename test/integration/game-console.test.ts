@@ -1,5 +1,5 @@
 /**
- * The live game console end to end (issue 17): a real agent process (agent/main.ts) supervising a real
+ * The live game console end to end: a real agent process (agent/main.ts) supervising a real
  * process that echoes its stdin (test/fixtures/console-echo.mjs), two real API replicas on real Redis,
  * viewers over HTTP. Commands typed through either replica reach the game's stdin and come back in every
  * viewer's stream; a viewer that stops reading never slows the game or the other viewer and gets a

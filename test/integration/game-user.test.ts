@@ -66,7 +66,7 @@ describe("the game server's user", skipUnless(notRoot), () => {
     const env = procEnv(pid)
     assert.strictEqual(env["HOME"], t.gameUserEnv.GAME_HOME)
     assert.strictEqual(env["USER"], name)
-    // Built from scratch: none of the agent's variables (AGENT_TOKEN_SECRET, REDIS_URL, …) reach the game.
+    // Built from scratch: none of the agent's variables (REDIS_PASSWORD, REDIS_URL, …) reach the game.
     // (PWD: set by the /bin/sh that joins the game's cgroup before exec)
     assert.sameMembers(Object.keys(env).filter((k) => k !== "PWD"), ["PATH", "HOME", "LANG", "TERM", "USER", "LOGNAME"])
     const home = NodeFs.statSync(t.gameUserEnv.GAME_HOME)

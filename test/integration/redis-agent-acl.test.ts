@@ -1,5 +1,5 @@
 /**
- * Compromised container, Redis half (issue 15 item 2; docs/contracts.md "Agent Redis users"): with
+ * Compromised container, Redis half (docs/contracts.md "Agent Redis users"): with
  * everything agent A's container holds for Redis (its own ACL user and password, as issued by the
  * registration), reads and writes of `server:*`, `agent:<B>`, `ide:*`, `rl:*`, publishes on other channels
  * and every administrative command get NOPERM; A's own status still works end to end (a real agent process

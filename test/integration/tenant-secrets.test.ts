@@ -1,5 +1,5 @@
 /**
- * No secret of the agent is reachable by the container's users (issue 15 item 5). A real agent process
+ * No secret of the agent is reachable by the container's users. A real agent process
  * (root) holds secrets three ways: its Redis credential (REDIS_URL), another variable of its environment,
  * and its secrets file (AGENT_SECRETS_FILE). The game server (as the agent's game user) and a command of
  * the dev user (POST /dev/exec) each scan everything they can read: every /proc/<pid>/environ and cmdline
