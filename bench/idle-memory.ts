@@ -10,6 +10,7 @@
  */
 import { join } from "node:path"
 import { ROOT, obtainIdeCookie, rssBytes, sleep, startNodeChild, waitFor, type ApiInfo, type Child } from "./lib.ts"
+import { startSuiteRedis } from "../test/support/suite-redis.ts"
 
 const value = (name: string): string | undefined => {
   const i = process.argv.indexOf(name)
@@ -25,6 +26,9 @@ interface Row {
   readonly after: number
   readonly opened: number
 }
+
+// Its own Redis (default off), as the benchmark runner's: never the machine's 6379.
+const benchRedis = process.env["ZLH_TEST_REDIS_PORT"] === undefined ? await startSuiteRedis() : undefined
 
 const measure = async (name: "api" | "baseline" | "floor"): Promise<Row> => {
   const children: Array<Child<unknown>> = []

@@ -35,7 +35,12 @@ import {
   type ApiInfo,
   type Child
 } from "./lib.ts"
-import { runConsoleBench } from "./console.ts"
+import { startSuiteRedis } from "../test/support/suite-redis.ts"
+
+// The benchmarks' Redis: the tests' own kind (default off, the API's own user), never the machine's 6379.
+// Started before ./console.ts is loaded, since the test harness it uses reads its address at load.
+const benchRedis = await startSuiteRedis()
+const { runConsoleBench } = await import("./console.ts")
 
 // ---------------------------------------------------------------- options
 
@@ -532,4 +537,5 @@ try {
   await main()
 } finally {
   await stopAll()
+  await benchRedis.stop()
 }

@@ -23,6 +23,7 @@ import { makeRedisKeys } from "../schemas/redis-keys.ts"
 import { singleRedis } from "../wire/redis-topology.ts"
 import type { ApiInfo } from "./lib.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../wire/agent-keys.ts"
+import { suiteAdminRedisUrl, suiteRedisUrl } from "../test/support/suite-redis.ts"
 
 const arg = (name: string, fallback?: string): string | undefined => {
   const i = process.argv.indexOf(name)
@@ -34,10 +35,14 @@ if (!Number.isInteger(upstreamPort) || upstreamPort <= 0) {
   console.error("serve-api: --upstream <port> is required")
   process.exit(2)
 }
-const redisUrl = arg("--redis-url", "redis://127.0.0.1:6379")!
+// Default: the Redis the benchmark or test run started (test/support/suite-redis.ts: default off, the API's
+// own user), else the machine's 6379.
+const suite = process.env["ZLH_TEST_REDIS_PORT"] === undefined ? undefined : { api: suiteRedisUrl(), admin: suiteAdminRedisUrl() }
+const redisUrl = arg("--redis-url", suite?.api ?? "redis://127.0.0.1:6379")!
 // Provisioning writes what an agent would (agent:<vmid>), which the API's own Redis user may not.
-const setupRedisUrl = arg("--setup-redis-url", redisUrl)!
-const prefix = arg("--prefix", `bench:${randomBytes(6).toString("hex")}:`)!
+const setupRedisUrl = arg("--setup-redis-url", redisUrl === suite?.api ? suite.admin : redisUrl)!
+// Under the tests' key prefixes (test:*:), which the API's user on the suite's Redis may use.
+const prefix = arg("--prefix", `test:bench-${randomBytes(6).toString("hex")}:`)!
 const serverId = arg("--server-id", "100")!
 const vmid = Number(arg("--vmid", "100"))
 const userId = arg("--user", "user-1")!

@@ -1,6 +1,8 @@
 # Sourced by scripts/npm-entry.sh before the tests and the benchmarks (which add wrk via ZLH_EXTRA_APT): makes this machine able to run every test.
 # Installs what is missing (Debian packages as root, code-server into its cache), makes sure Redis answers
-# on 127.0.0.1:6379, and exports ZLH_CODE_SERVER_DIR. Prints one line per step it had to take.
+# on 127.0.0.1:6379 (the machine's own, for whatever else uses it: the tests and benchmarks never do, they
+# start their own redis-server with `default` off, test/support/suite-redis.ts), and exports
+# ZLH_CODE_SERVER_DIR. Prints one line per step it had to take.
 # redis-server also runs the Cluster and Sentinel topologies of test/integration/redis-topologies.test.ts
 # (redis-server --cluster-enabled / --sentinel); redis-tools brings redis-cli, which joins the Cluster.
 # minetest-server (Luanti) and freeciv-server are real game servers the agent supervises in the tests
