@@ -1,17 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { execFileSync, spawn } from "node:child_process"
+import { execFileSync, spawn, spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
 import { builtinModules } from "node:module"
 import { join } from "node:path"
 import { Schema } from "effect"
 import { Redis } from "ioredis"
+import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { type Catalog, CatalogFromJson } from "../../schemas/catalog.ts"
+import { signingKeyOf } from "../../wire/agent-keys.ts"
 import { type AgentRelease, buildAgentRelease, RELEASE_ENTRIES } from "../../scripts/build-agent-release.ts"
 import { startArtifactServer, type ArtifactServer } from "../../scripts/artifact-server.ts"
 import { buildArtifacts, CATALOG_PATH } from "../../scripts/build-artifacts.ts"
 import { OPERATOR_COMMANDS } from "../support/operator-commands.ts"
 import {
+  AGENT_PRIVATE_KEY,
   agentEnv,
   NODE_BIN,
   type AgentTree,
@@ -46,6 +49,7 @@ const prefix = testPrefix()
 const vmid = testVmid()
 const redis = new Redis(suiteAdminRedisUrl(), { maxRetriesPerRequest: 1 })
 const agents: Array<RunningAgent> = []
+const devUser = `zlhrel${Math.random().toString(16).slice(2, 8)}`
 
 /** What install.sh does before systemd: download, refuse a wrong sha256, unpack. */
 const fetchChecked = async (artifact: string, expected: string, into: string) => {
@@ -96,6 +100,7 @@ const startRelease = async (version: string, port: number) => {
       PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       ARTIFACT_BASE_URL: artifacts.url,
       AGENT_REDIS_KEY_PREFIX: prefix,
+      DEV_USER: devUser,
       GAME_COMMAND: r.node,
       GAME_ARGS: JSON.stringify([join(serverRoot, "game-server.mjs"), "--ready=100"]),
       GAME_STOP_GRACE: "3 seconds",
@@ -131,6 +136,9 @@ afterAll(async () => {
   const leftover = await redis.keys(`${prefix}*`)
   if (leftover.length > 0) await redis.del(...leftover)
   redis.disconnect()
+  spawnSync("pkill", ["-KILL", "-u", devUser])
+  spawnSync("userdel", ["-r", devUser], { stdio: "ignore" })
+  spawnSync("userdel", [devUser], { stdio: "ignore" })
   tree?.cleanup()
 })
 
@@ -205,6 +213,23 @@ describe("the release, run from its unpacked tarball", () => {
     const pid = gameState().process?.pid
     expect(pid).toBeTypeOf("number")
     expect(readFileSync(`/proc/${pid}/cmdline`, "utf8")).toContain("game-server.mjs")
+  }, 120_000)
+
+  it("the dev half: provisions the dev user, and the files helper beside agent.mjs writes and reads as that user", async () => {
+    const agent = agents.at(-1)!
+    const provisioned = await agent.call("POST", "/dev/provision", { body: {} })
+    expect(provisioned.status, JSON.stringify(provisioned.json)).toBe(200)
+    const put = await fetch(`${agent.url}/files/content?path=release-check.txt`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${await signAgentCall(signingKeyOf(AGENT_PRIVATE_KEY), vmid, Date.now())}` },
+      body: "written by the bundled agent's files helper"
+    })
+    expect(put.status, await put.clone().text()).toBeLessThan(300)
+    const file = join(tree.devHome, "workspace", "release-check.txt")
+    expect(statSync(file).uid).toBe(Number(execFileSync("id", ["-u", devUser], { encoding: "utf8" }).trim()))
+    const got = await agent.call("GET", "/files/content?path=release-check.txt")
+    expect(got.status).toBe(200)
+    expect(JSON.stringify(got.json)).toContain("written by the bundled agent")
   }, 120_000)
 
   it("upgrade: handed over, the old agent leaves the game running and the new release re-attaches to the same PID", async () => {
