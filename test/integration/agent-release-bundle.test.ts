@@ -249,7 +249,8 @@ describe("the release, run from its unpacked tarball", () => {
     })
     expect(attached.state).toBe("running")
     expect(gameState().process).toMatchObject({ pid: before!.pid, startTime: before!.startTime })
-    expect(next.output()).toContain("re-attached")
+    // The state is published before the re-attach is logged: wait for the line.
+    await eventually("the new agent's re-attached line", async () => (next.output().includes("re-attached") ? true : undefined), 30_000)
 
     // Without a hand-over, a stop stops the game server as before.
     await next.stop()

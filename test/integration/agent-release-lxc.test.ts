@@ -188,7 +188,8 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     console.log(`upgrade ${VERSIONS[0]} -> ${VERSIONS[1]}: game PID ${game!.pid} kept; the game's cgroup: ${JSON.stringify(status.game?.cgroup)}`)
     const after = await gameProcess()
     expect(after).toEqual({ pid: game!.pid, startTime: game!.startTime, alive: true })
-    expect(await inside("journalctl -u zlh-agent --no-pager -o cat | grep -c 're-attached' || true")).not.toBe("0")
+    await eventually("the new agent's re-attached line in the journal", async () =>
+      (await inside("journalctl -u zlh-agent --no-pager -o cat | grep -c 're-attached' || true")) !== "0" ? true : undefined, 30_000)
     // The previous release stays for a rollback; the hand-over request is used up.
     expect(await inside("ls /opt/zlh/agent/releases")).toBe([VERSIONS[0], VERSIONS[1]].join("\n"))
     expect(await inside("test -e /opt/zlh/run/agent-handover && echo left || echo gone")).toBe("gone")
