@@ -2,22 +2,14 @@ import * as NodeCP from "node:child_process"
 import { Clock, Deferred, Duration, Effect, Option, Schema } from "effect"
 import type { DevUser } from "./dev-user.ts"
 import { HttpAnswer } from "../http/http-answer.ts"
+import { childPath, setprivArgs } from "../process/run-as.ts"
 
 /**
- * How the agent (root) runs anything as DEV_USER: `setpriv` switches real and effective uid/gid and
- * loads the user's supplementary groups, then execs the command (same PID). Effect's ChildProcess has
- * no uid/gid option, and Node's `uid`/`gid` spawn options drop supplementary groups instead of
- * initialising them. The environment is built from scratch: nothing of the agent's own environment
- * (its Redis user's REDIS_PASSWORD, REDIS_URL, …) reaches a dev process.
+ * How the agent (root) runs anything as DEV_USER: the agent's one run-as rule (agent/process/run-as.ts:
+ * setpriv with the user's groups and no_new_privs). The environment is built from scratch: nothing of the
+ * agent's own environment (its Redis user's REDIS_PASSWORD, REDIS_URL, …) reaches a dev process.
  */
-export const asUser = (user: Pick<DevUser, "uid" | "gid">) => [
-  `--reuid=${user.uid}`,
-  `--regid=${user.gid}`,
-  "--init-groups",
-  "--"
-]
-
-const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+export const asUser = (user: Pick<DevUser, "uid" | "gid">) => setprivArgs({ uid: user.uid, gid: user.gid, groups: "init" })
 
 /** The whole environment of a dev process (code-server, its terminals, `POST /dev/exec`). */
 export const devEnvironment = (user: DevUser, home: string, extraPath: ReadonlyArray<string> = []) => ({
@@ -27,7 +19,7 @@ export const devEnvironment = (user: DevUser, home: string, extraPath: ReadonlyA
   SHELL: user.shell,
   TERM: "xterm-256color",
   LANG: "C.UTF-8",
-  PATH: [...extraPath, BASE_PATH].join(":"),
+  PATH: childPath(extraPath),
   XDG_CONFIG_HOME: `${home}/.config`,
   XDG_DATA_HOME: `${home}/.local/share`,
   XDG_CACHE_HOME: `${home}/.cache`,

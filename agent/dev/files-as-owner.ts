@@ -2,6 +2,7 @@ import * as NodeCP from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { Context, Effect, Schema, type Scope, Stream } from "effect"
+import { childPath, setprivArgs } from "../process/run-as.ts"
 
 /**
  * File operations with the rights of the tree's owner (DEV_USER for the workspace, the owner of
@@ -36,19 +37,10 @@ const PROGRAM = NodeFs.readFileSync(NodePath.join(import.meta.dirname, "files-he
 const OP_TIMEOUT = "60 seconds"
 const isRoot = process.getuid?.() === 0
 
-const asOwnerArgs = (owner: FileOwner) =>
-  isRoot
-    ? [
-      `--reuid=${owner.uid}`,
-      `--regid=${owner.gid}`,
-      owner.groups.length > 0 ? `--groups=${[...new Set(owner.groups)].join(",")}` : "--clear-groups",
-      "--no-new-privs",
-      "--"
-    ]
-    : undefined
+const asOwnerArgs = (owner: FileOwner) => isRoot ? setprivArgs({ uid: owner.uid, gid: owner.gid, groups: owner.groups }) : undefined
 
 /** A clean environment: nothing of the agent's own (its Redis user's REDIS_PASSWORD, REDIS_URL, …). */
-const ENV = { PATH: "/usr/local/bin:/usr/bin:/bin", LANG: "C.UTF-8", HOME: "/" }
+const ENV = { PATH: childPath(), LANG: "C.UTF-8", HOME: "/" }
 
 /** `command args` as the owner (through setpriv when the agent is root). */
 const spawnAsOwner = (owner: FileOwner, command: string, args: ReadonlyArray<string>, cwd: string) => {

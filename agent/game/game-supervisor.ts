@@ -14,6 +14,7 @@ import { ConsoleHub } from "./console-hub.ts"
 import { LogRing } from "./log-ring.ts"
 import { ownsContainerState } from "../workload.ts"
 import { HttpAnswer } from "../http/http-answer.ts"
+import { childPath } from "../process/run-as.ts"
 
 export type PowerAction = "start" | "stop" | "restart"
 
@@ -38,7 +39,6 @@ export class PowerRefused extends Schema.TaggedError<PowerRefused>()("PowerRefus
 }
 
 const ZERO: ResourceUsage = { memoryBytes: 0, cpuSeconds: 0, uptimeSeconds: 0 }
-const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 const TERMINAL_INSTALL_PHASES: ReadonlyArray<string> = ["done", "failed"]
 
 /** The game's environment is built from scratch: none of the agent's secrets (REDIS_PASSWORD, …) leak into it. */
@@ -47,7 +47,7 @@ export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
   args: c.launch.args,
   cwd: c.serverRoot,
   env: {
-    PATH: [...c.launch.pathPrepend, BASE_PATH].join(":"),
+    PATH: childPath(c.launch.pathPrepend),
     HOME: c.serverRoot,
     LANG: "C.UTF-8",
     TERM: "dumb",

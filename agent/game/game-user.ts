@@ -3,6 +3,7 @@ import * as NodeFs from "node:fs/promises"
 import { Effect, Option, Schema } from "effect"
 import type { GameRunAs } from "../../schemas/game-supervision.ts"
 import { lookupDevUser } from "../dev/dev-user.ts"
+import { setprivArgs } from "../process/run-as.ts"
 
 /**
  * Who the game server runs as. The game runs the customer's own mods and plugins, so root in the
@@ -134,9 +135,8 @@ const ensureGameUser = (name: string, home: string) =>
     return user.value
   })
 
-// no_new_privs: nothing the game starts (a setuid binary) can gain privileges again.
-const switchTo = (uid: number, gid: number, groups: "init" | "clear") =>
-  [`--reuid=${uid}`, `--regid=${gid}`, groups === "init" ? "--init-groups" : "--clear-groups", "--no-new-privs", "--"]
+// The agent's one run-as rule (agent/process/run-as.ts), no_new_privs included.
+const switchTo = (uid: number, gid: number, groups: "init" | "clear") => setprivArgs({ uid, gid, groups })
 
 /** Makes sure the game's user exists (creating the dedicated one) and says how to switch to it. */
 export const prepareGameUser = (plan: GameUserPlan): Effect.Effect<GameIdentity, GameUserFailed> =>

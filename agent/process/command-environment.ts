@@ -1,3 +1,5 @@
+import { SYSTEM_PATH } from "./run-as.ts"
+
 /**
  * The environment of the agent's own helper commands (installer scripts, useradd, id): built from an
  * allow-list, never inherited. The agent's environment holds its Redis credentials and whatever else the
@@ -20,13 +22,12 @@ const PASSED_THROUGH = [
   "SSL_CERT_DIR"
 ] as const
 
-const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 export const commandEnvironment = (
   extra: Readonly<Record<string, string>> = {},
   from: Readonly<Record<string, string | undefined>> = process.env
 ): Record<string, string> => {
-  const env: Record<string, string> = { PATH: DEFAULT_PATH, LANG: "C.UTF-8" }
+  const env: Record<string, string> = { PATH: SYSTEM_PATH, LANG: "C.UTF-8" }
   for (const name of PASSED_THROUGH) {
     const value = from[name]
     if (value !== undefined && value !== "") env[name] = value

@@ -145,6 +145,8 @@ describe("code-server run by the agent as DEV_USER (real code-server, real user)
 
     // The process and every process in its group run as DEV_USER (real, effective, saved, fs uid).
     assert.deepStrictEqual(procUids(pid), [user.uid, user.uid, user.uid, user.uid])
+    // the agent's one run-as rule: no_new_privs, so nothing code-server or a terminal starts (sudo, su) gains privileges
+    assert.match(NodeFs.readFileSync(`/proc/${pid}/status`, "utf8"), /^NoNewPrivs:\s+1$/m)
     assert.deepStrictEqual(procGids(pid), [user.gid, user.gid, user.gid, user.gid])
     const group = processGroup(pid)
     assert.isAbove(group.length, 1, "code-server forks its server process into the same group")

@@ -81,6 +81,13 @@ describe("POST /dev/exec runs one command as DEV_USER", skipUnless(notRootReason
     assert.strictEqual(r.body.exitCode, 0)
   })
 
+  it("runs with no_new_privs (a setuid binary cannot raise it again), as the game and code-server do", async () => {
+    const r = await exec({ cmd: "cat", args: ["/proc/self/status"] })
+    assert.strictEqual(r.body.exitCode, 0)
+    assert.match(r.body.stdout, /^NoNewPrivs:\s+1$/m)
+    assert.match(r.body.stdout, new RegExp(`^Uid:\\s+${user.uid}\\s+${user.uid}\\s`, "m"))
+  })
+
   it("returns the exit code and stderr", async () => {
     const r = await exec({ cmd: "sh", args: ["-c", "echo oops >&2; exit 7"], cwd: "sub" })
     assert.strictEqual(r.body.exitCode, 7)
