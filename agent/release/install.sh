@@ -29,8 +29,8 @@ HEALTH_SECONDS=60
 say() { printf 'zlh install: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() {
-  sed -n '2,5p' "$0" 2>/dev/null | sed 's/^# \{0,1\}//' >&2 || true
-  echo "options: --artifacts URL  --version V  --env-file FILE  --no-start" >&2
+  echo "usage: install.sh --artifacts URL [--env-file FILE] [--version V] [--no-start] [--component agent|api]" >&2
+  echo "  (piped: curl -fsS \"\$ARTIFACTS/agent/install.sh\" | sh -s -- --artifacts \"\$ARTIFACTS\" ...; docs/operators.md)" >&2
 }
 
 while [ $# -gt 0 ]; do

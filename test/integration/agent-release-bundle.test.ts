@@ -206,7 +206,7 @@ describe("the release, run from its unpacked tarball", () => {
       const s = await agent.call("GET", "/status")
       last = s.json
       return s.json.state === "running" ? s.json : undefined
-    }, 30_000).catch((e: Error) => {
+    }, 60_000).catch((e: Error) => {
       throw new Error(`${e.message}\nstatus: ${JSON.stringify(last)}\nagent: ${agent.output().slice(-3000)}`)
     })
     expect(running.state).toBe("running")
