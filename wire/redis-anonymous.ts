@@ -120,7 +120,7 @@ export const openRedisLine = (check: RedisAnonymousCheck, acceptVariable?: strin
 /**
  * The data nodes a client of `topology` knows without any command of its own: the URL's server, the
  * sentinels' master and replicas, or every node of the Cluster client's slot map (the seeds before it has
- * one). For the agent, whose user may run none of ROLE, CLUSTER NODES or INFO.
+ * one). For the agent, whose user may run none of ROLE, CLUSTER NODES or INFO (CLUSTER SLOTS it may).
  */
 export const knownDataNodes = async (topology: RedisTopology, client: RedisClient): Promise<{ nodes: Array<RedisNode>; tls: boolean }> => {
   if (topology.kind === "single") {
@@ -128,6 +128,11 @@ export const knownDataNodes = async (topology: RedisTopology, client: RedisClien
     return { nodes: [node], tls }
   }
   if (topology.kind === "sentinel") return { nodes: await sentinelDataNodes(topology), tls: false }
-  const mapped = client instanceof Cluster ? client.nodes("all").map((n) => ({ host: String(n.options.host), port: Number(n.options.port) })) : []
-  return { nodes: mapped.length > 0 ? mapped : [...topology.nodes], tls: false }
+  // CLUSTER SLOTS (which an agent's user may run) names every master and every replica that has replicated
+  // something (a replica of a cluster created a moment ago shows up within the master's ping period, and
+  // the agent checks again later); the client's own pool holds the masters only.
+  const slots = (await client.call("CLUSTER", "SLOTS").catch(() => [])) as Array<[number, number, ...Array<[string, number, ...Array<unknown>]>]>
+  const mapped = slots.flatMap(([, , ...nodes]) => nodes.map(([host, port]) => ({ host: String(host), port: Number(port) })))
+  const pooled = client instanceof Cluster ? client.nodes("all").map((n) => ({ host: String(n.options.host), port: Number(n.options.port) })) : []
+  return { nodes: mapped.length > 0 ? mapped : pooled.length > 0 ? pooled : [...topology.nodes], tls: false }
 }

@@ -13,13 +13,17 @@ import { spawn } from "node:child_process"
 import { join } from "node:path"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { checkApiRedis } from "../../api/redis-door.ts"
+import { commandClientOptions, waitForRedis } from "../../api/redis.ts"
 import { generateAgentKeyPair } from "../../wire/agent-keys.ts"
+import { checkAnonymousAccess, knownDataNodes } from "../../wire/redis-anonymous.ts"
+import { createRedisClient, type RedisTopology } from "../../wire/redis-topology.ts"
 import { agentEnv, makeAgentTree, startAgent, testVmid, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
 import { randomSecret } from "../support/api-harness.ts"
 import { freePort, privateRedis, type PrivateRedis } from "../support/api-private-redis.ts"
 import { startRedisCluster, startSentinelSet, type RedisClusterSet, type SentinelSet, SENTINEL_MASTER_NAME } from "../support/redis-topologies.ts"
 import { suiteRedisPort, suiteRedisUrl } from "../support/suite-redis.ts"
-import { apiUser } from "../support/test-redis-acl.ts"
+import { apiUser, testAgentUser } from "../support/test-redis-acl.ts"
 
 const root = join(import.meta.dirname, "..", "..")
 const NODE = join(root, "node_modules", "node", "bin", "node")
@@ -52,6 +56,33 @@ const expectClosed = async (port: number) => {
   for (const args of ANONYMOUS_TRIES) expect(await anonymous(port, ...args), `${args.join(" ")} on ${port}`).toMatch(/^NOAUTH/)
 }
 
+/** The start-up checks themselves see every data node closed: the API's (as its user) and the agent's. */
+const expectChecksClosed = async (topology: RedisTopology, ports: ReadonlyArray<number>) => {
+  const nodes = ports.map((p) => `127.0.0.1:${p}`).sort()
+  const api = createRedisClient(topology, commandClientOptions())
+  const agent = createRedisClient({ ...topology, ...testAgentUser() }, { enableReadyCheck: false, disableClientInfo: true, maxRetriesPerRequest: 1 })
+  api.on("error", () => undefined)
+  agent.on("error", () => undefined)
+  try {
+    await waitForRedis(api, 20_000)
+    const fromApi = await checkApiRedis(api, topology)
+    expect({ anonymous: fromApi.anonymous, nodes: [...fromApi.checkedNodes].sort() }).toEqual({ anonymous: "closed", nodes })
+    await waitForRedis(agent, 20_000)
+    // A Cluster's CLUSTER SLOTS names a replica once it has replicated something (the master's pings do
+    // that within 10 s), so a cluster created a moment ago may show its masters only.
+    let known = await knownDataNodes(topology, agent)
+    for (let i = 0; i < 300 && known.nodes.length < nodes.length; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      known = await knownDataNodes(topology, agent)
+    }
+    const fromAgent = await checkAnonymousAccess(known.nodes)
+    expect({ anonymous: fromAgent.anonymous, nodes: [...fromAgent.checkedNodes].sort() }).toEqual({ anonymous: "closed", nodes })
+  } finally {
+    api.disconnect()
+    agent.disconnect()
+  }
+}
+
 describe("with the address alone, every data node refuses (NOAUTH)", () => {
   let sentinel: SentinelSet | undefined
   let cluster: RedisClusterSet | undefined
@@ -62,11 +93,13 @@ describe("with the address alone, every data node refuses (NOAUTH)", () => {
 
   it("one Redis (the suite's own)", async () => {
     await expectClosed(suiteRedisPort())
+    await expectChecksClosed({ kind: "single", url: `redis://127.0.0.1:${suiteRedisPort()}`, ...apiUser(), waitReplicas: 0 }, [suiteRedisPort()])
   })
 
   it("every Sentinel data node; a sentinel answers discovery and nothing else", async () => {
     sentinel = await startSentinelSet()
     for (const port of [sentinel.masterPort, sentinel.replicaPort]) await expectClosed(port)
+    await expectChecksClosed(sentinel.topology, [sentinel.masterPort, sentinel.replicaPort])
     for (const port of sentinel.sentinelPorts) {
       expect(await anonymous(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME)).toBe(`answered ${JSON.stringify(["127.0.0.1", String(sentinel.masterPort)])}`)
       for (const args of [["SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME], ["SENTINEL", "SET", SENTINEL_MASTER_NAME, "quorum", "1"], ["SENTINEL", "REMOVE", SENTINEL_MASTER_NAME], ["SENTINEL", "MONITOR", "evil", "127.0.0.1", "1", "1"], ["ACL", "LIST"], ["SHUTDOWN"]]) {
@@ -78,6 +111,7 @@ describe("with the address alone, every data node refuses (NOAUTH)", () => {
   it("every Cluster node", async () => {
     cluster = await startRedisCluster()
     for (const port of cluster.ports) await expectClosed(port)
+    await expectChecksClosed(cluster.topology, cluster.ports)
   }, 120_000)
 })
 
