@@ -11,10 +11,11 @@
  * - Sentinel: the master and every replica the sentinels know (SENTINEL GET-MASTER-ADDR-BY-NAME, SENTINEL
  *   REPLICAS), so a promoted replica already knows the agent;
  * - Cluster: every master and replica in CLUSTER NODES.
- * A node the topology itself marks as down (Cluster `fail`/`noaddr`, a replica a sentinel reports
- * `s_down`/`disconnected`) is skipped and named; a node that is up but refuses or does not answer fails
- * the whole operation. Nodes that join later, or restart without an ACL file, get every agent's user from
- * `zlh redis-acl sync` (`syncAgentUsers`): the rules are re-applied from the sha256 hash stored in the
+ * Every node is tried; one that cannot be reached and that the topology itself reports as down (Cluster
+ * `fail`/`noaddr`, a replica a sentinel reports `s_down`/`disconnected` and its master does not list) is
+ * skipped and named; any other node that refuses or does not answer fails the whole operation. Nodes that
+ * join later or restart get every agent's user from api/agent-user-reconciler.ts (and on demand from
+ * `zlh redis-acl sync`, `syncAgentUsers`): the rules are re-applied from the sha256 hash stored in the
  * registry record (ACL rules hold only hashes too; the clear password exists only in the answer that
  * issued it). After a change `ACL SAVE` is tried on each node, so nodes run with an `aclfile` keep the users
  * across restarts (a node without one answers with an error that is ignored).
@@ -64,7 +65,7 @@ export const topologyDb = (topology: RedisTopology): number => {
  * - `+set`, `+publish`: the status write and the live event (agent/status/redis-status-store.ts).
  * - `+multi`, `+exec`: the write and the publish go together in one MULTI.
  * - `+cluster|slots`: ioredis' Cluster client learns the slot map with CLUSTER SLOTS (at connect, after a
- *   MOVED and every 5 s); without it no Cluster client can connect. It shows node addresses, no data.
+ *   MOVED and every 2 s); without it no Cluster client can connect. It shows node addresses, no data.
  * - `+asking`: the Cluster redirect during a slot migration (ASK) sends ASKING before the command.
  * - `+select|<db>`: only when the API's REDIS_URL names a database other than 0 (ioredis SELECTs it).
  * Not needed and not granted: INFO (ioredis' ready check; the agent turns it off), CLIENT SETNAME/SETINFO
@@ -99,7 +100,7 @@ export interface AclNodeResult {
   readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
 }
 
-const addr = (n: RedisNode) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)
+export const addr = (n: RedisNode) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)
 
 const shortLived = (base: ClientOptions): ClientOptions => ({
   ...base,
@@ -131,7 +132,7 @@ const credentialsOf = (topology: RedisTopology): ClientOptions => {
 }
 
 /** Runs `fn` on a fresh connection to `node` (the API's own credentials), closing it afterwards. */
-const onNode = async <T>(topology: RedisTopology, node: RedisNode, fn: (conn: Redis) => Promise<T>): Promise<T> => {
+export const onNode = async <T>(topology: RedisTopology, node: RedisNode, fn: (conn: Redis) => Promise<T>): Promise<T> => {
   const conn = new Redis({ host: node.host, port: node.port, ...shortLived(credentialsOf(topology)) })
   conn.on("error", () => undefined)
   try {
@@ -148,40 +149,50 @@ const pairs = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   return out
 }
 
+/** A data node the topology names, and whether the topology itself reports it as down. */
+export interface KnownNode {
+  readonly node: RedisNode
+  /** Cluster `fail`/`noaddr`/`handshake`, a sentinel's `s_down`/`o_down`/`disconnected`, and not connected to its master. */
+  readonly reportedDown: boolean
+}
+
 /**
- * Every data node of the topology: `live` to change, `down` as the topology reports them. One Redis: the
- * server and its connected replicas (ROLE). Sentinel: the master and replicas the first answering sentinel
- * names. Cluster: CLUSTER NODES as one master sees it.
+ * Every data node of the topology. One Redis: the server and its connected replicas (ROLE). Sentinel: the
+ * master and every replica the first answering sentinel names, plus the replicas the master itself lists
+ * in ROLE (sentinels learn a new replica from the master's INFO, every 10 s). Cluster: CLUSTER NODES as one
+ * master sees it. A node is `reportedDown` only when the topology says so and nothing says it is connected:
+ * a sentinel's flags describe its own link (`disconnected` while it reconnects; `s_down` when its pings
+ * are late on a loaded machine), so a replica its master lists as connected is never taken for down.
  */
-export const dataNodes = async (redis: RedisClient, topology: RedisTopology): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
+export const knownDataNodes = async (redis: RedisClient, topology: RedisTopology): Promise<Array<KnownNode>> => {
   if (topology.kind === "cluster") {
     const text = String(await redis.call("CLUSTER", "NODES"))
-    const live: Array<RedisNode> = []
-    const down: Array<string> = []
+    const out: Array<KnownNode> = []
     for (const line of text.split("\n").filter((l) => l.trim() !== "")) {
       const [, address, flags] = line.split(" ")
       const m = /^(.*):(\d+)@/.exec(address ?? "")
-      if (m === null || m[1] === "") {
-        down.push(address ?? "?")
-        continue
-      }
-      const node = { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) }
-      if (/(^|,)(fail|noaddr|handshake)(,|$)/.test(flags ?? "")) down.push(addr(node))
-      else live.push(node)
+      if (m === null || m[1] === "") continue
+      out.push({ node: { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) }, reportedDown: /(^|,)(fail|noaddr|handshake)(,|$)/.test(flags ?? "") })
     }
-    return { live, down }
+    return out
   }
   if (topology.kind === "sentinel") {
     const known = await sentinelView(topology)
-    // Sentinels learn a replica from the master's INFO (every 10 s): one that just connected is only in
-    // the master's own ROLE. Both lists together.
-    const seen = new Set([...known.live.map(addr), ...known.down])
-    const connected = await onNode(topology, known.live[0]!, async (conn) => replicasOf(await conn.call("ROLE")))
-    return { live: [...known.live, ...connected.filter((n) => !seen.has(addr(n)))], down: known.down }
+    const connected = await onNode(topology, known.master, async (conn) => replicasOf(await conn.call("ROLE")))
+    const byAddr = new Map<string, KnownNode>([[addr(known.master), { node: known.master, reportedDown: false }]])
+    for (const r of known.replicas) byAddr.set(addr(r.node), r)
+    for (const n of connected) byAddr.set(addr(n), { node: n, reportedDown: false })
+    return [...byAddr.values()]
   }
   const u = new URL(topology.url)
   const self = { host: u.hostname.replace(/^\[|\]$/g, ""), port: Number(u.port || "6379") }
-  return { live: [self, ...replicasOf(await redis.call("ROLE"))], down: [] }
+  return [self, ...replicasOf(await redis.call("ROLE"))].map((node) => ({ node, reportedDown: false }))
+}
+
+/** The data nodes as `live` (to change) and `down` (as the topology reports them). */
+export const dataNodes = async (redis: RedisClient, topology: RedisTopology): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
+  const known = await knownDataNodes(redis, topology)
+  return { live: known.filter((k) => !k.reportedDown).map((k) => k.node), down: known.filter((k) => k.reportedDown).map((k) => addr(k.node)) }
 }
 
 /** The replicas a master lists in ROLE (none for a replica). */
@@ -191,7 +202,7 @@ const replicasOf = (role: unknown): Array<RedisNode> => {
 }
 
 /** The master and replicas the first answering sentinel names. */
-const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
+const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<{ master: RedisNode; replicas: Array<KnownNode> }> => {
   let lastError: unknown
   for (const sentinel of topology.sentinels) {
     try {
@@ -200,14 +211,10 @@ const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" 
         const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
         if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
         const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
-        const live: Array<RedisNode> = [{ host: master[0], port: Number(master[1]) }]
-        const down: Array<string> = []
-        for (const r of replicas) {
-          const node = { host: r["ip"] ?? "", port: Number(r["port"]) }
-          if (/s_down|o_down|disconnected/.test(r["flags"] ?? "")) down.push(addr(node))
-          else live.push(node)
+        return {
+          master: { host: master[0], port: Number(master[1]) },
+          replicas: replicas.map((r) => ({ node: { host: r["ip"] ?? "", port: Number(r["port"]) }, reportedDown: /s_down|o_down|disconnected/.test(r["flags"] ?? "") }))
         }
-        return { live, down }
       })
     } catch (e) {
       lastError = e
@@ -216,22 +223,31 @@ const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" 
   throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
 }
 
-/** Runs `fn` on every live data node, in parallel; one node's failure does not stop the others. */
+/** A node that did not even accept a connection (as opposed to one that answered with an error). */
+const unreachable = (e: unknown): boolean => e instanceof Error && /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|connect|Connection is closed/i.test(e.message) && !/NOPERM|WRONGPASS|NOAUTH|ERR/.test(e.message)
+
+/**
+ * Runs `fn` on every data node the topology names, in parallel; one node's failure does not stop the
+ * others. Nodes the topology reports as down are tried too: one that answers gets the change; one that
+ * cannot be reached is `skipped` (it gets every user when it is back: api/agent-user-reconciler.ts).
+ */
 const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (conn: Redis, node: string) => Promise<void>): Promise<AclNodeResult> => {
-  const { live, down } = await dataNodes(redis, topology)
+  const known = await knownDataNodes(redis, topology)
   const applied: Array<string> = []
+  const skipped: Array<string> = []
   const failed: Array<{ node: string; error: string }> = []
   await Promise.all(
-    live.map(async (node) => {
+    known.map(async ({ node, reportedDown }) => {
       try {
         await onNode(topology, node, (conn) => fn(conn, addr(node)))
         applied.push(addr(node))
       } catch (e) {
-        failed.push({ node: addr(node), error: e instanceof Error ? e.message : String(e) })
+        if (reportedDown && unreachable(e)) skipped.push(addr(node))
+        else failed.push({ node: addr(node), error: e instanceof Error ? e.message : String(e) })
       }
     })
   )
-  return { applied: applied.sort(), skipped: down.sort(), failed }
+  return { applied: applied.sort(), skipped: skipped.sort(), failed }
 }
 
 /** Keeps the users across a restart of a node run with an `aclfile`; a node without one refuses, ignored. */

@@ -134,6 +134,8 @@ export const metrics = {
   eventStreamsOpen: new Gauge("zlh_event_streams_open", "Live status streams (GET /api/servers/:id/events) currently open."),
   consoleStreamsOpen: new Gauge("zlh_console_streams_open", "Game console streams (GET /api/servers/:id/console) currently open."),
   redisErrors: new Counter("zlh_redis_errors_total", "Redis errors seen by the API (connection errors and failed commands).", ["client"]),
+  ready: new Gauge("zlh_api_ready", "1 while this process can run the Redis commands its requests need (the /readyz probe, api/readiness.ts), else 0."),
+  notReadySeconds: new Counter("zlh_api_not_ready_seconds_total", "Seconds this process spent not ready (the /readyz probe failing)."),
   ideRequests: new Counter(
     "zlh_ide_requests_total",
     "IDE requests by outcome: proxied (code-server answered), upstream_error (502/504 answered), offline (the IDE was not running), refused (the proxy's own 4xx).",

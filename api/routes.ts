@@ -44,7 +44,7 @@ export const registerApiRoutes = (app: Hono<UserEnv>, s: ApiServices): void => {
   const { deps, users } = s
   const user = users.require()
   const adminOnly = adminGuard(users)
-  const health = healthHandlers(deps)
+  const health = healthHandlers(s.readiness)
   const servers = serverHandlers(deps, s.eventStreams)
   const admin = adminHandlers(deps)
   const agent = agentCallHandlers(deps, s.agents)

@@ -11,6 +11,7 @@ import type { AddressInfo, Socket } from "node:net"
 import { getRequestListener } from "@hono/node-server"
 import type { ApiDeps } from "./deps.ts"
 import { clientErrorResponse, rawJsonResponse } from "../wire/raw-http.ts"
+import { createAgentUserReconciler } from "./agent-user-reconciler.ts"
 import { createApp } from "./app.ts"
 import { errorBody } from "./errors.ts"
 import { endRawSocket } from "./ide/error-response.ts"
@@ -127,12 +128,17 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
     else server.listen(options.port, options.host, done)
   })
   const port = (server.address() as AddressInfo).port
+  services.readiness.start()
+  const reconciler = createAgentUserReconciler({ redis: deps.redis, topology: deps.config.redis, keys: deps.keys, logger: deps.logger })
+  reconciler.start()
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000
 
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      services.readiness.stop()
+      reconciler.stop()
       services.eventStreams.closeAll()
       ide.openWebSockets.closeAll(1001, "server shutting down")
       // Keep-alive sockets become idle once their response is done: close them as they do.

@@ -8,6 +8,7 @@ import { type AgentClient, type AgentClientOptions, createAgentClient } from "./
 import { createUserAuth, type UserAuth } from "./auth/user.ts"
 import type { ApiDeps } from "./deps.ts"
 import { createIdeGateway, type IdeGateway } from "./ide/ide-gateway.ts"
+import { createReadiness, type Readiness } from "./readiness.ts"
 import { createEventStreams, type EventStreams } from "./routes/servers.ts"
 
 export interface ApiServices {
@@ -16,6 +17,8 @@ export interface ApiServices {
   readonly eventStreams: EventStreams
   readonly ide: IdeGateway
   readonly agents: AgentClient
+  /** `/readyz` and its background monitor (started by `startApiServer`). */
+  readonly readiness: Readiness
 }
 
 export interface ApiServiceParts {
@@ -30,5 +33,6 @@ export const createApiServices = (deps: ApiDeps, parts: ApiServiceParts = {}): A
   users: createUserAuth(deps.config, deps.now),
   eventStreams: createEventStreams(),
   ide: parts.ide ?? createIdeGateway(deps),
-  agents: createAgentClient(deps, parts.agentCalls)
+  agents: createAgentClient(deps, parts.agentCalls),
+  readiness: createReadiness(deps.redis, deps.keys)
 })

@@ -177,7 +177,7 @@ export const createRedisClient = (topology: RedisTopology, options: ClientOption
     retryDelayOnClusterDown: 200,
     retryDelayOnTryAgain: 100,
     slotsRefreshTimeout: 2_000,
-    slotsRefreshInterval: 5_000,
+    slotsRefreshInterval: 2_000,
     scaleReads: "master"
   }
   // ioredis 6 types `redisOptions.replyMapping` without `undefined`; the options above never set it.

@@ -1,13 +1,12 @@
 /**
- * Health and metrics (no auth): `livez`/`healthz` = the process is up; `readyz` = Redis answers within 2 s
- * (503 `redis_unavailable` otherwise); `metrics` = Prometheus text.
+ * Health and metrics (no auth): `livez`/`healthz` = the process is up; `readyz` = the process can run the
+ * Redis commands its requests need (api/readiness.ts: a write on every master within 2 s; 503
+ * `redis_unavailable` otherwise); `metrics` = Prometheus text.
  */
 import type { Handler } from "hono"
-import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
-import { metrics, PROMETHEUS_CONTENT_TYPE, renderMetrics } from "../metrics.ts"
-
-const PING_TIMEOUT_MS = 2_000
+import { PROMETHEUS_CONTENT_TYPE, renderMetrics } from "../metrics.ts"
+import type { Readiness } from "../readiness.ts"
 
 export interface HealthHandlers {
   readonly live: Handler
@@ -15,22 +14,14 @@ export interface HealthHandlers {
   readonly metrics: Handler
 }
 
-export const healthHandlers = (deps: ApiDeps): HealthHandlers => ({
+export const healthHandlers = (readiness: Readiness): HealthHandlers => ({
   live: (c) => c.json({ status: "ok" }, 200, { "Cache-Control": "no-store" }),
   ready: async (c) => {
-    let timer: ReturnType<typeof setTimeout> | undefined
-    try {
-      await Promise.race([
-        deps.redis.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error("ping timed out")), PING_TIMEOUT_MS)
-        })
-      ])
-    } catch (cause) {
-      metrics.redisErrors.inc({ client: "command" })
-      throw new ApiError(503, "redis_unavailable", "Redis does not answer", { cause, headers: { "Retry-After": "2" } })
-    } finally {
-      clearTimeout(timer)
+    const result = await readiness.check()
+    if (!result.ready) {
+      throw new ApiError(503, "redis_unavailable", `Redis cannot run this API's commands right now: ${result.problem ?? "unknown"}`, {
+        headers: { "Retry-After": "2", "Cache-Control": "no-store" }
+      })
     }
     return c.json({ status: "ready" }, 200, { "Cache-Control": "no-store" })
   },

@@ -103,6 +103,8 @@ export interface RedisClusterSet {
   replicaOf(port: number): Promise<number>
   /** SIGKILL one node. */
   kill(port: number): Promise<void>
+  /** Starts a killed node again with its own cluster config file: it rejoins, as a replica of whoever took its slots. */
+  restart(port: number): Promise<void>
   /** SIGSTOP one node (its connections stay open, it answers nothing); the returned function SIGCONTs it. */
   pause(port: number): () => void
   /** Resolves once `replicaPort` is a master and every live node says `cluster_state:ok`. */
@@ -133,9 +135,9 @@ const clusterNodes = async (port: number): Promise<Array<ClusterNodeLine>> =>
       }
     })
 
-export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisClusterSet> => {
+export const startRedisCluster = async (timeoutMs = 60_000, nodeTimeoutMs = 1_000): Promise<RedisClusterSet> => {
   const dir = mkdtempSync(join(tmpdir(), "zlh-redis-cluster-"))
-  const nodes: Array<{ port: number; child: ChildProcess }> = []
+  const nodes: Array<{ port: number; child: ChildProcess; args: ReadonlyArray<string> }> = []
   const stop = async () => {
     await Promise.all(nodes.map((n) => killChild(n.child)))
     rmSync(dir, { recursive: true, force: true })
@@ -144,11 +146,8 @@ export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisCluste
     for (let i = 0; i < 6; i++) {
       const port = await freePort()
       const busPort = await freePort()
-      const child = spawnRedis(
-        ["--port", String(port), "--cluster-enabled", "yes", "--cluster-port", String(busPort), "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", "1000", "--dir", dir, ...COMMON, ...aclArgs(dir, port)],
-        dir
-      )
-      nodes.push({ port, child })
+      const args = ["--port", String(port), "--cluster-enabled", "yes", "--cluster-port", String(busPort), "--cluster-config-file", `nodes-${port}.conf`, "--cluster-node-timeout", String(nodeTimeoutMs), "--dir", dir, ...COMMON, ...aclArgs(dir, port)]
+      nodes.push({ port, child: spawnRedis(args, dir), args })
     }
     for (const n of nodes) await waitFor(`redis-server on ${n.port}`, async () => (await redisCommand(n.port, "PING")) === "PONG", timeoutMs)
     await run("redis-cli", ["--user", adminUser().username, "--pass", adminUser().password, "--no-auth-warning", "--cluster", "create", ...nodes.map((n) => `127.0.0.1:${n.port}`), "--cluster-replicas", "1", "--cluster-yes"], { timeout: timeoutMs })
@@ -194,6 +193,13 @@ export const startRedisCluster = async (timeoutMs = 60_000): Promise<RedisCluste
       const node = nodes.find((n) => n.port === port)
       if (node !== undefined) await killChild(node.child)
     },
+    async restart(port) {
+      const node = nodes.find((n) => n.port === port)
+      if (node === undefined) throw new Error(`no node on ${port}`)
+      await killChild(node.child)
+      node.child = spawnRedis(node.args, dir)
+      await waitFor(`redis-server on ${port} again`, async () => (await redisCommand(port, "PING")) === "PONG", timeoutMs)
+    },
     pause(port) {
       const node = nodes.find((n) => n.port === port)
       node?.child.kill("SIGSTOP")
@@ -222,6 +228,10 @@ export interface SentinelSet {
   readonly sentinelPorts: ReadonlyArray<number>
   /** SIGKILL the current master. */
   killMaster(): Promise<void>
+  /** Starts the killed first master again (the sentinels turn it into a replica of the new master). */
+  restartOldMaster(): Promise<void>
+  /** SIGKILL the first replica (the master after a failover). */
+  killReplica(): Promise<void>
   /** SIGSTOP the replica; the returned function SIGCONTs it. */
   pauseReplica(): () => void
   /** Resolves once every sentinel names the replica as the master and it answers as one. */
@@ -235,6 +245,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   const dir = mkdtempSync(join(tmpdir(), "zlh-redis-sentinel-"))
   const procs: Array<ChildProcess> = []
   let master: ChildProcess | undefined
+  const masterArgs = () => ["--port", String(masterPort), "--dir", dir, ...COMMON, ...aclArgs(dir, masterPort)]
   let replica: ChildProcess | undefined
   const stop = async () => {
     await Promise.all(procs.map(killChild))
@@ -244,7 +255,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   const replicaPort = await freePort()
   const sentinelPorts = [await freePort(), await freePort(), await freePort()]
   try {
-    master = spawnRedis(["--port", String(masterPort), "--dir", dir, ...COMMON, ...aclArgs(dir, masterPort)], dir)
+    master = spawnRedis(masterArgs(), dir)
     procs.push(master)
     replica = spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON, ...aclArgs(dir, replicaPort)], dir)
     procs.push(replica)
@@ -302,6 +313,15 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
     sentinelPorts,
     async killMaster() {
       if (master !== undefined) await killChild(master)
+    },
+    async killReplica() {
+      if (replica !== undefined) await killChild(replica)
+    },
+    async restartOldMaster() {
+      if (master !== undefined) await killChild(master)
+      master = spawnRedis(masterArgs(), dir)
+      procs.push(master)
+      await waitFor(`redis-server on ${masterPort} again`, async () => (await redisCommand(masterPort, "PING")) === "PONG", timeoutMs)
     },
     pauseReplica() {
       replica?.kill("SIGSTOP")
