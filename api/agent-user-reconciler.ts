@@ -8,8 +8,10 @@
  * agents' password hashes, and re-applies every agent's rules on each node whose identity (INFO `run_id`:
  * new after every restart) or whose registry digest differs from the last time it was done there. It
  * creates and replaces users (idempotent, as registration does); on a node it saw restart it also deletes
- * agent users of no registered server (its ACL file may predate a removal). A change made between reading the registry and applying it changes the digest, so the next
- * round applies it again. Every API replica runs one; their work is the same and idempotent.
+ * agent users of no registered server (its ACL file may predate a removal). A change made between reading
+ * the registry and applying it changes the digest, so the next round applies it again; a server removed
+ * meanwhile has its user taken away again at the end of the round. Every API replica runs one; their work
+ * is the same and idempotent.
  */
 import { createHash } from "node:crypto"
 import type { Logger } from "pino"
@@ -74,6 +76,24 @@ export const createAgentUserReconciler = (
         }
       })
     )
+    // A server removed while this round ran: its user was deleted everywhere, and may have been re-applied
+    // here from the older listing. Take it away again on the nodes changed in this round.
+    if (changed.length > 0) {
+      const still = new Set((await listAgentRedisRefs(ctx.redis, ctx.keys)).map((r) => ctx.keys.agentAclUser(r.vmid)))
+      const gone = [...wanted.keys()].filter((user) => !still.has(user))
+      if (gone.length > 0) {
+        await Promise.all(
+          nodes
+            .filter(({ node }) => changed.includes(addr(node)))
+            .map(({ node }) =>
+              onNode(ctx.topology, node, async (conn) => {
+                for (const user of gone) await conn.call("ACL", "DELUSER", user)
+                await conn.call("ACL", "SAVE").catch(() => undefined)
+              }).catch(() => done.delete(addr(node)))
+            )
+        )
+      }
+    }
     if (changed.length > 0 && wanted.size > 0) ctx.logger.info({ nodes: changed.sort(), users: wanted.size }, "agent Redis users applied on data nodes")
     return changed.sort()
   }

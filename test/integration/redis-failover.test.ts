@@ -7,8 +7,8 @@
  *   the IDE server's record (and the agent's status: the agent's vmid is chosen to share that master), then
  *   starts it again, so it rejoins as a replica and the next case kills the node promoted before it.
  * - Sentinel (1 master, 1 replica, 3 sentinels): the master dies; then a server is registered while the
- *   old master is down, the old master comes back (as a replica, without the users: no ACL file), gets
- *   every agent's user by itself, and is promoted by the next failover.
+ *   old master is down, the old master comes back (as a replica, with its ACL file from before that
+ *   registration), gets the new agent's user by itself, and is promoted by the next failover.
  *
  * While a failover happens, a prober asks both replicas over and over for /readyz, an IDE token and its
  * exchange. Afterwards, on both replicas and with nothing restarted: mints and exchanges work, tokens are
@@ -26,11 +26,11 @@ import { createRedisClients, waitForRedis } from "../../api/redis.ts"
 import { startApiServer, type ApiServer } from "../../api/server.ts"
 import { initialAgentStatus } from "../../schemas/agent-status.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
-import type { RedisNode, RedisTopology } from "../../wire/redis-topology.ts"
+import { createRedisClient, type RedisNode, type RedisTopology } from "../../wire/redis-topology.ts"
 import { keySlot } from "../../wire/redis-slot.ts"
 import { agentEnv, makeAgentTree, startAgent, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
-import { bearer, mintUserToken, testConfig, userSecretOf } from "../support/api-harness.ts"
+import { asAdmin, bearer, mintUserToken, testConfig, userSecretOf } from "../support/api-harness.ts"
 import { startEchoUpstream, type EchoUpstream } from "../support/echo-upstream.ts"
 import { redisCommand, SENTINEL_MASTER_NAME, startRedisCluster, startSentinelSet, waitFor, type RedisClusterSet, type SentinelSet } from "../support/redis-topologies.ts"
 
@@ -425,7 +425,13 @@ const setUpWorld = async (
     }
     await register(IDE_SERVER, { vmid: IDE_VMID, ownerId: OWNER, kind: "dev", host: "127.0.0.1", idePort: upstream.port })
     const status = { ...initialAgentStatus(IDE_VMID, "/srv", new Date(Date.now() + 24 * 3600_000)), state: "running" as const, codeServerInstalled: true, codeServerRunning: true, devProvisioned: true }
-    await setup.deps.redis.set(keys.agent(IDE_VMID), JSON.stringify(status))
+    // Only an agent (or an operator) writes statuses: the test's admin user, as test/support/api-harness.ts does.
+    const fixtures = createRedisClient(asAdmin(topology), { maxRetriesPerRequest: 2 })
+    try {
+      await fixtures.set(keys.agent(IDE_VMID), JSON.stringify(status))
+    } finally {
+      fixtures.disconnect()
+    }
     const agentPort = await freePort()
     const { agentRedis } = await register(AGENT_SERVER, { vmid: agentVmid, ownerId: OWNER, kind: "game", host: "127.0.0.1", agentPort })
     const agent = await startAgent(
