@@ -16,7 +16,7 @@
  * and start time, so parallel test files and a dev stack never collide, and `sweepStaleNetworks()` can
  * remove what a killed owner left behind (its containers, veths, bridge and nftables tables).
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { run } from "./lxc-host.ts"
 
@@ -102,6 +102,15 @@ const readClaim = (index: number): Claim | undefined => {
   }
 }
 
+/** When the claim directory was made (0 when it is gone). */
+const claimAgeBase = (index: number): number => {
+  try {
+    return statSync(join(CLAIMS_DIR, `net-${index}`)).mtimeMs
+  } catch {
+    return 0
+  }
+}
+
 const claimAlive = (claim: Claim | undefined): boolean =>
   claim !== undefined && processStartTime(claim.pid) === claim.startTime
 
@@ -170,6 +179,8 @@ export const sweepStaleNetworks = async (): Promise<Array<string>> => {
     const index = Number(m[1])
     const owner = readClaim(index)
     if (claimAlive(owner)) continue
+    // A claim whose owner has not written owner.json yet (it does so right after its mkdir) is not stale.
+    if (owner === undefined && Date.now() - claimAgeBase(index) < 60_000) continue
     await teardown(index)
     removed.push(`${bridgeName(index)} (${owner?.owner ?? "unknown owner"}, pid ${owner?.pid ?? "?"})`)
   }

@@ -77,7 +77,7 @@ describe("unprivileged containers for real: the agent's whole job with root = ui
     ])
     await gameBox.sh("mkdir -p /opt/zlh/server && cat > /opt/zlh/server/game.mjs", { input: GAME })
     const common = {
-      // No Redis user here (the boundary suite covers it): the agent runs through a Redis it cannot reach.
+      // No Redis user here (lxc-network-boundary.test.ts covers Redis): the agents keep their status in memory.
       REDIS_URL: `redis://${hostAddress}:${redis.port}`,
       ARTIFACT_BASE_URL: `http://${hostAddress}:${artifacts.port}`,
       AGENT_TOKEN_PUBLIC_KEY: AGENT_PUBLIC_KEY,
