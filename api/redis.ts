@@ -73,16 +73,26 @@ export const waitForRedis = (client: RedisClient, timeoutMs: number): Promise<vo
       })
 
 /**
+ * Replies that mean "not here, not now" during a failover or a slot move, not a problem with the data: a
+ * redirect ioredis did not follow (a pipeline's MOVED/ASK), the Cluster or a master down, a demoted master
+ * (READONLY), a node still loading, too few replicas.
+ */
+const TRANSIENT_REPLY = /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|MASTERDOWN|NOREPLICAS|BUSY)\b/
+
+/** True for an error that says Redis cannot serve the command right now (as opposed to refusing it). */
+export const isTransientRedisError = (cause: unknown): boolean => !(cause instanceof ReplyError) || TRANSIENT_REPLY.test((cause as Error).message)
+
+/**
  * Runs Redis commands, mapping failures to ApiErrors: Redis unreachable (connection closed, no offline
- * queue, timeout) → 503 `redis_unavailable`; Redis answered with an error (e.g. WRONGTYPE) → 502
- * `redis_error`. ApiErrors thrown inside pass through.
+ * queue, timeout) or in a failover (`isTransientRedisError`) → 503 `redis_unavailable`; Redis refused the
+ * command otherwise (e.g. WRONGTYPE) → 502 `redis_error`. ApiErrors thrown inside pass through.
  */
 export const redisCall = async <T>(fn: () => Promise<T>): Promise<T> => {
   try {
     return await fn()
   } catch (cause) {
     if (cause instanceof ApiError) throw cause
-    if (cause instanceof ReplyError) {
+    if (!isTransientRedisError(cause)) {
       metrics.redisErrors.inc({ client: "command" })
       throw new ApiError(502, "redis_error", "Redis refused a command; the stored data may be of the wrong type", { cause })
     }
