@@ -64,6 +64,12 @@ for tool in curl jq sha256sum tar gzip systemctl; do
 done
 [ -z "$ENV_IN" ] || [ -r "$ENV_IN" ] || die "--env-file $ENV_IN cannot be read"
 
+# One install at a time (a second one waits up to 5 minutes).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"/run/zlh-$COMPONENT-install.lock"
+  flock -w 300 9 || die "another install of the $COMPONENT is still running"
+fi
+
 mkdir -p "$PREFIX/releases" "$PREFIX/node"
 chmod 0755 "$PREFIX" "$PREFIX/releases" "$PREFIX/node"
 # Work on the same file system as the install, so every step into place is a rename.
