@@ -6,6 +6,9 @@
  * - `zlh redis-acl rotate-api`: the old password is refused, the new one works, and the API's open
  *   connections keep working until it restarts;
  * - `zlh redis-acl api-user`: the ACL SETUSER lines and the figure against `+@all ~*`.
+ * - bootstrap on a real Cluster (3 masters + 3 replicas), as its administrator: every node gets the API's
+ *   user, the agents' users and the replication user with `masterauth`, then `default` off; a replica that
+ *   reconnects to its master authenticates with the new replication user.
  */
 import { execFile } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
@@ -19,6 +22,8 @@ import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { bearer, makeDeps, mintUserToken, testConfig, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { privateRedis, type PrivateRedis } from "../support/api-private-redis.ts"
 import { NODE_BIN, repoRoot } from "../support/agent-harness.ts"
+import { redisCommand, startRedisCluster, waitFor, type RedisClusterSet } from "../support/redis-topologies.ts"
+import { adminUser } from "../support/test-redis-acl.ts"
 
 const run = promisify(execFile)
 
@@ -152,4 +157,70 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     expect((await cli({}, "redis-acl", "rotate-api", "extra")).code).toBe(2)
     expect((await cli({}, "redis-acl", "bootstrap", "--nope")).code).toBe(2)
   }, 60_000)
+})
+
+describe("zlh redis-acl bootstrap on a Cluster", () => {
+  let cluster: RedisClusterSet | undefined
+  let d: TestDeps | undefined
+  const dir = mkdtempSync(join(tmpdir(), "zlh-acl-bootstrap-cluster-"))
+  afterAll(async () => {
+    await d?.closeClients()
+    await cluster?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("every node: the API's user, the agents' users, the replication user and masterauth, then default off", async () => {
+    cluster = await startRedisCluster()
+    const c = cluster
+    const env = { REDIS_CLUSTER_NODES: c.ports.map((p) => `127.0.0.1:${p}`).join(","), REDIS_USERNAME: adminUser().username, REDIS_PASSWORD: adminUser().password }
+    const run1 = async (...args: Array<string>) => {
+      try {
+        const r = await run(join(NODE_BIN, "node"), ["scripts/zlh.ts", ...args], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 60_000 })
+        return { code: 0, stdout: r.stdout, stderr: r.stderr }
+      } catch (e) {
+        const err = e as { code?: number; stdout?: string; stderr?: string }
+        return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" }
+      }
+    }
+    const added = await run1("server", "add", "c1", "--vmid", "201", "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
+    expect(added.code, added.stderr).toBe(0)
+    const agentPassword = /REDIS_PASSWORD=(\S+)/.exec(added.stdout)![1]!
+    // Lost on every node (nodes that restarted without their ACL files): bootstrap brings the user back.
+    for (const port of c.ports) await redisCommand(port, "ACL", "DELUSER", "zlh-agent-201")
+    for (const port of c.ports) await redisCommand(port, "ACL", "SETUSER", "default", "on", "nopass", "+@all", "~*", "&*")
+    expect(await anonymousPing(c.ports[0]!)).toBe("PONG")
+
+    const apiEnv = join(dir, "api.env")
+    const boot = await run1("redis-acl", "bootstrap", "--env-out", apiEnv)
+    expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0)
+    expect(boot.stdout).toContain("on 6 node(s)")
+    const written = readFileSync(apiEnv, "utf8")
+    const api = envFileOf(apiEnv)
+    const replicaPassword = /zlh-replica (\S+)/.exec(written)![1]!
+    for (const port of c.ports) {
+      expect(await anonymousPing(port), `anonymous on ${port}`).toMatch(/^NOAUTH/)
+      expect(await authAs(port, "zlh-api", api["REDIS_PASSWORD"]!), `zlh-api on ${port}`).toBe("accepted")
+      expect(await authAs(port, "zlh-agent-201", agentPassword), `agent on ${port}`).toBe("accepted")
+      expect(await authAs(port, "zlh-replica", replicaPassword), `replica user on ${port}`).toBe("accepted")
+      expect(await redisCommand(port, "CONFIG", "GET", "masteruser")).toEqual(["masteruser", "zlh-replica"])
+    }
+    // A replica that reconnects to its master now logs in as zlh-replica.
+    const master = await c.masterOf("probe")
+    const replica = await c.replicaOf(master)
+    await redisCommand(replica, "CLIENT", "KILL", "TYPE", "master")
+    await waitFor(
+      `the replica on ${replica} back in sync`,
+      async () => /master_link_status:up/.test(String(await redisCommand(replica, "INFO", "replication"))) && String(await redisCommand(master, "CLIENT", "LIST")).includes("user=zlh-replica"),
+      30_000
+    )
+    // The API works under its new user on the Cluster.
+    d = await makeDeps({
+      keys: makeRedisKeys(),
+      config: testConfig({ redis: { ...c.topology, username: "zlh-api", password: api["REDIS_PASSWORD"]! } })
+    })
+    const app = createApp(d)
+    const res = await app.request("/api/servers", { headers: bearer(await mintUserToken(userSecretOf(d.config), { sub: "root", role: "admin" })) })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { servers: Array<{ id: string }> }).servers.map((s) => s.id)).toEqual(["c1"])
+  }, 180_000)
 })
