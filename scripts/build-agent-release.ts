@@ -21,7 +21,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { bundleEntry, checkReleaseVersion, defaultReleaseVersion, gitCommit, packReproducible, repoRoot, sha256Of } from "./release-bundle.ts"
+import { bundleEntry, defaultReleaseVersion, gitCommit, packReproducible, repoRoot, sha256Of, versionFor } from "./release-bundle.ts"
 
 export { defaultReleaseVersion }
 const releaseFiles = join(repoRoot, "agent", "release")
@@ -40,7 +40,7 @@ export const RELEASE_ENTRIES = [
 export interface AgentReleaseOptions {
   /** Where the tarball is written (`zlh-agent-<version>.tar.gz`). */
   readonly outDir: string
-  /** Default: package.json's version + `+g<commit>` (`.dirty` when the work tree has changes). */
+  /** Default: package.json's version + `+g<commit>` (`.dirty.<content hash>` when the work tree has changes). */
   readonly version?: string
   /** The Node runtime it runs on (catalog runtime `node`); default: the Node running this build. */
   readonly nodeVersion?: string
@@ -61,7 +61,6 @@ export interface AgentRelease {
 
 export const buildAgentRelease = async (options: AgentReleaseOptions): Promise<AgentRelease> => {
   const started = Date.now()
-  const version = checkReleaseVersion(options.version ?? defaultReleaseVersion())
   const nodeVersion = options.nodeVersion ?? process.versions.node
   const outDir = resolve(options.outDir)
   mkdirSync(outDir, { recursive: true })
@@ -71,6 +70,7 @@ export const buildAgentRelease = async (options: AgentReleaseOptions): Promise<A
     copyFileSync(join(repoRoot, "agent", "dev", "files-helper-program.mjs"), join(stage, "files-helper-program.mjs"))
     for (const f of ["zlh-agent.service", "agent.env.template", "install.sh"]) copyFileSync(join(releaseFiles, f), join(stage, f))
     copyFileSync(join(repoRoot, "docs", "operators.md"), join(stage, "README.md"))
+    const version = versionFor(options.version, stage, RELEASE_ENTRIES.filter((e) => e !== "release.json"))
     const commit = gitCommit()
     writeFileSync(join(stage, "release.json"), `${JSON.stringify({ name: "zlh-agent", version, node: nodeVersion, commit }, null, 2)}\n`)
     const file = join(outDir, `zlh-agent-${version}.tar.gz`)

@@ -14,7 +14,7 @@
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { bundleEntry, checkReleaseVersion, defaultReleaseVersion, gitCommit, packReproducible, repoRoot, sha256Of } from "./release-bundle.ts"
+import { bundleEntry, gitCommit, packReproducible, repoRoot, sha256Of, versionFor } from "./release-bundle.ts"
 
 const releaseFiles = join(repoRoot, "api", "release")
 
@@ -29,7 +29,6 @@ export interface ApiRelease {
 
 export const buildApiRelease = async (options: { readonly outDir: string; readonly version?: string; readonly nodeVersion?: string }): Promise<ApiRelease> => {
   const started = Date.now()
-  const version = checkReleaseVersion(options.version ?? defaultReleaseVersion())
   const nodeVersion = options.nodeVersion ?? process.versions.node
   const outDir = resolve(options.outDir)
   mkdirSync(outDir, { recursive: true })
@@ -40,9 +39,11 @@ export const buildApiRelease = async (options: { readonly outDir: string; readon
     mkdirSync(join(stage, "portal"))
     for (const f of portal) copyFileSync(join(repoRoot, "portal", f), join(stage, "portal", f))
     for (const f of ["zlh-api.service", "api.env.template"]) copyFileSync(join(releaseFiles, f), join(stage, f))
+    const entries = ["api/main.mjs", ...portal.map((f) => `portal/${f}`), "zlh-api.service", "api.env.template"]
+    const version = versionFor(options.version, stage, entries)
     writeFileSync(join(stage, "release.json"), `${JSON.stringify({ name: "zlh-api", version, node: nodeVersion, commit: gitCommit() }, null, 2)}\n`)
     const file = join(outDir, `zlh-api-${version}.tar.gz`)
-    await packReproducible(stage, ["api/main.mjs", ...portal.map((f) => `portal/${f}`), "zlh-api.service", "api.env.template", "release.json"], file)
+    await packReproducible(stage, [...entries, "release.json"], file)
     return { version, file, sha256: sha256Of(file), bytes: statSync(file).size, nodeVersion, buildMs: Date.now() - started }
   } finally {
     rmSync(stage, { recursive: true, force: true })

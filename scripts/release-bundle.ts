@@ -90,3 +90,16 @@ export const packReproducible = async (stage: string, entries: ReadonlyArray<str
 }
 
 export const sha256Of = (file: string): string => createHash("sha256").update(readFileSync(file)).digest("hex")
+
+/**
+ * A work tree with changes gets versions that name their contents (`….dirty.<hash>`), so one version
+ * always means one set of bytes (install.sh refuses a version whose contents changed).
+ */
+export const versionFor = (version: string | undefined, stage: string, entries: ReadonlyArray<string>): string => {
+  if (version !== undefined) return checkReleaseVersion(version)
+  const base = defaultReleaseVersion()
+  if (!base.endsWith(".dirty")) return checkReleaseVersion(base)
+  const hash = createHash("sha256")
+  for (const e of entries) hash.update(`${e}\0`).update(readFileSync(join(stage, e)))
+  return checkReleaseVersion(`${base}.${hash.digest("hex").slice(0, 8)}`)
+}

@@ -112,30 +112,41 @@ safe_path "$node_bin_dir/node"
 started=$(date +%s)
 say "$COMPONENT release $version (Node $node_version) from $ARTIFACTS"
 
+# A release version's contents never change: one installed with other bytes than the catalog's now is refused.
+installed_as() { # <dir> <sha256 file in it> <expected sha256>: 0 when in place with these bytes
+  [ -f "$1/$2" ] || return 1
+  [ "$(cat "$1/$2")" = "$3" ] && return 0
+  die "$1 was installed from a tarball with sha256 $(cat "$1/$2"), the catalog now says $3 for the same version; nothing was changed (publish changed contents under a new version)"
+}
+
 # 1. The Node runtime, unless this version is already in place.
 node_dir="$PREFIX/node/$node_version"
-if [ ! -x "$node_dir/$node_bin_dir/node" ]; then
-  fetch_checked "$(field "$node_entry" .artifact)" "$work/node.tar.gz" "$(field "$node_entry" .sha256)"
+node_sha=$(field "$node_entry" .sha256)
+# A Node version in place is kept even if its tarball was packed again since (its --version was checked).
+if [ ! -f "$node_dir/.sha256" ]; then
+  fetch_checked "$(field "$node_entry" .artifact)" "$work/node.tar.gz" "$node_sha"
   mkdir "$work/node"
   tar -xzf "$work/node.tar.gz" -C "$work/node" --no-same-owner
   got=$("$work/node/$node_bin_dir/node" --version 2>/dev/null || true)
   [ "$got" = "v$node_version" ] || die "the node runtime tarball holds Node '$got', not v$node_version"
   chmod -R go-w "$work/node"
+  printf '%s\n' "$node_sha" > "$work/node/.sha256"
   rm -rf "$node_dir"
   mv "$work/node" "$node_dir"
 fi
 
 # 2. The release, unless this version is already in place (a directory appears only once complete).
 release_dir="$PREFIX/releases/$version"
-if [ ! -f "$release_dir/.complete" ]; then
-  fetch_checked "$(field "$release" .artifact)" "$work/release.tar.gz" "$(field "$release" .sha256)"
+release_sha=$(field "$release" .sha256)
+if ! installed_as "$release_dir" .complete "$release_sha"; then
+  fetch_checked "$(field "$release" .artifact)" "$work/release.tar.gz" "$release_sha"
   mkdir "$work/release"
   tar -xzf "$work/release.tar.gz" -C "$work/release" --no-same-owner
   [ -f "$work/release/$ENTRY" ] && [ -f "$work/release/$UNIT" ] || die "the release tarball lacks $ENTRY or $UNIT"
   mkdir "$work/release/bin"
   ln -s "../../../node/$node_version/$node_bin_dir/node" "$work/release/bin/node"
   chmod -R go-w "$work/release"
-  : > "$work/release/.complete"
+  printf '%s\n' "$release_sha" > "$work/release/.complete"
   rm -rf "$release_dir"
   mv "$work/release" "$release_dir"
 fi

@@ -214,6 +214,18 @@ describe("agent release in an LXC container", skipUnless(skip), () => {
     copyFileSync(releases[2]!.file, tarball)
   }, 300_000)
 
+  it("refuses a version whose contents changed since it was installed (a version means one set of bytes)", async () => {
+    const agentBefore = await agentMainPid()
+    // The running version, published again with other bytes (a genuine tarball, its sha256 right in the catalog).
+    await publish(1, [{ ...releases[2]!, version: VERSIONS[1] }])
+    const r = await runInside(OPERATOR_COMMANDS.installAgent)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain(`/opt/zlh/agent/releases/${VERSIONS[1]} was installed from a tarball with sha256 ${releases[1]!.sha256}, the catalog now says ${releases[2]!.sha256} for the same version; nothing was changed`)
+    expect((await runInside(OPERATOR_COMMANDS.agentState)).stdout.trim().split("\n")).toEqual(["active", `releases/${VERSIONS[1]}`])
+    expect(await agentMainPid()).toBe(agentBefore)
+    await publish(3)
+  }, 300_000)
+
   it("a container template: --no-start installs the release without enabling it; the clone's one command starts it, downloading no tarball again", async () => {
     const t = await env.container("template")
     const r = await t.sh(OPERATOR_COMMANDS.templateInstall, { env: { ARTIFACTS }, allowFailure: true, timeoutMs: 300_000 })
