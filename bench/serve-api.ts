@@ -103,7 +103,7 @@ const stop = async () => {
   setTimeout(() => process.exit(0), 5_000).unref()
   await close().catch(() => undefined)
   try {
-    const cleanup = new Redis(redisUrl, { maxRetriesPerRequest: 1, connectTimeout: 1_000, retryStrategy: () => null })
+    const cleanup = new Redis(setupRedisUrl, { maxRetriesPerRequest: 1, connectTimeout: 1_000, retryStrategy: () => null })
     cleanup.on("error", () => undefined)
     const leftover = await cleanup.keys(`${prefix}*`)
     if (leftover.length > 0) await cleanup.del(...leftover)

@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, beforeAll, describe, it } from "vitest"
 import { Redis } from "ioredis"
@@ -17,12 +19,19 @@ import {
   startAgent,
   testVmid
 } from "../support/agent-harness.ts"
+import { adminUser, dataNodeAclArgs } from "../support/test-redis-acl.ts"
 
-/** A private redis-server on its own port (never 6379), killable and restartable. */
+/**
+ * A private redis-server on its own port (never 6379), killable and restartable; `default` off, the tests'
+ * users (the agent connects as the test agents' user, this test reads as the admin user).
+ */
+const aclDir = mkdtempSync(join(tmpdir(), "zlh-agent-outage-redis-"))
+const aclArgs = dataNodeAclArgs(aclDir)
+const admin = adminUser()
 const startRedis = async (port: number): Promise<ChildProcess> => {
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", aclDir, ...aclArgs], { stdio: "ignore" })
   await eventually(`redis-server on ${port}`, async () => {
-    const c = new Redis({ port, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    const c = new Redis({ port, username: admin.username, password: admin.password, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
     c.on("error", () => {})
     try {
       await c.connect()
@@ -66,11 +75,12 @@ describe("agent with Redis stopped and back", () => {
     await artifacts?.close()
     if (redisProc !== undefined) await stopRedis(redisProc)
     tree?.cleanup()
+    rmSync(aclDir, { recursive: true, force: true })
   }, 60_000)
 
   it("keeps serving and installing while Redis is down, then writes and publishes the current state when it returns", async () => {
     const client = () => {
-      const c = new Redis({ port: redisPort, maxRetriesPerRequest: 1 })
+      const c = new Redis({ port: redisPort, username: admin.username, password: admin.password, maxRetriesPerRequest: 1 })
       c.on("error", () => {})
       return c
     }
