@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, it } from "vitest"
+import { INSTALL_AGENT_COMMAND } from "../../scripts/dev-containers.ts"
 import { OPERATOR_COMMANDS } from "../support/operator-commands.ts"
 
 /**
@@ -46,6 +47,10 @@ describe("docs/operators.md", () => {
   it("every registered command is in the guide", () => {
     const commands = new Set(shellCommands(guide))
     expect(Object.entries(OPERATOR_COMMANDS).filter(([, c]) => !commands.has(c)).map(([k]) => k)).toEqual([])
+  })
+
+  it("npm run dev installs its containers' agents with the guide's command", () => {
+    expect(INSTALL_AGENT_COMMAND).toBe(OPERATOR_COMMANDS.installAgent)
   })
 
   it("is linked from README.md", () => {
