@@ -32,7 +32,7 @@ describe("the dev stack in real containers: portal → IDE → console → crash
   const pages: Array<Page> = []
   /** `cmd` as root inside vm<vmid> (the stack printed where its containers live). */
   const inside = async (vmid: number, script: string) =>
-    (await run("lxc-attach", ["-P", lxcPath, "-n", `vm${vmid}`, "--clear-env", "--", "sh", "-c", script], { allowFailure: true })).stdout.trim()
+    (await run("lxc-attach", ["-P", lxcPath, "-n", `vm${vmid}`, "--clear-env", "--", "bash", "-c", script], { allowFailure: true })).stdout.trim()
 
   beforeAll(async () => {
     stack = await startDevStack({
@@ -88,6 +88,14 @@ describe("the dev stack in real containers: portal → IDE → console → crash
     expect((await inside(100, "cat /proc/self/uid_map")).split(/\s+/)).toEqual(["0", "100000", "65536"])
     // The agent runs from the release under systemd.
     expect(await inside(100, "systemctl is-active zlh-agent; readlink /opt/zlh/agent/current")).toMatch(/^active\nreleases\//)
+    // From root in vm101: the stack's Redis (at the bridge address) refuses an anonymous connection, and
+    // the API's port is dropped (the boundary).
+    const redisAt = /redis-server on (10\.213\.\d+\.1):(\d+)/.exec(stack.output())
+    expect(redisAt).not.toBeNull()
+    const anonymous = await inside(101, `exec 3<>/dev/tcp/${redisAt![1]}/${redisAt![2]} && printf 'PING\\r\\n' >&3 && timeout 3 head -c 7 <&3`)
+    expect(anonymous).toBe("-NOAUTH")
+    const api = await inside(101, `timeout 3 bash -c 'exec 3<>/dev/tcp/${redisAt![1]}/${stack.ports.api}'; echo $?`)
+    expect(api).toBe("124")
     // Nothing listens on the host for the agents or code-server.
     const listening = (await run("ss", ["-ltnH"])).stdout
     for (const port of [stack.ports.devAgent, stack.ports.gameAgent, stack.ports.ide]) expect(listening).not.toMatch(new RegExp(`:${port}\\s`))
