@@ -287,8 +287,9 @@ const build = async (options: BuildOptions, stage: string): Promise<BuildResult>
   Schema.decodeUnknownSync(CatalogFromJson)(text)
   const catalogFile = join(options.outDir, CATALOG_PATH)
   mkdirSync(dirname(catalogFile), { recursive: true })
-  writeFileSync(`${catalogFile}.tmp`, `${text}\n`)
-  renameSync(`${catalogFile}.tmp`, catalogFile)
+  // A name of this process's own: two packers of one directory (parallel test files) never share it.
+  writeFileSync(`${catalogFile}.tmp-${process.pid}`, `${text}\n`)
+  renameSync(`${catalogFile}.tmp-${process.pid}`, catalogFile)
   return { catalog, catalogFile, artifacts: built, nodeVersion: options.node === false ? undefined : nodeSpec().version }
 }
 
