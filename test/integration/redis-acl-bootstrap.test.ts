@@ -145,6 +145,15 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     await expect(fresh.get("anything-else")).rejects.toThrow(/NOPERM/)
     expect(await fresh.hget("server:s1", "vmid")).toBe("101")
     fresh.disconnect()
+
+    // api-user --apply: the rules again, with a new password, on every node.
+    const appliedEnv = join(dir, "api-applied.env")
+    const applied = await cli({ REDIS_URL: redis.plainUrl, REDIS_USERNAME: "zlh-api", REDIS_PASSWORD: next }, "redis-acl", "api-user", "--apply", "--env-out", appliedEnv)
+    expect(applied.code, `${applied.stdout}\n${applied.stderr}`).toBe(0)
+    expect(applied.stdout).toContain(`the API's Redis user zlh-api on 1 node(s): 127.0.0.1:${redis.port}`)
+    const third = envFileOf(appliedEnv)["REDIS_PASSWORD"]!
+    expect(await authAs(redis.port, "zlh-api", next)).toMatch(/^WRONGPASS/)
+    expect(await authAs(redis.port, "zlh-api", third)).toBe("accepted")
   }, 120_000)
 
   it("api-user prints the ACL SETUSER lines and the figure; usage errors exit 2", async () => {
