@@ -169,6 +169,8 @@ export const bootstrapRedis = async (redis: RedisClient, topology: RedisTopology
   }
   // 3. Every registered agent's user, from the registry's hashes.
   const agents = await syncAgentUsers({ redis, topology, keys })
+  // 3b. masteruser / masterauth into redis.conf where the node has one (an error otherwise, ignored).
+  if (replicaPassword !== undefined) await everyNode(redis, topology, as, (conn) => conn.call("CONFIG", "REWRITE").then(() => undefined, () => undefined))
   // 4. `default` off, then ACL SAVE as the API user.
   const closed =
     sentinels.failed.length > 0
