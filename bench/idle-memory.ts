@@ -9,6 +9,7 @@
  * baseline, the bare relay floor. RSS is read from /proc/<pid>/status; no forced GC (as in production).
  */
 import { join } from "node:path"
+import { API_NODE_FLAGS } from "../api/node-flags.ts"
 import { ROOT, obtainIdeCookie, rssBytes, sleep, startNodeChild, waitFor, type ApiInfo, type Child } from "./lib.ts"
 import { startSuiteRedis } from "../test/support/suite-redis.ts"
 
@@ -17,6 +18,8 @@ const value = (name: string): string | undefined => {
   return i > 0 ? process.argv[i + 1] : undefined
 }
 const count = Number(value("--count") ?? "9000")
+/** The API's node flags (production's, api/node-flags.ts, unless `--api-node-flags "<flags>"`; "" for none). */
+const apiNodeFlags = value("--api-node-flags")?.split(" ").filter((f) => f !== "") ?? API_NODE_FLAGS
 const IDE_PREFIX = "/api/dev/100/ide"
 
 interface Row {
@@ -36,7 +39,7 @@ const measure = async (name: "api" | "baseline" | "floor"): Promise<Row> => {
     const upstream = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "test", "support", "echo-upstream-bench.ts"), ["--exit-with-stdin"])
     children.push(upstream as Child<unknown>)
     const script = name === "api" ? "serve-api.ts" : name === "baseline" ? "baseline-proxy.ts" : "floor-relay.ts"
-    const proxy = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "bench", script), ["--upstream", String(upstream.info.port), "--exit-with-stdin"])
+    const proxy = await startNodeChild<{ port: number; pid: number }>(join(ROOT, "bench", script), ["--upstream", String(upstream.info.port), "--exit-with-stdin"], name === "api" ? { nodeArgs: apiNodeFlags } : {})
     children.push(proxy as Child<unknown>)
     const cookie = name === "api" ? (await obtainIdeCookie(`http://127.0.0.1:${proxy.info.port}`, proxy.info as unknown as ApiInfo)).cookie : undefined
     const url = `ws://127.0.0.1:${proxy.info.port}${IDE_PREFIX}/ws`

@@ -20,6 +20,7 @@ import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { API_NODE_FLAGS } from "../api/node-flags.ts"
 import {
   ROOT,
   cpuSeconds,
@@ -59,7 +60,9 @@ const opts = {
   ide: !flag("--no-ide"),
   /** `--profile`: run the API with --cpu-prof (profile written to bench/results/prof-<time>/ when it stops). */
   profile: flag("--profile"),
-  only: value("--only")?.split(",")
+  only: value("--only")?.split(","),
+  /** `--api-node-flags "<flags>"`: the API's node flags instead of production's (api/node-flags.ts); "" for none. */
+  apiNodeFlags: value("--api-node-flags")?.split(" ").filter((f) => f !== "") ?? API_NODE_FLAGS
 }
 const PROXY_CPU = "0"
 const LOAD_CPU = "1"
@@ -377,7 +380,7 @@ const main = async () => {
   const api = track(
     await startNodeChild<ApiInfo>(join(ROOT, "bench", "serve-api.ts"), ["--upstream", String(upstream.info.port), "--server-id", SERVER_ID, "--exit-with-stdin"], {
       cpus: pinned ? PROXY_CPU : undefined,
-      ...(opts.profile ? { nodeArgs: ["--cpu-prof", "--cpu-prof-dir", profDir] } : {})
+      nodeArgs: [...opts.apiNodeFlags, ...(opts.profile ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [])]
     })
   )
   if (opts.profile) log(`profiling the API: --cpu-prof into ${profDir} (open the .cpuprofile in Chrome DevTools)`)

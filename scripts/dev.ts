@@ -26,6 +26,7 @@ import { DevRedisError, startPrivateRedis, useExternalRedis, type DevRedisConnec
 import { ProcessSupervisor, tailFile, type Managed } from "./dev-processes.ts"
 import { agentClient, mintUserToken, type AgentClient } from "./dev-tokens.ts"
 import { packArtifacts, type PackResult } from "./pack-artifacts.ts"
+import { API_NODE_FLAGS } from "../api/node-flags.ts"
 
 const started = Date.now()
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)} s`
@@ -221,7 +222,7 @@ const startArtifactServer = async (c: DevStackConfig): Promise<string> => {
 }
 
 const startApi = async (c: DevStackConfig, redis: DevRedisConnection): Promise<Managed> => {
-  const m = start("api", [join(c.repoRoot, "api", "main.ts")], {
+  const m = start("api", [...API_NODE_FLAGS, join(c.repoRoot, "api", "main.ts")], {
     NODE_ENV: "development",
     PORT: String(c.apiPort),
     ...redis.apiEnv,

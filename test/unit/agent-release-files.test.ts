@@ -64,7 +64,7 @@ describe("API release files", () => {
   it("the unit runs the bundle as a user of its own", () => {
     const unit = read("api", "release", "zlh-api.service")
     expect(unit).toContain("EnvironmentFile=/opt/zlh/api.env\n")
-    expect(unit).toContain("ExecStart=/opt/zlh/api/current/bin/node /opt/zlh/api/current/api/main.mjs\n")
+    expect(unit).toContain("ExecStart=/opt/zlh/api/current/bin/node --max-semi-space-size=4 /opt/zlh/api/current/api/main.mjs\n")
     expect(unit).toContain("DynamicUser=yes\n")
   })
 })
