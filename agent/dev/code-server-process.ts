@@ -1,21 +1,20 @@
-import * as NodeCP from "node:child_process"
-import * as NodeFsSync from "node:fs"
 import * as NodeFs from "node:fs/promises"
-import { Clock, Deferred, Duration, Effect, Option, Schedule, Schema, type Scope } from "effect"
-import { killGroup, signalIfAlive } from "../process/group-kill.ts"
-import { lastLines, openLogFile } from "../process/log-file.ts"
-import { portAccepts, probeHost } from "../process/port-probe.ts"
-import { groupPids, isAlive, type ProcessIdentity, readProc } from "../process/proc.ts"
+import { Duration, Effect, Option, Schema } from "effect"
+import { lastLines } from "../process/log-file.ts"
+import { probeHost } from "../process/port-probe.ts"
+import { portReady } from "../process/readiness-probe.ts"
 import { stateFile } from "../process/state-file.ts"
+import type { Recorded, SupervisedRules } from "../process/supervised-process.ts"
+import { locateEntry } from "./code-server-find.ts"
 import type { DevSettings } from "./dev-config.ts"
-import { asUser, devEnvironment, runAsUser } from "./dev-process.ts"
+import { devEnvironment, runAsUser } from "./dev-process.ts"
 import type { DevUser } from "./dev-user.ts"
 import { HttpAnswer } from "../http/http-answer.ts"
 
 /**
- * One code-server process: spawned as DEV_USER (its own process group, output to a log file so it
- * outlives the agent), or adopted from /proc after an agent restart; readiness by port; graceful stop of
- * the whole group. The supervision around it (back-off, state) is `code-server.ts`.
+ * code-server's rules on the supervision core (agent/process/supervised-process.ts): run as DEV_USER
+ * with its data directory prepared, ready when its port accepts connections, found in /proc by its
+ * command line, stopped with SIGTERM. The service around it (install check, status) is `code-server.ts`.
  */
 
 export class CodeServerStartFailed extends Schema.TaggedError<CodeServerStartFailed>()("CodeServerStartFailed", {
@@ -25,22 +24,6 @@ export class CodeServerStartFailed extends Schema.TaggedError<CodeServerStartFai
   get [HttpAnswer]() {
     return { status: 502, code: "code_server_start_failed" }
   }
-}
-
-export interface ProcessEnd {
-  readonly exitCode: number | null
-  readonly signal: string | null
-}
-
-/** A code-server process the agent is responsible for: started by this agent, or adopted from /proc. */
-export interface Tracked {
-  readonly id: ProcessIdentity
-  readonly pgrp: number
-  readonly adopted: boolean
-  /** Clock time when this agent started or adopted it. */
-  readonly since: number
-  /** Completed when the process is gone (exit event for our own child, /proc polling for an adopted one). */
-  readonly exited: Deferred.Deferred<ProcessEnd>
 }
 
 type CodeServerSettings = DevSettings["codeServer"]
@@ -56,6 +39,8 @@ const CodeServerRecord = Schema.Struct({
   port: Schema.Int,
   entry: Schema.String
 })
+
+type CodeServerRecord = typeof CodeServerRecord.Type
 
 export const codeServerStateFile = (cs: CodeServerSettings) => stateFile(cs.stateFile, CodeServerRecord, { dirMode: 0o700 })
 
@@ -96,7 +81,6 @@ export const prepareUserDirs = Effect.fnUntraced(function*(settings: DevSettings
 const codeServerArgs = (settings: DevSettings, entry: string, dataDir: string) => {
   const cs = settings.codeServer
   return [
-    cs.node,
     entry,
     "--bind-addr",
     `${cs.bind}:${cs.port}`,
@@ -115,125 +99,46 @@ const codeServerArgs = (settings: DevSettings, entry: string, dataDir: string) =
   ]
 }
 
-/** Spawns code-server as DEV_USER in its own session and records it in the state file. */
-export const spawnCodeServer = Effect.fnUntraced(function*(settings: DevSettings, entry: string, user: DevUser, dataDir: string) {
-  const cs = settings.codeServer
-  const log = yield* openLogFile(cs.logFile, { rotateBytes: LOG_ROTATE_BYTES, mode: 0o640 }).pipe(
-    Effect.mapError((e) => new CodeServerStartFailed({ message: `cannot open ${cs.logFile}: ${String(e)}`, logTail: [] }))
-  )
-  const exited = yield* Deferred.make<ProcessEnd>()
-  const child = yield* Effect.callback<NodeCP.ChildProcess, CodeServerStartFailed>((resume) => {
-    const cp = NodeCP.spawn("setpriv", [...asUser(user), ...codeServerArgs(settings, entry, dataDir)], {
-      cwd: settings.workspaceRoot,
-      env: devEnvironment(user, settings.devHome),
-      stdio: ["ignore", log.fd, log.fd],
-      detached: true
-    })
-    cp.once("exit", (exitCode, signal) => Deferred.doneUnsafe(exited, Effect.succeed({ exitCode, signal })))
-    cp.once("spawn", () => resume(Effect.succeed(cp)))
-    cp.once("error", (e) => resume(Effect.fail(new CodeServerStartFailed({ message: `spawn failed: ${e.message}`, logTail: [] }))))
-  }).pipe(Effect.ensuring(Effect.sync(() => NodeFsSync.closeSync(log.fd))))
-  child.unref()
-  const pid = child.pid!
-  // setpriv execs code-server in place: same PID, and with detached it leads its own process group.
-  const proc = yield* readProc(pid).pipe(
-    Effect.flatMap((p) => (p === undefined ? Effect.fail("gone" as const) : Effect.succeed(p))),
-    Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 50 }),
-    Effect.orElseSucceed(() => undefined)
-  )
-  const t: Tracked = {
-    id: { pid, startTime: proc?.startTime ?? -1 },
-    pgrp: proc?.pgrp ?? pid,
-    adopted: false,
-    since: yield* Clock.currentTimeMillis,
-    exited
-  }
-  yield* codeServerStateFile(cs).write({ ...t.id, pgrp: t.pgrp, port: cs.port, entry })
-  return t
-})
-
-/**
- * Tracks a code-server this agent did not start. There is no exit event for it: /proc is polled (PID +
- * start time) in `scope`. `record` writes it to the state file (omit for a one-off, such as a stop).
- */
-export const adoptCodeServer = Effect.fnUntraced(function*(
-  cs: CodeServerSettings,
-  p: { readonly pid: number; readonly startTime: number; readonly pgrp: number },
-  scope: Scope.Scope,
-  entry: string | undefined
-) {
-  const t: Tracked = {
-    id: { pid: p.pid, startTime: p.startTime },
-    pgrp: p.pgrp,
-    adopted: true,
-    since: yield* Clock.currentTimeMillis,
-    exited: yield* Deferred.make<ProcessEnd>()
-  }
-  const watch = Effect.gen(function*() {
-    while (yield* isAlive(t.id)) yield* Effect.sleep("500 millis")
-    yield* Deferred.succeed(t.exited, { exitCode: null, signal: null })
-  })
-  yield* Effect.forkIn(watch, scope)
-  if (entry !== undefined) yield* codeServerStateFile(cs).write({ ...t.id, pgrp: t.pgrp, port: cs.port, entry })
-  return t
-})
-
-/** Waits until the port accepts connections; fails with the log's tail if it exits first or takes too long. */
-export const waitReady = (cs: CodeServerSettings, t: Tracked) => {
-  const host = probeHost(cs.bind)
-  const ready = Effect.gen(function*() {
-    while (!(yield* portAccepts(host, cs.port, 2000))) yield* Effect.sleep("250 millis")
-  })
-  const failWithTail = (message: string) =>
-    Effect.flatMap(codeServerLogTail(cs), (logTail) => Effect.fail(new CodeServerStartFailed({ message, logTail })))
-  const exitedEarly = Effect.flatMap(Deferred.await(t.exited), (e) =>
-    failWithTail(`code-server exited during start-up (exit code ${e.exitCode}, signal ${e.signal})`))
-  return Effect.raceFirst(ready, exitedEarly).pipe(
-    Effect.timeoutOption(cs.startTimeout),
-    Effect.flatMap(Option.match({
-      onSome: () => Effect.void,
-      onNone: () => failWithTail(`code-server did not accept connections on port ${cs.port} within ${Duration.format(cs.startTimeout)}`)
-    }))
-  )
-}
-
-/** Kills what is left of a dead instance's own group (helpers would hold the port against the next one). */
-export const killLeftovers = (t: Tracked) =>
-  Effect.gen(function*() {
-    if (t.pgrp === t.id.pid && (yield* groupPids(t.pgrp)).length > 0) yield* killGroup(t.pgrp, "SIGKILL")
-  })
-
-/**
- * SIGTERM to the process group, SIGKILL after `stopGrace` (identity checked before each signal), then
- * the state file goes: nothing is wanted any more.
- */
-export const terminate = Effect.fnUntraced(function*(settings: DevSettings, t: Tracked) {
-  const cs = settings.codeServer
-  // Done when the leader and every process of its group are gone.
-  const groupOwned = t.pgrp === t.id.pid
-  const gone = Effect.gen(function*() {
-    while (yield* isAlive(t.id)) yield* Effect.sleep("100 millis")
-    while (groupOwned && (yield* groupPids(t.pgrp)).length > 0) yield* Effect.sleep("100 millis")
-  })
-  const wasAlive = yield* isAlive(t.id)
-  yield* signalIfAlive(t.id, t.pgrp, "SIGTERM")
-  const stopped = yield* gone.pipe(Effect.timeoutOption(cs.stopGrace))
-  if (Option.isNone(stopped)) {
-    yield* Effect.logWarning("code-server ignored SIGTERM; killing its process group").pipe(
-      Effect.annotateLogs({ vmid: settings.vmid, pid: t.id.pid })
-    )
-    yield* signalIfAlive(t.id, t.pgrp, "SIGKILL")
-    // Leftover group members after the leader died: kill them by group (only a group we created).
-    if (groupOwned && wasAlive) yield* killGroup(t.pgrp, "SIGKILL")
-    yield* gone.pipe(Effect.timeoutOption("10 seconds"))
-  }
-  yield* codeServerStateFile(cs).remove
-})
-
-/** Whether a start was wanted when the last agent stopped (the state file outlives a crash or reboot). */
-export const codeServerWanted = (cs: CodeServerSettings) => codeServerStateFile(cs).exists
-
-/** The recorded process (to prefer it when several match). */
-export const recordedCodeServer = (cs: CodeServerSettings) => codeServerStateFile(cs).read
-
 export const statWorkspace = (root: string) => Effect.tryPromise(() => NodeFs.stat(root))
+
+/** How the agent supervises code-server; `prepare` checks the install, the user and the workspace. */
+export const codeServerRules = <E, R>(o: {
+  readonly settings: DevSettings
+  /** The install's entry script and the user to run as (fails when either is missing). */
+  readonly prepare: Effect.Effect<{ readonly entry: string; readonly user: DevUser; readonly dataDir: string }, E, R>
+  readonly detect: Effect.Effect<Recorded | undefined, never, R>
+  readonly onChange: SupervisedRules<CodeServerRecord, E, R>["onChange"]
+}): SupervisedRules<CodeServerRecord, E, R> => {
+  const { settings } = o
+  const cs = settings.codeServer
+  return {
+    name: "code-server",
+    annotations: { vmid: settings.vmid, port: cs.port },
+    stateFile: codeServerStateFile(cs),
+    record: (h) =>
+      Effect.map(locateEntry(cs.dir), (entry) => ({ ...h.identity, pgrp: h.pgrp, port: cs.port, entry: Option.getOrElse(entry, () => "") })),
+    recorded: (rec) => (rec.port === cs.port ? { pid: rec.pid, startTime: rec.startTime, pgrp: rec.pgrp } : undefined),
+    detect: o.detect,
+    prepare: Effect.map(o.prepare, (p) => ({
+      command: cs.node,
+      args: codeServerArgs(settings, p.entry, p.dataDir),
+      cwd: settings.workspaceRoot,
+      env: devEnvironment(p.user, settings.devHome),
+      runAs: { uid: p.user.uid, gid: p.user.gid, groups: "init" as const },
+      log: { path: cs.logFile, rotateBytes: LOG_ROTATE_BYTES, mode: 0o640 }
+    })),
+    readiness: {
+      probe: () => portReady(probeHost(cs.bind), cs.port, "250 millis"),
+      timeout: cs.startTimeout,
+      failure: (outcome, end) =>
+        outcome === "exited"
+          ? `code-server exited during start-up (exit code ${end?.exitCode ?? null}, signal ${end?.signal ?? null})`
+          : `code-server did not accept connections on port ${cs.port} within ${Duration.format(cs.startTimeout)}`
+    },
+    stop: { stopGrace: Duration.zero, termGrace: cs.stopGrace },
+    restart: { base: cs.backoffBase, cap: cs.backoffCap, resetAfter: cs.backoffResetAfter, maxFastFailures: cs.maxFastFailures },
+    logTail: codeServerLogTail(cs),
+    stopOnShutdown: cs.stopOnShutdown,
+    onChange: o.onChange
+  }
+}

@@ -1,17 +1,17 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Schedule } from "effect"
-import { CodeServerCrashed, codeServerHealthyMillis } from "../../agent/dev/code-server-crashed.ts"
+import { crashHealthyMillis, ProcessCrashed } from "../../agent/process/process-crashed.ts"
 import { restartPolicy } from "../../agent/process/restart-policy.ts"
 
 const crash = (uptimeMillis: number) =>
-  new CodeServerCrashed({ exitCode: 1, signal: null, uptimeMillis, logTail: [], reason: "exited" })
+  new ProcessCrashed({ exitCode: 1, signal: null, uptimeMillis, healthyMillis: uptimeMillis, logTail: [], reason: "exited" })
 
 const policy = restartPolicy({
   base: Duration.seconds(1),
   cap: Duration.seconds(5),
   resetAfter: Duration.seconds(60),
   maxFastFailures: 5
-}, codeServerHealthyMillis)
+}, crashHealthyMillis)
 
 describe("code-server restart policy", () => {
   it.effect("doubles the delay up to the cap and gives up after 5 fast failures", () =>
