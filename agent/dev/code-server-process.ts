@@ -4,7 +4,7 @@ import { lastLines } from "../process/log-file.ts"
 import { probeHost } from "../process/port-probe.ts"
 import { portReady } from "../process/readiness-probe.ts"
 import { stateFile } from "../process/state-file.ts"
-import type { Recorded, SupervisedRules } from "../process/supervised-process.ts"
+import { launchSpawned, type Recorded, type SupervisedRules } from "../process/supervised-process.ts"
 import { locateEntry } from "./code-server-find.ts"
 import type { DevSettings } from "./dev-config.ts"
 import { devEnvironment, runAsUser } from "./dev-process.ts"
@@ -119,14 +119,14 @@ export const codeServerRules = <E, R>(o: {
       Effect.map(locateEntry(cs.dir), (entry) => ({ ...h.identity, pgrp: h.pgrp, port: cs.port, entry: Option.getOrElse(entry, () => "") })),
     recorded: (rec) => (rec.port === cs.port ? { pid: rec.pid, startTime: rec.startTime, pgrp: rec.pgrp } : undefined),
     detect: o.detect,
-    prepare: Effect.map(o.prepare, (p) => ({
+    launch: launchSpawned(Effect.map(o.prepare, (p) => ({
       command: cs.node,
       args: codeServerArgs(settings, p.entry, p.dataDir),
       cwd: settings.workspaceRoot,
       env: devEnvironment(p.user, settings.devHome),
       runAs: { uid: p.user.uid, gid: p.user.gid, groups: "init" as const },
       log: { path: cs.logFile, rotateBytes: LOG_ROTATE_BYTES, mode: 0o640 }
-    })),
+    }))),
     readiness: {
       probe: () => portReady(probeHost(cs.bind), cs.port, "250 millis"),
       timeout: cs.startTimeout,

@@ -5,10 +5,8 @@ import type { ProcessIdentity, ResourceSample } from "../process/proc.ts"
 
 export type { ProcessIdentity, ResourceSample }
 
-export interface ProcessExit {
-  readonly exitCode: number | null
-  readonly signal: string | null
-}
+export type { ProcessEnd as ProcessExit } from "../process/process-handle.ts"
+import type { ProcessEnd as ProcessExit } from "../process/process-handle.ts"
 
 export interface LaunchSpec {
   readonly command: string
@@ -37,6 +35,8 @@ export interface GameProcess {
   readonly send: (line: string) => Effect.Effect<boolean>
   /** Signals the whole process group (the server and everything it started). */
   readonly signalGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
+  /** Waits until the server and every member of its process group are gone. */
+  readonly groupGone: Effect.Effect<void>
   readonly usage: Effect.Effect<ResourceSample>
   /** The cgroup's `oom_kill` counter, when the cgroup exposes one. */
   readonly oomKills: Effect.Effect<number | null>

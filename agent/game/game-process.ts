@@ -1,4 +1,5 @@
-import { Duration, Effect, Option, Ref, type Scope } from "effect"
+import { type Duration, Effect, Option, Ref, type Scope } from "effect"
+import { stopProcessGroup } from "../process/stop-process-group.ts"
 import type { GameProcess, LaunchSpec, ProcessIdentity } from "./game-launcher.ts"
 import { ProcessLauncher } from "./game-launcher.ts"
 
@@ -8,33 +9,13 @@ export interface StopOptions {
   readonly killGrace: Duration.Duration
 }
 
-const exitedWithin = (proc: GameProcess, d: Duration.Duration) =>
-  proc.exit.pipe(Effect.timeoutOption(d), Effect.map(Option.isSome))
-
-/**
- * Stops the whole process group: the console stop command (lets Minecraft save the world), then SIGTERM,
- * then SIGKILL, each after its grace period. A final SIGKILL to the group takes anything the server
- * started and left behind, so nothing outlives it.
- */
-export const stopGracefully = Effect.fnUntraced(function*(proc: GameProcess, o: StopOptions) {
-  if (!(yield* proc.exited)) {
-    let done = false
-    if (Option.isSome(o.stopCommand) && (yield* proc.send(o.stopCommand.value))) {
-      yield* Effect.logInfo("game server: stop command sent").pipe(Effect.annotateLogs({ command: o.stopCommand.value }))
-      done = yield* exitedWithin(proc, o.stopGrace)
-    }
-    if (!done) {
-      yield* proc.signalGroup("SIGTERM")
-      done = yield* exitedWithin(proc, o.killGrace)
-    }
-    if (!done) {
-      yield* Effect.logWarning("game server: still running after SIGTERM, sending SIGKILL to its process group")
-      yield* proc.signalGroup("SIGKILL")
-      yield* proc.exit
-    }
-  }
-  yield* proc.signalGroup("SIGKILL")
-})
+/** The whole process group stopped the game's way: its console stop command first (lets Minecraft save the world). */
+export const stopGracefully = (proc: GameProcess, o: StopOptions) =>
+  stopProcessGroup(proc, {
+    stopCommand: Option.isSome(o.stopCommand) ? proc.send(o.stopCommand.value) : undefined,
+    stopGrace: o.stopGrace,
+    termGrace: o.killGrace
+  })
 
 /**
  * The game server as a scoped resource: launched (or re-attached) on acquire, and on release stopped with

@@ -2,7 +2,7 @@ import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Option, Ref, 
 import type { AgentState, AgentStatus, ResourceUsage } from "../../schemas/agent-status.ts"
 import type { CrashRecord } from "../../schemas/crash.ts"
 import type { GameReadiness, GameSupervisionStatus } from "../../schemas/game-supervision.ts"
-import { restartPolicy } from "../process/restart-policy.ts"
+import { restartLoop } from "../process/restart-loop.ts"
 import { StatusStore } from "../status/status-store.ts"
 import { classifyCrash } from "./crash-classifier.ts"
 import { GameCrashed } from "./game-crashed.ts"
@@ -318,18 +318,16 @@ const makeGameSupervisor = Effect.gen(function*() {
   const supervise = (firstAttach: Option.Option<Attach>, started: Deferred.Deferred<void>) =>
     Effect.gen(function*() {
       const attachRef = yield* Ref.make(firstAttach)
-      const policy = restartPolicy(config.backoff, (crash: GameCrashed) => crash.healthyMs).pipe(
-        Schedule.tap(({ input, output }) =>
+      const end = yield* restartLoop(runOnce(attachRef, started), {
+        policy: config.backoff,
+        healthyMillis: (crash: GameCrashed) => crash.healthyMs,
+        onBackoff: (crash, delay) =>
           Effect.gen(function*() {
-            const at = (yield* Clock.currentTimeMillis) + Duration.toMillis(output)
-            yield* note(`game server crashed: ${describeExit(input.record)}; restarting in ${seconds(output)} (at ${iso(at)})`)
+            const at = (yield* Clock.currentTimeMillis) + Duration.toMillis(delay)
+            yield* note(`game server crashed: ${describeExit(crash.record)}; restarting in ${seconds(delay)} (at ${iso(at)})`)
             yield* setState("backoff", (s) => ({ restartCount: s.restartCount + 1, nextRestartAt: iso(at) }))
-          })
-        )
-      )
-      const end = yield* runOnce(attachRef, started).pipe(
-        Effect.retry(policy),
-        Effect.catchTag("GameCrashed", (last) =>
+          }),
+        onGiveUp: (last) =>
           Effect.gen(function*() {
             yield* note(
               `game server crashed: ${describeExit(last.record)}; ${config.backoff.maxFastFailures} failed starts in a row, ` +
@@ -340,9 +338,8 @@ const makeGameSupervisor = Effect.gen(function*() {
             yield* Effect.logError("game server: too many fast failures, giving up until an explicit start").pipe(
               Effect.annotateLogs({ vmid, maxFastFailures: config.backoff.maxFastFailures, lastClassification: last.record.classification })
             )
-            return undefined
-          }))
-      )
+          })
+      })
       if (end === "clean-exit") {
         yield* stateFile.write({ desired: "stopped", process: null })
         yield* setState("stopped", () => ({ nextRestartAt: null, resources: ZERO, ...supervision("none") }))

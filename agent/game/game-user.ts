@@ -3,7 +3,7 @@ import * as NodeFs from "node:fs/promises"
 import { Effect, Option, Schema } from "effect"
 import type { GameRunAs } from "../../schemas/game-supervision.ts"
 import { lookupDevUser } from "../dev/dev-user.ts"
-import { setprivArgs } from "../process/run-as.ts"
+import type { RunAs } from "../process/run-as.ts"
 
 /**
  * Who the game server runs as. The game runs the customer's own mods and plugins, so root in the
@@ -26,8 +26,8 @@ export class GameUserFailed extends Schema.TaggedError<GameUserFailed>()("GameUs
 /** What a launch needs to run the game as its user. */
 export interface GameIdentity {
   readonly status: GameRunAs
-  /** setpriv arguments ending in `--`; empty: the game runs as the agent itself. */
-  readonly setpriv: ReadonlyArray<string>
+  /** Whom the game runs as (the agent's one run-as rule, agent/process/run-as.ts); undefined: the agent itself. */
+  readonly runAs: RunAs | undefined
   /** Who must own SERVER_ROOT; undefined when the game runs as root or as the agent itself. */
   readonly owner: { readonly uid: number; readonly gid: number; readonly name: string } | undefined
   /** HOME, USER, LOGNAME of the game user (none for root or the agent's own user). */
@@ -135,20 +135,19 @@ const ensureGameUser = (name: string, home: string) =>
     return user.value
   })
 
-// The agent's one run-as rule (agent/process/run-as.ts), no_new_privs included.
-const switchTo = (uid: number, gid: number, groups: "init" | "clear") => setprivArgs({ uid, gid, groups })
+const switchTo = (uid: number, gid: number, groups: "init" | "clear"): RunAs => ({ uid, gid, groups })
 
 /** Makes sure the game's user exists (creating the dedicated one) and says how to switch to it. */
 export const prepareGameUser = (plan: GameUserPlan): Effect.Effect<GameIdentity, GameUserFailed> =>
   Effect.gen(function*() {
     switch (plan._tag) {
       case "self":
-        return { status: yield* plannedRunAs(plan), setpriv: [], owner: undefined, env: {} }
+        return { status: yield* plannedRunAs(plan), runAs: undefined, owner: undefined, env: {} }
       case "game-user": {
         const user = yield* ensureGameUser(plan.name, plan.home)
         return {
           status: { user: plan.name, uid: user.uid, gid: user.gid, source: "game-user", note: null },
-          setpriv: switchTo(user.uid, user.gid, "init"),
+          runAs: switchTo(user.uid, user.gid, "init"),
           owner: { uid: user.uid, gid: user.gid, name: plan.name },
           env: { HOME: plan.home, USER: plan.name, LOGNAME: plan.name }
         }
@@ -159,7 +158,7 @@ export const prepareGameUser = (plan: GameUserPlan): Effect.Effect<GameIdentity,
           const uid = Number(numeric[1])
           const gid = Number(numeric[2] ?? numeric[1])
           const status = yield* plannedRunAs(plan)
-          return { status, setpriv: switchTo(uid, gid, "clear"), owner: { uid, gid, name: status.user }, env: {} }
+          return { status, runAs: switchTo(uid, gid, "clear"), owner: { uid, gid, name: status.user }, env: {} }
         }
         const user = yield* lookup(plan.runAs)
         if (Option.isNone(user)) {
@@ -167,7 +166,7 @@ export const prepareGameUser = (plan: GameUserPlan): Effect.Effect<GameIdentity,
         }
         return {
           status: { user: plan.runAs, uid: user.value.uid, gid: user.value.gid, source: "explicit", note: null },
-          setpriv: switchTo(user.value.uid, user.value.gid, "init"),
+          runAs: switchTo(user.value.uid, user.value.gid, "init"),
           owner: { uid: user.value.uid, gid: user.value.gid, name: plan.runAs },
           env: { HOME: user.value.home, USER: plan.runAs, LOGNAME: plan.runAs }
         }

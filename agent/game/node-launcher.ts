@@ -1,20 +1,21 @@
-import * as NodeCP from "node:child_process"
-import * as NodeFsSync from "node:fs"
 import * as NodeFs from "node:fs/promises"
 import * as NodePath from "node:path"
 import * as NodeCrypto from "node:crypto"
-import { type Cause, Deferred, Effect, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
+import { type Cause, Effect, Layer, Option, Queue, Ref, Stream } from "effect"
 import { CONSOLE_LINE_MAX_CHARS, cutMarker } from "../../schemas/console.ts"
 import type { GameCgroupStatus } from "../../schemas/game-supervision.ts"
 import { type MemoryCgroup, memoryCgroupOf, oomCounterFile, readOomKills } from "../process/cgroup.ts"
 import { type ChildCgroup, joinCgroupArgs, makeChildCgroup, removeCgroup } from "../process/child-cgroup.ts"
-import { killGroup } from "../process/group-kill.ts"
-import { lastLines, openLogFile } from "../process/log-file.ts"
+import { adoptProcess } from "../process/adopt-process.ts"
+import { lastLines } from "../process/log-file.ts"
 import { portAccepts } from "../process/port-probe.ts"
-import { groupUsage, isAlive, readStat } from "../process/proc.ts"
+import type { ProcessHandle } from "../process/process-handle.ts"
+import { groupUsage, isAlive } from "../process/proc.ts"
 import { resolveCommand } from "../process/resolve-command.ts"
+import { spawnProcess } from "../process/spawn-process.ts"
+import { ensureFifo, writeFifoLine } from "../process/stdin-fifo.ts"
 import { GameConfig, type GameSettings } from "./game-config.ts"
-import { type GameProcess, type LaunchSpec, type ProcessExit, type ProcessIdentity, ProcessLauncher } from "./game-launcher.ts"
+import { type GameProcess, type LaunchSpec, type ProcessIdentity, ProcessLauncher } from "./game-launcher.ts"
 import { planGameUser, plannedRunAs, prepareGameUser } from "./game-user.ts"
 import { ensureServerOwner, unreachableAncestor } from "./server-owner.ts"
 
@@ -34,16 +35,6 @@ const TAIL_INTERVAL = "100 millis"
  * costs the agent bounded memory; the game itself never waits (it writes a file), the lag stays on disk.
  */
 const LINE_QUEUE = 10_000
-const ATTACH_POLL = "250 millis"
-
-const ensureFifo = (path: string) =>
-  Effect.tryPromise(async () => {
-    await NodeFs.mkdir(NodePath.dirname(path), { recursive: true })
-    const st = await NodeFs.lstat(path).catch(() => undefined)
-    if (st?.isFIFO() === true) return
-    if (st !== undefined) await NodeFs.rm(path, { force: true })
-    NodeCP.execFileSync("mkfifo", ["-m", "600", path])
-  })
 
 /**
  * Follows a log file from `offset`, line by line, until `exited` is done and nothing more is left to read.
@@ -158,17 +149,7 @@ export const NodeProcessLauncher = Layer.effect(
       yield* Effect.logInfo(`game server user: ${planned.user}`).pipe(Effect.annotateLogs({ source: planned.source, uid: planned.uid }))
     }
 
-    const send = (line: string) =>
-      Effect.tryPromise(async () => {
-        // O_NONBLOCK: fails with ENXIO instead of hanging when nobody holds the FIFO open.
-        const fh = await NodeFs.open(fifo, NodeFsSync.constants.O_WRONLY | NodeFsSync.constants.O_NONBLOCK)
-        try {
-          await fh.write(`${line}\n`)
-        } finally {
-          await fh.close()
-        }
-        return true
-      }).pipe(Effect.orElseSucceed(() => false))
+    const send = (line: string) => writeFifoLine(fifo, line)
 
     const consoleNote = (line: string) =>
       Effect.tryPromise(async () => {
@@ -187,22 +168,22 @@ export const NodeProcessLauncher = Layer.effect(
     }
 
     const processFor = (o: {
-      readonly identity: ProcessIdentity
+      readonly handle: ProcessHandle
       readonly backlog: ReadonlyArray<string>
       readonly lines: Stream.Stream<string>
-      readonly exit: Deferred.Deferred<ProcessExit>
       readonly cgroup: MemoryCgroup | undefined
     }): GameProcess => {
       const acc = accounting(o.cgroup)
       return {
-        identity: o.identity,
+        identity: o.handle.identity,
         backlog: o.backlog,
         lines: o.lines,
-        exit: Deferred.await(o.exit),
-        exited: Deferred.isDone(o.exit),
+        exit: o.handle.exit,
+        exited: o.handle.exited,
         send,
-        signalGroup: (signal) => killGroup(o.identity.pid, signal),
-        usage: groupUsage(o.identity.pid, acc.own),
+        signalGroup: o.handle.signalGroup,
+        groupGone: o.handle.groupGone,
+        usage: groupUsage(o.handle.identity.pid, acc.own),
         oomKills: readOomKills(acc.counter),
         oomSource: acc.oomSource
       }
@@ -218,6 +199,7 @@ export const NodeProcessLauncher = Layer.effect(
         exited: Effect.succeed(true),
         send: () => Effect.succeed(false),
         signalGroup: () => Effect.void,
+        groupGone: Effect.void,
         usage: Effect.succeed({ memoryBytes: 0, cpuSeconds: 0 }),
         oomKills: Effect.succeed(null),
         oomSource: { scope: "shared", file: "memory.events" }
@@ -250,83 +232,50 @@ export const NodeProcessLauncher = Layer.effect(
       return identity
     })
 
+    /** The log's size now: this run's output starts here (what the user set-up notes is part of it). */
+    const logSize = Effect.tryPromise(() => NodeFs.stat(logFile)).pipe(Effect.map((st) => st.size), Effect.orElseSucceed(() => 0))
+
     const launch = (spec: LaunchSpec) =>
       Effect.gen(function*() {
-        const prepared = yield* Effect.all([ensureFifo(fifo), openLogFile(logFile, { rotateBytes: LOG_ROTATE_BYTES, mode: 0o600 })]).pipe(Effect.result)
-        if (prepared._tag === "Failure") return yield* failedStart(127, `zlh-agent: cannot prepare the console or log file: ${String(prepared.failure)}`)
-        // After the log is open: what the user set-up writes into the console is part of this run's output.
+        const fifoReady = yield* ensureFifo(fifo).pipe(Effect.result)
+        if (fifoReady._tag === "Failure") return yield* failedStart(127, `zlh-agent: cannot prepare the console or log file: ${String(fifoReady.failure)}`)
+        const before = yield* logSize
         const user = yield* prepareUser.pipe(Effect.result)
         if (user._tag === "Failure") {
-          NodeFsSync.closeSync(prepared.success[1].fd)
           return yield* failedStart(126, `zlh-agent: cannot run the game server as its user (${user.failure.step}): ${user.failure.message}`)
         }
         const gameUser = user.success
         // The game user's own HOME/USER, unless GAME_ENV sets them.
         const env = { ...spec.env, ...Object.fromEntries(Object.entries(gameUser.env).filter(([k]) => !(k in config.launch.env))) }
         const resolved = yield* resolveCommand(spec.command, { cwd: spec.cwd, path: spec.env["PATH"] ?? "" })
-        if (resolved._tag === "failed") {
-          NodeFsSync.closeSync(prepared.success[1].fd)
-          return yield* failedStart(resolved.exitCode, resolved.message)
-        }
-        const { fd: logFd, offset } = prepared.success[1]
-        // O_RDWR: the server's stdin never sees EOF, and opening does not wait for a writer.
-        const stdinFd = NodeFsSync.openSync(fifo, NodeFsSync.constants.O_RDWR)
-        const [userCommand, userArgs] = gameUser.setpriv.length > 0
-          ? ["setpriv", [...gameUser.setpriv, spec.command, ...spec.args]] as const
-          : [spec.command, spec.args] as const
-        const [command, args] = gameCgroup._tag === "own"
-          ? joinCgroupArgs(gameCgroup.cgroup, userCommand, userArgs)
-          : [userCommand, userArgs] as const
-        const exit = yield* Deferred.make<ProcessExit>()
-        const spawned = yield* Effect.callback<NodeCP.ChildProcess, Error>((resume) => {
-          const child = NodeCP.spawn(command, args, {
-            cwd: spec.cwd,
-            env,
-            stdio: [stdinFd, logFd, logFd],
-            detached: true
-          })
-          child.once("exit", (code, signal) => Deferred.doneUnsafe(exit, Effect.succeed({ exitCode: code, signal })))
-          child.once("spawn", () => resume(Effect.succeed(child)))
-          child.once("error", (e: NodeJS.ErrnoException) => resume(Effect.fail(e)))
-        }).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            NodeFsSync.closeSync(logFd)
-            NodeFsSync.closeSync(stdinFd)
-          })),
-          Effect.result
-        )
-        if (spawned._tag === "Failure") {
-          const e = spawned.failure as NodeJS.ErrnoException
-          return yield* failedStart(e.code === "EACCES" ? 126 : 127, `zlh-agent: cannot start ${userCommand}: ${e.message}`)
-        }
-        const child = spawned.success
-        const pid = child.pid ?? -1
-        // Not unref'd: the agent keeps its own child alive; a detached server is re-attached by the next agent.
-        const stat = yield* readStat(pid)
-        const identity = { pid, startTime: stat?.startTime ?? 0 }
-        const lines = yield* followFile(logFile, offset, Deferred.isDone(exit))
-        const cg = gameCgroup._tag === "own" ? gameCgroup.cgroup : yield* memoryCgroupOf(pid)
-        return processFor({ identity, backlog: [], lines, exit, cgroup: cg })
+        if (resolved._tag === "failed") return yield* failedStart(resolved.exitCode, resolved.message)
+        const spawned = yield* spawnProcess({
+          command: spec.command,
+          args: spec.args,
+          cwd: spec.cwd,
+          env,
+          runAs: gameUser.runAs,
+          log: { path: logFile, rotateBytes: LOG_ROTATE_BYTES, mode: 0o600 },
+          stdinFifo: fifo,
+          wrap: gameCgroup._tag === "own" ? (command, args) => joinCgroupArgs(gameCgroup.cgroup, command, args) : undefined
+        }).pipe(Effect.result)
+        if (spawned._tag === "Failure") return yield* failedStart(spawned.failure.exitCode, `zlh-agent: ${spawned.failure.message}`)
+        const { handle, logOffset } = spawned.success
+        // a rotated log starts this run at 0; otherwise at the size before the user set-up wrote its notes
+        const lines = yield* followFile(logFile, logOffset === 0 ? 0 : Math.min(before, logOffset), handle.exited)
+        const cg = gameCgroup._tag === "own" ? gameCgroup.cgroup : yield* memoryCgroupOf(handle.identity.pid)
+        return processFor({ handle, backlog: [], lines, cgroup: cg })
       })
 
     const attach = (identity: ProcessIdentity) =>
       Effect.gen(function*() {
-        if (!(yield* isAlive(identity))) return Option.none<GameProcess>()
+        const handle = yield* adoptProcess({ ...identity, pgrp: identity.pid }, yield* Effect.scope)
+        if (handle === undefined) return Option.none<GameProcess>()
         const cgroup = yield* memoryCgroupOf(identity.pid)
-        const exit = yield* Deferred.make<ProcessExit>()
-        // Not our child: its exit status is not ours to read, only that it is gone.
-        yield* isAlive(identity).pipe(
-          Effect.repeat({ while: (alive) => alive, schedule: Schedule.spaced(ATTACH_POLL) }),
-          Effect.andThen(Deferred.succeed(exit, { exitCode: null, signal: null })),
-          Effect.forkScoped
-        )
-        const size = yield* Effect.tryPromise(() => NodeFs.stat(logFile)).pipe(
-          Effect.map((s) => s.size),
-          Effect.orElseSucceed(() => 0)
-        )
+        const size = yield* logSize
         const backlog = yield* lastLines(logFile, config.logRingSize)
-        const lines = yield* followFile(logFile, size, Deferred.isDone(exit))
-        return Option.some(processFor({ identity, backlog, lines, exit, cgroup }))
+        const lines = yield* followFile(logFile, size, handle.exited)
+        return Option.some(processFor({ handle, backlog, lines, cgroup }))
       })
 
     return ProcessLauncher.of({ launch, attach, isAlive, portAccepting, cgroup, runAs: Ref.get(runAs), consoleNote })

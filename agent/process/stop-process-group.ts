@@ -5,34 +5,44 @@ import type { ProcessHandle } from "./process-handle.ts"
 export interface StopSteps {
   /** Sends the workload's own stop command (a game's console `stop` saves the world); false: not sent. */
   readonly stopCommand?: Effect.Effect<boolean> | undefined
-  /** How long the stop command gets. */
+  /** How long the process gets to exit after the stop command. */
   readonly stopGrace: Duration.Duration
   /** How long SIGTERM gets before SIGKILL. */
   readonly termGrace: Duration.Duration
 }
 
-const goneWithin = (h: ProcessHandle, d: Duration.Duration) => h.groupGone.pipe(Effect.timeoutOption(d), Effect.map(Option.isSome))
+/** What stopping needs of a process (a game launcher's process has the same shape). */
+export type Stoppable = Pick<ProcessHandle, "exit" | "exited" | "signalGroup" | "groupGone"> & {
+  readonly identity: { readonly pid: number } | null
+}
+
+const within = (wait: Effect.Effect<unknown>, d: Duration.Duration) => wait.pipe(Effect.timeoutOption(d), Effect.map(Option.isSome))
 
 /**
- * Graceful stop of the whole process group: the stop command (if any), then SIGTERM to the group, then
- * SIGKILL, each after its grace period. The process counts as stopped when it and every member of its
- * group are gone, so a child that outlives its parent (a terminal, a helper holding the port) is stopped
- * too. Every signal is checked against the process's identity (process-group.ts).
+ * Graceful stop of the whole process group: the stop command (if any) for the process itself, then SIGTERM
+ * to the group, then SIGKILL, each after its grace period. SIGTERM counts as obeyed once the process and
+ * every member of its group are gone, so a child that outlives its parent (a terminal, a helper holding
+ * the port) gets the same chance; a final SIGKILL to the group takes whatever is left. Every signal is
+ * checked against the process's identity (process-group.ts).
  */
-export const stopProcessGroup = Effect.fnUntraced(function*(h: ProcessHandle, steps: StopSteps) {
-  let done = false
-  if (!(yield* h.exited) && steps.stopCommand !== undefined && (yield* steps.stopCommand)) {
-    done = yield* goneWithin(h, steps.stopGrace)
+export const stopProcessGroup = Effect.fnUntraced(function*(p: Stoppable, steps: StopSteps) {
+  if (!(yield* p.exited)) {
+    let done = false
+    if (steps.stopCommand !== undefined && (yield* steps.stopCommand)) {
+      yield* Effect.logInfo("supervised process: stop command sent").pipe(Effect.annotateLogs({ pid: p.identity?.pid }))
+      done = yield* within(p.exit, steps.stopGrace)
+    }
+    if (!done) {
+      yield* p.signalGroup("SIGTERM")
+      done = yield* within(p.groupGone, steps.termGrace)
+    }
+    if (!done) {
+      yield* Effect.logWarning("supervised process: still running after SIGTERM, sending SIGKILL to its process group").pipe(
+        Effect.annotateLogs({ pid: p.identity?.pid })
+      )
+      yield* p.signalGroup("SIGKILL")
+      yield* within(p.groupGone, Duration.seconds(10))
+    }
   }
-  if (!done) {
-    yield* h.signalGroup("SIGTERM")
-    done = yield* goneWithin(h, steps.termGrace)
-  }
-  if (!done) {
-    yield* Effect.logWarning("supervised process: still running after SIGTERM, sending SIGKILL to its process group").pipe(
-      Effect.annotateLogs({ pid: h.identity.pid })
-    )
-    yield* h.signalGroup("SIGKILL")
-    yield* goneWithin(h, Duration.seconds(10))
-  }
+  yield* p.signalGroup("SIGKILL")
 })

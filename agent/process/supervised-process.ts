@@ -1,4 +1,4 @@
-import { Clock, Duration, Effect, Fiber, Option, Ref, type Scope, Semaphore } from "effect"
+import { Clock, Duration, Effect, Fiber, Option, Ref, Scope, Semaphore } from "effect"
 import { adoptProcess } from "./adopt-process.ts"
 import { crashHealthyMillis, ProcessCrashed, ProcessStartFailed } from "./process-crashed.ts"
 import type { ProcessEnd, ProcessHandle } from "./process-handle.ts"
@@ -6,7 +6,7 @@ import type { ProcessIdentity } from "./proc.ts"
 import { awaitReadiness, type Readiness } from "./readiness-probe.ts"
 import { restartLoop } from "./restart-loop.ts"
 import type { RestartPolicyOptions } from "./restart-policy.ts"
-import { spawnProcess, type SpawnSpec } from "./spawn-process.ts"
+import { type SpawnSpec, spawnProcess } from "./spawn-process.ts"
 import type { StateFile } from "./state-file.ts"
 import { type StopSteps, stopProcessGroup } from "./stop-process-group.ts"
 
@@ -46,8 +46,11 @@ export interface SupervisedRules<Rec, E, R> {
   readonly recorded: (rec: Rec) => Recorded | undefined
   /** Finds a running instance no record names (e.g. by command line in /proc). */
   readonly detect?: Effect.Effect<Recorded | undefined, never, R> | undefined
-  /** Everything before the spawn (user, directories, install check) and what to spawn. */
-  readonly prepare: Effect.Effect<SpawnSpec, E, R>
+  /**
+   * Everything before the spawn (user, directories, install check) and the spawn (spawnProcess, or the
+   * workload's own launcher around it); runs in the supervisor's scope.
+   */
+  readonly launch: Effect.Effect<ProcessHandle, E | ProcessStartFailed, R | Scope.Scope>
   readonly readiness: {
     readonly probe: (h: ProcessHandle) => Effect.Effect<void>
     readonly timeout: Duration.Duration
@@ -75,6 +78,14 @@ export interface SupervisedProcess<E> {
   /** Whether a start was wanted when the last agent stopped (the state file outlives a crash or a reboot). */
   readonly wanted: Effect.Effect<boolean>
 }
+
+/** The usual `launch`: spawns `spec` (after `prepare`), a spawn failure being a failed start. */
+export const launchSpawned = <E, R>(spec: Effect.Effect<SpawnSpec, E, R>) =>
+  Effect.flatMap(spec, (s) =>
+    spawnProcess(s).pipe(
+      Effect.map((spawned) => spawned.handle),
+      Effect.catchTag("SpawnFailed", (e) => Effect.fail(new ProcessStartFailed({ message: e.message, logTail: [] })))
+    ))
 
 const initial: SupervisedStatus = { state: "stopped", current: undefined, restarts: 0, lastExit: null, nextRestartAt: null }
 
@@ -122,10 +133,9 @@ export const makeSupervisedProcess = <Rec, E, R>(
 
     /** Spawns a new process and waits until it is ready; stops it if that fails. */
     const launch = Effect.gen(function*() {
-      const spec = yield* provide(rules.prepare)
       yield* update(() => ({ state: "starting" }))
       yield* Effect.logInfo(`starting ${rules.name}`).pipe(annotate)
-      const { handle: h } = yield* spawnProcess(spec).pipe(Effect.catchTag("SpawnFailed", (e) => failStart(e.message)))
+      const h = yield* provide(Scope.provide(rules.launch, scope))
       yield* update(() => ({ current: h }))
       yield* rules.stateFile.write(yield* rules.record(h))
       const outcome = yield* awaitReadiness({ ready: rules.readiness.probe(h), exit: h.exit, timeout: rules.readiness.timeout })

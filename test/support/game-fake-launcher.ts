@@ -63,6 +63,7 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
           ),
           exit: Deferred.await(exit),
           exited: Deferred.isDone(exit),
+          groupGone: Deferred.await(exit).pipe(Effect.asVoid),
           send: (line: string) =>
             Effect.gen(function*() {
               log.commands.push({ at: yield* Clock.currentTimeMillis, line })
@@ -93,6 +94,7 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
           lines: Stream.fromEffectDrain(Deferred.await(exit)),
           exit: Deferred.await(exit),
           exited: Deferred.isDone(exit),
+          groupGone: Deferred.await(exit).pipe(Effect.asVoid),
           send: (line: string) => (line === "stop" ? Effect.as(finish({ exitCode: null, signal: null }), true) : Effect.succeed(true)),
           signalGroup: (signal: NodeJS.Signals) => (signal === "SIGKILL" || signal === "SIGTERM" ? finish({ exitCode: null, signal: null }) : Effect.void),
           usage: Effect.succeed({ memoryBytes: 256 * 1024 * 1024, cpuSeconds: 1 }),
