@@ -1,5 +1,5 @@
 import { Context, Effect, Layer, Option, Ref, Schedule, Schema } from "effect"
-import { makeSupervisedProcess, type SupervisedStatus } from "../process/supervised-process.ts"
+import { type ExitRecord, makeSupervisedProcess, type SupervisedStatus } from "../process/supervised-process.ts"
 import { StatusStore } from "../status/status-store.ts"
 import { ownsContainerState } from "../workload.ts"
 import { findCodeServer, locateEntry } from "./code-server-find.ts"
@@ -22,10 +22,9 @@ export class CodeServerNotInstalled extends Schema.TaggedError<CodeServerNotInst
   }
 }
 
-export type CodeServerStartError = CodeServerNotInstalled | CodeServerStartFailed | DevUserMissing | RootMissing
+export type CodeServerExit = ExitRecord
 
-export type { ExitRecord as CodeServerExit } from "../process/supervised-process.ts"
-import type { ExitRecord } from "../process/supervised-process.ts"
+export type CodeServerStartError = CodeServerNotInstalled | CodeServerStartFailed | DevUserMissing | RootMissing
 
 /** What `GET /dev/codeserver` reports (the shared AgentStatus carries only installed/running). */
 export interface CodeServerInfo {
@@ -37,7 +36,7 @@ export interface CodeServerInfo {
   readonly adopted: boolean
   readonly port: number
   readonly restarts: number
-  readonly lastExit: ExitRecord | null
+  readonly lastExit: CodeServerExit | null
   readonly nextRestartAt: string | null
 }
 

@@ -2,7 +2,7 @@ import { Clock, Duration, Effect, Fiber, Option, Ref, Scope, Semaphore } from "e
 import { adoptProcess } from "./adopt-process.ts"
 import { crashHealthyMillis, ProcessCrashed, ProcessStartFailed } from "./process-crashed.ts"
 import type { ProcessEnd, ProcessHandle } from "./process-handle.ts"
-import type { ProcessIdentity } from "./proc.ts"
+import { isAlive, type ProcessIdentity } from "./proc.ts"
 import { awaitReadiness, type Readiness } from "./readiness-probe.ts"
 import { restartLoop } from "./restart-loop.ts"
 import type { RestartPolicyOptions } from "./restart-policy.ts"
@@ -207,7 +207,8 @@ export const makeSupervisedProcess = <Rec, E, R>(
 
     const reconcileUnlocked = Effect.gen(function*() {
       const s = yield* Ref.get(state)
-      if (s.current !== undefined) return s.current // a dead one: the supervisor records its exit
+      // a dead one is not running: the supervisor records its exit, and a start launches anew
+      if (s.current !== undefined) return (yield* isAlive(s.current.identity)) ? s.current : undefined
       if (s.state === "starting" || s.state === "backoff") return undefined
       const h = yield* find
       if (h === undefined) {
