@@ -12,6 +12,7 @@ import { createInterface } from "node:readline"
 import { SignJWT } from "jose"
 import { suiteRedisUrl } from "../test/support/suite-redis.ts"
 import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs, withUser } from "../test/support/test-redis-acl.ts"
+import { freePort } from "../test/support/free-port.ts"
 
 export const ROOT = join(import.meta.dirname, "..")
 export const NODE = join(ROOT, "node_modules", "node", "bin", "node")
@@ -240,19 +241,7 @@ export const obtainIdeCookie = async (origin: string, api: ApiInfo): Promise<{ c
 
 // ---------------------------------------------------------------- stacks for the resilience tests
 
-/** A free TCP port on 127.0.0.1 (closed again before returning). */
-export const freePort = async (): Promise<number> => {
-  const { createServer } = await import("node:net")
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once("error", reject)
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address()
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
-}
+export { freePort }
 
 export interface PrivateRedis {
   readonly port: number

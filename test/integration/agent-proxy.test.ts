@@ -15,7 +15,7 @@ import type { ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { singleRedis } from "../../wire/redis-topology.ts"
-import { freePort } from "../../scripts/dev-net.ts"
+import { freePort } from "../support/free-port.ts"
 import { suiteRedisUrl } from "../support/suite-redis.ts"
 import { deletePrefix } from "../support/api-harness.ts"
 

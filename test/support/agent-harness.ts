@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { signAgentCall } from "../../schemas/agent-call-token.ts"
@@ -9,6 +8,7 @@ import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
 import { showOnFailure } from "./failure-logs.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
 import { suiteAgentRedisEnv } from "./suite-redis.ts"
+import { freePort } from "./free-port.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 export const NODE_BIN = join(repoRoot, "node_modules", "node", "bin")
@@ -20,15 +20,7 @@ const AGENT_KEYS = generateAgentKeyPair()
 export const AGENT_PRIVATE_KEY = AGENT_KEYS.privateKey
 export const AGENT_PUBLIC_KEY = AGENT_KEYS.publicKey
 
-export const freePort = (): Promise<number> =>
-  new Promise((done, fail) => {
-    const s = createServer()
-    s.once("error", fail)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => done(port))
-    })
-  })
+export { freePort }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 

@@ -4,21 +4,13 @@
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { mkdtempSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Redis } from "ioredis"
 import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs } from "./test-redis-acl.ts"
+import { freePort } from "./free-port.ts"
 
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
+export { freePort }
 
 export interface PrivateRedis {
   readonly port: number

@@ -6,9 +6,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { freePort } from "./free-port.ts"
 
 const root = join(import.meta.dirname, "..", "..")
 const nodeBin = join(root, "node_modules", "node", "bin", "node")
@@ -30,17 +30,7 @@ export const codeServerDir = (): string => {
 
 const entryOf = (dir: string) => join(dir, "node_modules", "code-server", "out", "node", "entry.js")
 
-/** A free TCP port on 127.0.0.1 (the OS picks it; closed again before returning). */
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once("error", reject)
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address()
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
+export { freePort }
 
 export interface CodeServerOptions {
   /** The folder code-server opens. */

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process"
 import * as NodeFs from "node:fs"
-import * as NodeNet from "node:net"
 import * as NodePath from "node:path"
+import { freePort } from "./free-port.ts"
 
 const projectRoot = NodePath.join(import.meta.dirname, "..", "..")
 
@@ -38,15 +38,7 @@ export const placeInstall = (source: string, target: string) => {
   }
 }
 
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = NodeNet.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))))
-    })
-  })
+export { freePort }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
 export const eventually = async <A>(what: string, check: () => Promise<A | undefined> | A | undefined, timeoutMs = 60_000) => {

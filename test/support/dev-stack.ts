@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { descendants, isSameProcessAlive, type ProcInfo } from "../../scripts/dev-processes.ts"
-import { freePort } from "../../scripts/dev-net.ts"
+import { freePort } from "./free-port.ts"
 import { showOnFailure } from "./failure-logs.ts"
 
 const root = join(import.meta.dirname, "..", "..")

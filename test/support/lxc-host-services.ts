@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { freePort } from "../../scripts/dev-net.ts"
+import { freePort } from "./free-port.ts"
 import { redisPing } from "../../scripts/dev-net.ts"
 
 export interface BridgeRedis {

@@ -7,10 +7,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Redis } from "ioredis"
+import { freePort } from "./free-port.ts"
 import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs, testAgentUser, type RedisUser } from "./test-redis-acl.ts"
 
 const PORT_VARIABLE = "ZLH_TEST_REDIS_PORT"
@@ -35,16 +35,6 @@ export const suiteAgentRedisEnv = (user: RedisUser = testAgentUser()): Record<st
   REDIS_USERNAME: user.username,
   REDIS_PASSWORD: user.password
 })
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
 
 const answers = async (url: string): Promise<boolean> => {
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
