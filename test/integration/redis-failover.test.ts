@@ -6,7 +6,9 @@
  *   only, every node, or every node with the one that dies first. Each case SIGKILLs the master serving
  *   the IDE server's record (and the agent's status: the agent's vmid is chosen to share that master), then
  *   starts it again, so it rejoins as a replica and the next case kills the node promoted before it.
- * - Sentinel (1 master, 1 replica, 3 sentinels): the master dies; then a server is registered while the
+ * - Sentinel (1 master, 1 replica, 3 sentinels): first a replica is frozen until the sentinels flag it
+ *   down while its master still lists it: registration answers 503 naming it (it would lack the user),
+ *   and succeeds on both nodes once it answers. Then the master dies; then a server is registered while the
  *   old master is down, the old master comes back (as a replica, with its ACL file from before that
  *   registration), gets the new agent's user by itself, and is promoted by the next failover.
  *
@@ -545,6 +547,49 @@ describe("Redis Sentinel (1 master, 1 replica, 3 sentinels): the master dies, co
 
   const sentinelMaster = async (s: SentinelSet): Promise<number> => Number(((await redisCommand(s.sentinelPorts[0]!, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME)) as [string, string])[1])
   const aclUsers = async (port: number) => (await redisCommand(port, "ACL", "USERS")) as Array<string>
+
+  it("registration does not report success while a replica its master lists lacks the user, whatever the sentinels' flags say", async () => {
+    const s = set!
+    const registrar = await startReplica("registrar", s.topology, world!.secrets)
+    const admin = bearer(await mintUserToken(userSecretOf(registrar.deps.config), { sub: "root", role: "admin" }))
+    const register = () =>
+      fetch(`${registrar.origin}/api/admin/servers/agent-paused`, {
+        method: "PUT",
+        headers: { ...admin, "content-type": "application/json" },
+        body: JSON.stringify({ vmid: 4343, ownerId: OWNER, kind: "game", host: "127.0.0.1", agentPort: 1 })
+      })
+    // A frozen replica: the sentinels soon flag it s_down; the master still lists it as connected.
+    const resume = s.pauseReplica()
+    try {
+      await waitFor(
+        "a sentinel to flag the frozen replica down",
+        async () => {
+          const replicas = (await redisCommand(s.sentinelPorts[0]!, "SENTINEL", "REPLICAS", SENTINEL_MASTER_NAME)) as Array<Array<string>>
+          return replicas.some((r) => /s_down|disconnected/.test(r[r.indexOf("flags") + 1] ?? ""))
+        },
+        RECOVERY_MS
+      )
+      const refused = await register()
+      expect(refused.status).toBe(503)
+      const body = (await refused.json()) as { error: { code: string; message: string } }
+      expect(body.error.code).toBe("agent_redis_acl_failed")
+      expect(body.error.message).toContain(`127.0.0.1:${s.replicaPort}`)
+    } finally {
+      resume()
+    }
+    try {
+      // Once it answers again, the same registration succeeds on both nodes.
+      const res = await waitFor("the registration to succeed once the replica answers", async () => {
+        const r = await register()
+        return r.status === 201 ? ((await r.json()) as { agentRedis: { appliedNodes: Array<string>; skippedNodes: Array<string> } }) : false
+      }, RECOVERY_MS)
+      expect(res.agentRedis.appliedNodes).toEqual([`127.0.0.1:${s.masterPort}`, `127.0.0.1:${s.replicaPort}`].sort())
+      expect(res.agentRedis.skippedNodes).toEqual([])
+      for (const port of [s.masterPort, s.replicaPort]) expect(await aclUsers(port)).toContain(keys.agentAclUser(4343))
+    } finally {
+      await stopReplica(registrar)
+    }
+  }, 120_000)
 
   it("the master dies: everything works again on both replicas", async () => {
     const s = set!
