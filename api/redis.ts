@@ -10,7 +10,7 @@
 import { ReplyError } from "ioredis"
 import type { Logger } from "pino"
 import type { RedisClient } from "../wire/redis.ts"
-import { createRedisClient, type ClientOptions, type RedisTopology } from "../wire/redis-topology.ts"
+import { clusterNodesOf, createClusterSubscriber, createRedisClient, type ClientOptions, type RedisTopology } from "../wire/redis-topology.ts"
 import { ApiError } from "./errors.ts"
 import { metrics } from "./metrics.ts"
 
@@ -57,10 +57,13 @@ export const instrumentRedis = <C extends RedisClient>(client: C, name: string, 
   return client
 }
 
-export const createRedisClients = (topology: RedisTopology, logger: Logger): { redis: RedisClient; subscriber: RedisClient } => ({
-  redis: instrumentRedis(createRedisClient(topology, commandClientOptions()), "command", logger),
-  subscriber: instrumentRedis(createRedisClient(topology, subscriberClientOptions()), "subscriber", logger)
-})
+export const createRedisClients = (topology: RedisTopology, logger: Logger): { redis: RedisClient; subscriber: RedisClient } => {
+  const redis = instrumentRedis(createRedisClient(topology, commandClientOptions()), "command", logger)
+  // On a Cluster: one plain connection that moves from node to node (wire/redis-topology.ts says why).
+  const subscriber =
+    topology.kind === "cluster" ? createClusterSubscriber(topology, subscriberClientOptions(), () => clusterNodesOf(redis)) : createRedisClient(topology, subscriberClientOptions())
+  return { redis, subscriber: instrumentRedis(subscriber, "subscriber", logger) }
+}
 
 /** Resolves once the client is ready, or rejects after `timeoutMs`. */
 export const waitForRedis = (client: RedisClient, timeoutMs: number): Promise<void> =>

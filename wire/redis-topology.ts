@@ -183,3 +183,52 @@ export const createRedisClient = (topology: RedisTopology, options: ClientOption
   // ioredis 6 types `redisOptions.replyMapping` without `undefined`; the options above never set it.
   return new Cluster(topology.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions as ConstructorParameters<typeof Cluster>[1])
 }
+
+/**
+ * A pub/sub connection for a Cluster: one plain connection to one node (a Cluster delivers every PUBLISH
+ * to every node), which moves to the next known node on each reconnect, with the caller's back-off; ioredis
+ * subscribes the same channels again once connected. ioredis' own Cluster subscriber re-selects a node
+ * the moment its connection ends, with no pause: with every node down it spun a core and added a `close`
+ * listener to one socket per attempt (~20 MB of heap a second). `knownNodes` (the command client's view of
+ * the Cluster) is asked on every reconnect, so a seed list that names only nodes now gone still finds one.
+ */
+export const createClusterSubscriber = (
+  topology: Extract<RedisTopology, { kind: "cluster" }>,
+  options: ClientOptions,
+  knownNodes: () => ReadonlyArray<RedisNode>
+): Redis => {
+  const candidates = (): Array<RedisNode> => {
+    const seen = new Set<string>()
+    const out: Array<RedisNode> = []
+    for (const n of [...knownNodes(), ...topology.nodes]) {
+      const key = `${n.host}:${n.port}`
+      if (!seen.has(key)) {
+        seen.add(key)
+        out.push({ host: n.host, port: n.port })
+      }
+    }
+    return out
+  }
+  let turn = 0
+  const first = topology.nodes[0]!
+  const backOff = options.retryStrategy
+  const client: Redis = new Redis({
+    ...options,
+    ...(topology.username === undefined ? {} : { username: topology.username }),
+    ...(topology.password === undefined ? {} : { password: topology.password }),
+    host: first.host,
+    port: first.port,
+    retryStrategy: (times: number) => {
+      // The connector reads host and port from these options on each connect.
+      const list = candidates()
+      const next = list[++turn % list.length]
+      if (next !== undefined) Object.assign(client.options, { host: next.host, port: next.port })
+      return backOff === undefined || backOff === null ? Math.min(100 * times, 2_000) : backOff(times)
+    }
+  })
+  return client
+}
+
+/** The nodes a Cluster client knows now (masters and replicas). */
+export const clusterNodesOf = (client: RedisClient): Array<RedisNode> =>
+  client instanceof Cluster ? client.nodes("all").map((n) => ({ host: n.options.host ?? "127.0.0.1", port: n.options.port ?? 6379 })) : []
