@@ -20,6 +20,7 @@
  * figures (kill to first good answer, failed requests in between) are printed per case.
  */
 import { createServer, type Server } from "node:http"
+import { createServer as createNetServer, type Server as NetServer } from "node:net"
 import { pino } from "pino"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
@@ -518,6 +519,43 @@ describe("Redis Cluster (3 masters + 3 replicas, node timeout 2 s): a master die
       }
     }, 180_000)
   }
+
+  it("every node down: the API's clients retry with their back-off, not in a loop (ioredis' Cluster subscriber re-selected a node the moment one ended)", async () => {
+    const c = cluster!
+    const { redis, subscriber } = createRedisClients(c.topology, pino({ level: "silent" }))
+    const counters: Array<NetServer> = []
+    let connections = 0
+    try {
+      await waitForRedis(redis, 20_000)
+      await waitForRedis(subscriber, 20_000)
+      await subscriber.subscribe(keys.ide("revocations"))
+      await world?.agent.stop().catch(() => undefined)
+      for (const port of c.ports) await c.kill(port)
+      // Every node's port now accepts and closes at once: each connection attempt is counted.
+      for (const port of c.ports) {
+        const server = createNetServer((socket) => {
+          connections++
+          socket.destroy()
+        })
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", reject)
+          server.listen(port, "127.0.0.1", () => resolve())
+        })
+        counters.push(server)
+      }
+      connections = 0
+      await new Promise((r) => setTimeout(r, 3_000))
+      const seen = connections
+      // With a back-off capped at 500 ms: a few dozen in 3 s; the loop made thousands.
+      expect(seen).toBeLessThan(300)
+      expect(seen).toBeGreaterThan(0)
+      console.info(`every Cluster node down: ${seen} connection attempts in 3 s by one API process's two clients`)
+    } finally {
+      redis.disconnect()
+      subscriber.disconnect()
+      await Promise.all(counters.map((server) => new Promise((r) => server.close(() => r(undefined)))))
+    }
+  }, 60_000)
 })
 
 describe("Redis Sentinel (1 master, 1 replica, 3 sentinels): the master dies, comes back as a replica, and is promoted again", () => {
