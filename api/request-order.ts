@@ -76,8 +76,11 @@ export const orderRequests = (handlers: OrderedHandlers): RequestOrder => {
   const next = (conn: Connection, socket: Duplex): void => {
     conn.running = undefined
     if (closing(socket)) {
-      // Decided to close: whatever waits never runs (Node aborts it when the socket closes).
+      // Decided to close: whatever waits never runs (Node aborts it when the socket closes). What the
+      // client sent meanwhile is read and dropped, so that closing does not reset the connection (and
+      // with it the last answer) over unread bytes.
       conn.waiting.length = 0
+      socket.resume()
       return
     }
     const job = conn.waiting.shift()
@@ -96,6 +99,11 @@ export const orderRequests = (handlers: OrderedHandlers): RequestOrder => {
   }
 
   const admit = (socket: Duplex, job: Job): void => {
+    // Framed while the answer that closes the connection was being written: never runs.
+    if (closing(socket)) {
+      if (job.kind === "upgrade") job.socket.destroy()
+      return
+    }
     let conn = connections.get(socket)
     if (conn === undefined) {
       conn = { running: undefined, waiting: [], refused: undefined }
@@ -116,6 +124,8 @@ export const orderRequests = (handlers: OrderedHandlers): RequestOrder => {
     request: (req, res) => admit(req.socket, { kind: "request", req, res }),
     upgrade: (req, socket, head) => admit(socket, { kind: "upgrade", req, socket, head }),
     clientError(error, socket) {
+      // Bytes after the answer that closes the connection: Node ends it once that answer is out.
+      if (closing(socket)) return
       const conn = connections.get(socket)
       if (conn === undefined || (conn.running === undefined && conn.waiting.length === 0)) {
         handlers.clientError(error, socket)

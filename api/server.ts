@@ -93,7 +93,8 @@ export const startApiServer = async (deps: ApiDeps, options: StartOptions): Prom
     },
     clientError(err, socket) {
       if (!socket.writable) return socket.destroy()
-      socket.end(clientErrorResponse(err.code), "latin1")
+      // What the client sends after the refused bytes is read and dropped until it closes (or 5 s).
+      endRawSocket(socket, Buffer.from(clientErrorResponse(err.code), "latin1"))
     }
   })
   const server = createServer(
