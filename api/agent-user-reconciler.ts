@@ -20,6 +20,7 @@ import type { RedisClient } from "../wire/redis.ts"
 import type { RedisTopology } from "../wire/redis-topology.ts"
 import { addr, agentAclRules, isPasswordHash, knownDataNodes, onNode, topologyDb } from "./agent-redis.ts"
 import { listAgentRedisRefs } from "./registry.ts"
+import { periodic } from "./periodic.ts"
 
 export const RECONCILE_INTERVAL_MS = 1_000
 
@@ -41,8 +42,6 @@ export const createAgentUserReconciler = (
   const done = new Map<string, { runId: string; digest: string }>()
   const base = ctx.keys.agentAclUser(0).slice(0, -1)
   const ours = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[0-9]+$`)
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let stopped = false
   let failing = false
 
   const runOnce = async (): Promise<Array<string>> => {
@@ -98,8 +97,7 @@ export const createAgentUserReconciler = (
     return changed.sort()
   }
 
-  const loop = () => {
-    if (stopped) return
+  const rounds = periodic(intervalMs, () =>
     runOnce().then(
       () => {
         if (failing) ctx.logger.info("agent Redis users: the reconciler runs again")
@@ -109,20 +107,7 @@ export const createAgentUserReconciler = (
         if (!failing) ctx.logger.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, "agent Redis users: cannot list the registry or the data nodes; retrying")
         failing = true
       }
-    ).finally(() => {
-      if (!stopped) timer = setTimeout(loop, intervalMs)
-    })
-  }
-
-  return {
-    runOnce,
-    start() {
-      if (timer !== undefined || stopped) return
-      timer = setTimeout(loop, 0)
-    },
-    stop() {
-      stopped = true
-      clearTimeout(timer)
-    }
-  }
+    )
+  )
+  return { runOnce, start: rounds.start, stop: rounds.stop }
 }

@@ -14,6 +14,7 @@ import type { RedisClient } from "../wire/redis.ts"
 import { keySlot, SLOT_COUNT } from "../wire/redis-slot.ts"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import { metrics } from "./metrics.ts"
+import { periodic } from "./periodic.ts"
 
 export const READINESS_TIMEOUT_MS = 2_000
 export const READINESS_INTERVAL_MS = 1_000
@@ -77,8 +78,6 @@ export const createReadiness = (redis: RedisClient, keys: RedisKeys, options: { 
   const intervalMs = options.intervalMs ?? READINESS_INTERVAL_MS
   let ready: boolean | undefined
   let lastAt = Date.now()
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let stopped = false
 
   const note = (ok: boolean) => {
     const now = Date.now()
@@ -112,22 +111,6 @@ export const createReadiness = (redis: RedisClient, keys: RedisKeys, options: { 
     }
   }
 
-  const loop = () => {
-    if (stopped) return
-    void check().finally(() => {
-      if (!stopped) timer = setTimeout(loop, intervalMs)
-    })
-  }
-
-  return {
-    check,
-    start() {
-      if (timer !== undefined || stopped) return
-      timer = setTimeout(loop, 0)
-    },
-    stop() {
-      stopped = true
-      clearTimeout(timer)
-    }
-  }
+  const probe = periodic(intervalMs, check)
+  return { check, start: probe.start, stop: probe.stop }
 }
