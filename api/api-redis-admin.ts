@@ -9,12 +9,13 @@
  * ACLs are per node: every change goes to every data node `dataNodes` finds (api/agent-redis.ts).
  */
 import { randomBytes } from "node:crypto"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
 import { nodeName } from "../wire/redis-anonymous.ts"
 import { dataNodes, syncAgentUsers, topologyDb, type AgentUsersSync } from "./agent-redis.ts"
+import { onNodeAs, topologyCredentials, type NodeCredentials } from "./redis-node-as.ts"
 import {
   API_REDIS_USER,
   apiAclRules,
@@ -27,51 +28,6 @@ import {
 } from "./api-redis-user.ts"
 
 export const newPassword = (): string => randomBytes(32).toString("base64url")
-
-export interface NodeCredentials {
-  readonly username?: string
-  readonly password?: string
-  readonly tls?: boolean
-}
-
-/** The credentials the topology carries (REDIS_USERNAME / REDIS_PASSWORD, or user:pass in REDIS_URL). */
-export const topologyCredentials = (topology: RedisTopology): NodeCredentials => {
-  const out: { username?: string; password?: string; tls?: boolean } = {}
-  if (topology.kind === "single") {
-    const u = new URL(topology.url)
-    if (u.username !== "") out.username = decodeURIComponent(u.username)
-    if (u.password !== "") out.password = decodeURIComponent(u.password)
-    if (u.protocol === "rediss:") out.tls = true
-  }
-  if (topology.username !== undefined) out.username = topology.username
-  if (topology.password !== undefined) out.password = topology.password
-  return out
-}
-
-/** Runs `fn` on a fresh connection to `node` as `as`, closing it afterwards. */
-export const onNode = async <T>(node: RedisNode, as: NodeCredentials, fn: (conn: Redis) => Promise<T>): Promise<T> => {
-  const conn = new Redis({
-    host: node.host,
-    port: node.port,
-    ...(as.username === undefined ? {} : { username: as.username }),
-    ...(as.password === undefined ? {} : { password: as.password }),
-    ...(as.tls === true ? { tls: {} } : {}),
-    lazyConnect: true,
-    enableReadyCheck: false,
-    disableClientInfo: true,
-    connectTimeout: 3_000,
-    commandTimeout: 5_000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null
-  })
-  conn.on("error", () => undefined)
-  try {
-    await conn.connect()
-    return await fn(conn)
-  } finally {
-    conn.disconnect()
-  }
-}
 
 export interface NodesResult {
   readonly applied: ReadonlyArray<string>
@@ -87,7 +43,7 @@ const everyNode = async (redis: RedisClient, topology: RedisTopology, as: NodeCr
   await Promise.all(
     live.map(async (node) => {
       try {
-        await onNode(node, as, fn)
+        await onNodeAs(node, as, fn)
         applied.push(nodeName(node))
       } catch (e) {
         failed.push({ node: nodeName(node), error: e instanceof Error ? e.message : String(e) })
@@ -156,7 +112,7 @@ export const bootstrapRedis = async (redis: RedisClient, topology: RedisTopology
     await Promise.all(
       topology.sentinels.map(async (node) => {
         try {
-          await onNode(node, sentinelAs, async (conn) => {
+          await onNodeAs(node, sentinelAs, async (conn) => {
             await conn.call("SENTINEL", "SET", topology.masterName, "auth-user", SENTINEL_REDIS_USER)
             await conn.call("SENTINEL", "SET", topology.masterName, "auth-pass", sentinelPassword)
           })
@@ -178,7 +134,7 @@ export const bootstrapRedis = async (redis: RedisClient, topology: RedisTopology
       : await everyNode(redis, topology, as, async (conn) => {
           await conn.call("ACL", "SETUSER", "default", ...defaultOffAclRules())
         })
-  await Promise.all(closed.applied.map((n) => onNode(parseNode(n), { username: API_REDIS_USER, password: apiPassword, ...(as.tls === true ? { tls: true } : {}) }, saveAcl).catch(() => undefined)))
+  await Promise.all(closed.applied.map((n) => onNodeAs(parseNode(n), { username: API_REDIS_USER, password: apiPassword, ...(as.tls === true ? { tls: true } : {}) }, saveAcl).catch(() => undefined)))
   return {
     apiPassword,
     ...(replicaPassword === undefined ? {} : { replicaPassword }),
