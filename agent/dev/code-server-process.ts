@@ -135,10 +135,10 @@ export const codeServerRules = <E, R>(o: {
           ? `code-server exited during start-up (exit code ${end?.exitCode ?? null}, signal ${end?.signal ?? null})`
           : `code-server did not accept connections on port ${cs.port} within ${Duration.format(cs.startTimeout)}`
     },
-    stop: { stopGrace: Duration.zero, termGrace: cs.stopGrace },
+    stop: () => ({ stopGrace: Duration.zero, termGrace: cs.stopGrace }),
     restart: { base: cs.backoffBase, cap: cs.backoffCap, resetAfter: cs.backoffResetAfter, maxFastFailures: cs.maxFastFailures },
     logTail: codeServerLogTail(cs),
-    stopOnShutdown: cs.stopOnShutdown,
+    atShutdown: Effect.succeed(cs.stopOnShutdown ? "stop" : "leave-running"),
     onChange: o.onChange
   }
 }

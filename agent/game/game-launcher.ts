@@ -47,7 +47,7 @@ export interface GameProcess {
 /**
  * Where game processes come from. The real one (node-launcher.ts) spawns through node:child_process;
  * the crash-simulation harness replaces it with a scripted fake. Closing the scope releases what the
- * launcher opened (files, tail fibers); stopping the process is the supervisor's job (game-process.ts).
+ * launcher opened (files, tail fibers); stopping the process is the supervision core's job (game-rules.ts).
  */
 export class ProcessLauncher extends Context.Service<ProcessLauncher, {
   readonly launch: (spec: LaunchSpec) => Effect.Effect<GameProcess, never, Scope.Scope>

@@ -37,10 +37,12 @@ const TAIL_INTERVAL = "100 millis"
 const LINE_QUEUE = 10_000
 
 /**
- * Follows a log file from `offset`, line by line, until `exited` is done and nothing more is left to read.
- * Scoped: the follower fiber and its file handle end with the scope.
+ * Follows a log file from `offset`, line by line, until the process has exited and nothing more is left to
+ * read (its exit ends the wait between reads: the last lines come at once). Scoped: the follower fiber and
+ * its file handle end with the scope.
  */
-const followFile = Effect.fnUntraced(function*(path: string, offset: number, exited: Effect.Effect<boolean>) {
+const followFile = Effect.fnUntraced(function*(path: string, offset: number, process: Pick<ProcessHandle, "exit" | "exited">) {
+  const exited = process.exited
   const queue = yield* Queue.bounded<string, Cause.Done>(LINE_QUEUE)
   const fh = yield* Effect.acquireRelease(
     Effect.tryPromise(() => NodeFs.open(path, "r")),
@@ -89,7 +91,7 @@ const followFile = Effect.fnUntraced(function*(path: string, offset: number, exi
         yield* Queue.end(queue)
         return
       }
-      yield* Effect.sleep(TAIL_INTERVAL)
+      if (!done) yield* Effect.raceFirst(Effect.sleep(TAIL_INTERVAL), process.exit)
     }
   }).pipe(Effect.forkScoped)
   return Stream.fromQueue(queue)
@@ -262,7 +264,7 @@ export const NodeProcessLauncher = Layer.effect(
         if (spawned._tag === "Failure") return yield* failedStart(spawned.failure.exitCode, `zlh-agent: ${spawned.failure.message}`)
         const { handle, logOffset } = spawned.success
         // a rotated log starts this run at 0; otherwise at the size before the user set-up wrote its notes
-        const lines = yield* followFile(logFile, logOffset === 0 ? 0 : Math.min(before, logOffset), handle.exited)
+        const lines = yield* followFile(logFile, logOffset === 0 ? 0 : Math.min(before, logOffset), handle)
         const cg = gameCgroup._tag === "own" ? gameCgroup.cgroup : yield* memoryCgroupOf(handle.identity.pid)
         return processFor({ handle, backlog: [], lines, cgroup: cg })
       })
@@ -274,7 +276,7 @@ export const NodeProcessLauncher = Layer.effect(
         const cgroup = yield* memoryCgroupOf(identity.pid)
         const size = yield* logSize
         const backlog = yield* lastLines(logFile, config.logRingSize)
-        const lines = yield* followFile(logFile, size, handle.exited)
+        const lines = yield* followFile(logFile, size, handle)
         return Option.some(processFor({ handle, backlog, lines, cgroup }))
       })
 

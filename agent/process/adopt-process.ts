@@ -29,6 +29,7 @@ export const adoptProcess = Effect.fnUntraced(function*(
     since: yield* Clock.currentTimeMillis,
     exit: Deferred.await(exit),
     exited: Deferred.isDone(exit),
+    alive: isAlive(identity),
     signalGroup: (signal) => signalProcessGroup(identity, p.pgrp, signal),
     groupGone: awaitGroupGone(identity, p.pgrp, Deferred.await(exit))
   }

@@ -20,5 +20,7 @@ export const crashHealthyMillis = (crash: ProcessCrashed) => crash.healthyMillis
 /** A start that did not produce a ready process: spawn failure, exit during start-up, readiness timeout. */
 export class ProcessStartFailed extends Schema.TaggedError<ProcessStartFailed>()("ProcessStartFailed", {
   message: Schema.String,
-  logTail: Schema.Array(Schema.String)
+  logTail: Schema.Array(Schema.String),
+  /** A launch that produced no process: what a shell would report (127 not found, 126 not executable). */
+  exitCode: Schema.optionalKey(Schema.Int)
 }) {}

@@ -22,6 +22,8 @@ export interface ProcessHandle {
   /** Waits for the exit; may be awaited any number of times. */
   readonly exit: Effect.Effect<ProcessEnd>
   readonly exited: Effect.Effect<boolean>
+  /** Whether it still runs now (an adopted one's exit is only seen at its next poll). */
+  readonly alive: Effect.Effect<boolean>
   /** Signals the process's whole group (or what is left of a group it led); never a recycled PID. */
   readonly signalGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
   /** Waits until the process and every member of its own group are gone. */

@@ -3,7 +3,7 @@ import { Clock, Deferred, Effect, Schema } from "effect"
 import { closeFd, openLogFile } from "./log-file.ts"
 import { awaitGroupGone, signalProcessGroup } from "./process-group.ts"
 import type { ProcessEnd, ProcessHandle } from "./process-handle.ts"
-import { readStat } from "./proc.ts"
+import { isAlive, readStat } from "./proc.ts"
 import { type RunAs, setprivArgs } from "./run-as.ts"
 import { openFifoForChild } from "./stdin-fifo.ts"
 
@@ -77,6 +77,7 @@ export const spawnProcess = Effect.fnUntraced(function*(spec: SpawnSpec): Effect
     since: yield* Clock.currentTimeMillis,
     exit: Deferred.await(exit),
     exited: Deferred.isDone(exit),
+    alive: isAlive(identity),
     signalGroup: (signal) => signalProcessGroup(identity, pid, signal),
     groupGone: awaitGroupGone(identity, pid, Deferred.await(exit))
   }

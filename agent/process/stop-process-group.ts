@@ -11,11 +11,6 @@ export interface StopSteps {
   readonly termGrace: Duration.Duration
 }
 
-/** What stopping needs of a process (a game launcher's process has the same shape). */
-export type Stoppable = Pick<ProcessHandle, "exit" | "exited" | "signalGroup" | "groupGone"> & {
-  readonly identity: { readonly pid: number } | null
-}
-
 const within = (wait: Effect.Effect<unknown>, d: Duration.Duration) => wait.pipe(Effect.timeoutOption(d), Effect.map(Option.isSome))
 
 /**
@@ -25,11 +20,11 @@ const within = (wait: Effect.Effect<unknown>, d: Duration.Duration) => wait.pipe
  * the port) gets the same chance; a final SIGKILL to the group takes whatever is left. Every signal is
  * checked against the process's identity (process-group.ts).
  */
-export const stopProcessGroup = Effect.fnUntraced(function*(p: Stoppable, steps: StopSteps) {
+export const stopProcessGroup = Effect.fnUntraced(function*(p: ProcessHandle, steps: StopSteps) {
   if (!(yield* p.exited)) {
     let done = false
     if (steps.stopCommand !== undefined && (yield* steps.stopCommand)) {
-      yield* Effect.logInfo("supervised process: stop command sent").pipe(Effect.annotateLogs({ pid: p.identity?.pid }))
+      yield* Effect.logInfo("supervised process: stop command sent").pipe(Effect.annotateLogs({ pid: p.identity.pid }))
       done = yield* within(p.exit, steps.stopGrace)
     }
     if (!done) {
@@ -38,7 +33,7 @@ export const stopProcessGroup = Effect.fnUntraced(function*(p: Stoppable, steps:
     }
     if (!done) {
       yield* Effect.logWarning("supervised process: still running after SIGTERM, sending SIGKILL to its process group").pipe(
-        Effect.annotateLogs({ pid: p.identity?.pid })
+        Effect.annotateLogs({ pid: p.identity.pid })
       )
       yield* p.signalGroup("SIGKILL")
       yield* within(p.groupGone, Duration.seconds(10))

@@ -1,18 +1,12 @@
 import * as NodePath from "node:path"
-import { Clock, Context, Duration, Effect, Layer, Option } from "effect"
+import { Context, Duration, Effect, Layer } from "effect"
 import { codeServerRules } from "../../agent/dev/code-server-process.ts"
+import { ConsoleHub } from "../../agent/game/console-hub.ts"
 import { GameConfig } from "../../agent/game/game-config.ts"
 import { ProcessLauncher } from "../../agent/game/game-launcher.ts"
-import { PersistedGameState } from "../../agent/game/game-state-file.ts"
-import { launchSpecFrom } from "../../agent/game/game-supervisor.ts"
+import { gameRules } from "../../agent/game/game-rules.ts"
+import { GameStateFile } from "../../agent/game/game-state-file.ts"
 import { NodeProcessLauncher } from "../../agent/game/node-launcher.ts"
-import { lastLines } from "../../agent/process/log-file.ts"
-import { ProcessStartFailed } from "../../agent/process/process-crashed.ts"
-import type { ProcessHandle } from "../../agent/process/process-handle.ts"
-import { portReady } from "../../agent/process/readiness-probe.ts"
-import { stateFile } from "../../agent/process/state-file.ts"
-import { writeFifoLine } from "../../agent/process/stdin-fifo.ts"
-import type { SupervisedRules } from "../../agent/process/supervised-process.ts"
 import { devSettings } from "../support/dev-settings.ts"
 import { gameSettings } from "../support/game-settings.ts"
 import { supervisedProcessSuite, type Workbench, WORKLOAD_SCRIPT } from "../support/supervised-process-suite.ts"
@@ -45,7 +39,7 @@ supervisedProcessSuite({
       }),
       detect: Effect.succeed(undefined),
       onChange: () => Effect.void
-    })) as Effect.Effect<SupervisedRules<unknown, unknown, never>>
+    }))
 })
 
 const gameEnv = (w: Workbench) => ({
@@ -56,13 +50,21 @@ const gameEnv = (w: Workbench) => ({
   GAME_RUN_AS: `${w.user.uid}:${w.user.gid}`,
   GAME_CGROUP: "off",
   GAME_READY_PORT: String(w.port),
+  GAME_READY_TIMEOUT: `${Duration.toMillis(w.readinessTimeout)} millis`,
   GAME_STOP_GRACE: "5 seconds",
-  GAME_KILL_GRACE: "5 seconds"
+  GAME_KILL_GRACE: "5 seconds",
+  GAME_BACKOFF_BASE: `${Duration.toMillis(w.restart.base)} millis`,
+  GAME_BACKOFF_CAP: `${Duration.toMillis(w.restart.cap)} millis`,
+  GAME_BACKOFF_RESET_AFTER: `${Duration.toMillis(w.restart.resetAfter)} millis`,
+  GAME_MAX_FAST_FAILURES: String(w.restart.maxFastFailures),
+  // an agent that stops leaves the server for the next one (as an upgrade's hand-over does)
+  GAME_KEEP_RUNNING_ON_SHUTDOWN: "true"
 })
 
 /**
- * The game's parts on the core: its real launcher (node-launcher.ts: game user, stdin FIFO, log file),
- * its launch spec, its state file format and its stop (the console `stop` command, then signals).
+ * The game's own rules (game-rules.ts) with its real launcher (node-launcher.ts: the game user, stdin FIFO,
+ * log file) and state file: start returns once launched, ready on its port, stopped with the console
+ * `stop` command first, re-attached by the record the core keeps.
  */
 supervisedProcessSuite({
   name: "game server",
@@ -71,48 +73,17 @@ supervisedProcessSuite({
   rules: (w: Workbench) =>
     Effect.gen(function*() {
       const config = gameSettings(gameEnv(w))
-      const services = yield* Layer.build(NodeProcessLauncher.pipe(Layer.provide(GameConfig.make(config))))
-      const launcher = Context.get(services, ProcessLauncher)
-      const rules: SupervisedRules<PersistedGameState, never, never> = {
-        name: "game server",
-        annotations: { vmid: config.vmid },
-        stateFile: stateFile(config.stateFile, PersistedGameState),
-        record: (h) =>
-          Effect.succeed({ desired: "running", process: { pid: h.identity.pid, startTime: h.identity.startTime, launchedAt: h.since, readyAt: null } }),
-        recorded: (rec) =>
-          rec.desired === "running" && rec.process !== null ? { pid: rec.process.pid, startTime: rec.process.startTime, pgrp: rec.process.pid } : undefined,
-        launch: Effect.gen(function*() {
-          const proc = yield* launcher.launch(launchSpecFrom(config))
-          if (proc.identity === null) {
-            return yield* new ProcessStartFailed({ message: "the game server did not start", logTail: yield* lastLines(config.logFile, 20) })
-          }
-          const handle: ProcessHandle = {
-            identity: proc.identity,
-            pgrp: proc.identity.pid,
-            adopted: false,
-            since: yield* Clock.currentTimeMillis,
-            exit: proc.exit,
-            exited: proc.exited,
-            signalGroup: proc.signalGroup,
-            groupGone: proc.groupGone
-          }
-          return handle
-        }),
-        readiness: {
-          probe: () => portReady("127.0.0.1", Option.getOrThrow(config.launch.readyPort), config.readyPollInterval),
-          timeout: w.readinessTimeout,
-          failure: (outcome) => `the game server ${outcome === "exited" ? "exited while starting" : "was not ready in time"}`
-        },
-        stop: {
-          stopCommand: writeFifoLine(config.stdinFifo, Option.getOrElse(config.launch.stopCommand, () => "stop")),
-          stopGrace: config.stopGrace,
-          termGrace: config.killGrace
-        },
-        restart: w.restart,
-        logTail: lastLines(config.logFile, 50),
-        stopOnShutdown: false,
-        onChange: () => Effect.void
-      }
-      return rules as unknown as SupervisedRules<unknown, unknown, never>
+      const services = yield* Layer.build(Layer.mergeAll(
+        NodeProcessLauncher.pipe(Layer.provide(GameConfig.make(config))),
+        GameStateFile.file(config.stateFile)
+      ))
+      return gameRules({
+        config,
+        launcher: Context.get(services, ProcessLauncher),
+        stateFile: Context.get(services, GameStateFile),
+        hub: new ConsoleHub({ ringSize: config.logRingSize, viewerQueue: 100, maxViewers: 1 }),
+        on: {},
+        whileRunning: () => Effect.void
+      })
     })
 })

@@ -5,7 +5,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import type { RestartPolicyOptions } from "../../agent/process/restart-policy.ts"
-import { makeSupervisedProcess, type SupervisedRules, type SupervisedStatus } from "../../agent/process/supervised-process.ts"
+import type { ProcessHandle } from "../../agent/process/process-handle.ts"
+import { makeSupervisedProcess, type SupervisedProcess, type SupervisedRules, type SupervisedStatus } from "../../agent/process/supervised-process.ts"
 import { freePort, procStartTime } from "./dev-code-server.ts"
 import { createTestUser, notRootReason, type TestUser } from "./dev-user.ts"
 import { skipUnless } from "./requirements.ts"
@@ -34,7 +35,8 @@ export interface WorkloadKind {
   readonly name: string
   /** The line the workload logs when it was asked to stop this kind's way. */
   readonly stopLogLine: string
-  readonly rules: (w: Workbench) => Effect.Effect<SupervisedRules<unknown, unknown, never>, never, Scope.Scope>
+  /** Each kind has its own record and handle types. */
+  readonly rules: (w: Workbench) => Effect.Effect<SupervisedRules<any, any, never, any>, never, Scope.Scope>
   /** The kind's log file under `root`. */
   readonly logFile: (w: Workbench) => string
 }
@@ -90,10 +92,14 @@ const bench = Effect.acquireRelease(
 )
 
 /** The kind's rules, with the readiness probe on the live clock (the test drives only the back-off's time). */
-const liveProbe = <Rec, E>(rules: SupervisedRules<Rec, E, never>): SupervisedRules<Rec, E, never> => ({
+const liveProbe = <Rec, E, H extends ProcessHandle>(rules: SupervisedRules<Rec, E, never, H>): SupervisedRules<Rec, E, never, H> => ({
   ...rules,
   readiness: { ...rules.readiness, probe: (h) => TestClock.withLive(rules.readiness.probe(h)) }
 })
+
+/** Starts and waits until it runs (a kind whose `start` returns once launched is ready a moment later). */
+const startRunning = (sp: SupervisedProcess<unknown>) =>
+  Effect.andThen(sp.start, eventually("running", when(sp.status, (s) => s.state === "running" && s.current !== undefined)))
 
 const pidOf = (s: SupervisedStatus) => {
   assert.isDefined(s.current)
@@ -107,7 +113,7 @@ export const supervisedProcessSuite = (kind: WorkloadKind) =>
         const w = yield* bench
         const first = yield* Scope.make()
         const sp1 = yield* makeSupervisedProcess(yield* kind.rules(w)).pipe(Scope.provide(first))
-        const started = yield* sp1.start
+        const started = yield* startRunning(sp1)
         const pid = pidOf(started)
         const startTime = started.current!.identity.startTime
         assert.strictEqual(started.state, "running")
@@ -132,7 +138,7 @@ export const supervisedProcessSuite = (kind: WorkloadKind) =>
       Effect.scoped(Effect.gen(function*() {
         const w = yield* bench
         const sp = yield* makeSupervisedProcess(yield* kind.rules(w))
-        const pid = pidOf(yield* sp.start)
+        const pid = pidOf(yield* startRunning(sp))
         const child = yield* eventually("child.pid", Effect.sync(() => {
           const text = NodeFs.existsSync(NodePath.join(w.dir, "child.pid")) ? NodeFs.readFileSync(NodePath.join(w.dir, "child.pid"), "utf8") : ""
           return text === "" ? undefined : Number(text)
@@ -150,7 +156,7 @@ export const supervisedProcessSuite = (kind: WorkloadKind) =>
       Effect.scoped(Effect.gen(function*() {
         const w = yield* bench
         const sp = yield* makeSupervisedProcess(yield* kind.rules(w))
-        const pid = pidOf(yield* sp.start)
+        const pid = pidOf(yield* startRunning(sp))
         const status = NodeFs.readFileSync(`/proc/${pid}/status`, "utf8")
         assert.match(status, /^NoNewPrivs:\s+1$/m)
         assert.match(status, new RegExp(`^Uid:\\s+${w.user.uid}\\s+${w.user.uid}\\s+${w.user.uid}\\s+${w.user.uid}$`, "m"))
@@ -170,7 +176,7 @@ export const supervisedProcessSuite = (kind: WorkloadKind) =>
             return Date.parse(s.nextRestartAt!) - now
           })
 
-        const first = pidOf(yield* sp.start)
+        const first = pidOf(yield* startRunning(sp))
         process.kill(first, "SIGKILL")
         assert.strictEqual(yield* backoffIn(1), 1000)
         assert.strictEqual((yield* sp.status).lastExit?.signal, "SIGKILL")
@@ -195,7 +201,7 @@ export const supervisedProcessSuite = (kind: WorkloadKind) =>
         const w = yield* bench
         const sp = yield* makeSupervisedProcess(liveProbe(yield* kind.rules(w)))
         yield* Effect.addFinalizer(() => TestClock.withLive(sp.stop))
-        const pid = pidOf(yield* sp.start)
+        const pid = pidOf(yield* startRunning(sp))
         NodeFs.writeFileSync(NodePath.join(w.dir, "crash"), "")
         process.kill(pid, "SIGKILL")
         yield* eventually("back-off #1", when(sp.status, (s) => s.state === "backoff" && s.restarts === 1))
