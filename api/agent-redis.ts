@@ -21,13 +21,14 @@
  * across restarts (a node without one answers with an error that is ignored).
  */
 import { createHash, randomBytes } from "node:crypto"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { ServerRecord } from "../schemas/server-record.ts"
 import type { RedisClient } from "../wire/redis.ts"
-import type { ClientOptions, RedisNode, RedisTopology } from "../wire/redis-topology.ts"
+import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
 import { ApiError } from "./errors.ts"
 import { redisCall } from "./redis.ts"
+import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
 import { deleteServer, listAgentRedisRefs, loadAgentRedisRef, putServer, setAgentRedisHash } from "./registry.ts"
 
 /** sha256 of the password, lowercase hex: what ACL SETUSER `#<hash>` takes and the registry keeps. */
@@ -102,47 +103,6 @@ export interface AclNodeResult {
 
 export const addr = (n: RedisNode) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)
 
-const shortLived = (base: ClientOptions): ClientOptions => ({
-  ...base,
-  lazyConnect: true,
-  connectTimeout: 3_000,
-  commandTimeout: 5_000,
-  maxRetriesPerRequest: 0,
-  enableOfflineQueue: true,
-  retryStrategy: () => null,
-  enableReadyCheck: false,
-  disableClientInfo: true
-})
-
-const credentialsOf = (topology: RedisTopology): ClientOptions => {
-  const out: ClientOptions = {}
-  if (topology.kind === "single") {
-    try {
-      const u = new URL(topology.url)
-      if (u.username !== "") out.username = decodeURIComponent(u.username)
-      if (u.password !== "") out.password = decodeURIComponent(u.password)
-      if (u.protocol === "rediss:") out.tls = {}
-    } catch {
-      // parseRedisTopology refused such a URL already
-    }
-  }
-  if (topology.username !== undefined) out.username = topology.username
-  if (topology.password !== undefined) out.password = topology.password
-  return out
-}
-
-/** Runs `fn` on a fresh connection to `node` (the API's own credentials), closing it afterwards. */
-export const onNode = async <T>(topology: RedisTopology, node: RedisNode, fn: (conn: Redis) => Promise<T>): Promise<T> => {
-  const conn = new Redis({ host: node.host, port: node.port, ...shortLived(credentialsOf(topology)) })
-  conn.on("error", () => undefined)
-  try {
-    await conn.connect()
-    return await fn(conn)
-  } finally {
-    conn.disconnect()
-  }
-}
-
 const pairs = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1])
@@ -178,7 +138,7 @@ export const knownDataNodes = async (redis: RedisClient, topology: RedisTopology
   }
   if (topology.kind === "sentinel") {
     const known = await sentinelView(topology)
-    const connected = await onNode(topology, known.master, async (conn) => replicasOf(await conn.call("ROLE")))
+    const connected = await onNodeAs(known.master, topologyCredentials(topology), async (conn) => replicasOf(await conn.call("ROLE")))
     const byAddr = new Map<string, KnownNode>([[addr(known.master), { node: known.master, reportedDown: false }]])
     for (const r of known.replicas) byAddr.set(addr(r.node), r)
     for (const n of connected) byAddr.set(addr(n), { node: n, reportedDown: false })
@@ -206,8 +166,7 @@ const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" 
   let lastError: unknown
   for (const sentinel of topology.sentinels) {
     try {
-      return await onNode({ kind: "single", url: "redis://x", waitReplicas: 0 }, sentinel, async (conn) => {
-        if (topology.sentinelPassword !== undefined) await conn.auth(topology.sentinelPassword)
+      return await onNodeAs(sentinel, topology.sentinelPassword === undefined ? {} : { password: topology.sentinelPassword }, async (conn) => {
         const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
         if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
         const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
@@ -233,13 +192,14 @@ const unreachable = (e: unknown): boolean => e instanceof Error && /ECONNREFUSED
  */
 const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (conn: Redis, node: string) => Promise<void>): Promise<AclNodeResult> => {
   const known = await knownDataNodes(redis, topology)
+  const as = topologyCredentials(topology)
   const applied: Array<string> = []
   const skipped: Array<string> = []
   const failed: Array<{ node: string; error: string }> = []
   await Promise.all(
     known.map(async ({ node, reportedDown }) => {
       try {
-        await onNode(topology, node, (conn) => fn(conn, addr(node)))
+        await onNodeAs(node, as, (conn) => fn(conn, addr(node)))
         applied.push(addr(node))
       } catch (e) {
         if (reportedDown && unreachable(e)) skipped.push(addr(node))

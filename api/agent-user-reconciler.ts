@@ -18,7 +18,8 @@ import type { Logger } from "pino"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisTopology } from "../wire/redis-topology.ts"
-import { addr, agentAclRules, isPasswordHash, knownDataNodes, onNode, topologyDb } from "./agent-redis.ts"
+import { addr, agentAclRules, isPasswordHash, knownDataNodes, topologyDb } from "./agent-redis.ts"
+import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
 import { listAgentRedisRefs } from "./registry.ts"
 import { periodic } from "./periodic.ts"
 
@@ -50,12 +51,13 @@ export const createAgentUserReconciler = (
     const wanted = new Map(refs.map((r) => [ctx.keys.agentAclUser(r.vmid), agentAclRules(ctx.keys, r.vmid, r.hash!, db)] as const))
     const digest = createHash("sha256").update(JSON.stringify([...wanted.entries()].sort())).digest("hex")
     const nodes = await knownDataNodes(ctx.redis, ctx.topology)
+    const as = topologyCredentials(ctx.topology)
     const changed: Array<string> = []
     await Promise.all(
       nodes.map(async ({ node }) => {
         const name = addr(node)
         try {
-          await onNode(ctx.topology, node, async (conn) => {
+          await onNodeAs(node, as, async (conn) => {
             const runId = runIdOf(await conn.call("INFO", "server"))
             const last = done.get(name)
             if (last !== undefined && last.runId === runId && last.digest === digest) return
@@ -85,7 +87,7 @@ export const createAgentUserReconciler = (
           nodes
             .filter(({ node }) => changed.includes(addr(node)))
             .map(({ node }) =>
-              onNode(ctx.topology, node, async (conn) => {
+              onNodeAs(node, as, async (conn) => {
                 for (const user of gone) await conn.call("ACL", "DELUSER", user)
                 await conn.call("ACL", "SAVE").catch(() => undefined)
               }).catch(() => done.delete(addr(node)))

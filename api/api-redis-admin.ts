@@ -4,17 +4,19 @@
  * - `rotateApiPassword`: a new password on every data node, the rules as they are (`resetpass`);
  * - `bootstrapRedis`: a fresh Redis made ready in one go: the API user, every registered agent's user
  *   (from the hashes in the registry), for Sentinel and Cluster the replication user (and `masteruser` /
- *   `masterauth`), for Sentinel the sentinels' user on the data nodes and `auth-user` / `auth-pass` on every
- *   sentinel, then `default` off, and ACL SAVE.
+ *   `masterauth`), for Sentinel the sentinels' user on the data nodes and on every sentinel (with
+ *   `sentinel-user` / `sentinel-pass` and `auth-user` / `auth-pass`), then `default` off and ACL SAVE on
+ *   the data nodes, and every sentinel's `default` down to discovery.
  * ACLs are per node: every change goes to every data node `dataNodes` finds (api/agent-redis.ts).
  */
 import { randomBytes } from "node:crypto"
-import { Redis } from "ioredis"
+import type { Redis } from "ioredis"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
 import { nodeName } from "../wire/redis-anonymous.ts"
 import { dataNodes, syncAgentUsers, topologyDb, type AgentUsersSync } from "./agent-redis.ts"
+import { onNodeAs, topologyCredentials, type NodeCredentials } from "./redis-node-as.ts"
 import {
   API_REDIS_USER,
   apiAclRules,
@@ -23,55 +25,12 @@ import {
   REPLICA_REDIS_USER,
   replicaAclRules,
   SENTINEL_REDIS_USER,
-  sentinelDataNodeAclRules
+  sentinelDataNodeAclRules,
+  sentinelDefaultAclRules,
+  sentinelPeerAclRules
 } from "./api-redis-user.ts"
 
 export const newPassword = (): string => randomBytes(32).toString("base64url")
-
-export interface NodeCredentials {
-  readonly username?: string
-  readonly password?: string
-  readonly tls?: boolean
-}
-
-/** The credentials the topology carries (REDIS_USERNAME / REDIS_PASSWORD, or user:pass in REDIS_URL). */
-export const topologyCredentials = (topology: RedisTopology): NodeCredentials => {
-  const out: { username?: string; password?: string; tls?: boolean } = {}
-  if (topology.kind === "single") {
-    const u = new URL(topology.url)
-    if (u.username !== "") out.username = decodeURIComponent(u.username)
-    if (u.password !== "") out.password = decodeURIComponent(u.password)
-    if (u.protocol === "rediss:") out.tls = true
-  }
-  if (topology.username !== undefined) out.username = topology.username
-  if (topology.password !== undefined) out.password = topology.password
-  return out
-}
-
-/** Runs `fn` on a fresh connection to `node` as `as`, closing it afterwards. */
-export const onNode = async <T>(node: RedisNode, as: NodeCredentials, fn: (conn: Redis) => Promise<T>): Promise<T> => {
-  const conn = new Redis({
-    host: node.host,
-    port: node.port,
-    ...(as.username === undefined ? {} : { username: as.username }),
-    ...(as.password === undefined ? {} : { password: as.password }),
-    ...(as.tls === true ? { tls: {} } : {}),
-    lazyConnect: true,
-    enableReadyCheck: false,
-    disableClientInfo: true,
-    connectTimeout: 3_000,
-    commandTimeout: 5_000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null
-  })
-  conn.on("error", () => undefined)
-  try {
-    await conn.connect()
-    return await fn(conn)
-  } finally {
-    conn.disconnect()
-  }
-}
 
 export interface NodesResult {
   readonly applied: ReadonlyArray<string>
@@ -79,22 +38,27 @@ export interface NodesResult {
   readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
 }
 
-/** `fn` on every live data node, in parallel. */
-const everyNode = async (redis: RedisClient, topology: RedisTopology, as: NodeCredentials, fn: (conn: Redis) => Promise<void>): Promise<NodesResult> => {
-  const { live, down } = await dataNodes(redis, topology)
+/** `fn` on each of `nodes`, in parallel; one node's failure does not stop the others. */
+const onEach = async (nodes: ReadonlyArray<RedisNode>, as: NodeCredentials, fn: (conn: Redis) => Promise<void>): Promise<NodesResult> => {
   const applied: Array<string> = []
   const failed: Array<{ node: string; error: string }> = []
   await Promise.all(
-    live.map(async (node) => {
+    nodes.map(async (node) => {
       try {
-        await onNode(node, as, fn)
+        await onNodeAs(node, as, fn)
         applied.push(nodeName(node))
       } catch (e) {
         failed.push({ node: nodeName(node), error: e instanceof Error ? e.message : String(e) })
       }
     })
   )
-  return { applied: applied.sort(), skipped: [...down].sort(), failed }
+  return { applied: applied.sort(), skipped: [], failed }
+}
+
+/** `fn` on every live data node, in parallel. */
+const everyNode = async (redis: RedisClient, topology: RedisTopology, as: NodeCredentials, fn: (conn: Redis) => Promise<void>): Promise<NodesResult> => {
+  const { live, down } = await dataNodes(redis, topology)
+  return { ...(await onEach(live, as, fn)), skipped: [...down].sort() }
 }
 
 /** Keeps the users across a restart of a node run with an `aclfile`; one without answers with an error, ignored. */
@@ -121,7 +85,7 @@ export interface Bootstrap {
   readonly apiPassword: string
   /** Sentinel and Cluster: what replicas authenticate with (set as `masterauth` on every data node). */
   readonly replicaPassword?: string
-  /** Sentinel: what the sentinels authenticate with on the data nodes (set as `auth-pass` on every sentinel). */
+  /** Sentinel: what the sentinels authenticate with on the data nodes and to each other (`auth-pass`, `sentinel-pass`). */
   readonly sentinelPassword?: string
   readonly nodes: NodesResult
   readonly sentinels: NodesResult
@@ -149,44 +113,59 @@ export const bootstrapRedis = async (redis: RedisClient, topology: RedisTopology
     if (sentinelPassword !== undefined) await conn.call("ACL", "SETUSER", SENTINEL_REDIS_USER, ...sentinelDataNodeAclRules(passwordHash(sentinelPassword)))
   })
   if (prepared.failed.length > 0) return { apiPassword, ...(replicaPassword === undefined ? {} : { replicaPassword }), ...(sentinelPassword === undefined ? {} : { sentinelPassword }), nodes: prepared, sentinels: { applied: [], skipped: [], failed: [] }, agents: { users: [], withoutPassword: [], removed: [], nodes: prepared } }
-  // 2. The sentinels log in to the data nodes as zlh-sentinel.
-  const sentinels: { applied: Array<string>; failed: Array<{ node: string; error: string }> } = { applied: [], failed: [] }
-  if (topology.kind === "sentinel" && sentinelPassword !== undefined) {
-    const sentinelAs = topology.sentinelPassword === undefined ? {} : { password: topology.sentinelPassword }
-    await Promise.all(
-      topology.sentinels.map(async (node) => {
-        try {
-          await onNode(node, sentinelAs, async (conn) => {
-            await conn.call("SENTINEL", "SET", topology.masterName, "auth-user", SENTINEL_REDIS_USER)
-            await conn.call("SENTINEL", "SET", topology.masterName, "auth-pass", sentinelPassword)
-          })
-          sentinels.applied.push(nodeName(node))
-        } catch (e) {
-          sentinels.failed.push({ node: nodeName(node), error: e instanceof Error ? e.message : String(e) })
-        }
-      })
-    )
-  }
+  // 2. On every sentinel the peers' user (zlh-sentinel); once every sentinel has it, each logs in as it to
+  // the others (sentinel-user / sentinel-pass: a sentinel reconnects its links when they change) and to the
+  // data nodes (auth-user / auth-pass).
+  const sentinelLogins = topology.kind === "sentinel" && sentinelPassword !== undefined ? await sentinelsLogInAs(topology, sentinelPassword) : undefined
   // 3. Every registered agent's user, from the registry's hashes.
   const agents = await syncAgentUsers({ redis, topology, keys })
   // 3b. masteruser / masterauth into redis.conf where the node has one (an error otherwise, ignored).
   if (replicaPassword !== undefined) await everyNode(redis, topology, as, (conn) => conn.call("CONFIG", "REWRITE").then(() => undefined, () => undefined))
   // 4. `default` off, then ACL SAVE as the API user.
   const closed =
-    sentinels.failed.length > 0
+    sentinelLogins !== undefined && sentinelLogins.failed.length > 0
       ? prepared
       : await everyNode(redis, topology, as, async (conn) => {
           await conn.call("ACL", "SETUSER", "default", ...defaultOffAclRules())
         })
-  await Promise.all(closed.applied.map((n) => onNode(parseNode(n), { username: API_REDIS_USER, password: apiPassword, ...(as.tls === true ? { tls: true } : {}) }, saveAcl).catch(() => undefined)))
+  await Promise.all(closed.applied.map((n) => onNodeAs(parseNode(n), { username: API_REDIS_USER, password: apiPassword, ...(as.tls === true ? { tls: true } : {}) }, saveAcl).catch(() => undefined)))
+  // 5. Every sentinel's `default` down to discovery (the API and the agents ask where the master is, as
+  // `default`), kept in the sentinel's config file (FLUSHCONFIG). Connections still open as `default` (a
+  // sentinel's link to a peer from before sentinel-user) are closed, to open again as zlh-sentinel.
+  const sentinels =
+    topology.kind === "sentinel" && sentinelPassword !== undefined && sentinelLogins?.failed.length === 0
+      ? await onEach(topology.sentinels, { username: SENTINEL_REDIS_USER, password: sentinelPassword }, async (conn) => {
+          await conn.call("ACL", "SETUSER", "default", ...sentinelDefaultAclRules(topology.sentinelPassword === undefined ? undefined : passwordHash(topology.sentinelPassword)))
+          await conn.call("SENTINEL", "FLUSHCONFIG")
+          await conn.call("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")
+        })
+      : sentinelLogins
   return {
     apiPassword,
     ...(replicaPassword === undefined ? {} : { replicaPassword }),
     ...(sentinelPassword === undefined ? {} : { sentinelPassword }),
-    nodes: sentinels.failed.length > 0 ? { ...prepared, failed: [...prepared.failed, { node: "(all)", error: "default left on: not every sentinel took the new credentials" }] } : closed,
-    sentinels: { applied: sentinels.applied.sort(), skipped: [], failed: sentinels.failed },
+    nodes:
+      sentinelLogins !== undefined && sentinelLogins.failed.length > 0
+        ? { ...prepared, failed: [...prepared.failed, { node: "(all)", error: "default left on: not every sentinel took the new credentials" }] }
+        : closed,
+    sentinels: sentinels ?? { applied: [], skipped: [], failed: [] },
     agents
   }
+}
+
+/** Step 2 of `bootstrapRedis`: zlh-sentinel on every sentinel, then every sentinel logs in as it. */
+const sentinelsLogInAs = async (topology: Extract<RedisTopology, { kind: "sentinel" }>, password: string): Promise<NodesResult> => {
+  const as = topology.sentinelPassword === undefined ? {} : { password: topology.sentinelPassword }
+  const users = await onEach(topology.sentinels, as, async (conn) => {
+    await conn.call("ACL", "SETUSER", SENTINEL_REDIS_USER, ...sentinelPeerAclRules(passwordHash(password)))
+  })
+  if (users.failed.length > 0) return users
+  return onEach(topology.sentinels, as, async (conn) => {
+    await conn.call("SENTINEL", "CONFIG", "SET", "sentinel-user", SENTINEL_REDIS_USER)
+    await conn.call("SENTINEL", "CONFIG", "SET", "sentinel-pass", password)
+    await conn.call("SENTINEL", "SET", topology.masterName, "auth-user", SENTINEL_REDIS_USER)
+    await conn.call("SENTINEL", "SET", topology.masterName, "auth-pass", password)
+  })
 }
 
 const parseNode = (name: string): RedisNode => {

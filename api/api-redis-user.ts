@@ -99,24 +99,27 @@ export const sentinelPeerAclRules = (hash: string): Array<string> => {
 }
 
 /**
- * `default` on a sentinel: discovery only, without a password, since every client and every agent asks
- * the sentinels where the master is. Addresses, no data; no SENTINEL SET / FAILOVER / REMOVE / MONITOR,
- * no CONFIG, no ACL.
+ * `default` on a sentinel: discovery only, without a password (or with the sentinels' own, `hash`, where
+ * they have one: REDIS_SENTINEL_PASSWORD), since every client and every agent asks the sentinels where the
+ * master is. Addresses, no data; no SENTINEL SET / FAILOVER / REMOVE / MONITOR, no CONFIG, no ACL.
  */
-export const sentinelDefaultAclRules = (): Array<string> => [
-  "reset",
-  "resetchannels",
-  "on",
-  "nopass",
-  "+ping",
-  "+sentinel|get-master-addr-by-name",
-  "+sentinel|sentinels",
-  "+sentinel|replicas",
-  "+sentinel|slaves",
-  "+subscribe",
-  "+unsubscribe",
-  "&+switch-master"
-]
+export const sentinelDefaultAclRules = (hash?: string): Array<string> => {
+  if (hash !== undefined) checkHash(hash)
+  return [
+    "reset",
+    "resetchannels",
+    "on",
+    hash === undefined ? "nopass" : `#${hash}`,
+    "+ping",
+    "+sentinel|get-master-addr-by-name",
+    "+sentinel|sentinels",
+    "+sentinel|replicas",
+    "+sentinel|slaves",
+    "+subscribe",
+    "+unsubscribe",
+    "&+switch-master"
+  ]
+}
 
 /** `default` on a data node: off, and nothing even if someone turns it on without changing the rest. */
 export const defaultOffAclRules = (): Array<string> => ["reset", "resetchannels", "off", "nopass", "-@all"]

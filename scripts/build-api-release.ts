@@ -9,43 +9,25 @@
  *   api.env.template      every API variable, secrets marked
  *   release.json          { name, version, node, commit }
  *
- * Reproducible like the agent's (scripts/release-bundle.ts). `npm run release` builds both.
+ * Reproducible like the agent's (scripts/release-bundle.ts `buildRelease`). `npm run release` builds both.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join, resolve } from "node:path"
-import { bundleEntry, gitCommit, packReproducible, repoRoot, sha256Of, versionFor } from "./release-bundle.ts"
+import { readdirSync } from "node:fs"
+import { join } from "node:path"
+import { buildRelease, type Release, type ReleaseOptions, repoRoot } from "./release-bundle.ts"
 
-const releaseFiles = join(repoRoot, "api", "release")
+export type ApiRelease = Release
 
-export interface ApiRelease {
-  readonly version: string
-  readonly file: string
-  readonly sha256: string
-  readonly bytes: number
-  readonly nodeVersion: string
-  readonly buildMs: number
-}
-
-export const buildApiRelease = async (options: { readonly outDir: string; readonly version?: string; readonly nodeVersion?: string }): Promise<ApiRelease> => {
-  const started = Date.now()
-  const nodeVersion = options.nodeVersion ?? process.versions.node
-  const outDir = resolve(options.outDir)
-  mkdirSync(outDir, { recursive: true })
-  const stage = mkdtempSync(join(tmpdir(), "zlh-api-release-"))
-  try {
-    await bundleEntry("api/main.ts", join(stage, "api", "main.mjs"))
-    const portal = readdirSync(join(repoRoot, "portal")).sort()
-    mkdirSync(join(stage, "portal"))
-    for (const f of portal) copyFileSync(join(repoRoot, "portal", f), join(stage, "portal", f))
-    for (const f of ["zlh-api.service", "api.env.template"]) copyFileSync(join(releaseFiles, f), join(stage, f))
-    const entries = ["api/main.mjs", ...portal.map((f) => `portal/${f}`), "zlh-api.service", "api.env.template"]
-    const version = versionFor(options.version, stage, entries)
-    writeFileSync(join(stage, "release.json"), `${JSON.stringify({ name: "zlh-api", version, node: nodeVersion, commit: gitCommit() }, null, 2)}\n`)
-    const file = join(outDir, `zlh-api-${version}.tar.gz`)
-    await packReproducible(stage, [...entries, "release.json"], file)
-    return { version, file, sha256: sha256Of(file), bytes: statSync(file).size, nodeVersion, buildMs: Date.now() - started }
-  } finally {
-    rmSync(stage, { recursive: true, force: true })
-  }
-}
+export const buildApiRelease = (options: ReleaseOptions): Promise<ApiRelease> =>
+  buildRelease(
+    "zlh-api",
+    [
+      { path: "api/main.mjs", bundle: "api/main.ts" },
+      ...readdirSync(join(repoRoot, "portal"))
+        .sort()
+        .map((f) => ({ path: `portal/${f}`, copy: `portal/${f}` })),
+      { path: "zlh-api.service", copy: "api/release/zlh-api.service" },
+      { path: "api.env.template", copy: "api/release/api.env.template" },
+      { path: "release.json", manifest: true }
+    ],
+    options
+  )

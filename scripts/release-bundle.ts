@@ -1,12 +1,14 @@
 /**
  * What the agent and API releases share (scripts/build-agent-release.ts, scripts/build-api-release.ts): a
  * TypeScript entry bundled by esbuild into one ES module that runs on plain Node, a version, and a
- * reproducible tarball (fixed mtimes, entries in a given order, modes 0644/0755).
+ * reproducible tarball (fixed mtimes, entries in a given order, modes 0644/0755); `buildRelease` puts them
+ * together from a release's layout.
  */
 import { execFileSync } from "node:child_process"
 import { createHash } from "node:crypto"
-import { readFileSync, renameSync } from "node:fs"
-import { join, resolve } from "node:path"
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join, resolve } from "node:path"
 import * as esbuild from "esbuild"
 import * as tar from "tar"
 
@@ -102,4 +104,61 @@ export const versionFor = (version: string | undefined, stage: string, entries: 
   const hash = createHash("sha256")
   for (const e of entries) hash.update(`${e}\0`).update(readFileSync(join(stage, e)))
   return checkReleaseVersion(`${base}.${hash.digest("hex").slice(0, 8)}`)
+}
+
+/** One entry of a release tarball, in the tarball's order. */
+export type ReleaseEntry =
+  /** A TypeScript entry (relative to the repository) bundled into `path` by `bundleEntry`. */
+  | { readonly path: string; readonly bundle: string }
+  /** A copy of a repository file. */
+  | { readonly path: string; readonly copy: string }
+  /** `{ name, version, node, commit }`. */
+  | { readonly path: "release.json"; readonly manifest: true }
+
+export interface ReleaseOptions {
+  /** Where the tarball is written (`<name>-<version>.tar.gz`). */
+  readonly outDir: string
+  /** Default: package.json's version + `+g<commit>` (`.dirty.<content hash>` when the work tree has changes). */
+  readonly version?: string
+  /** The Node runtime it runs on (catalog runtime `node`); default: the Node running this build. */
+  readonly nodeVersion?: string
+}
+
+export interface Release {
+  readonly version: string
+  /** The tarball's absolute path. */
+  readonly file: string
+  readonly sha256: string
+  readonly bytes: number
+  /** The catalog runtime `node` version the release runs on. */
+  readonly nodeVersion: string
+  readonly buildMs: number
+}
+
+/**
+ * Stages `layout` in a temporary directory, names the version (from everything but release.json), writes
+ * release.json and packs the entries in the layout's order into `<outDir>/<name>-<version>.tar.gz`.
+ */
+export const buildRelease = async (name: string, layout: ReadonlyArray<ReleaseEntry>, options: ReleaseOptions): Promise<Release> => {
+  const started = Date.now()
+  const nodeVersion = options.nodeVersion ?? process.versions.node
+  const outDir = resolve(options.outDir)
+  mkdirSync(outDir, { recursive: true })
+  const stage = mkdtempSync(join(tmpdir(), `${name}-release-`))
+  try {
+    for (const entry of layout) {
+      if ("bundle" in entry) await bundleEntry(entry.bundle, join(stage, entry.path))
+      else if ("copy" in entry) {
+        mkdirSync(dirname(join(stage, entry.path)), { recursive: true })
+        copyFileSync(join(repoRoot, entry.copy), join(stage, entry.path))
+      }
+    }
+    const version = versionFor(options.version, stage, layout.filter((e) => !("manifest" in e)).map((e) => e.path))
+    writeFileSync(join(stage, "release.json"), `${JSON.stringify({ name, version, node: nodeVersion, commit: gitCommit() }, null, 2)}\n`)
+    const file = join(outDir, `${name}-${version}.tar.gz`)
+    await packReproducible(stage, layout.map((e) => e.path), file)
+    return { version, file, sha256: sha256Of(file), bytes: statSync(file).size, nodeVersion, buildMs: Date.now() - started }
+  } finally {
+    rmSync(stage, { recursive: true, force: true })
+  }
 }

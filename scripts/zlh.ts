@@ -295,11 +295,11 @@ const redisAclBootstrap = async (args: Array<string>) => {
   if (positionals.length > 0) usage("redis-acl bootstrap takes no arguments")
   const b = await withRedis((redis, keys, topology) => bootstrapRedis(redis, topology, keys))
   process.stdout.write(`agent Redis users: ${b.agents.users.length} applied${b.agents.withoutPassword.length > 0 ? `; without a password yet (run \`zlh redis-acl rotate <id>\`): ${b.agents.withoutPassword.join(", ")}` : ""}\n`)
-  if (b.sentinels.applied.length > 0 || b.sentinels.failed.length > 0) reportNodes("the sentinels' login (auth-user / auth-pass)", b.sentinels)
+  if (b.sentinels.applied.length > 0 || b.sentinels.failed.length > 0) reportNodes("the sentinels' user, logins and discovery-only `default`", b.sentinels)
   const secrets = [
     apiEnvLines(b.apiPassword).trimEnd(),
     ...(b.replicaPassword === undefined ? [] : [`# replicas (masterauth, already set on every data node): ${REPLICA_REDIS_USER} ${b.replicaPassword}`]),
-    ...(b.sentinelPassword === undefined ? [] : [`# sentinels (auth-pass, already set on every sentinel; also their sentinel-pass): ${SENTINEL_REDIS_USER} ${b.sentinelPassword}`])
+    ...(b.sentinelPassword === undefined ? [] : [`# sentinels (auth-pass and sentinel-pass, already set on every sentinel): ${SENTINEL_REDIS_USER} ${b.sentinelPassword}`])
   ].join("\n")
   reportPassword("the API's environment", `${secrets}\n`, values["env-out"])
   reportNodes("the API's user, then `default` off,", b.nodes)

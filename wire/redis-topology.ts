@@ -140,6 +140,22 @@ export const describeRedisTopology = (t: RedisTopology): string => {
 export type ClientOptions = Omit<RedisOptions, "replyMapping" | "protocol" | "host" | "port" | "path" | "sentinels" | "name">
 
 /**
+ * ioredis' failover detector (its subscriptions to +switch-master on the sentinels) outlives the
+ * connection it was made for. When the master dies, that connection closes and the client asks the
+ * sentinels again; if +switch-master arrives while such a connect is in flight, the old detector
+ * disconnects the connector under it, the connect fails with "Connection is closed." and ioredis ends the
+ * client for good (status `end`: no more reconnects, every command refused until the process restarts).
+ * A closed connection has nothing left to detect: its detector goes with it, and the next connection
+ * gets its own. The detector is ioredis-internal, so a client without one refuses to be built.
+ */
+const dropFailoverDetectorOnClose = (client: Redis): Redis => {
+  const connector = (client as unknown as { connector: { failoverDetector?: { cleanup(): void } | null } }).connector
+  if (!("failoverDetector" in connector)) throw new Error("ioredis' Sentinel connector has no failoverDetector any more: wire/redis-topology.ts relies on it")
+  client.on("close", () => connector.failoverDetector?.cleanup())
+  return client
+}
+
+/**
  * One client for the topology. `options` apply to every connection (for a Cluster: to each node, plus
  * `enableOfflineQueue`, `retryStrategy`, `lazyConnect` and `enableReadyCheck` at the cluster level).
  * The topology's credentials (REDIS_USERNAME / REDIS_PASSWORD) go to every data node.
@@ -151,7 +167,7 @@ export const createRedisClient = (topology: RedisTopology, options: ClientOption
   }
   if (topology.kind === "single") return new Redis(topology.url, { ...options, ...credentials })
   if (topology.kind === "sentinel") {
-    return new Redis({
+    const client = new Redis({
       ...options,
       ...credentials,
       sentinels: topology.sentinels.map((n) => ({ host: n.host, port: n.port })),
@@ -161,6 +177,7 @@ export const createRedisClient = (topology: RedisTopology, options: ClientOption
       failoverDetector: true,
       sentinelRetryStrategy: (times: number) => Math.min(100 * times, 2_000)
     })
+    return dropFailoverDetectorOnClose(client)
   }
   const { enableOfflineQueue, retryStrategy, lazyConnect, enableReadyCheck, ...nodeOptions } = options
   const clusterOptions: ClusterOptions = {

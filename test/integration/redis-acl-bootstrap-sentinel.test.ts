@@ -1,9 +1,10 @@
 /**
  * `zlh redis-acl bootstrap` on a fresh Sentinel set (1 master, 1 replica, 3 sentinels, everything as a
  * package installs it: `default` open everywhere): afterwards the data nodes refuse anonymous commands,
- * the API's user and the agents' users work, and Sentinel still does its job under its new credentials:
- * the master is SIGKILLed, the sentinels (logging in as zlh-sentinel) promote the replica, and the API's
- * user writes to the new master.
+ * the sentinels answer anonymous discovery and nothing else (also after a restart: it is in their config
+ * files), the API's user and the agents' users work, and Sentinel still does its job under its new
+ * credentials: the master is SIGKILLed, the sentinels (logging in to the data nodes and to each other as
+ * zlh-sentinel) promote the replica, and the API's user writes to the new master.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
@@ -86,20 +87,32 @@ describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
     const envFile = join(dir, "api.env")
     const boot = await cli("redis-acl", "bootstrap", "--env-out", envFile)
     expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0)
-    expect(boot.stdout).toContain("the sentinels' login (auth-user / auth-pass) on 3 node(s)")
+    expect(boot.stdout).toContain("the sentinels' user, logins and discovery-only `default` on 3 node(s)")
     expect(boot.stdout).toContain("on 2 node(s)")
     const written = readFileSync(envFile, "utf8")
     const api = { username: "zlh-api", password: /^REDIS_PASSWORD=(\S+)$/m.exec(written)![1]! }
+    const sentinelUser = { username: "zlh-sentinel", password: /^# sentinels .*: zlh-sentinel (\S+)$/m.exec(written)![1]! }
 
     for (const port of [masterPort, replicaPort]) {
       expect(await outcome(command(port, undefined, "PING")), `anonymous on ${port}`).toMatch(/^NOAUTH/)
       expect(await outcome(command(port, api, "PING")), `zlh-api on ${port}`).toBe('answered "PONG"')
       expect(await outcome(command(port, agent, "SET", "agent:301", "{}")), `the agent on ${port}`).toMatch(/^(answered "OK"|READONLY)/)
     }
+    for (const port of sentinelPorts) {
+      expect(await outcome(command(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)), `anonymous discovery on sentinel ${port}`).toBe(`answered ["127.0.0.1","${masterPort}"]`)
+      expect(await outcome(command(port, undefined, "SENTINEL", "REPLICAS", MASTER)), `anonymous discovery on sentinel ${port}`).toMatch(/^answered /)
+      for (const refused of [["SENTINEL", "SET", MASTER, "down-after-milliseconds", "1"], ["SENTINEL", "FAILOVER", MASTER], ["SENTINEL", "MASTER", MASTER], ["ACL", "LIST"]]) {
+        expect(await outcome(command(port, undefined, ...refused)), `anonymous ${refused.join(" ")} on sentinel ${port}`).toMatch(/^NOPERM/)
+      }
+      const conf = readFileSync(join(dir, `sentinel-${port}.conf`), "utf8")
+      expect(conf, `sentinel-${port}.conf`).toMatch(/^user default on nopass .*\+sentinel\|get-master-addr-by-name/m)
+      expect(conf, `sentinel-${port}.conf`).toMatch(/^user zlh-sentinel on .*#[0-9a-f]{64} .*\+@all/m)
+      expect(conf, `sentinel-${port}.conf`).toMatch(/^sentinel sentinel-user zlh-sentinel$/m)
+    }
     // The sentinels keep seeing a healthy master (they log in as zlh-sentinel now): well past down-after.
     await new Promise((resolve) => setTimeout(resolve, 2_500))
     for (const port of sentinelPorts) {
-      const fields = (await command(port, undefined, "SENTINEL", "MASTER", MASTER)) as Array<string>
+      const fields = (await command(port, sentinelUser, "SENTINEL", "MASTER", MASTER)) as Array<string>
       expect(fields[fields.indexOf("flags") + 1], `flags on sentinel ${port}`).toBe("master")
     }
 

@@ -2,13 +2,13 @@
  * A private redis-server on its own free port (never the shared 6379), which a test can kill and start
  * again on the same port. `default` is off there; the users are test/support/test-redis-acl.ts's.
  */
-import { spawn, type ChildProcess } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Redis } from "ioredis"
 import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs } from "./test-redis-acl.ts"
 import { freePort } from "./free-port.ts"
+import { killRedisServer, launchRedisServer } from "./redis-server.ts"
 
 export { freePort }
 
@@ -24,19 +24,6 @@ export interface PrivateRedis {
   /** SIGKILL: Redis vanishes without a goodbye. */
   kill(): Promise<void>
   running(): boolean
-}
-
-const ping = async (url: string): Promise<boolean> => {
-  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    return (await r.ping()) === "PONG"
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
 }
 
 /**
@@ -55,13 +42,10 @@ export const privateRedis = async (options: { open?: boolean } = {}): Promise<Pr
   const start = async () => {
     const deadline = Date.now() + 30_000
     for (;;) {
-      const c = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...aclArgs], { stdio: "ignore" })
-      let exited = false
-      c.once("exit", () => void (exited = true))
-      child = c
-      while (!exited && Date.now() < deadline) {
-        if (await ping(adminUrl)) return
-        await new Promise((r) => setTimeout(r, 50))
+      const started = await launchRedisServer({ port, dir, args: aclArgs, readyUrl: adminUrl, deadline })
+      if (started !== null) {
+        child = started
+        return
       }
       // The port may still be held for a moment after a kill: try again until the deadline.
       if (Date.now() > deadline) throw new Error(`redis-server did not start on ${port}`)
@@ -69,12 +53,7 @@ export const privateRedis = async (options: { open?: boolean } = {}): Promise<Pr
     }
   }
   const kill = async () => {
-    const c = child
-    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return
-    await new Promise<void>((resolve) => {
-      c.once("exit", () => resolve())
-      c.kill("SIGKILL")
-    })
+    if (child !== undefined) await killRedisServer(child)
   }
   return { port, url, adminUrl, plainUrl, start, kill, running: () => child !== undefined && child.exitCode === null && child.signalCode === null }
 }

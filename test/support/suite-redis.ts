@@ -5,12 +5,12 @@
  * machine's Redis before (each under its own key prefix, `deletePrefix` afterwards); the machine's Redis
  * on 6379 is never touched. A script outside vitest (a benchmark) starts its own with `startSuiteRedis`.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Redis } from "ioredis"
 import { freePort } from "./free-port.ts"
+import { killRedisServer, launchRedisServer } from "./redis-server.ts"
 import { adminUser, apiUser, dataNodeAclArgs, redisUrlAs, testAgentUser, type RedisUser } from "./test-redis-acl.ts"
 
 const PORT_VARIABLE = "ZLH_TEST_REDIS_PORT"
@@ -36,19 +36,6 @@ export const suiteAgentRedisEnv = (user: RedisUser = testAgentUser()): Record<st
   REDIS_PASSWORD: user.password
 })
 
-const answers = async (url: string): Promise<boolean> => {
-  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    return (await r.ping()) === "PONG"
-  } catch {
-    return false
-  } finally {
-    r.disconnect()
-  }
-}
-
 /**
  * Starts the suite's Redis and sets ZLH_TEST_REDIS_PORT (and the run's password secret) in this process's
  * environment, which the test processes inherit. Resolves to a function that stops it and removes its files.
@@ -58,16 +45,8 @@ export const startSuiteRedis = async (): Promise<{ port: number; stop: () => Pro
   const aclArgs = dataNodeAclArgs(dir)
   for (let attempt = 0; ; attempt++) {
     const port = await freePort()
-    const child: ChildProcess = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...aclArgs], {
-      cwd: dir,
-      stdio: "ignore"
-    })
-    let exited = false
-    child.once("exit", () => void (exited = true))
-    const url = redisUrlAs(adminUser(), port)
-    const deadline = Date.now() + 20_000
-    while (!exited && Date.now() < deadline && !(await answers(url))) await new Promise((r) => setTimeout(r, 50))
-    if (!exited && Date.now() <= deadline) {
+    const child = await launchRedisServer({ port, dir, args: aclArgs, readyUrl: redisUrlAs(adminUser(), port), deadline: Date.now() + 20_000 })
+    if (child !== null) {
       process.env[PORT_VARIABLE] = String(port)
       const onExit = () => child.kill("SIGKILL")
       process.once("exit", onExit)
@@ -75,17 +54,11 @@ export const startSuiteRedis = async (): Promise<{ port: number; stop: () => Pro
         port,
         stop: async () => {
           process.off("exit", onExit)
-          if (child.exitCode === null && child.signalCode === null) {
-            await new Promise<void>((resolve) => {
-              child.once("exit", () => resolve())
-              child.kill("SIGKILL")
-            })
-          }
+          await killRedisServer(child)
           rmSync(dir, { recursive: true, force: true })
         }
       }
     }
-    child.kill("SIGKILL")
     // Another process took the port between the probe and the bind: try another.
     if (attempt >= 4) throw new Error(`the suite's redis-server did not start (last port ${port})`)
   }
