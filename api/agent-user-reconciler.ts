@@ -9,9 +9,10 @@
  * new after every restart) or whose registry digest differs from the last time it was done there. It
  * creates and replaces users (idempotent, as registration does); on a node it saw restart it also deletes
  * agent users of no registered server (its ACL file may predate a removal). A change made between reading
- * the registry and applying it changes the digest, so the next round applies it again; a server removed
- * meanwhile has its user taken away again at the end of the round. Every API replica runs one; their work
- * is the same and idempotent.
+ * the registry and applying it changes the digest, so the next round applies it again. Deletion wins: a
+ * server removed meanwhile has its user taken away again at the end of the round, and, if its record was
+ * still there then, in the next round (a user this reconciler put on a node and whose server is gone).
+ * Every API replica runs one; their work is the same and idempotent.
  */
 import { createHash } from "node:crypto"
 import type { Logger } from "pino"
@@ -41,6 +42,12 @@ export const createAgentUserReconciler = (
   const intervalMs = options.intervalMs ?? RECONCILE_INTERVAL_MS
   /** Per node: the run_id and registry digest it was last brought up to date with. */
   const done = new Map<string, { runId: string; digest: string }>()
+  /**
+   * Per node: the users this reconciler last put there. One whose server has gone by a later round is
+   * deleted then: a removal that deleted it everywhere while a round was re-applying it (from a listing
+   * made before the removal) would otherwise leave it behind. Kept while a node is unreachable.
+   */
+  const applied = new Map<string, ReadonlySet<string>>()
   const base = ctx.keys.agentAclUser(0).slice(0, -1)
   const ours = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[0-9]+$`)
   let failing = false
@@ -62,12 +69,13 @@ export const createAgentUserReconciler = (
             const last = done.get(name)
             if (last !== undefined && last.runId === runId && last.digest === digest) return
             for (const [user, rules] of wanted) await conn.call("ACL", "SETUSER", user, ...rules)
+            const stale = new Set(applied.get(name))
             if (last !== undefined && last.runId !== runId) {
-              for (const user of (await conn.call("ACL", "USERS")) as Array<string>) {
-                if (ours.test(user) && !wanted.has(user)) await conn.call("ACL", "DELUSER", user)
-              }
+              for (const user of (await conn.call("ACL", "USERS")) as Array<string>) if (ours.test(user)) stale.add(user)
             }
+            for (const user of stale) if (!wanted.has(user)) await conn.call("ACL", "DELUSER", user)
             await conn.call("ACL", "SAVE").catch(() => undefined)
+            applied.set(name, new Set(wanted.keys()))
             done.set(name, { runId, digest })
             changed.push(name)
           })
