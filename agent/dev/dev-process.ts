@@ -2,14 +2,15 @@ import * as NodeCP from "node:child_process"
 import { Clock, Deferred, Duration, Effect, Option, Schema } from "effect"
 import type { DevUser } from "./dev-user.ts"
 import { HttpAnswer } from "../http/http-answer.ts"
-import { childPath, setprivArgs } from "../process/run-as.ts"
+import { childPath, runAsCommandLine } from "../process/run-as.ts"
 
 /**
  * How the agent (root) runs anything as DEV_USER: the agent's one run-as rule (agent/process/run-as.ts:
  * setpriv with the user's groups and no_new_privs). The environment is built from scratch: nothing of the
  * agent's own environment (its Redis user's REDIS_PASSWORD, REDIS_URL, …) reaches a dev process.
  */
-export const asUser = (user: Pick<DevUser, "uid" | "gid">) => setprivArgs({ uid: user.uid, gid: user.gid, groups: "init" })
+const asUser = (user: Pick<DevUser, "uid" | "gid">, command: string, args: ReadonlyArray<string>) =>
+  runAsCommandLine({ uid: user.uid, gid: user.gid, groups: "init" }, command, args)
 
 /** The whole environment of a dev process (code-server, its terminals, `POST /dev/exec`). */
 export const devEnvironment = (user: DevUser, home: string, extraPath: ReadonlyArray<string> = []) => ({
@@ -95,7 +96,8 @@ export const runAsUser = Effect.fnUntraced(function*(o: {
   const exited = yield* Deferred.make<{ code: number | null; signal: string | null }>()
   return yield* Effect.acquireUseRelease(
     Effect.callback<NodeCP.ChildProcess, ExecFailed>((resume) => {
-      const child = NodeCP.spawn("setpriv", [...asUser(o.user), o.command, ...o.args], {
+      const [command, args] = asUser(o.user, o.command, o.args)
+      const child = NodeCP.spawn(command, [...args], {
         cwd: o.cwd,
         env: o.env,
         stdio: [o.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],

@@ -2,7 +2,7 @@ import * as NodeCP from "node:child_process"
 import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import { Context, Effect, Schema, type Scope, Stream } from "effect"
-import { childPath, setprivArgs } from "../process/run-as.ts"
+import { childPath, runAsCommandLine } from "../process/run-as.ts"
 
 /**
  * File operations with the rights of the tree's owner (DEV_USER for the workspace, the owner of
@@ -37,17 +37,14 @@ const PROGRAM = NodeFs.readFileSync(NodePath.join(import.meta.dirname, "files-he
 const OP_TIMEOUT = "60 seconds"
 const isRoot = process.getuid?.() === 0
 
-const asOwnerArgs = (owner: FileOwner) => isRoot ? setprivArgs({ uid: owner.uid, gid: owner.gid, groups: owner.groups }) : undefined
 
 /** A clean environment: nothing of the agent's own (its Redis user's REDIS_PASSWORD, REDIS_URL, …). */
 const ENV = { PATH: childPath(), LANG: "C.UTF-8", HOME: "/" }
 
 /** `command args` as the owner (through setpriv when the agent is root). */
 const spawnAsOwner = (owner: FileOwner, command: string, args: ReadonlyArray<string>, cwd: string) => {
-  const prefix = asOwnerArgs(owner)
-  return prefix === undefined
-    ? NodeCP.spawn(command, args, { cwd, env: ENV, stdio: ["pipe", "pipe", "pipe"] })
-    : NodeCP.spawn("setpriv", [...prefix, command, ...args], { cwd, env: ENV, stdio: ["pipe", "pipe", "pipe"] })
+  const [line, lineArgs] = runAsCommandLine(isRoot ? { uid: owner.uid, gid: owner.gid, groups: owner.groups } : undefined, command, args)
+  return NodeCP.spawn(line, [...lineArgs], { cwd, env: ENV, stdio: ["pipe", "pipe", "pipe"] })
 }
 
 interface Helper {

@@ -18,7 +18,7 @@ export interface RunAs {
 }
 
 /** `setpriv` arguments ending in `--`: the command and its arguments follow. */
-export const setprivArgs = (who: RunAs): Array<string> => [
+const setprivArgs = (who: RunAs): Array<string> => [
   `--reuid=${who.uid}`,
   `--regid=${who.gid}`,
   who.groups === "init"
@@ -29,6 +29,13 @@ export const setprivArgs = (who: RunAs): Array<string> => [
   "--no-new-privs",
   "--"
 ]
+
+/** The command line that runs `command args` as `who` (setpriv execs it in place); as the agent when `who` is undefined. */
+export const runAsCommandLine = (
+  who: RunAs | undefined,
+  command: string,
+  args: ReadonlyArray<string>
+): readonly [string, ReadonlyArray<string>] => (who === undefined ? [command, args] : ["setpriv", [...setprivArgs(who), command, ...args]])
 
 /** The system directories every child's PATH ends with. */
 export const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -4,7 +4,7 @@ import { closeFd, openLogFile } from "./log-file.ts"
 import { awaitGroupGone, signalProcessGroup } from "./process-group.ts"
 import type { ProcessEnd, ProcessHandle } from "./process-handle.ts"
 import { isAlive, readStat } from "./proc.ts"
-import { type RunAs, setprivArgs } from "./run-as.ts"
+import { type RunAs, runAsCommandLine } from "./run-as.ts"
 import { openFifoForChild } from "./stdin-fifo.ts"
 
 /** What to run, and where its output and console go. */
@@ -48,9 +48,7 @@ export const spawnProcess = Effect.fnUntraced(function*(spec: SpawnSpec): Effect
     Effect.tapError(() => closeFd(log.fd)),
     Effect.mapError((e) => new SpawnFailed({ message: `cannot open the console ${spec.stdinFifo}: ${String(e)}`, exitCode: 127 }))
   )
-  const [userCommand, userArgs] = spec.runAs === undefined
-    ? [spec.command, spec.args] as const
-    : ["setpriv", [...setprivArgs(spec.runAs), spec.command, ...spec.args]] as const
+  const [userCommand, userArgs] = runAsCommandLine(spec.runAs, spec.command, spec.args)
   const [command, args] = spec.wrap === undefined ? [userCommand, userArgs] as const : spec.wrap(userCommand, userArgs)
   const exit = yield* Deferred.make<ProcessEnd>()
   const child = yield* Effect.callback<NodeCP.ChildProcess, SpawnFailed>((resume) => {

@@ -317,13 +317,11 @@ export const makeSupervisedProcess = <Rec, E, R, H extends ProcessHandle = Proce
           l = attempt.success
         }
         const h = l.handle
-        if (Option.isNone(yield* Ref.get(readyAt))) {
-          const outcome = yield* awaitReady(l)
-          if (!launchedMode && outcome !== "ready" && outcome !== "unconfirmed") {
-            return yield* abandon(l, outcome).pipe(Effect.catch((e) => launchFailed(e)))
-          }
+        const outcome = Option.isSome(yield* Ref.get(readyAt)) ? "ready" : yield* awaitReady(l)
+        if (!launchedMode && outcome !== "ready" && outcome !== "unconfirmed") {
+          return yield* abandon(l, outcome).pipe(Effect.catch((e) => launchFailed(e)))
         }
-        if (rules.whileRunning !== undefined) yield* Effect.forkIn(provide(rules.whileRunning(h)), l.watchers)
+        if (rules.whileRunning !== undefined && outcome !== "exited") yield* Effect.forkIn(provide(rules.whileRunning(h)), l.watchers)
         const end = yield* h.exit
         yield* Scope.close(l.watchers, Exit.void)
         // what it left of its own group would hold its port or files against the next run
