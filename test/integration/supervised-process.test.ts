@@ -1,15 +1,20 @@
+import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
-import { Context, Duration, Effect, Layer } from "effect"
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Duration, Effect, Exit, Layer, Scope } from "effect"
 import { codeServerRules } from "../../agent/dev/code-server-process.ts"
 import { ConsoleHub } from "../../agent/game/console-hub.ts"
 import { GameConfig } from "../../agent/game/game-config.ts"
 import { ProcessLauncher } from "../../agent/game/game-launcher.ts"
 import { gameRules } from "../../agent/game/game-rules.ts"
-import { GameStateFile } from "../../agent/game/game-state-file.ts"
+import { GameStateFile, HANDOVER_FILE } from "../../agent/game/game-state-file.ts"
 import { NodeProcessLauncher } from "../../agent/game/node-launcher.ts"
+import { makeSupervisedProcess } from "../../agent/process/supervised-process.ts"
 import { devSettings } from "../support/dev-settings.ts"
 import { gameSettings } from "../support/game-settings.ts"
-import { supervisedProcessSuite, type Workbench, WORKLOAD_SCRIPT } from "../support/supervised-process-suite.ts"
+import { notRootReason } from "../support/dev-user.ts"
+import { skipUnless } from "../support/requirements.ts"
+import { bench, gone, pidOf, startRunning, supervisedProcessSuite, type Workbench, WORKLOAD_SCRIPT } from "../support/supervised-process-suite.ts"
 
 /** code-server's own rules (code-server-process.ts), with the stand-in workload as its entry script. */
 supervisedProcessSuite({
@@ -61,29 +66,65 @@ const gameEnv = (w: Workbench) => ({
   GAME_KEEP_RUNNING_ON_SHUTDOWN: "true"
 })
 
+/** The game's own rules (game-rules.ts) with its real launcher (node-launcher.ts) and state file. */
+const realGameRules = (env: Record<string, string>) =>
+  Effect.gen(function*() {
+    const config = gameSettings(env)
+    const services = yield* Layer.build(Layer.mergeAll(
+      NodeProcessLauncher.pipe(Layer.provide(GameConfig.make(config))),
+      GameStateFile.file(config.stateFile)
+    ))
+    return gameRules({
+      config,
+      launcher: Context.get(services, ProcessLauncher),
+      stateFile: Context.get(services, GameStateFile),
+      hub: new ConsoleHub({ ringSize: config.logRingSize, viewerQueue: 100, maxViewers: 1 }),
+      on: {},
+      whileRunning: () => Effect.void
+    })
+  })
+
 /**
- * The game's own rules (game-rules.ts) with its real launcher (node-launcher.ts: the game user, stdin FIFO,
- * log file) and state file: start returns once launched, ready on its port, stopped with the console
- * `stop` command first, re-attached by the record the core keeps.
+ * The game's rules with its real launcher (the game user, stdin FIFO, log file) and state file: start
+ * returns once launched, ready on its port, stopped with the console `stop` command first, re-attached by
+ * the record the core keeps.
  */
 supervisedProcessSuite({
   name: "game server",
   stopLogLine: "stop command",
   logFile: (w) => gameSettings(gameEnv(w)).logFile,
-  rules: (w: Workbench) =>
-    Effect.gen(function*() {
-      const config = gameSettings(gameEnv(w))
-      const services = yield* Layer.build(Layer.mergeAll(
-        NodeProcessLauncher.pipe(Layer.provide(GameConfig.make(config))),
-        GameStateFile.file(config.stateFile)
-      ))
-      return gameRules({
-        config,
-        launcher: Context.get(services, ProcessLauncher),
-        stateFile: Context.get(services, GameStateFile),
-        hub: new ConsoleHub({ ringSize: config.logRingSize, viewerQueue: 100, maxViewers: 1 }),
-        on: {},
-        whileRunning: () => Effect.void
-      })
-    })
+  rules: (w: Workbench) => realGameRules(gameEnv(w))
+})
+
+describe("game server at agent shutdown (the core's keep-running decision)", skipUnless(notRootReason), () => {
+  it.live("a stopping agent stops the server's group but keeps it wanted; an upgrade's hand-over leaves it running, once", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const w = yield* bench
+      const env = { ...gameEnv(w), GAME_KEEP_RUNNING_ON_SHUTDOWN: "false" }
+      const rules = yield* realGameRules(env)
+      const handover = NodePath.join(NodePath.dirname(gameSettings(env).stateFile), HANDOVER_FILE)
+
+      const first = yield* Scope.make()
+      const sp1 = yield* makeSupervisedProcess(rules).pipe(Scope.provide(first))
+      const pid1 = pidOf(yield* startRunning(sp1))
+      yield* Scope.close(first, Exit.void)
+      assert.isTrue(gone(pid1), "stopped with the agent")
+      assert.isTrue(yield* sp1.wanted, "still wanted: the next agent starts it again")
+
+      const second = yield* Scope.make()
+      const sp2 = yield* makeSupervisedProcess(rules).pipe(Scope.provide(second))
+      const pid2 = pidOf(yield* startRunning(sp2))
+      assert.notStrictEqual(pid2, pid1)
+      NodeFs.writeFileSync(handover, "")
+      yield* Scope.close(second, Exit.void)
+      assert.isFalse(gone(pid2), "the upgrade's hand-over leaves it running")
+      assert.isFalse(NodeFs.existsSync(handover), "the hand-over request is used up")
+
+      const sp3 = yield* makeSupervisedProcess(rules)
+      const adopted = yield* sp3.reconcile
+      assert.strictEqual(adopted.current?.identity.pid, pid2)
+      assert.isTrue(adopted.current?.adopted)
+      yield* sp3.stop
+      assert.isTrue(gone(pid2))
+    })), 60_000)
 })

@@ -48,7 +48,7 @@ const RESTART: RestartPolicyOptions = {
   maxFastFailures: 3
 }
 
-const gone = (pid: number) => {
+export const gone = (pid: number) => {
   try {
     const stat = NodeFs.readFileSync(`/proc/${pid}/stat`, "utf8")
     return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")
@@ -73,7 +73,8 @@ const eventually = <A>(what: string, check: Effect.Effect<A | undefined>, second
 const when = (status: Effect.Effect<SupervisedStatus>, f: (s: SupervisedStatus) => boolean) =>
   Effect.map(status, (s) => (f(s) ? s : undefined))
 
-const bench = Effect.acquireRelease(
+/** A workload directory owned by a fresh test user, and a free port; removed afterwards. */
+export const bench = Effect.acquireRelease(
   Effect.promise(async () => {
     const root = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "zlh-supervised-"))
     NodeFs.chmodSync(root, 0o755)
@@ -98,10 +99,10 @@ const liveProbe = <Rec, E, H extends ProcessHandle>(rules: SupervisedRules<Rec, 
 })
 
 /** Starts and waits until it runs (a kind whose `start` returns once launched is ready a moment later). */
-const startRunning = (sp: SupervisedProcess<unknown>) =>
+export const startRunning = (sp: SupervisedProcess<unknown>) =>
   Effect.andThen(sp.start, eventually("running", when(sp.status, (s) => s.state === "running" && s.current !== undefined)))
 
-const pidOf = (s: SupervisedStatus) => {
+export const pidOf = (s: SupervisedStatus) => {
   assert.isDefined(s.current)
   return s.current!.identity.pid
 }
