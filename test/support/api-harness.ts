@@ -11,7 +11,7 @@ import { SignJWT } from "jose"
 import { pino, type Logger } from "pino"
 import type { ApiConfig, ApiDeps } from "../../api/deps.ts"
 import { createPubSubHub } from "../../api/pubsub.ts"
-import { commandClientOptions, subscriberClientOptions, waitForRedis } from "../../api/redis.ts"
+import { createRedisClients, waitForRedis } from "../../api/redis.ts"
 import type { RedisClient } from "../../wire/redis.ts"
 import { createRedisClient, singleRedis, type RedisTopology } from "../../wire/redis-topology.ts"
 import { initialAgentStatus, type AgentStatus } from "../../schemas/agent-status.ts"
@@ -74,11 +74,9 @@ export const makeDeps = async (
 ): Promise<TestDeps> => {
   const config = input.config ?? testConfig()
   const topology = input.redis ?? (input.redisUrl === undefined ? config.redis : singleRedis(input.redisUrl))
-  const redis = createRedisClient(topology, commandClientOptions())
-  const subscriber = createRedisClient(topology, subscriberClientOptions())
+  const logger = input.logger ?? pino({ level: "silent" })
+  const { redis, subscriber } = createRedisClients(topology, logger)
   const fixtures = createRedisClient(asAdmin(topology), { maxRetriesPerRequest: 20, lazyConnect: true })
-  redis.on("error", () => undefined)
-  subscriber.on("error", () => undefined)
   fixtures.on("error", () => undefined)
   if (input.waitReady !== false) {
     await waitForRedis(redis, 20_000)
@@ -93,7 +91,7 @@ export const makeDeps = async (
     pubsub,
     keys: input.keys,
     now: input.now ?? (() => Date.now()),
-    logger: input.logger ?? pino({ level: "silent" }),
+    logger,
     async closeClients() {
       await pubsub.close().catch(() => undefined)
       await redis.quit().catch(() => redis.disconnect())
