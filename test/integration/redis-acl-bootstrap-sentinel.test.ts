@@ -6,36 +6,17 @@
  * credentials: the master is SIGKILLed, the sentinels (logging in to the data nodes and to each other as
  * zlh-sentinel) promote the replica, and the API's user writes to the new master.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { promisify } from "node:util"
-import { Redis } from "ioredis"
 import { afterAll, describe, expect, it } from "vitest"
-import { NODE_BIN, repoRoot } from "../support/agent-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
+import { commandAs, outcomeAs } from "../support/redis-as.ts"
 import { waitFor } from "../support/redis-topologies.ts"
+import { zlh } from "../support/zlh-cli.ts"
 
-const run = promisify(execFile)
 const MASTER = "zlhfresh"
-
-/** One command on a short connection, as `as` (or nobody). */
-const command = async (port: number, as: { username: string; password: string } | undefined, ...args: Array<string>): Promise<unknown> => {
-  const r = new Redis({ host: "127.0.0.1", port, protocol: 2, ...(as ?? {}), lazyConnect: true, enableReadyCheck: false, disableClientInfo: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1_000 })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    return await r.call(args[0]!, ...args.slice(1))
-  } finally {
-    r.disconnect()
-  }
-}
-const outcome = (p: Promise<unknown>) =>
-  p.then(
-    (v) => `answered ${JSON.stringify(v)}`,
-    (e: Error) => e.message
-  )
 
 describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
   const dir = mkdtempSync(join(tmpdir(), "zlh-fresh-sentinel-"))
@@ -61,31 +42,22 @@ describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
     await waitFor(
       "the fresh Sentinel set",
       async () => {
-        if (!/slave0:.*state=online/.test(String(await command(masterPort, undefined, "INFO", "replication")))) return false
+        if (!/slave0:.*state=online/.test(String(await commandAs(masterPort, undefined, "INFO", "replication")))) return false
         for (const port of sentinelPorts) {
-          if (((await command(port, undefined, "SENTINEL", "REPLICAS", MASTER)) as Array<unknown>).length !== 1) return false
-          if (((await command(port, undefined, "SENTINEL", "SENTINELS", MASTER)) as Array<unknown>).length !== 2) return false
+          if (((await commandAs(port, undefined, "SENTINEL", "REPLICAS", MASTER)) as Array<unknown>).length !== 1) return false
+          if (((await commandAs(port, undefined, "SENTINEL", "SENTINELS", MASTER)) as Array<unknown>).length !== 2) return false
         }
         return true
       },
       60_000
     )
     const env = { REDIS_SENTINELS: sentinelPorts.map((p) => `127.0.0.1:${p}`).join(","), REDIS_SENTINEL_MASTER: MASTER }
-    const cli = async (...args: Array<string>) => {
-      try {
-        const r = await run(join(NODE_BIN, "node"), ["scripts/zlh.ts", ...args], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 60_000 })
-        return { code: 0, stdout: r.stdout, stderr: r.stderr }
-      } catch (e) {
-        const err = e as { code?: number; stdout?: string; stderr?: string }
-        return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" }
-      }
-    }
-    const added = await cli("server", "add", "f1", "--vmid", "301", "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
+    const added = await zlh(env, "server", "add", "f1", "--vmid", "301", "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
     expect(added.code, added.stderr).toBe(0)
     const agent = { username: "zlh-agent-301", password: /REDIS_PASSWORD=(\S+)/.exec(added.stdout)![1]! }
 
     const envFile = join(dir, "api.env")
-    const boot = await cli("redis-acl", "bootstrap", "--env-out", envFile)
+    const boot = await zlh(env, "redis-acl", "bootstrap", "--env-out", envFile)
     expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0)
     expect(boot.stdout).toContain("the sentinels' user, logins and discovery-only `default` on 3 node(s)")
     expect(boot.stdout).toContain("on 2 node(s)")
@@ -94,15 +66,15 @@ describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
     const sentinelUser = { username: "zlh-sentinel", password: /^# sentinels .*: zlh-sentinel (\S+)$/m.exec(written)![1]! }
 
     for (const port of [masterPort, replicaPort]) {
-      expect(await outcome(command(port, undefined, "PING")), `anonymous on ${port}`).toMatch(/^NOAUTH/)
-      expect(await outcome(command(port, api, "PING")), `zlh-api on ${port}`).toBe('answered "PONG"')
-      expect(await outcome(command(port, agent, "SET", "agent:301", "{}")), `the agent on ${port}`).toMatch(/^(answered "OK"|READONLY)/)
+      expect(await outcomeAs(port, undefined, "PING"), `anonymous on ${port}`).toMatch(/^NOAUTH/)
+      expect(await outcomeAs(port, api, "PING"), `zlh-api on ${port}`).toBe('answered "PONG"')
+      expect(await outcomeAs(port, agent, "SET", "agent:301", "{}"), `the agent on ${port}`).toMatch(/^(answered "OK"|READONLY)/)
     }
     for (const port of sentinelPorts) {
-      expect(await outcome(command(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)), `anonymous discovery on sentinel ${port}`).toBe(`answered ["127.0.0.1","${masterPort}"]`)
-      expect(await outcome(command(port, undefined, "SENTINEL", "REPLICAS", MASTER)), `anonymous discovery on sentinel ${port}`).toMatch(/^answered /)
+      expect(await outcomeAs(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER), `anonymous discovery on sentinel ${port}`).toBe(`answered ["127.0.0.1","${masterPort}"]`)
+      expect(await outcomeAs(port, undefined, "SENTINEL", "REPLICAS", MASTER), `anonymous discovery on sentinel ${port}`).toMatch(/^answered /)
       for (const refused of [["SENTINEL", "SET", MASTER, "down-after-milliseconds", "1"], ["SENTINEL", "FAILOVER", MASTER], ["SENTINEL", "MASTER", MASTER], ["ACL", "LIST"]]) {
-        expect(await outcome(command(port, undefined, ...refused)), `anonymous ${refused.join(" ")} on sentinel ${port}`).toMatch(/^NOPERM/)
+        expect(await outcomeAs(port, undefined, ...refused), `anonymous ${refused.join(" ")} on sentinel ${port}`).toMatch(/^NOPERM/)
       }
       const conf = readFileSync(join(dir, `sentinel-${port}.conf`), "utf8")
       expect(conf, `sentinel-${port}.conf`).toMatch(/^user default on nopass .*\+sentinel\|get-master-addr-by-name/m)
@@ -112,7 +84,7 @@ describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
     // The sentinels keep seeing a healthy master (they log in as zlh-sentinel now): well past down-after.
     await new Promise((resolve) => setTimeout(resolve, 2_500))
     for (const port of sentinelPorts) {
-      const fields = (await command(port, sentinelUser, "SENTINEL", "MASTER", MASTER)) as Array<string>
+      const fields = (await commandAs(port, sentinelUser, "SENTINEL", "MASTER", MASTER)) as Array<string>
       expect(fields[fields.indexOf("flags") + 1], `flags on sentinel ${port}`).toBe("master")
     }
 
@@ -122,14 +94,14 @@ describe("zlh redis-acl bootstrap on a fresh Sentinel set", () => {
       `the sentinels to promote the replica on ${replicaPort}`,
       async () => {
         for (const port of sentinelPorts) {
-          const addr = (await command(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)) as [string, string]
+          const addr = (await commandAs(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)) as [string, string]
           if (Number(addr[1]) !== replicaPort) return false
         }
-        return ((await command(replicaPort, api, "ROLE")) as [string])[0] === "master"
+        return ((await commandAs(replicaPort, api, "ROLE")) as [string])[0] === "master"
       },
       60_000
     )
-    expect(await outcome(command(replicaPort, api, "HSET", "server:f2", "vmid", "302"))).toBe("answered 1")
-    expect(await outcome(command(replicaPort, undefined, "PING"))).toMatch(/^NOAUTH/)
+    expect(await outcomeAs(replicaPort, api, "HSET", "server:f2", "vmid", "302")).toBe("answered 1")
+    expect(await outcomeAs(replicaPort, undefined, "PING")).toMatch(/^NOAUTH/)
   }, 180_000)
 })

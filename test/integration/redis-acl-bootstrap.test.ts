@@ -10,22 +10,19 @@
  *   user, the agents' users and the replication user with `masterauth`, then `default` off; a replica that
  *   reconnects to its master authenticates with the new replication user.
  */
-import { execFile } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { promisify } from "node:util"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
 import { makeRedisKeys } from "../../schemas/redis-keys.ts"
 import { bearer, makeDeps, mintUserToken, testConfig, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { privateRedis, type PrivateRedis } from "../support/api-private-redis.ts"
-import { NODE_BIN, repoRoot } from "../support/agent-harness.ts"
+import { authAs, outcomeAs } from "../support/redis-as.ts"
 import { redisCommand, startRedisCluster, waitFor, type RedisClusterSet } from "../support/redis-topologies.ts"
 import { adminUser } from "../support/test-redis-acl.ts"
-
-const run = promisify(execFile)
+import { zlh } from "../support/zlh-cli.ts"
 
 const envFileOf = (path: string) =>
   Object.fromEntries(
@@ -35,48 +32,10 @@ const envFileOf = (path: string) =>
       .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)])
   )
 
-/** AUTH on a fresh RESP2 connection: "accepted" or Redis' error. */
-const authAs = async (port: number, username: string, password: string): Promise<string> => {
-  const r = new Redis({ host: "127.0.0.1", port, protocol: 2, lazyConnect: true, enableReadyCheck: false, disableClientInfo: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    await r.call("AUTH", username, password)
-    return "accepted"
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e)
-  } finally {
-    r.disconnect()
-  }
-}
-
-const anonymousPing = async (port: number): Promise<string> => {
-  const r = new Redis({ host: "127.0.0.1", port, protocol: 2, lazyConnect: true, enableReadyCheck: false, disableClientInfo: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    return String(await r.ping())
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e)
-  } finally {
-    r.disconnect()
-  }
-}
-
 describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
   let redis: PrivateRedis
   let d: TestDeps | undefined
   const dir = mkdtempSync(join(tmpdir(), "zlh-acl-bootstrap-"))
-  const cli = async (env: Record<string, string>, ...args: Array<string>) => {
-    try {
-      const r = await run(join(NODE_BIN, "node"), ["scripts/zlh.ts", ...args], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 60_000 })
-      return { code: 0, stdout: r.stdout, stderr: r.stderr }
-    } catch (e) {
-      const err = e as { code?: number; stdout?: string; stderr?: string }
-      return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" }
-    }
-  }
-
   beforeAll(async () => {
     // A fresh Redis as a package installs it: `default` on, no password.
     redis = await privateRedis({ open: true })
@@ -92,7 +51,7 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     const asDefault = { REDIS_URL: redis.plainUrl }
     const agentPasswords: Record<string, string> = {}
     for (const [id, vmid] of [["s1", "101"], ["s2", "102"]] as const) {
-      const added = await cli(asDefault, "server", "add", id, "--vmid", vmid, "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
+      const added = await zlh(asDefault, "server", "add", id, "--vmid", vmid, "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
       expect(added.code, added.stderr).toBe(0)
       agentPasswords[vmid] = /REDIS_PASSWORD=(\S+)/.exec(added.stdout)![1]!
     }
@@ -100,10 +59,10 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     const admin = new Redis(redis.plainUrl, { maxRetriesPerRequest: 0 })
     for (const vmid of ["101", "102"]) await admin.call("ACL", "DELUSER", `zlh-agent-${vmid}`)
     admin.disconnect()
-    expect(await anonymousPing(redis.port)).toBe("PONG")
+    expect(await outcomeAs(redis.port, undefined, "PING")).toBe('answered "PONG"')
 
     const apiEnv = join(dir, "api.env")
-    const boot = await cli(asDefault, "redis-acl", "bootstrap", "--env-out", apiEnv)
+    const boot = await zlh(asDefault, "redis-acl", "bootstrap", "--env-out", apiEnv)
     expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0)
     expect(boot.stdout).toContain("agent Redis users: 2 applied")
     expect(boot.stdout).toContain(`the API's user, then \`default\` off, on 1 node(s): 127.0.0.1:${redis.port}`)
@@ -113,7 +72,7 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     expect(boot.stdout).not.toContain(api["REDIS_PASSWORD"]!)
 
     // No anonymous door any more; every agent's password works again; the API works under its user.
-    expect(await anonymousPing(redis.port)).toMatch(/^NOAUTH/)
+    expect(await outcomeAs(redis.port, undefined, "PING")).toMatch(/^NOAUTH/)
     for (const [vmid, password] of Object.entries(agentPasswords)) expect(await authAs(redis.port, `zlh-agent-${vmid}`, password)).toBe("accepted")
     d = await makeDeps({
       keys: makeRedisKeys(),
@@ -130,7 +89,7 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
 
     // Rotation, as the API's own user.
     const rotatedEnv = join(dir, "api-rotated.env")
-    const rotated = await cli({ REDIS_URL: redis.plainUrl, REDIS_USERNAME: "zlh-api", REDIS_PASSWORD: api["REDIS_PASSWORD"]! }, "redis-acl", "rotate-api", "--env-out", rotatedEnv)
+    const rotated = await zlh({ REDIS_URL: redis.plainUrl, REDIS_USERNAME: "zlh-api", REDIS_PASSWORD: api["REDIS_PASSWORD"]! }, "redis-acl", "rotate-api", "--env-out", rotatedEnv)
     expect(rotated.code, `${rotated.stdout}\n${rotated.stderr}`).toBe(0)
     const next = envFileOf(rotatedEnv)["REDIS_PASSWORD"]!
     expect(next).not.toBe(api["REDIS_PASSWORD"])
@@ -139,7 +98,7 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
     // The running API's open connections keep working until it restarts with the new password.
     expect(await listed()).toEqual({ status: 200, ids: ["s1", "s2"] })
     // The rules stayed as they were: still no anonymous door, still NOPERM outside its keys.
-    expect(await anonymousPing(redis.port)).toMatch(/^NOAUTH/)
+    expect(await outcomeAs(redis.port, undefined, "PING")).toMatch(/^NOAUTH/)
     const fresh = new Redis({ host: "127.0.0.1", port: redis.port, username: "zlh-api", password: next, maxRetriesPerRequest: 0, lazyConnect: true })
     await fresh.connect()
     await expect(fresh.get("anything-else")).rejects.toThrow(/NOPERM/)
@@ -148,7 +107,7 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
 
     // api-user --apply: the rules again, with a new password, on every node.
     const appliedEnv = join(dir, "api-applied.env")
-    const applied = await cli({ REDIS_URL: redis.plainUrl, REDIS_USERNAME: "zlh-api", REDIS_PASSWORD: next }, "redis-acl", "api-user", "--apply", "--env-out", appliedEnv)
+    const applied = await zlh({ REDIS_URL: redis.plainUrl, REDIS_USERNAME: "zlh-api", REDIS_PASSWORD: next }, "redis-acl", "api-user", "--apply", "--env-out", appliedEnv)
     expect(applied.code, `${applied.stdout}\n${applied.stderr}`).toBe(0)
     expect(applied.stdout).toContain(`the API's Redis user zlh-api on 1 node(s): 127.0.0.1:${redis.port}`)
     const third = envFileOf(appliedEnv)["REDIS_PASSWORD"]!
@@ -157,14 +116,14 @@ describe("zlh redis-acl bootstrap, rotate-api, api-user", () => {
   }, 120_000)
 
   it("api-user prints the ACL SETUSER lines and the figure; usage errors exit 2", async () => {
-    const printed = await cli({}, "redis-acl", "api-user")
+    const printed = await zlh({}, "redis-acl", "api-user")
     expect(printed.code, printed.stderr).toBe(0)
     expect(printed.stdout).toMatch(/^# The API's own user: \d+ commands, 4 key patterns, 2 channel patterns \(against \+@all ~\* &\*\)\.$/m)
     expect(printed.stdout).toMatch(/^ACL SETUSER zlh-api reset resetchannels on #[0-9a-f]{64} ~server:\* %R~agent:\* ~ide:\* ~rl:\* /m)
     expect(printed.stdout).toMatch(/^ACL SETUSER default reset resetchannels off nopass -@all$/m)
     expect(printed.stdout).toMatch(/REDIS_PASSWORD=[A-Za-z0-9_-]{43}/)
-    expect((await cli({}, "redis-acl", "rotate-api", "extra")).code).toBe(2)
-    expect((await cli({}, "redis-acl", "bootstrap", "--nope")).code).toBe(2)
+    expect((await zlh({}, "redis-acl", "rotate-api", "extra")).code).toBe(2)
+    expect((await zlh({}, "redis-acl", "bootstrap", "--nope")).code).toBe(2)
   }, 60_000)
 })
 
@@ -182,32 +141,23 @@ describe("zlh redis-acl bootstrap on a Cluster", () => {
     cluster = await startRedisCluster()
     const c = cluster
     const env = { REDIS_CLUSTER_NODES: c.ports.map((p) => `127.0.0.1:${p}`).join(","), REDIS_USERNAME: adminUser().username, REDIS_PASSWORD: adminUser().password }
-    const run1 = async (...args: Array<string>) => {
-      try {
-        const r = await run(join(NODE_BIN, "node"), ["scripts/zlh.ts", ...args], { cwd: repoRoot, env: { PATH: process.env["PATH"] ?? "", ...env }, timeout: 60_000 })
-        return { code: 0, stdout: r.stdout, stderr: r.stderr }
-      } catch (e) {
-        const err = e as { code?: number; stdout?: string; stderr?: string }
-        return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" }
-      }
-    }
-    const added = await run1("server", "add", "c1", "--vmid", "201", "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
+    const added = await zlh(env, "server", "add", "c1", "--vmid", "201", "--owner", "olga", "--kind", "game", "--host", "10.0.0.1")
     expect(added.code, added.stderr).toBe(0)
     const agentPassword = /REDIS_PASSWORD=(\S+)/.exec(added.stdout)![1]!
     // Lost on every node (nodes that restarted without their ACL files): bootstrap brings the user back.
     for (const port of c.ports) await redisCommand(port, "ACL", "DELUSER", "zlh-agent-201")
     for (const port of c.ports) await redisCommand(port, "ACL", "SETUSER", "default", "on", "nopass", "+@all", "~*", "&*")
-    expect(await anonymousPing(c.ports[0]!)).toBe("PONG")
+    expect(await outcomeAs(c.ports[0]!, undefined, "PING")).toBe('answered "PONG"')
 
     const apiEnv = join(dir, "api.env")
-    const boot = await run1("redis-acl", "bootstrap", "--env-out", apiEnv)
+    const boot = await zlh(env, "redis-acl", "bootstrap", "--env-out", apiEnv)
     expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0)
     expect(boot.stdout).toContain("on 6 node(s)")
     const written = readFileSync(apiEnv, "utf8")
     const api = envFileOf(apiEnv)
     const replicaPassword = /zlh-replica (\S+)/.exec(written)![1]!
     for (const port of c.ports) {
-      expect(await anonymousPing(port), `anonymous on ${port}`).toMatch(/^NOAUTH/)
+      expect(await outcomeAs(port, undefined, "PING"), `anonymous on ${port}`).toMatch(/^NOAUTH/)
       expect(await authAs(port, "zlh-api", api["REDIS_PASSWORD"]!), `zlh-api on ${port}`).toBe("accepted")
       expect(await authAs(port, "zlh-agent-201", agentPassword), `agent on ${port}`).toBe("accepted")
       expect(await authAs(port, "zlh-replica", replicaPassword), `replica user on ${port}`).toBe("accepted")

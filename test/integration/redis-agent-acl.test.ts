@@ -10,13 +10,11 @@
  * answer but the one that issues a password carries it, and none carries its hash. The CLI does the same
  * (server add --env-out, redis-acl rotate / sync, server rm).
  */
-import { execFile } from "node:child_process"
 import { createHash } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { promisify } from "node:util"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createApp } from "../../api/app.ts"
@@ -24,14 +22,15 @@ import { AGENT_REDIS_HASH_FIELD } from "../../api/registry.ts"
 import { makeRedisKeys, type RedisKeys } from "../../schemas/redis-keys.ts"
 import type { RedisClient } from "../../wire/redis.ts"
 import { createRedisClient, type RedisTopology } from "../../wire/redis-topology.ts"
-import { agentEnv, makeAgentTree, NODE_BIN, repoRoot, startAgent, testVmid, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
+import { agentEnv, makeAgentTree, startAgent, testVmid, type AgentTree, type RunningAgent } from "../support/agent-harness.ts"
 import { bearer, deletePrefix, eventually, makeDeps, mintUserToken, SHARED_REDIS_URL, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { freePort } from "../support/api-private-redis.ts"
+import { authAs } from "../support/redis-as.ts"
 import { redisCommand, SENTINEL_MASTER_NAME, startRedisCluster, startSentinelSet, type RedisClusterSet, type SentinelSet } from "../support/redis-topologies.ts"
 import { suiteRedisPlainUrl, suiteRedisPort } from "../support/suite-redis.ts"
 import { apiUser } from "../support/test-redis-acl.ts"
+import { zlh } from "../support/zlh-cli.ts"
 
-const run = promisify(execFile)
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest("hex")
 
 interface AgentRedis {
@@ -50,22 +49,6 @@ const connectAs = async (port: number, username: string, password: string): Prom
   r.on("error", () => undefined)
   await r.connect()
   return r
-}
-
-/** AUTH as `username` on one node: "accepted" or Redis' error (WRONGPASS …). */
-const authError = async (port: number, username: string, password: string): Promise<string> => {
-  // RESP2: no HELLO before the AUTH (an anonymous HELLO is refused where `default` is off).
-  const r = new Redis({ host: "127.0.0.1", port, ...agentOptions, protocol: 2 })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    await r.call("AUTH", username, password)
-    return "accepted"
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e)
-  } finally {
-    r.disconnect()
-  }
 }
 
 const noPerm = async (what: string, p: Promise<unknown>) => {
@@ -304,7 +287,7 @@ const scenario = (name: string, setUp: () => Promise<Setup>) =>
         } finally {
           direct.disconnect()
         }
-        expect(await authError(port, userA(), passwordB)).toMatch(/WRONGPASS/)
+        expect(await authAs(port, userA(), passwordB)).toMatch(/WRONGPASS/)
       }
     })
 
@@ -352,7 +335,7 @@ const scenario = (name: string, setUp: () => Promise<Setup>) =>
       issued.push(next)
       await closed
       for (const port of s.ports) {
-        expect(await authError(port, userA(), passwordA), `old password on ${port}`).toMatch(/WRONGPASS/)
+        expect(await authAs(port, userA(), passwordA), `old password on ${port}`).toMatch(/WRONGPASS/)
         const fresh = await connectAs(port, userA(), next)
         fresh.disconnect()
       }
@@ -397,7 +380,7 @@ const scenario = (name: string, setUp: () => Promise<Setup>) =>
       expect(res.status).toBe(204)
       for (const port of s.ports) {
         expect(await redisCommand(port, "ACL", "GETUSER", userA()), `user on ${port}`).toBeNull()
-        expect(await authError(port, userA(), passwordA)).toMatch(/WRONGPASS/)
+        expect(await authAs(port, userA(), passwordA)).toMatch(/WRONGPASS/)
         expect(await redisCommand(port, "ACL", "GETUSER", s.keys.agentAclUser(vmidB))).not.toBeNull()
       }
       expect(await d.redis.exists(s.keys.server("srv-a"))).toBe(0)
@@ -477,19 +460,7 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
   const keys = makeRedisKeys(prefix)
   const dir = mkdtempSync(join(tmpdir(), "zlh-acl-cli-"))
   const vmid = testVmid()
-  const cli = async (...args: Array<string>) => {
-    try {
-      const r = await run(join(NODE_BIN, "node"), ["scripts/zlh.ts", ...args], {
-        cwd: repoRoot,
-        env: { PATH: process.env["PATH"] ?? "", REDIS_URL: SHARED_REDIS_URL, ZLH_REDIS_PREFIX: prefix },
-        timeout: 60_000
-      })
-      return { code: 0, stdout: r.stdout, stderr: r.stderr }
-    } catch (e) {
-      const err = e as { code?: number; stdout?: string; stderr?: string }
-      return { code: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" }
-    }
-  }
+  const cli = (...args: Array<string>) => zlh({ REDIS_URL: SHARED_REDIS_URL, ZLH_REDIS_PREFIX: prefix }, ...args)
   const envFileOf = (path: string) => Object.fromEntries(readFileSync(path, "utf8").split("\n").filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]))
 
   afterAll(async () => {
@@ -504,7 +475,7 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
     const password = /REDIS_PASSWORD=(\S+)/.exec(printed.stdout)?.[1]
     expect(password).toMatch(/^[A-Za-z0-9_-]{43}$/)
     expect(printed.stdout).toContain(`REDIS_USERNAME=${user}`)
-    expect(await authError(suiteRedisPort(), user, password!)).toBe("accepted")
+    expect(await authAs(suiteRedisPort(), user, password!)).toBe("accepted")
 
     // Rotation into an env file: printed nowhere, the file 0600.
     const envFile = join(dir, "agent.env")
@@ -514,8 +485,8 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
     expect(env["REDIS_USERNAME"]).toBe(user)
     expect(rotated.stdout).not.toContain(env["REDIS_PASSWORD"]!)
     expect(statSync(envFile).mode & 0o777).toBe(0o600)
-    expect(await authError(suiteRedisPort(), user, password!)).toMatch(/WRONGPASS/)
-    expect(await authError(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
+    expect(await authAs(suiteRedisPort(), user, password!)).toMatch(/WRONGPASS/)
+    expect(await authAs(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
     expect((await cli("server", "ls", "--json")).stdout).not.toMatch(/agentRedis|password/i)
 
     // A node that lost its users gets them back.
@@ -523,7 +494,7 @@ describe("zlh CLI: server add --env-out, redis-acl rotate / sync, server rm", ()
     const synced = await cli("redis-acl", "sync")
     expect(synced.code, synced.stderr).toBe(0)
     expect(synced.stdout).toContain("applied 1 agent Redis user(s)")
-    expect(await authError(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
+    expect(await authAs(suiteRedisPort(), user, env["REDIS_PASSWORD"]!)).toBe("accepted")
 
     const removed = await cli("server", "rm", "cli-acl")
     expect(removed.code, removed.stderr).toBe(0)

@@ -22,25 +22,12 @@ import { agentEnv, makeAgentTree, startAgent, testVmid, type AgentTree, type Run
 import { randomSecret } from "../support/api-harness.ts"
 import { freePort, privateRedis, type PrivateRedis } from "../support/api-private-redis.ts"
 import { startRedisCluster, startSentinelSet, type RedisClusterSet, type SentinelSet, SENTINEL_MASTER_NAME } from "../support/redis-topologies.ts"
+import { outcomeAs } from "../support/redis-as.ts"
 import { suiteRedisPort, suiteRedisUrl } from "../support/suite-redis.ts"
 import { apiUser, testAgentUser } from "../support/test-redis-acl.ts"
 
 const root = join(import.meta.dirname, "..", "..")
 const NODE = join(root, "node_modules", "node", "bin", "node")
-
-/** One command on a connection without credentials (RESP2: nothing is sent before it). */
-const anonymous = async (port: number, ...args: Array<string>): Promise<string> => {
-  const r = new Redis({ host: "127.0.0.1", port, protocol: 2, lazyConnect: true, enableReadyCheck: false, disableClientInfo: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  r.on("error", () => undefined)
-  try {
-    await r.connect()
-    return `answered ${JSON.stringify(await r.call(args[0]!, ...args.slice(1)))}`
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e)
-  } finally {
-    r.disconnect()
-  }
-}
 
 /** What a container could try with the address alone. */
 const ANONYMOUS_TRIES: ReadonlyArray<ReadonlyArray<string>> = [
@@ -53,7 +40,7 @@ const ANONYMOUS_TRIES: ReadonlyArray<ReadonlyArray<string>> = [
 ]
 
 const expectClosed = async (port: number) => {
-  for (const args of ANONYMOUS_TRIES) expect(await anonymous(port, ...args), `${args.join(" ")} on ${port}`).toMatch(/^NOAUTH/)
+  for (const args of ANONYMOUS_TRIES) expect(await outcomeAs(port, undefined, ...args), `${args.join(" ")} on ${port}`).toMatch(/^NOAUTH/)
 }
 
 /** The start-up checks themselves see every data node closed: the API's (as its user) and the agent's. */
@@ -101,9 +88,9 @@ describe("with the address alone, every data node refuses (NOAUTH)", () => {
     for (const port of [sentinel.masterPort, sentinel.replicaPort]) await expectClosed(port)
     await expectChecksClosed(sentinel.topology, [sentinel.masterPort, sentinel.replicaPort])
     for (const port of sentinel.sentinelPorts) {
-      expect(await anonymous(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME)).toBe(`answered ${JSON.stringify(["127.0.0.1", String(sentinel.masterPort)])}`)
+      expect(await outcomeAs(port, undefined, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME)).toBe(`answered ${JSON.stringify(["127.0.0.1", String(sentinel.masterPort)])}`)
       for (const args of [["SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME], ["SENTINEL", "SET", SENTINEL_MASTER_NAME, "quorum", "1"], ["SENTINEL", "REMOVE", SENTINEL_MASTER_NAME], ["SENTINEL", "MONITOR", "evil", "127.0.0.1", "1", "1"], ["ACL", "LIST"], ["SHUTDOWN"]]) {
-        expect(await anonymous(port, ...args), `${args.join(" ")} on sentinel ${port}`).toMatch(/^NOPERM/)
+        expect(await outcomeAs(port, undefined, ...args), `${args.join(" ")} on sentinel ${port}`).toMatch(/^NOPERM/)
       }
     }
   }, 120_000)
