@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto"
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
-import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { generateAgentKeyPair, signingKeyOf } from "../../wire/agent-keys.ts"
+import { type AgentCallOptions, callAgent } from "./agent-call.ts"
 import { showOnFailure } from "./failure-logs.ts"
 import { gameUserEnv, removeGameUser } from "./game-user.ts"
 import { suiteAgentRedisEnv } from "./suite-redis.ts"
@@ -76,7 +76,7 @@ export interface RunningAgent {
   readonly vmid: number
   readonly child: ChildProcess
   readonly output: () => string
-  call(method: string, path: string, options?: { body?: string | object; token?: string | null }): Promise<{ status: number; json: any }>
+  call(method: string, path: string, options?: AgentCallOptions): Promise<{ status: number; json: any }>
   stop(): Promise<void>
 }
 
@@ -137,24 +137,7 @@ export const startAgent = async (
     vmid,
     child,
     output: () => out,
-    async call(method, path, options = {}) {
-      const token = options.token === undefined ? await signAgentCall(signingKeyOf(AGENT_PRIVATE_KEY), vmid, Date.now()) : options.token
-      const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
-      const r = await fetch(`${url}${path}`, {
-        method,
-        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": "application/json" }) },
-        ...(body === undefined ? {} : { body }),
-        signal: AbortSignal.timeout(240_000)
-      })
-      const text = await r.text()
-      let json: unknown = text
-      try {
-        json = JSON.parse(text)
-      } catch {
-        // keep text
-      }
-      return { status: r.status, json }
-    },
+    call: (method, path, options) => callAgent({ url, vmid, key: signingKeyOf(AGENT_PRIVATE_KEY) }, method, path, options),
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill("SIGTERM")

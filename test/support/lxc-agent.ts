@@ -8,9 +8,9 @@
  */
 import { realpathSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { signAgentCall } from "../../schemas/agent-call-token.ts"
 import { signingKeyOf } from "../../wire/agent-keys.ts"
 import type { Container } from "../../scripts/lxc/index.ts"
+import { type AgentCallOptions, callAgent } from "./agent-call.ts"
 
 export const repoRoot = resolve(import.meta.dirname, "..", "..")
 const nodeModules = realpathSync(join(repoRoot, "node_modules"))
@@ -32,7 +32,7 @@ export interface ContainerAgent {
   /** http://<container address>:<port> */
   readonly url: string
   /** A call signed with `privateKey` (the API's key) unless `token` is given (null: no Authorization). */
-  call(method: string, path: string, options?: { body?: string | object; contentType?: string; token?: string | null; timeoutMs?: number }): Promise<{ status: number; json: any }>
+  call(method: string, path: string, options?: AgentCallOptions): Promise<{ status: number; json: any }>
   /** The unit's journal (for failure messages). */
   journal(lines?: number): Promise<string>
   /** Stops the unit (the agent's own graceful shutdown). */
@@ -78,24 +78,7 @@ export const startContainerAgent = async (
     vmid: o.vmid,
     port: o.port,
     url,
-    async call(method, path, options = {}) {
-      const token = options.token === undefined ? await signAgentCall(key, o.vmid, Date.now()) : options.token
-      const body = options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body)
-      const r = await fetch(`${url}${path}`, {
-        method,
-        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": options.contentType ?? "application/json" }) },
-        ...(body === undefined ? {} : { body }),
-        signal: AbortSignal.timeout(options.timeoutMs ?? 240_000)
-      })
-      const text = await r.text()
-      let json: unknown = text
-      try {
-        json = JSON.parse(text)
-      } catch {
-        // keep text
-      }
-      return { status: r.status, json }
-    },
+    call: (method, path, options) => callAgent({ url, vmid: o.vmid, key: key }, method, path, options),
     journal,
     async stop() {
       await container.exec(["systemctl", "stop", "zlh-agent"], { allowFailure: true, timeoutMs: 120_000 })
