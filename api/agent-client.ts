@@ -106,14 +106,23 @@ export const createAgentClient = (deps: ApiDeps, options: AgentClientOptions = {
     }
   }
 
+  /** The answer's body (bounded by readAgentBody); a timeout or a broken answer becomes its ApiError. */
+  const bodyOf = async (agent: AgentAddress, response: Response, waitedMs: number): Promise<string> => {
+    try {
+      return await readAgentBody(response, agent.vmid)
+    } catch (cause) {
+      if (cause instanceof ApiError) throw cause
+      throw isTimeout(cause) ? unreachable(agent, cause, waitedMs) : new ApiError(502, "agent_unreachable", `the agent of vmid ${agent.vmid} broke off its answer`, { cause })
+    }
+  }
+
   /** Everything but a wanted answer becomes the one mapping above. */
   const refusal = async (agent: AgentAddress, path: string, response: Response, waitedMs: number): Promise<ApiError> => {
     let text: string
     try {
-      text = await readAgentBody(response, agent.vmid)
-    } catch (cause) {
-      if (cause instanceof ApiError) return cause
-      return isTimeout(cause) ? unreachable(agent, cause, waitedMs) : new ApiError(502, "agent_unreachable", `the agent of vmid ${agent.vmid} broke off its answer`, { cause })
+      text = await bodyOf(agent, response, waitedMs)
+    } catch (error) {
+      return error as ApiError
     }
     const error = contractError(parseJson(text))
     if (response.status >= 400 && response.status < 500 && error !== undefined) {
@@ -133,14 +142,7 @@ export const createAgentClient = (deps: ApiDeps, options: AgentClientOptions = {
         signal
       }, timeoutMs)
       if (response.status < 200 || response.status >= 300) throw await refusal(agent, path, response, timeoutMs)
-      let text: string
-      try {
-        text = await readAgentBody(response, agent.vmid)
-      } catch (cause) {
-        if (cause instanceof ApiError) throw cause
-        throw isTimeout(cause) ? unreachable(agent, cause, timeoutMs) : new ApiError(502, "agent_unreachable", `the agent of vmid ${agent.vmid} broke off its answer`, { cause })
-      }
-      return { status: response.status, body: parseJson(text) }
+      return { status: response.status, body: parseJson(await bodyOf(agent, response, timeoutMs)) }
     },
 
     async stream(agent, path, accept, signal) {
