@@ -4,7 +4,10 @@
  * answers PING but refuses writes), so the probe does what requests do: a short-lived write
  * (`SET rl:readyz:{…} PX`) through the command client, on one key per master of a Cluster (each in a
  * slot that master serves, as the client's slot map says) or on the one key of a single Redis or a
- * Sentinel-managed master. Every write must succeed within the timeout.
+ * Sentinel-managed master. Every write must succeed within the timeout. With REDIS_WAIT_REPLICAS = n > 0
+ * the same pipeline asks each master for its replicas (ROLE): one with fewer than n connected makes the
+ * process not ready too (`redis_replicas_unavailable`), since IDE token exchanges fail closed meanwhile
+ * (api/ide/session-auth.ts).
  *
  * `/readyz` runs the probe on each call; a background monitor runs it every second so `/metrics` shows
  * `zlh_api_ready` and the time spent not ready (`zlh_api_not_ready_seconds_total`) even when nobody asks.
@@ -14,6 +17,7 @@ import type { RedisClient } from "../wire/redis.ts"
 import { keySlot, SLOT_COUNT } from "../wire/redis-slot.ts"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import { metrics } from "./metrics.ts"
+import { connectedReplicasOf } from "./redis.ts"
 import { periodic } from "./periodic.ts"
 
 export const READINESS_TIMEOUT_MS = 2_000
@@ -23,7 +27,11 @@ export interface ReadinessResult {
   readonly ready: boolean
   /** Why not (the first failure), for logs and the 503's message. */
   readonly problem?: string
+  /** The 503's code: Redis cannot run the commands, or it can but has too few replicas. */
+  readonly code?: "redis_unavailable" | "redis_replicas_unavailable"
 }
+
+class TooFewReplicas extends Error {}
 
 export interface Readiness {
   /** Runs the probe now. */
@@ -73,9 +81,14 @@ export const probeKeys = (redis: RedisClient, keys: RedisKeys): Array<string> =>
   return [...[...firstSlotOf.values()].map((slot) => keyInRange(keys, slot, slot)), ...unowned.map(([from, to]) => keyInRange(keys, from, to))]
 }
 
-export const createReadiness = (redis: RedisClient, keys: RedisKeys, options: { timeoutMs?: number; intervalMs?: number } = {}): Readiness => {
+export const createReadiness = (
+  redis: RedisClient,
+  keys: RedisKeys,
+  options: { timeoutMs?: number; intervalMs?: number; waitReplicas?: number } = {}
+): Readiness => {
   const timeoutMs = options.timeoutMs ?? READINESS_TIMEOUT_MS
   const intervalMs = options.intervalMs ?? READINESS_INTERVAL_MS
+  const waitReplicas = options.waitReplicas ?? 0
   let ready: boolean | undefined
   let lastAt = Date.now()
 
@@ -90,11 +103,19 @@ export const createReadiness = (redis: RedisClient, keys: RedisKeys, options: { 
   const check = async (): Promise<ReadinessResult> => {
     let timeout: ReturnType<typeof setTimeout> | undefined
     try {
-      const writes = probeKeys(redis, keys).map((key) =>
-        redis.set(key, "1", "PX", 10_000).then((reply) => {
-          if (reply !== "OK") throw new Error(`SET ${key} answered ${String(reply)}`)
-        })
-      )
+      const writes = probeKeys(redis, keys).map(async (key) => {
+        const pipeline = redis.pipeline().set(key, "1", "PX", 10_000)
+        if (waitReplicas > 0) pipeline.role()
+        const [set, role] = (await pipeline.exec()) ?? []
+        if (set === undefined || set[0] !== null) throw set?.[0] ?? new Error(`no reply to SET ${key}`)
+        if (set[1] !== "OK") throw new Error(`SET ${key} answered ${String(set[1])}`)
+        if (waitReplicas === 0) return
+        if (role !== undefined && role[0] !== null) throw role[0]
+        const replicas = connectedReplicasOf(role)
+        if (replicas < waitReplicas) {
+          throw new TooFewReplicas(`the master holding ${key} has ${replicas} of the ${waitReplicas} connected replica(s) REDIS_WAIT_REPLICAS requires: IDE tokens are refused`)
+        }
+      })
       await Promise.race([
         Promise.all(writes),
         new Promise((_, reject) => {
@@ -105,7 +126,7 @@ export const createReadiness = (redis: RedisClient, keys: RedisKeys, options: { 
       return { ready: true }
     } catch (e) {
       note(false)
-      return { ready: false, problem: e instanceof Error ? e.message : String(e) }
+      return { ready: false, problem: e instanceof Error ? e.message : String(e), code: e instanceof TooFewReplicas ? "redis_replicas_unavailable" : "redis_unavailable" }
     } finally {
       clearTimeout(timeout)
     }

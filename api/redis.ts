@@ -92,6 +92,19 @@ const TRANSIENT_REPLY = /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|READONLY|LOADING|MASTE
 /** True for an error that says Redis cannot serve the command right now (as opposed to refusing it). */
 export const isTransientRedisError = (cause: unknown): boolean => !(cause instanceof ReplyError) || TRANSIENT_REPLY.test((cause as Error).message)
 
+/** How many replicas a ROLE reply (as a pipeline gives it: `[error, reply]`) lists as connected to the master. */
+export const connectedReplicasOf = (role: [Error | null, unknown] | undefined): number => {
+  const reply = role !== undefined && role[0] === null ? role[1] : undefined
+  return Array.isArray(reply) && reply[0] === "master" && Array.isArray(reply[2]) ? reply[2].length : 0
+}
+
+/**
+ * The 503 for "Redis answers, but a single-use claim cannot be made to outlive a failover": the master has
+ * fewer replicas connected than REDIS_WAIT_REPLICAS asks for, or they did not confirm in time.
+ */
+export const replicasUnavailable = (message: string): ApiError =>
+  new ApiError(503, "redis_replicas_unavailable", message, { headers: { "Retry-After": "2" } })
+
 /**
  * Runs Redis commands, mapping failures to ApiErrors: Redis unreachable (connection closed, no offline
  * queue, timeout) or in a failover (`isTransientRedisError`) → 503 `redis_unavailable`; Redis refused the

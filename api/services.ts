@@ -34,5 +34,5 @@ export const createApiServices = (deps: ApiDeps, parts: ApiServiceParts = {}): A
   eventStreams: createEventStreams(),
   ide: parts.ide ?? createIdeGateway(deps),
   agents: createAgentClient(deps, parts.agentCalls),
-  readiness: createReadiness(deps.redis, deps.keys)
+  readiness: createReadiness(deps.redis, deps.keys, { waitReplicas: deps.config.redis.waitReplicas })
 })

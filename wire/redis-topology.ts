@@ -9,8 +9,9 @@
  *   REDIS_USERNAME, REDIS_PASSWORD      data-node credentials (every topology; with REDIS_URL they are
  *                                       an alternative to user:pass in the URL, not both)
  *   REDIS_SENTINEL_PASSWORD             the sentinels' own password, when they have one
- *   REDIS_WAIT_REPLICAS    replicas a single-use IDE token must reach before it is accepted
- *                          (default 0 for one server, 1 for Sentinel and Cluster; see api/ide/session-auth.ts)
+ *   REDIS_WAIT_REPLICAS    replicas a single-use IDE token must reach before it is accepted; with fewer
+ *                          connected, exchanges are refused (default 0 for one server, 1 for Sentinel and
+ *                          Cluster; see api/ide/session-auth.ts)
  *
  * REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other; with either, REDIS_URL is ignored.
  */

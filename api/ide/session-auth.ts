@@ -1,6 +1,6 @@
 /**
  * Who may use a server's IDE: IDE tokens (single-use, `SET ide:jti:<jti> NX`, confirmed on replicas when
- * REDIS_WAIT_REPLICAS > 0) are exchanged for session
+ * REDIS_WAIT_REPLICAS > 0, refused while they cannot be) are exchanged for session
  * cookies, and session cookies are checked locally (HMAC, see session.ts) with verified values and
  * registry records cached in memory, so a proxied request costs no Redis round trip. Revocation cut-offs
  * (revocations.ts) are consulted on every check.
@@ -8,6 +8,7 @@
 import type { ServerRecord } from "../../schemas/server-record.ts"
 import type { ApiDeps } from "../deps.ts"
 import { ApiError } from "../errors.ts"
+import { connectedReplicasOf, replicasUnavailable } from "../redis.ts"
 import { loadServer } from "../registry.ts"
 import { DEFAULT_SESSION_CACHE_SIZE, RECORD_CACHE_MS, SESSION_RECHECK_MS } from "./constants.ts"
 import type { Revocations } from "./revocations.ts"
@@ -114,10 +115,10 @@ export const createSessionAuth = (deps: ApiDeps, revocations: Revocations, sessi
    * `SET ide:jti:<jti> NX`: true when this call used the token. With REDIS_WAIT_REPLICAS = n > 0 the claim
    * counts only once n replicas have it (WAIT), so a failover cannot forget a used token and accept it
    * again. Each step is a pipeline that holds the key, so a Cluster sends it to the key's own node (where
-   * WAIT must run). A master with fewer than n replicas connected (ROLE; e.g. the one promoted by a
-   * failover) has nothing to wait for and the claim stands at once. A replica that is connected but does
-   * not confirm in time: the claim is withdrawn and the caller told to retry (503), so no token is
-   * accepted that a replica might not know.
+   * WAIT must run). Fails closed: a master with fewer than n replicas connected (ROLE; e.g. the one a
+   * failover promoted, until a replica is back) or replicas that do not confirm within
+   * TOKEN_WAIT_TIMEOUT_MS → the claim is withdrawn and the caller told to retry (503
+   * `redis_replicas_unavailable`): no token is accepted that a failover could forget.
    */
   const waitReplicas = config.redis.waitReplicas
   const claimOnce = async (key: string, ttl: number): Promise<boolean> => {
@@ -125,12 +126,17 @@ export const createSessionAuth = (deps: ApiDeps, revocations: Revocations, sessi
     const [set, role] = (await redis.pipeline().set(key, "1", "EX", ttl, "NX").role().exec()) ?? []
     if (set === undefined || set[0] !== null) throw set?.[0] ?? new Error("no reply to SET")
     if (set[1] !== "OK") return false
-    const replicas = role !== undefined && role[0] === null && Array.isArray(role[1]) && Array.isArray(role[1][2]) ? role[1][2].length : 0
-    if (replicas < waitReplicas) return true
-    const [, acked] = (await redis.pipeline().exists(key).wait(waitReplicas, TOKEN_WAIT_TIMEOUT_MS).exec()) ?? []
-    if (acked !== undefined && acked[0] === null && Number(acked[1]) >= waitReplicas) return true
+    const replicas = connectedReplicasOf(role)
+    if (replicas >= waitReplicas) {
+      const [, acked] = (await redis.pipeline().exists(key).wait(waitReplicas, TOKEN_WAIT_TIMEOUT_MS).exec()) ?? []
+      if (acked !== undefined && acked[0] === null && Number(acked[1]) >= waitReplicas) return true
+    }
     await redis.del(key).catch(() => undefined)
-    throw new ApiError(503, "redis_unavailable", "the IDE token could not be recorded on a Redis replica in time; try again", { headers: { "Retry-After": "1" } })
+    throw replicasUnavailable(
+      replicas < waitReplicas
+        ? `IDE tokens cannot be accepted right now: the Redis master has ${replicas} of the ${waitReplicas} connected replica(s) this deployment requires to keep single use across a failover; try again once the replica is back`
+        : `the IDE token could not be confirmed on ${waitReplicas} Redis replica(s) within ${TOKEN_WAIT_TIMEOUT_MS} ms; try again`
+    )
   }
 
   const consumeToken = async (token: string, serverId: string) => {

@@ -2,8 +2,9 @@
  * IDE proxy authentication against real Redis, HTTP and WebSocket: the token/cookie matrix (missing,
  * expired, tampered, wrong key, other server's token, other server's cookie, replayed single-use token,
  * expired and revoked sessions), revocation reaching every replica (pub/sub) and a replica that missed
- * the message (Redis record), and the forced-login mitigation (cross-site exchange refused, same-origin
- * POST form exchange).
+ * the message (Redis record), the forced-login mitigation (cross-site exchange refused, same-origin
+ * POST form exchange), and single use failing closed when REDIS_WAIT_REPLICAS asks for a replica Redis
+ * does not have.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { SignJWT } from "jose"
@@ -222,6 +223,25 @@ describe("IDE proxy authentication", () => {
     expect(await wsClosed).toBe(1008)
     expect(await httpGet(replica, "/api/dev/owned/ide/echo", { cookie })).toEqual({ status: 401, code: "ide_session_revoked" })
     expect((await del(await userToken("admin-1", "admin"))).status).toBe(200)
+  })
+
+  it("with REDIS_WAIT_REPLICAS = 1 and no replica connected, an exchange fails closed (503 redis_replicas_unavailable, the token left unused) and /readyz says why", async () => {
+    const strict = await startIdeTestApi({ share: { keys: api.keys, secret: api.secret }, config: { redis: { ...api.deps.config.redis, waitReplicas: 1 } } })
+    try {
+      const token = await mintIdeToken(api, 101)
+      const refused = await fetch(`${strict.origin}/api/dev/101/ide/?token=${token}`, { redirect: "manual" })
+      expect(refused.status).toBe(503)
+      expect(refused.headers.get("retry-after")).toBe("2")
+      const body = (await refused.json()) as { error: { code: string; message: string } }
+      expect(body.error).toEqual({ code: "redis_replicas_unavailable", message: expect.stringContaining("0 of the 1 connected replica(s)") })
+      // The claim was withdrawn: where single use can be kept, the token is accepted, once.
+      expect(await httpGet(api, `/api/dev/101/ide/?token=${token}`)).toEqual({ status: 303, code: undefined })
+      expect(await httpGet(strict, `/api/dev/101/ide/?token=${token}`)).toEqual({ status: 401, code: "ide_token_used" })
+      expect(await httpGet(strict, "/readyz")).toEqual({ status: 503, code: "redis_replicas_unavailable" })
+      expect((await httpGet(api, "/readyz")).status).toBe(200)
+    } finally {
+      await strict.close().catch(() => undefined)
+    }
   })
 
   it("keeps established sessions working while Redis is unreachable; new tokens get 503", async () => {

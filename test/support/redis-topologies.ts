@@ -83,6 +83,22 @@ export const waitFor = async <T>(what: string, check: () => Promise<T | undefine
   }
 }
 
+/**
+ * Resolves once the node on `port` is a replica of `masterPort` with its link up (its ROLE: slave,
+ * connected) and the master lists it (its ROLE; a replica counts there once it has acknowledged the sync).
+ */
+export const waitForReplication = (port: number, masterPort: number, timeoutMs: number): Promise<true> =>
+  waitFor(
+    `the node on ${port} to replicate the one on ${masterPort}`,
+    async () => {
+      const role = (await redisCommand(port, "ROLE")) as [string, string, number, string]
+      if (role[0] !== "slave" || Number(role[2]) !== masterPort || role[3] !== "connected") return false
+      const master = (await redisCommand(masterPort, "ROLE")) as [string, number, Array<[string, string, string]>]
+      return master[0] === "master" && master[2].some((r) => Number(r[1]) === port)
+    },
+    timeoutMs
+  )
+
 const info = async (port: number, section: string): Promise<Record<string, string>> => {
   const text = String(await redisCommand(port, section === "cluster" ? "CLUSTER" : "INFO", section === "cluster" ? "INFO" : section))
   return Object.fromEntries(text.split(/\r?\n/).filter((l) => l.includes(":")).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1)]))
@@ -228,10 +244,15 @@ export interface SentinelSet {
   readonly sentinelPorts: ReadonlyArray<number>
   /** SIGKILL the current master. */
   killMaster(): Promise<void>
-  /** Starts the killed first master again (the sentinels turn it into a replica of the new master). */
-  restartOldMaster(): Promise<void>
+  /**
+   * Starts the killed first master again: as a master (the sentinels turn it into a replica of the new
+   * master), or, given `replicaOf`, as that port's replica from the start.
+   */
+  restartOldMaster(replicaOf?: number): Promise<void>
   /** SIGKILL the first replica (the master after a failover). */
   killReplica(): Promise<void>
+  /** Starts the killed first replica again, as the first master's replica (as it was started). */
+  restartReplica(): Promise<void>
   /** SIGSTOP the replica; the returned function SIGCONTs it. */
   pauseReplica(): () => void
   /** Resolves once every sentinel names the replica as the master and it answers as one. */
@@ -247,6 +268,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   let master: ChildProcess | undefined
   const masterArgs = () => ["--port", String(masterPort), "--dir", dir, ...COMMON, ...aclArgs(dir, masterPort)]
   let replica: ChildProcess | undefined
+  const replicaArgs = () => ["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON, ...aclArgs(dir, replicaPort)]
   const stop = async () => {
     await Promise.all(procs.map(killChild))
     rmSync(dir, { recursive: true, force: true })
@@ -257,7 +279,7 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
   try {
     master = spawnRedis(masterArgs(), dir)
     procs.push(master)
-    replica = spawnRedis(["--port", String(replicaPort), "--dir", dir, "--replicaof", "127.0.0.1", String(masterPort), ...COMMON, ...aclArgs(dir, replicaPort)], dir)
+    replica = spawnRedis(replicaArgs(), dir)
     procs.push(replica)
     for (const port of sentinelPorts) {
       const conf = join(dir, `sentinel-${port}.conf`)
@@ -317,11 +339,17 @@ export const startSentinelSet = async (timeoutMs = 60_000): Promise<SentinelSet>
     async killReplica() {
       if (replica !== undefined) await killChild(replica)
     },
-    async restartOldMaster() {
+    async restartOldMaster(replicaOf) {
       if (master !== undefined) await killChild(master)
-      master = spawnRedis(masterArgs(), dir)
+      master = spawnRedis([...masterArgs(), ...(replicaOf === undefined ? [] : ["--replicaof", "127.0.0.1", String(replicaOf)])], dir)
       procs.push(master)
       await waitFor(`redis-server on ${masterPort} again`, async () => (await redisCommand(masterPort, "PING")) === "PONG", timeoutMs)
+    },
+    async restartReplica() {
+      if (replica !== undefined) await killChild(replica)
+      replica = spawnRedis(replicaArgs(), dir)
+      procs.push(replica)
+      await waitFor(`redis-server on ${replicaPort} again`, async () => (await redisCommand(replicaPort, "PING")) === "PONG", timeoutMs)
     },
     pauseReplica() {
       replica?.kill("SIGSTOP")
