@@ -379,7 +379,8 @@ export const makeSupervisedProcess = <Rec, E, R, H extends ProcessHandle = Proce
       yield* Ref.set(supervisor, Option.none())
     })
 
-    const reconcileUnlocked = Effect.gen(function*() {
+    // Uninterruptible: a stopping agent waits until an adoption under way is tracked and supervised.
+    const reconcileUnlocked = Effect.uninterruptible(Effect.gen(function*() {
       const s = yield* Ref.get(state)
       // a dead one is not running: the supervisor records its exit, and a start launches anew
       if (s.current !== undefined) return (yield* s.current.alive) ? s.current : undefined
@@ -397,7 +398,7 @@ export const makeSupervisedProcess = <Rec, E, R, H extends ProcessHandle = Proce
       if (found.readyAt !== null) yield* markReady(h, found.readyAt)
       yield* startSupervisor(l, yield* Deferred.make<void>())
       return h
-    })
+    }))
 
     const start = lock.withPermit(Effect.gen(function*() {
       const s = yield* Ref.get(state)
@@ -449,8 +450,9 @@ export const makeSupervisedProcess = <Rec, E, R, H extends ProcessHandle = Proce
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         const choice = yield* provide(rules.atShutdown)
-        const supervising = Option.isSome(yield* Ref.get(supervisor))
-        if (supervising && choice !== "leave-running") yield* emit(on.stopping)
+        const active = Option.isSome(yield* Ref.get(supervisor)) || Option.isSome(yield* Ref.get(life))
+        if (active && choice !== "leave-running") yield* emit(on.stopping)
+        // read after the supervisor is gone: a launch it had under way is tracked by then
         yield* stopSupervisor
         const tracked = yield* Ref.get(life)
         if (Option.isSome(tracked)) {
@@ -465,7 +467,7 @@ export const makeSupervisedProcess = <Rec, E, R, H extends ProcessHandle = Proce
             if (choice === "stop") yield* rules.stateFile.remove
           }
         }
-        if (supervising && choice !== "leave-running") yield* emit(on.stopped)
+        if (active && choice !== "leave-running") yield* emit(on.stopped)
       }))
 
     return {
