@@ -27,6 +27,7 @@ import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../s
 import { freePort, startCodeServer, type CodeServerHandle } from "../support/code-server.ts"
 import { generateAgentKeyPair, parseAgentPrivateKey } from "../../wire/agent-keys.ts"
 import { suiteAdminRedisUrl, suiteRedisUrl } from "../support/suite-redis.ts"
+import { explorerLists, openTerminal, untilWorkbench } from "../support/workbench.ts"
 
 const STEP = 60_000
 /** Waits that include code-server's own start-up work (extension host, shell): generous, for a loaded 2-core machine. */
@@ -124,17 +125,7 @@ describe.each([
     await deps?.pubsub.close()
   }, 60_000)
 
-  const until = async <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP): Promise<T> => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const dialog = page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" })
-      if ((await dialog.count()) > 0) throw new Error(`VS Code shows "An unexpected error occurred" while waiting for ${what}`)
-      const value = await probe()
-      if (value !== undefined) return value
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 250))
-    }
-  }
+  const until = <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP) => untilWorkbench(what, page, probe, timeoutMs)
 
   it(
     "portal → Open IDE: the workbench loads through the proxy, Explorer and terminal work, and no portal credential is within the IDE's reach",
@@ -167,24 +158,14 @@ describe.each([
         expect(session?.httpOnly).toBe(true)
         expect(session?.path).toBe(mode === "host" ? "/" : `/api/dev/${SERVER_ID}/ide/`)
 
-        await until("the Explorer row hello.txt", ide, async () =>
-          (await ide!.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
-        , SLOW_STEP)
+        await explorerLists(ide, "hello.txt", SLOW_STEP)
         mark("Explorer lists hello.txt")
         expect(api.ide.openWebSockets.count(SERVER_ID)).toBeGreaterThan(0)
         expect(metrics.ideRequests.get({ outcome: "proxied" })).toBeGreaterThan(0)
 
         // Integrated terminal: open it, wait for a prompt, run a command that prints and writes a file.
-        await ide.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
-        await ide.keyboard.press("Control+Backquote")
-        const rows = ide.locator(".terminal-wrapper .xterm-rows").first()
-        await until("the terminal prompt", ide, async () => {
-          if ((await rows.count()) === 0) return undefined
-          const text = (await rows.innerText().catch(() => "")).trim()
-          return /[$#]\s*$/m.test(text) ? true : undefined
-        }, SLOW_STEP)
+        const rows = await openTerminal(ide, SLOW_STEP)
         mark("terminal prompt")
-        await ide.locator(".terminal-wrapper .xterm").first().click()
         const marker = `ide-ok-${mode}`
         await ide.keyboard.type(`echo ${marker}-$RANDOM | tee ${marker}.txt\n`, { delay: 20 })
         const printed = await until("the terminal output", ide, async () => {

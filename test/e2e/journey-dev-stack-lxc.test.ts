@@ -9,13 +9,14 @@
  * (`running` again by itself) → Stop. Then SIGTERM: the stack exits 0, no process survives, and its
  * containers, bridge and rules are gone.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { existsSync } from "node:fs"
 import { join } from "node:path"
 import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { run } from "../../scripts/lxc/index.ts"
 import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../support/chromium.ts"
 import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
+import { explorerLists, openTerminal, saveJourneyEvidence, untilWorkbench } from "../support/workbench.ts"
 import { lxcSkipReason } from "../support/lxc.ts"
 import { skipUnless } from "../support/requirements.ts"
 
@@ -56,25 +57,7 @@ describe("the dev stack in real containers: portal → IDE → console → crash
     if (stack !== undefined) await stack.stop().catch(() => undefined)
   }, 120_000)
 
-  const saveEvidence = async (label: string, error: unknown) => {
-    mkdirSync(artifacts, { recursive: true })
-    const base = join(artifacts, `journey-lxc-${label}-${Date.now()}`)
-    for (const [i, page] of pages.entries()) await page.screenshot({ path: `${base}-page${i}.png`, fullPage: true }).catch(() => undefined)
-    writeFileSync(`${base}.txt`, `${String(error)}\n\n--- dev stack output ---\n${stack?.output() ?? ""}\n\n--- browser console ---\n${consoleLines.join("\n")}\n`)
-    return base
-  }
-
-  const until = async <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP): Promise<T> => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const dialog = page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" })
-      if ((await dialog.count().catch(() => 0)) > 0) throw new Error(`VS Code shows "An unexpected error occurred" while waiting for ${what}`)
-      const value = await probe()
-      if (value !== undefined) return value
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 250))
-    }
-  }
+  const until = <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP) => untilWorkbench(what, page, probe, timeoutMs)
 
   it("runs vm100 and vm101 as unprivileged containers at private addresses, with no container port on the host", async () => {
     expect(stack.output()).toMatch(/containers: vm100 and vm101 are unprivileged LXC containers/)
@@ -122,20 +105,9 @@ describe("the dev stack in real containers: portal → IDE → console → crash
         pages.push(ide)
         ide.on("console", (m) => consoleLines.push(`[ide ${m.type()}] ${m.text()}`))
         await ide.waitForURL(/^http:\/\/100\.ide\.localhost:\d+\/(\?|$)/, { timeout: STEP })
-        await until("the Explorer row hello.txt", ide, async () =>
-          (await ide.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
-        )
+        await explorerLists(ide, "hello.txt", STEP)
         console.log(`[journey-lxc] cold IDE load through the container: ${Date.now() - opened} ms (Open IDE click to the Explorer listing hello.txt)`)
-        await ide.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
-        await ide.keyboard.press("Control+Backquote")
-        const rows = ide.locator(".terminal-wrapper .xterm-rows").first()
-        await until("the terminal prompt", ide, async () => {
-          const trust = ide.getByRole("button", { name: "Trust Folder & Continue" })
-          if ((await trust.count()) > 0) await trust.first().click().catch(() => undefined)
-          if ((await rows.count()) === 0) return undefined
-          return /[$#>]\s*$/m.test((await rows.innerText().catch(() => "")).trim()) ? true : undefined
-        })
-        await ide.locator(".terminal-wrapper .xterm").first().click()
+        const rows = await openTerminal(ide, STEP)
         await ide.keyboard.type("echo journey-ok-$RANDOM-$(id -un) | tee journey-ok.txt\n", { delay: 20 })
         const printed = await until("the terminal output", ide, async () => /journey-ok-\d+-\S+/.exec(await rows.innerText().catch(() => ""))?.[0])
         // The terminal runs as the dev user, in vm100's workspace (inside the container, not on the host).
@@ -181,7 +153,7 @@ describe("the dev stack in real containers: portal → IDE → console → crash
         await game.getByRole("button", { name: "Stop", exact: true }).click()
         await expect.poll(() => game.locator(".state").textContent(), { timeout: STEP }).toBe("stopped")
       } catch (error) {
-        const base = await saveEvidence("failure", error)
+        const base = await saveJourneyEvidence(artifacts, "journey-lxc-failure", { error, pages, stackOutput: stack?.output() ?? "", consoleLines })
         throw new Error(`${(error as Error).message}\nevidence: ${base}*`, { cause: error })
       }
     },

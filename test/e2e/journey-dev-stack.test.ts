@@ -10,12 +10,13 @@
  * /proc by PID and start time, and by scanning every command line for the stack's directory).
  * Screenshots and the stack's output are saved under .test-results/artifacts on failure.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { launchChromium, mentionsAbnormalClose, type ChromiumHandle } from "../support/chromium.ts"
 import { processesMentioning, startDevStack, type DevStackHandle } from "../support/dev-stack.ts"
+import { explorerLists, openTerminal, saveJourneyEvidence, untilWorkbench } from "../support/workbench.ts"
 
 const STEP = 60_000
 const root = join(import.meta.dirname, "..", "..")
@@ -53,27 +54,7 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
     }
   }, 120_000)
 
-  const saveEvidence = async (label: string, error: unknown) => {
-    mkdirSync(artifacts, { recursive: true })
-    const base = join(artifacts, `journey-${label}-${Date.now()}`)
-    for (const [i, page] of pages.entries()) {
-      await page.screenshot({ path: `${base}-page${i}.png`, fullPage: true }).catch(() => undefined)
-    }
-    writeFileSync(`${base}.txt`, `${String(error)}\n\n--- dev stack output ---\n${stack?.output() ?? ""}\n\n--- browser console ---\n${consoleLines.join("\n")}\n`)
-    return base
-  }
-
-  const until = async <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP): Promise<T> => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const dialog = page.locator(".monaco-dialog-box", { hasText: "An unexpected error occurred" })
-      if ((await dialog.count().catch(() => 0)) > 0) throw new Error(`VS Code shows "An unexpected error occurred" while waiting for ${what}`)
-      const value = await probe()
-      if (value !== undefined) return value
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 250))
-    }
-  }
+  const until = <T>(what: string, page: Page, probe: () => Promise<T | undefined>, timeoutMs = STEP) => untilWorkbench(what, page, probe, timeoutMs)
 
   it(
     "signs in, opens the IDE from server 100, starts the crashing server 101 and sees the classified crash",
@@ -108,23 +89,10 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
         // npm run dev serves every IDE on its own origin (host mode).
         await ide.waitForURL(/^http:\/\/100\.ide\.localhost:\d+\/(\?|$)/, { timeout: STEP })
         expect(ide.url()).not.toContain("token=")
-        await until("the Explorer row hello.txt", ide, async () =>
-          (await ide.locator('.explorer-folders-view .monaco-list-row[aria-label="hello.txt"]').count()) > 0 ? true : undefined
-        )
+        await explorerLists(ide, "hello.txt", STEP)
         // Beside journey-dev-stack-lxc.test.ts's figure for the same load through a container.
         console.log(`[journey] cold IDE load as processes: ${Date.now() - opened} ms (Open IDE click to the Explorer listing hello.txt)`)
-        await ide.locator(".monaco-workbench").click({ position: { x: 700, y: 300 } }).catch(() => undefined)
-        await ide.keyboard.press("Control+Backquote")
-        const rows = ide.locator(".terminal-wrapper .xterm-rows").first()
-        await until("the terminal prompt", ide, async () => {
-          // A fresh workspace asks whether to trust its folder before a terminal may run: answer as the user would.
-          const trust = ide.getByRole("button", { name: "Trust Folder & Continue" })
-          if ((await trust.count()) > 0) await trust.first().click().catch(() => undefined)
-          if ((await rows.count()) === 0) return undefined
-          const text = (await rows.innerText().catch(() => "")).trim()
-          return /[$#>]\s*$/m.test(text) ? true : undefined
-        })
-        await ide.locator(".terminal-wrapper .xterm").first().click()
+        const rows = await openTerminal(ide, STEP)
         await ide.keyboard.type("echo journey-ok-$RANDOM | tee journey-ok.txt\n", { delay: 20 })
         const printed = await until("the terminal output", ide, async () => /journey-ok-(\d+)/.exec(await rows.innerText().catch(() => ""))?.[0])
         // The command really ran in the container's workspace.
@@ -159,7 +127,7 @@ describe("the dev stack: portal → IDE → game server crash, in a real browser
         await expect.poll(() => game.locator(".state").textContent(), { timeout: STEP }).toBe("stopped")
         expect(page.url()).toBe(stack.portalUrl)
       } catch (error) {
-        const base = await saveEvidence("failure", error)
+        const base = await saveJourneyEvidence(artifacts, "journey-failure", { error, pages, stackOutput: stack?.output() ?? "", consoleLines })
         throw new Error(`${(error as Error).message}\nevidence: ${base}*`, { cause: error })
       }
     },
