@@ -26,6 +26,7 @@ import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { ServerRecord } from "../schemas/server-record.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
+import { nodeName } from "../wire/redis-anonymous.ts"
 import { ApiError } from "./errors.ts"
 import { redisCall } from "./redis.ts"
 import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
@@ -101,8 +102,6 @@ export interface AclNodeResult {
   readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
 }
 
-export const addr = (n: RedisNode) => (n.host.includes(":") ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)
-
 const pairs = (flat: ReadonlyArray<unknown>): Record<string, string> => {
   const out: Record<string, string> = {}
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1])
@@ -139,9 +138,9 @@ export const knownDataNodes = async (redis: RedisClient, topology: RedisTopology
   if (topology.kind === "sentinel") {
     const known = await sentinelView(topology)
     const connected = await onNodeAs(known.master, topologyCredentials(topology), async (conn) => replicasOf(await conn.call("ROLE")))
-    const byAddr = new Map<string, KnownNode>([[addr(known.master), { node: known.master, reportedDown: false }]])
-    for (const r of known.replicas) byAddr.set(addr(r.node), r)
-    for (const n of connected) byAddr.set(addr(n), { node: n, reportedDown: false })
+    const byAddr = new Map<string, KnownNode>([[nodeName(known.master), { node: known.master, reportedDown: false }]])
+    for (const r of known.replicas) byAddr.set(nodeName(r.node), r)
+    for (const n of connected) byAddr.set(nodeName(n), { node: n, reportedDown: false })
     return [...byAddr.values()]
   }
   const u = new URL(topology.url)
@@ -152,7 +151,7 @@ export const knownDataNodes = async (redis: RedisClient, topology: RedisTopology
 /** The data nodes as `live` (to change) and `down` (as the topology reports them). */
 export const dataNodes = async (redis: RedisClient, topology: RedisTopology): Promise<{ live: Array<RedisNode>; down: Array<string> }> => {
   const known = await knownDataNodes(redis, topology)
-  return { live: known.filter((k) => !k.reportedDown).map((k) => k.node), down: known.filter((k) => k.reportedDown).map((k) => addr(k.node)) }
+  return { live: known.filter((k) => !k.reportedDown).map((k) => k.node), down: known.filter((k) => k.reportedDown).map((k) => nodeName(k.node)) }
 }
 
 /** The replicas a master lists in ROLE (none for a replica). */
@@ -199,11 +198,11 @@ const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (con
   await Promise.all(
     known.map(async ({ node, reportedDown }) => {
       try {
-        await onNodeAs(node, as, (conn) => fn(conn, addr(node)))
-        applied.push(addr(node))
+        await onNodeAs(node, as, (conn) => fn(conn, nodeName(node)))
+        applied.push(nodeName(node))
       } catch (e) {
-        if (reportedDown && unreachable(e)) skipped.push(addr(node))
-        else failed.push({ node: addr(node), error: e instanceof Error ? e.message : String(e) })
+        if (reportedDown && unreachable(e)) skipped.push(nodeName(node))
+        else failed.push({ node: nodeName(node), error: e instanceof Error ? e.message : String(e) })
       }
     })
   )

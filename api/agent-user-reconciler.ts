@@ -19,7 +19,8 @@ import type { Logger } from "pino"
 import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisTopology } from "../wire/redis-topology.ts"
-import { addr, agentAclRules, isPasswordHash, knownDataNodes, topologyDb } from "./agent-redis.ts"
+import { nodeName } from "../wire/redis-anonymous.ts"
+import { agentAclRules, isPasswordHash, knownDataNodes, topologyDb } from "./agent-redis.ts"
 import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
 import { listAgentRedisRefs } from "./registry.ts"
 import { periodic } from "./periodic.ts"
@@ -62,7 +63,7 @@ export const createAgentUserReconciler = (
     const changed: Array<string> = []
     await Promise.all(
       nodes.map(async ({ node }) => {
-        const name = addr(node)
+        const name = nodeName(node)
         try {
           await onNodeAs(node, as, async (conn) => {
             const runId = runIdOf(await conn.call("INFO", "server"))
@@ -93,12 +94,12 @@ export const createAgentUserReconciler = (
       if (gone.length > 0) {
         await Promise.all(
           nodes
-            .filter(({ node }) => changed.includes(addr(node)))
+            .filter(({ node }) => changed.includes(nodeName(node)))
             .map(({ node }) =>
               onNodeAs(node, as, async (conn) => {
                 for (const user of gone) await conn.call("ACL", "DELUSER", user)
                 await conn.call("ACL", "SAVE").catch(() => undefined)
-              }).catch(() => done.delete(addr(node)))
+              }).catch(() => done.delete(nodeName(node)))
             )
         )
       }
