@@ -17,8 +17,9 @@ const within = (wait: Effect.Effect<unknown>, d: Duration.Duration) => wait.pipe
  * Graceful stop of the whole process group: the stop command (if any) for the process itself, then SIGTERM
  * to the group, then SIGKILL, each after its grace period. SIGTERM counts as obeyed once the process and
  * every member of its group are gone, so a child that outlives its parent (a terminal, a helper holding
- * the port) gets the same chance; a final SIGKILL to the group takes whatever is left. Every signal is
- * checked against the process's identity (process-group.ts).
+ * the port) gets the same chance; a final SIGKILL to the group takes whatever is left, and the stop is done
+ * once the group is empty (at most 10 s more). Every signal is checked against the process's identity
+ * (process-group.ts).
  */
 export const stopProcessGroup = Effect.fnUntraced(function*(p: ProcessHandle, steps: StopSteps) {
   if (!(yield* p.exited)) {
@@ -40,4 +41,6 @@ export const stopProcessGroup = Effect.fnUntraced(function*(p: ProcessHandle, st
     }
   }
   yield* p.signalGroup("SIGKILL")
+  // stopped means the whole group is gone: what outlived a leader that obeyed its stop command dies now
+  yield* within(p.groupGone, Duration.seconds(10))
 })
