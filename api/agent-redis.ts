@@ -26,7 +26,7 @@ import type { RedisKeys } from "../schemas/redis-keys.ts"
 import type { ServerRecord } from "../schemas/server-record.ts"
 import type { RedisClient } from "../wire/redis.ts"
 import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
-import { nodeName } from "../wire/redis-anonymous.ts"
+import { askSentinels, nodeName } from "../wire/redis-anonymous.ts"
 import { ApiError } from "./errors.ts"
 import { redisCall } from "./redis.ts"
 import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
@@ -102,12 +102,6 @@ export interface AclNodeResult {
   readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
 }
 
-const pairs = (flat: ReadonlyArray<unknown>): Record<string, string> => {
-  const out: Record<string, string> = {}
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1])
-  return out
-}
-
 /** A data node the topology names, and whether the topology itself reports it as down. */
 export interface KnownNode {
   readonly node: RedisNode
@@ -160,25 +154,10 @@ const replicasOf = (role: unknown): Array<RedisNode> => {
   return r[0] === "master" && Array.isArray(r[2]) ? r[2].map(([host, port]) => ({ host, port: Number(port) })) : []
 }
 
-/** The master and replicas the first answering sentinel names. */
+/** The master and replicas the first answering sentinel names, each replica down as its flags say. */
 const sentinelView = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<{ master: RedisNode; replicas: Array<KnownNode> }> => {
-  let lastError: unknown
-  for (const sentinel of topology.sentinels) {
-    try {
-      return await onNodeAs(sentinel, topology.sentinelPassword === undefined ? {} : { password: topology.sentinelPassword }, async (conn) => {
-        const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
-        if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
-        const replicas = ((await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>).map(pairs)
-        return {
-          master: { host: master[0], port: Number(master[1]) },
-          replicas: replicas.map((r) => ({ node: { host: r["ip"] ?? "", port: Number(r["port"]) }, reportedDown: /s_down|o_down|disconnected/.test(r["flags"] ?? "") }))
-        }
-      })
-    } catch (e) {
-      lastError = e
-    }
-  }
-  throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
+  const { master, replicas } = await askSentinels(topology)
+  return { master, replicas: replicas.map((r) => ({ node: r.node, reportedDown: /s_down|o_down|disconnected/.test(r.flags) })) }
 }
 
 /** A node that did not even accept a connection (as opposed to one that answered with an error). */

@@ -53,8 +53,10 @@ export const probeAnonymous = async (node: RedisNode, options: { tls?: boolean; 
 /** The nodes whose anonymous PING was answered. */
 export const openNodes = (results: ReadonlyArray<AnonymousAccess>): Array<string> => results.filter((r) => r.open === true).map((r) => r.node)
 
-/** The master and replicas the first answering sentinel names (a sentinel's `default` may discover). */
-export const sentinelDataNodes = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<Array<RedisNode>> => {
+/** The master and every replica (with its flags: `s_down`, `disconnected` …) the first answering sentinel names. */
+export const askSentinels = async (
+  topology: Extract<RedisTopology, { kind: "sentinel" }>
+): Promise<{ master: RedisNode; replicas: Array<{ node: RedisNode; flags: string }> }> => {
   let lastError: unknown
   for (const sentinel of topology.sentinels) {
     const conn = new Redis({
@@ -75,14 +77,13 @@ export const sentinelDataNodes = async (topology: Extract<RedisTopology, { kind:
       await conn.connect()
       const master = (await conn.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.masterName)) as [string, string] | null
       if (master === null) throw new Error(`the sentinel knows no master named "${topology.masterName}"`)
-      const replicas = (await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>
-      const nodes: Array<RedisNode> = [{ host: master[0], port: Number(master[1]) }]
-      for (const flat of replicas) {
+      const replicas: Array<{ node: RedisNode; flags: string }> = []
+      for (const flat of (await conn.call("SENTINEL", "REPLICAS", topology.masterName)) as Array<Array<unknown>>) {
         const r: Record<string, string> = {}
         for (let i = 0; i + 1 < flat.length; i += 2) r[String(flat[i])] = String(flat[i + 1])
-        if (r["ip"] !== undefined && r["port"] !== undefined) nodes.push({ host: r["ip"], port: Number(r["port"]) })
+        if (r["ip"] !== undefined && r["port"] !== undefined) replicas.push({ node: { host: r["ip"], port: Number(r["port"]) }, flags: r["flags"] ?? "" })
       }
-      return nodes
+      return { master: { host: master[0], port: Number(master[1]) }, replicas }
     } catch (e) {
       lastError = e
     } finally {
@@ -90,6 +91,12 @@ export const sentinelDataNodes = async (topology: Extract<RedisTopology, { kind:
     }
   }
   throw new Error(`no sentinel answered: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
+}
+
+/** The master and replicas the first answering sentinel names (a sentinel's `default` may discover). */
+export const sentinelDataNodes = async (topology: Extract<RedisTopology, { kind: "sentinel" }>): Promise<Array<RedisNode>> => {
+  const { master, replicas } = await askSentinels(topology)
+  return [master, ...replicas.map((r) => r.node)]
 }
 
 /** The one server of `REDIS_URL`. */
