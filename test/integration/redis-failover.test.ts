@@ -265,6 +265,8 @@ interface Figures {
   readonly recoveredAfterKillMs: number
   readonly recoveredAfterHealedMs: number
   readonly failed: number
+  /** What the failed requests answered, with counts. */
+  readonly failures: string
   readonly readyz: string
 }
 
@@ -283,12 +285,14 @@ const figuresOf = (samples: ReadonlyArray<Sample>, ready: ReadonlyArray<ReadySam
   const firstMint = firstGoodFor(mine, (s) => !s.outcome.startsWith("mint:"))
   const firstGood = firstGoodFor(mine, (s) => s.outcome === "accepted")
   const during = ready.filter((s) => s.replica === replica && s.at > at.killed && s.at <= (firstGood?.at ?? Infinity))
+  const failed = mine.filter((s) => s.at <= (firstGood?.at ?? Infinity) && s.outcome !== "accepted")
   return {
     mintAfterKillMs: firstMint === undefined ? NaN : firstMint.at - at.killed,
     mintAfterPromotedMs: firstMint === undefined ? NaN : firstMint.at - at.promoted,
     recoveredAfterKillMs: firstGood === undefined ? NaN : firstGood.at - at.killed,
     recoveredAfterHealedMs: firstGood === undefined ? NaN : firstGood.at - at.healed,
-    failed: mine.filter((s) => s.at <= (firstGood?.at ?? Infinity) && s.outcome !== "accepted").length,
+    failed: failed.length,
+    failures: [...failed.reduce((n, s) => n.set(s.outcome, (n.get(s.outcome) ?? 0) + 1), new Map<string, number>())].map(([outcome, count]) => `${count}x ${outcome}`).join(", "),
     readyz: `${during.filter((s) => s.status === 503).length}x 503, ${during.filter((s) => s.status === 200).length}x 200`
   }
 }
@@ -437,7 +441,7 @@ const failoverCase = async (label: string, world: World, topology: RedisTopology
       `${label}: promoted ${s(promotedAt - killedAt)} s and replica back ${s(healedAt - killedAt)} s after the kill; ${figures
         .map(
           (f) =>
-            `${f.replica}: mints again ${s(f.mintAfterKillMs)} s after the kill (${s(f.mintAfterPromotedMs)} s after the promotion), first good exchange ${s(f.recoveredAfterKillMs)} s after the kill (${s(f.recoveredAfterHealedMs)} s after the replica was back), ${f.failed} requests failed, /readyz meanwhile ${f.readyz}`
+            `${f.replica}: mints again ${s(f.mintAfterKillMs)} s after the kill (${s(f.mintAfterPromotedMs)} s after the promotion), first good exchange ${s(f.recoveredAfterKillMs)} s after the kill (${s(f.recoveredAfterHealedMs)} s after the replica was back), ${f.failed} requests failed (${f.failures}), /readyz meanwhile ${f.readyz}`
         )
         .join("; ")}`
     )

@@ -1,6 +1,6 @@
 /** REDIS_URL / REDIS_SENTINELS / REDIS_CLUSTER_NODES → one topology, every problem named (wire/redis-topology.ts). */
 import { describe, expect, it } from "vitest"
-import { describeRedisTopology, parseRedisTopology } from "../../wire/redis-topology.ts"
+import { createRedisClient, describeRedisTopology, parseRedisTopology } from "../../wire/redis-topology.ts"
 
 describe("parseRedisTopology", () => {
   it("defaults to one local Redis and waits for no replica", () => {
@@ -55,5 +55,14 @@ describe("parseRedisTopology", () => {
     expect(parseRedisTopology({ REDIS_CLUSTER_NODES: " , " }).problems).toEqual(["REDIS_CLUSTER_NODES: lists no host:port"])
     expect(parseRedisTopology({ REDIS_URL: "http://x" }).problems).toEqual(["REDIS_URL: must be a redis:// or rediss:// URL"])
     expect(describeRedisTopology(parseRedisTopology({ REDIS_URL: "redis://u:secret@h:1" }).topology)).toBe("redis://***@h:1")
+  })
+})
+
+describe("createRedisClient", () => {
+  it("builds a Sentinel client: this ioredis still has the failover detector it cleans up on close (an older or newer one without it is refused)", () => {
+    const { topology } = parseRedisTopology({ REDIS_SENTINELS: "127.0.0.1:1", REDIS_SENTINEL_MASTER: "zlh" })
+    const client = createRedisClient(topology, { lazyConnect: true })
+    expect(client.status).toBe("wait")
+    client.disconnect()
   })
 })
