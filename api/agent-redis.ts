@@ -14,7 +14,8 @@
  * Every node is tried; one that cannot be reached and that the topology itself reports as down (Cluster
  * `fail`/`noaddr`, a replica a sentinel reports `s_down`/`disconnected` and its master does not list) is
  * skipped and named; any other node that refuses or does not answer fails the whole operation. Nodes that
- * join later or restart get every agent's user from api/agent-user-reconciler.ts (and on demand from
+ * join later or restart get every agent's user, and lose those of removed servers, from
+ * api/agent-user-reconciler.ts (and on demand from
  * `zlh redis-acl sync`, `syncAgentUsers`): the rules are re-applied from the sha256 hash stored in the
  * registry record (ACL rules hold only hashes too; the clear password exists only in the answer that
  * issued it). After a change `ACL SAVE` is tried on each node, so nodes run with an `aclfile` keep the users
@@ -29,6 +30,7 @@ import type { RedisNode, RedisTopology } from "../wire/redis-topology.ts"
 import { askSentinels, nodeName } from "../wire/redis-anonymous.ts"
 import { ApiError } from "./errors.ts"
 import { redisCall } from "./redis.ts"
+import { agentUserPattern, deleteOrphanUsers, SWEEP_LEASE_MS, whileRegistering, type OrphanCandidates, type OrphanSweep } from "./agent-user-orphans.ts"
 import { onNodeAs, topologyCredentials } from "./redis-node-as.ts"
 import { deleteServer, listAgentRedisRefs, loadAgentRedisRef, putServer, setAgentRedisHash } from "./registry.ts"
 
@@ -96,7 +98,7 @@ export const agentAclRules = (keys: RedisKeys, vmid: number, hash: string, db = 
 export interface AclNodeResult {
   /** `host:port` of every node the change reached. */
   readonly applied: ReadonlyArray<string>
-  /** Nodes the topology reports as down: not changed; `zlh redis-acl sync` once they are back. */
+  /** Nodes the topology reports as down: not changed; api/agent-user-reconciler.ts catches up when they are back. */
   readonly skipped: ReadonlyArray<string>
   /** Nodes that are up but refused or did not answer. */
   readonly failed: ReadonlyArray<{ readonly node: string; readonly error: string }>
@@ -166,9 +168,9 @@ const unreachable = (e: unknown): boolean => e instanceof Error && /ECONNREFUSED
 /**
  * Runs `fn` on every data node the topology names, in parallel; one node's failure does not stop the
  * others. Nodes the topology reports as down are tried too: one that answers gets the change; one that
- * cannot be reached is `skipped` (it gets every user when it is back: api/agent-user-reconciler.ts).
+ * cannot be reached is `skipped` (api/agent-user-reconciler.ts brings it up to date when it is back).
  */
-const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (conn: Redis, node: string) => Promise<void>): Promise<AclNodeResult> => {
+const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (conn: Redis, name: string, node: RedisNode) => Promise<void>): Promise<AclNodeResult> => {
   const known = await knownDataNodes(redis, topology)
   const as = topologyCredentials(topology)
   const applied: Array<string> = []
@@ -177,7 +179,7 @@ const onEveryNode = async (redis: RedisClient, topology: RedisTopology, fn: (con
   await Promise.all(
     known.map(async ({ node, reportedDown }) => {
       try {
-        await onNodeAs(node, as, (conn) => fn(conn, nodeName(node)))
+        await onNodeAs(node, as, (conn) => fn(conn, nodeName(node), node))
         applied.push(nodeName(node))
       } catch (e) {
         if (reportedDown && unreachable(e)) skipped.push(nodeName(node))
@@ -233,7 +235,7 @@ export interface AgentRedisAnswer {
   readonly password?: string
   /** Nodes that have the change. */
   readonly appliedNodes: ReadonlyArray<string>
-  /** Nodes the topology reports as down: `zlh redis-acl sync` once they are back. */
+  /** Nodes the topology reports as down: api/agent-user-reconciler.ts catches up when they are back. */
   readonly skippedNodes: ReadonlyArray<string>
 }
 
@@ -257,7 +259,8 @@ const answer = (keys: RedisKeys, vmid: number, nodes: AclNodeResult, password?: 
 
 /**
  * Registers (creates or replaces) `server:<id>` together with its agent's Redis user, the user first (on
- * every node) so a registered server always has one. A new server, a changed vmid, or a record from before
+ * every node) so a registered server always has one, both under the registration's mark
+ * (api/agent-user-orphans.ts) so that no sweep deletes the user before the record exists. A new server, a changed vmid, or a record from before
  * agent users (no hash) gets a fresh password (in the answer, once); a replaced record with the same vmid
  * keeps its password (the rules are re-applied). A changed vmid deletes the old vmid's user.
  */
@@ -270,10 +273,13 @@ export const registerServer = async (
   const keep = previous !== null && previous.vmid === record.vmid && isPasswordHash(previous.hash) ? previous.hash : undefined
   const fresh = keep === undefined ? newAgentPassword() : undefined
   const hash = keep ?? fresh!.hash
-  const nodes = await everyNodeOrFail(`creating Redis user ${ctx.keys.agentAclUser(record.vmid)}`, () =>
-    applyAgentUser(ctx.redis, ctx.topology, ctx.keys, record.vmid, hash)
-  )
-  const { created } = await putServer(ctx.redis, ctx.keys, id, record, hash)
+  // Under the registration's mark: a sweep of users no server owns leaves this one alone until the record is there.
+  const { nodes, created } = await whileRegistering(ctx.redis, ctx.keys, record.vmid, async () => {
+    const nodes = await everyNodeOrFail(`creating Redis user ${ctx.keys.agentAclUser(record.vmid)}`, () =>
+      applyAgentUser(ctx.redis, ctx.topology, ctx.keys, record.vmid, hash)
+    )
+    return { nodes, ...(await putServer(ctx.redis, ctx.keys, id, record, hash)) }
+  })
   let oldUserRemoved: AgentRedisAnswer | undefined
   if (previous !== null && previous.vmid !== record.vmid) {
     const old = await everyNodeOrFail(`deleting the old Redis user ${ctx.keys.agentAclUser(previous.vmid)}`, () =>
@@ -331,33 +337,42 @@ export interface AgentUsersSync {
 /**
  * Re-applies every registered agent's user on every live node (a node that joined, or restarted without an
  * ACL file, gets them all), and deletes agent users no registered server has (a node that was down when a
- * server was removed). Only users named like agent users of this key prefix are ever deleted.
+ * server was removed), as api/agent-user-orphans.ts does: only users named like agent users of this key
+ * prefix, never one of a registration in progress.
  */
 export const syncAgentUsers = async (ctx: AgentRedisContext): Promise<AgentUsersSync> => {
   const refs = await listAgentRedisRefs(ctx.redis, ctx.keys)
   const db = topologyDb(ctx.topology)
   const wanted = new Map<string, Array<string>>()
   for (const r of refs) if (isPasswordHash(r.hash)) wanted.set(ctx.keys.agentAclUser(r.vmid), agentAclRules(ctx.keys, r.vmid, r.hash, db))
-  const base = ctx.keys.agentAclUser(0).slice(0, -1)
-  const ours = new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}[0-9]+$`)
-  const removed: Array<string> = []
+  const owned = new Set(refs.map((r) => ctx.keys.agentAclUser(r.vmid)))
+  const ours = agentUserPattern(ctx.keys)
+  const candidates: Array<OrphanCandidates> = []
   const nodes = await redisCall(() =>
-    onEveryNode(ctx.redis, ctx.topology, async (conn, node) => {
+    onEveryNode(ctx.redis, ctx.topology, async (conn, _name, node) => {
       for (const [user, rules] of wanted) await conn.call("ACL", "SETUSER", user, ...rules)
-      const users = (await conn.call("ACL", "USERS")) as Array<string>
-      for (const user of users) {
-        if (!ours.test(user) || wanted.has(user)) continue
-        await conn.call("ACL", "DELUSER", user)
-        removed.push(`${node} ${user}`)
-      }
+      const users = ((await conn.call("ACL", "USERS")) as Array<string>).filter((u) => ours.test(u) && !owned.has(u))
+      if (users.length > 0) candidates.push({ node, users })
       await saveAcl(conn)
     })
   )
+  const sweep = await redisCall(() => sweepWhenFree(ctx, candidates))
+  const failed = [...nodes.failed, ...sweep.failed.map((node) => ({ node, error: "deleting the agent users of no server did not complete" }))]
   return {
     users: refs.filter((r) => isPasswordHash(r.hash)).map((r) => ({ id: r.id, vmid: r.vmid, username: ctx.keys.agentAclUser(r.vmid) })),
     withoutPassword: refs.filter((r) => !isPasswordHash(r.hash)).map((r) => r.id),
-    removed: removed.sort(),
-    nodes
+    removed: [...sweep.deleted],
+    nodes: { ...nodes, failed }
+  }
+}
+
+/** A sweep, waiting while another one (an API's reconciler) holds the lease. */
+const sweepWhenFree = async (ctx: AgentRedisContext, candidates: ReadonlyArray<OrphanCandidates>): Promise<OrphanSweep> => {
+  const until = Date.now() + SWEEP_LEASE_MS
+  for (;;) {
+    const sweep = await deleteOrphanUsers(ctx.redis, ctx.keys, candidates, topologyCredentials(ctx.topology))
+    if (!sweep.busy || Date.now() > until) return sweep
+    await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
 

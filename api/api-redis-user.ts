@@ -21,7 +21,8 @@ const checkHash = (hash: string) => {
 /**
  * The API's data commands, each for the code that sends it:
  * - `server:*` (the registry, api/registry.ts): HGETALL, HMGET, HGET, HSET, DEL, EXISTS in a MULTI, an EVAL
- *   of EXISTS + HSET, SCAN for the listing;
+ *   of EXISTS + HSET, SCAN for the listing; the agent-user marks beside it (api/agent-user-orphans.ts):
+ *   SET PX / NX PX, EXISTS, DEL, SCAN, an EVAL of GET + DEL;
  * - `agent:*` (api/status.ts): GETRANGE, read only (`%R~`): the agents write it;
  * - `ide:*` (api/ide/): SET NX EX, GET, DEL, EXISTS, WAIT, ROLE for the single-use claim;
  * - `rl:*` (api/rate-limit.ts): an EVAL of INCR + PEXPIRE;

@@ -52,7 +52,8 @@ export const loadServer = async (redis: RedisClient, keys: RedisKeys, id: string
 
 /**
  * All registered servers, sorted by id (SCAN over `server:*`, on every master of a Cluster; then one
- * HGETALL each, which a Cluster routes to each key's own node). Malformed records are skipped and
+ * HGETALL each, which a Cluster routes to each key's own node). Keys whose rest is no server id (the
+ * agent-user marks of api/agent-user-orphans.ts) are not servers; malformed records are skipped and
  * reported through `onMalformed`.
  */
 export const listServers = async (
@@ -64,6 +65,7 @@ export const listServers = async (
   const pattern = `${prefix.replace(/[*?[\]\\]/g, "\\$&")}*`
   const ids = (await redisCall(() => scanKeys(redis, pattern)))
     .map((k) => k.slice(prefix.length))
+    .filter(isServerId)
     .sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
   if (ids.length === 0) return []
   const hashes = await redisCall(() => Promise.all(ids.map((id) => redis.hgetall(keys.server(id)).catch(skipWrongType))))

@@ -158,7 +158,7 @@ const serverAdd = async (args: Array<string>) => {
  */
 const reportAgentRedis = (a: AgentRedisAnswer, envFile: string | undefined) => {
   process.stdout.write(`agent Redis user ${a.username} on ${a.appliedNodes.length} node(s): ${a.appliedNodes.join(", ")}\n`)
-  if (a.skippedNodes.length > 0) process.stdout.write(`  not on (down now; run \`zlh redis-acl sync\` once they are back): ${a.skippedNodes.join(", ")}\n`)
+  if (a.skippedNodes.length > 0) process.stdout.write(`  not on (down now; a running API applies it once they are back, or \`zlh redis-acl sync\`): ${a.skippedNodes.join(", ")}\n`)
   if (a.password === undefined) {
     process.stdout.write("  password unchanged (not shown again; `zlh redis-acl rotate <id>` issues a new one)\n")
     if (envFile !== undefined) process.stdout.write(`  ${envFile} not written: no new password\n`)
@@ -193,7 +193,7 @@ const serverRm = async (args: Array<string>) => {
   if (!removed) throw new Error(`server ${id} is not registered`)
   process.stdout.write(`removed server ${id}${agentRedis === undefined ? "" : ` and its Redis user ${agentRedis.username}`}\n`)
   if (agentRedis !== undefined && agentRedis.skippedNodes.length > 0) {
-    process.stdout.write(`  the user stays on nodes that are down now (run \`zlh redis-acl sync\` once they are back): ${agentRedis.skippedNodes.join(", ")}\n`)
+    process.stdout.write(`  the user stays on nodes that are down now (a running API deletes it once they are back, or \`zlh redis-acl sync\`): ${agentRedis.skippedNodes.join(", ")}\n`)
   }
 }
 
