@@ -10,7 +10,12 @@
  *   - containers never reach each other (the bridge family's forward hook drops every frame that comes
  *     from a container's veth and would go out of another port);
  *   - the host reaches the containers (the API calls each agent and code-server at its private address),
- *     and only the answers to those connections come back.
+ *     and only the answers to those connections come back;
+ *   - the `inet` tables hold for IPv6 as for IPv4 (the kernel gives the bridge, the veths and each eth0 a
+ *     link-local address), and they also drop what arrives on a container's veth itself rather than on
+ *     the bridge: a Linux bridge hands frames sent to a reserved group MAC (01:80:c2:00:00:0e, LLDP) up
+ *     the stack of the port they came in on, so a container could otherwise talk to the host's UDP
+ *     services (and be routed onwards where the host forwards) with the bridge rules never seeing it.
  *
  * Each network claims its /24 with a directory under /run/zlh-lxc (atomic mkdir) holding the owner's PID
  * and start time, so parallel test files and a dev stack never collide, and `sweepStaleNetworks()` can
@@ -55,6 +60,7 @@ export const boundaryRules = (n: { bridge: string; vethPrefix: string; nftTable:
   return `table inet ${n.nftTable} {
   chain input {
     type filter hook input priority filter - 10; policy accept;
+    iifname "${n.vethPrefix}*" counter drop
     iifname "${n.bridge}" ct state established,related accept
 ${ports}    iifname "${n.bridge}" counter drop
   }
@@ -62,6 +68,8 @@ ${ports}    iifname "${n.bridge}" counter drop
     type filter hook forward priority filter - 10; policy accept;
     iifname "${n.bridge}" counter drop
     oifname "${n.bridge}" counter drop
+    iifname "${n.vethPrefix}*" counter drop
+    oifname "${n.vethPrefix}*" counter drop
   }
 }
 table bridge ${n.nftTable} {
