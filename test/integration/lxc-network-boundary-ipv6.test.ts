@@ -17,14 +17,15 @@
  */
 import { type ChildProcess } from "node:child_process"
 import type { Socket } from "node:dgram"
-import { connect, createServer, type Server } from "node:net"
+import { createServer, type Server } from "node:net"
 import { networkInterfaces } from "node:os"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { portAnswers } from "../../scripts/dev-net.ts"
 import { run, type Container } from "../../scripts/lxc/index.ts"
 import { vethPrefix } from "../../scripts/lxc/lxc-network.ts"
 import { eventually } from "../support/api-harness.ts"
 import { agentSourceMounts, NODE_IN_CONTAINER } from "../support/lxc-agent.ts"
-import { tcpFrom, udpEcho, udpFrom, type TcpReach } from "../support/lxc-probes.ts"
+import { tcpFrom, udpEcho, udpFrom, udpFromHost } from "../support/lxc-probes.ts"
 import { lxcSkipReason, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
 import { skipUnless } from "../support/requirements.ts"
 
@@ -34,18 +35,6 @@ const skip = lxcSkipReason()
 const BRIDGE_RESERVED_MAC = "01:80:c2:00:00:0e"
 const LISTENER_PORT = 18_999
 const LISTENER = `require("node:net").createServer((s) => { s.on("error", () => {}); s.end("hello\\n") }).listen(${LISTENER_PORT}, "::")`
-
-const tcpFromHost = (host: string, port: number): Promise<TcpReach> =>
-  new Promise((resolve) => {
-    const sock = connect({ host, port })
-    const done = (r: TcpReach) => {
-      sock.destroy()
-      resolve(r)
-    }
-    sock.setTimeout(3000, () => done("dropped"))
-    sock.on("connect", () => done("open"))
-    sock.on("error", (e: NodeJS.ErrnoException) => done(e.code === "ECONNREFUSED" ? "refused" : `failed ${e.code}`))
-  })
 
 interface LinkInfo {
   readonly mac: string
@@ -182,10 +171,11 @@ describe("the network boundary over IPv6 and past the bridge, from root inside r
 
   it("the host reaches its own :: services at the addresses A probes (the rules, not the listeners, make the difference)", async () => {
     const port = portOf(tcpService)
-    expect(await tcpFromHost(`${bridge.linkLocal}%${env.network.bridge}`, port)).toBe("open")
-    expect(await tcpFromHost(`${vethA.linkLocal}%${vethAName}`, port)).toBe("open")
-    expect(await tcpFromHost(env.network.hostAddress, port)).toBe("open")
-    if (ula !== undefined) expect(await tcpFromHost(ula, port)).toBe("open")
+    const addresses = [`${bridge.linkLocal}%${env.network.bridge}`, `${vethA.linkLocal}%${vethAName}`, env.network.hostAddress, ...(ula === undefined ? [] : [ula])]
+    for (const host of addresses) {
+      expect(await portAnswers(port, host, 3000), `TCP ${host}`).toBe(true)
+      expect(await udpFromHost(host, udpService.port), `UDP ${host}`).toBe("answered")
+    }
   })
 
   it("from root inside A: the host over IPv6 (link-local and ULA), B over IPv6, and the host through the bridge-reserved MAC (IPv4 and IPv6) get nothing", async () => {

@@ -24,21 +24,12 @@ import { singleRedis } from "../../wire/redis-topology.ts"
 import { bearer, eventually, makeDeps, mintUserToken, testConfig, testPrefix, userSecretOf, type TestDeps } from "../support/api-harness.ts"
 import { agentSourceMounts, NODE_IN_CONTAINER, startContainerAgent, type ContainerAgent } from "../support/lxc-agent.ts"
 import { bridgeRedis, type BridgeRedis } from "../support/lxc-host-services.ts"
+import { tcpFrom, udpEchoIn, udpFrom, udpFromHost } from "../support/lxc-probes.ts"
 import { lxcSkipReason, lxcTestEnv, type LxcTestEnv } from "../support/lxc.ts"
 import { skipUnless } from "../support/requirements.ts"
 import { AGENT_PRIVATE_KEY, AGENT_PUBLIC_KEY } from "../support/agent-harness.ts"
 
 const skip = lxcSkipReason()
-
-type Reach = "open" | "refused" | "dropped" | string
-
-/** A TCP connection from inside: open, refused (RST), or dropped (no answer within 3 s). */
-const tcpFrom = async (c: Container, host: string, port: number): Promise<Reach> => {
-  const r = await c.exec(["timeout", "3", "bash", "-c", `exec 3<>/dev/tcp/${host}/${port}`], { allowFailure: true })
-  if (r.code === 0) return "open"
-  if (r.code === 124) return "dropped"
-  return /refused/i.test(r.stderr) ? "refused" : `failed (${r.code}): ${r.stderr.trim()}`
-}
 
 /** One Redis conversation from inside (raw RESP over TCP, with the checkout's Node): AUTH if given, the command, QUIT. */
 const REDIS_PROBE = `
@@ -201,8 +192,14 @@ describe("the network boundary from root inside real containers", skipUnless(ski
   it("from root inside: container B and its agent are unreachable", async () => {
     expect(await tcpFrom(a, b.address, agentPort)).toBe("dropped")
     expect(await tcpFrom(b, a.address, agentPort)).toBe("dropped")
-    const ping = await a.exec(["ping", "-c", "1", "-W", "2", b.address], { allowFailure: true })
-    expect(ping.code).not.toBe(0)
+    // Nor UDP (the template has no ping): B's echo answers the host, not A.
+    const echo = udpEchoIn(b, agentPort)
+    try {
+      expect(await eventually(async () => (await udpFromHost(b.address, agentPort)) === "answered" || undefined, 20_000, "B's UDP echo, from the host")).toBe(true)
+      expect(await udpFrom(a, b.address, agentPort)).toBe("silent")
+    } finally {
+      echo.kill("SIGKILL")
+    }
     // While the host reaches B's agent (as the API does).
     expect((await agentB.call("GET", "/livez", { token: null })).status).toBe(200)
   })

@@ -44,3 +44,22 @@ export const udpEcho = (): Promise<{ socket: Socket; port: number }> =>
     socket.once("error", reject)
     socket.bind(0, "::", () => resolve({ socket, port: socket.address().port }))
   })
+
+/** A UDP echo inside the container at `::` on `port` (a child of ours: kill it, or destroy the container). */
+export const udpEchoIn = (c: Container, port: number) =>
+  c.spawn([NODE_IN_CONTAINER, "-e", `const s = require("node:dgram").createSocket("udp6"); s.on("message", (m, r) => s.send(m, r.port, r.address)); s.bind(${port}, "::")`])
+
+/** The same UDP probe from the host. */
+export const udpFromHost = (host: string, port: number): Promise<UdpReach> =>
+  new Promise((resolve) => {
+    const s = createSocket(host.includes(":") ? "udp6" : "udp4")
+    const done = (r: UdpReach) => {
+      clearTimeout(timer)
+      s.close()
+      resolve(r)
+    }
+    const timer = setTimeout(() => done("silent"), 3000)
+    s.on("message", () => done("answered"))
+    s.on("error", (e: NodeJS.ErrnoException) => done(`failed ${e.code}`))
+    s.send("probe", port, host)
+  })
