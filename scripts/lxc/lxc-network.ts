@@ -206,11 +206,13 @@ export const createNetwork = async (options: LxcNetworkOptions): Promise<LxcNetw
   let allowTcpPorts = [...options.allowTcpPorts]
   let nextHost = 10
   let destroyed: Promise<void> | undefined
-  const applyRules = async () => {
-    await run("nft", ["delete", "table", "inet", nftTable], { allowFailure: true })
-    await run("nft", ["delete", "table", "bridge", nftTable], { allowFailure: true })
-    await run("nft", ["-f", "-"], { input: boundaryRules({ bridge, vethPrefix: vethPrefix(index), nftTable, hostAddress, allowTcpPorts }) })
-  }
+  // One `nft -f` is one transaction: the old tables go and the new ones come at once, never a moment
+  // without the boundary (declaring a table first makes its deletion valid when there is none yet).
+  const applyRules = () =>
+    run("nft", ["-f", "-"], {
+      input: `table inet ${nftTable}\ndelete table inet ${nftTable}\ntable bridge ${nftTable}\ndelete table bridge ${nftTable}\n` +
+        boundaryRules({ bridge, vethPrefix: vethPrefix(index), nftTable, hostAddress, allowTcpPorts })
+    })
   try {
     mkdirSync(lxcPath, { recursive: true, mode: 0o755 })
     await run("ip", ["link", "del", bridge], { allowFailure: true })

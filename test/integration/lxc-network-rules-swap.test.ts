@@ -72,7 +72,9 @@ describe("replacing the network's rules, with a container knocking all the while
     } finally {
       await a.exec(["touch", until])
     }
-    return JSON.parse((await probe).stdout) as { attempts: number; opened: number }
+    const counted = JSON.parse((await probe).stdout) as { attempts: number; opened: number }
+    console.log(`connections from A: ${counted.attempts} attempted, ${counted.opened} opened`)
+    return counted
   }
 
   it("20 replacements of the rules: not one connection opens", async () => {
