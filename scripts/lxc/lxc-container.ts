@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process"
 import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { cgroupVersion, run, type RunResult } from "./lxc-host.ts"
-import { vethPrefix, type LxcNetwork } from "./lxc-network.ts"
+import { containerMac, vethPrefix, type LxcNetwork } from "./lxc-network.ts"
 import { baseConfig, type Template } from "./lxc-template.ts"
 
 export interface ContainerOptions {
@@ -92,6 +92,7 @@ export const createContainer = async (options: ContainerOptions): Promise<Contai
         "lxc.net.0.flags = up",
         "lxc.net.0.name = eth0",
         `lxc.net.0.veth.pair = ${vethPrefix(network.index)}${hostOctet}`,
+        `lxc.net.0.hwaddr = ${containerMac(network.index, Number(hostOctet))}`,
         `lxc.net.0.ipv4.address = ${address}/24 ${network.subnet.replace(/\.0\/24$/, ".255")}`,
         `lxc.net.0.ipv4.gateway = ${network.hostAddress}`,
         ...(options.memoryLimitBytes === undefined ? [] : [`${memoryKey} = ${options.memoryLimitBytes}`]),

@@ -9,6 +9,9 @@
  *   - nothing is routed from or to the bridge (no way out to other networks);
  *   - containers never reach each other (the bridge family's forward hook drops every frame that comes
  *     from a container's veth and would go out of another port);
+ *   - a container speaks only as itself: each veth's frames must carry that container's MAC (fixed by its
+ *     address, `containerMac`) and, in ARP and IPv4, its address, so root inside cannot take another
+ *     container's address or MAC and receive what the host sends to that container;
  *   - the host reaches the containers (the API calls each agent and code-server at its private address),
  *     and only the answers to those connections come back;
  *   - the `inet` tables hold for IPv6 as for IPv4 (the kernel gives the bridge, the veths and each eth0 a
@@ -54,8 +57,19 @@ export interface LxcNetwork {
   destroy(): Promise<void>
 }
 
+/** Containers get 10.213.<index>.10 to .250. */
+const FIRST_HOST = 10
+const LAST_HOST = 250
+const hex2 = (n: number) => n.toString(16).padStart(2, "0")
+/** The MAC the container at 10.213.<index>.<octet> gets (locally administered: 02:…; 0a:d5 is 10.213). */
+export const containerMac = (index: number, octet: number): string => `02:00:0a:d5:${hex2(index)}:${hex2(octet)}`
+
 /** The ruleset, as `nft -f` reads it: the documented boundary, nothing else. */
-export const boundaryRules = (n: { bridge: string; vethPrefix: string; nftTable: string; hostAddress: string; allowTcpPorts: ReadonlyArray<number> }): string => {
+export const boundaryRules = (n: { index: number; bridge: string; vethPrefix: string; nftTable: string; hostAddress: string; allowTcpPorts: ReadonlyArray<number> }): string => {
+  const octets = Array.from({ length: LAST_HOST - FIRST_HOST + 1 }, (_, i) => FIRST_HOST + i)
+  const subnet = n.hostAddress.replace(/\.1$/, "")
+  const addresses = octets.map((o) => `"${n.vethPrefix}${o}" . ${subnet}.${o}`).join(", ")
+  const macs = octets.map((o) => `"${n.vethPrefix}${o}" . ${containerMac(n.index, o)}`).join(", ")
   const ports = n.allowTcpPorts.length === 0 ? "" : `    iifname "${n.bridge}" ip daddr ${n.hostAddress} tcp dport { ${n.allowTcpPorts.join(", ")} } accept\n`
   return `table inet ${n.nftTable} {
   chain input {
@@ -73,6 +87,21 @@ ${ports}    iifname "${n.bridge}" counter drop
   }
 }
 table bridge ${n.nftTable} {
+  set addresses {
+    type ifname . ipv4_addr
+    elements = { ${addresses} }
+  }
+  set macs {
+    type ifname . ether_addr
+    elements = { ${macs} }
+  }
+  chain prerouting {
+    type filter hook prerouting priority filter - 10; policy accept;
+    iifname "${n.vethPrefix}*" iifname . ether saddr != @macs counter drop
+    iifname "${n.vethPrefix}*" iifname . arp saddr ether != @macs counter drop
+    iifname "${n.vethPrefix}*" iifname . arp saddr ip != @addresses counter drop
+    iifname "${n.vethPrefix}*" iifname . ip saddr != @addresses counter drop
+  }
   chain forward {
     type filter hook forward priority filter - 10; policy accept;
     iifname "${n.vethPrefix}*" counter drop
@@ -204,21 +233,22 @@ export const createNetwork = async (options: LxcNetworkOptions): Promise<LxcNetw
   const hostAddress = `${SUBNET_PREFIX}.${index}.1`
   const lxcPath = join(LXC_RUNS_DIR, `net-${index}`)
   let allowTcpPorts = [...options.allowTcpPorts]
-  let nextHost = 10
+  let nextHost = FIRST_HOST
   let destroyed: Promise<void> | undefined
   // One `nft -f` is one transaction: the old tables go and the new ones come at once, never a moment
   // without the boundary (declaring a table first makes its deletion valid when there is none yet).
   const applyRules = () =>
     run("nft", ["-f", "-"], {
       input: `table inet ${nftTable}\ndelete table inet ${nftTable}\ntable bridge ${nftTable}\ndelete table bridge ${nftTable}\n` +
-        boundaryRules({ bridge, vethPrefix: vethPrefix(index), nftTable, hostAddress, allowTcpPorts })
+        boundaryRules({ index, bridge, vethPrefix: vethPrefix(index), nftTable, hostAddress, allowTcpPorts })
     })
   try {
     mkdirSync(lxcPath, { recursive: true, mode: 0o755 })
     await run("ip", ["link", "del", bridge], { allowFailure: true })
     // Rules first: no moment where the bridge is up without its boundary.
     await applyRules()
-    await run("ip", ["link", "add", bridge, "type", "bridge"])
+    // The bridge learns no MAC from frames to reserved group addresses: they skip the prerouting rules.
+    await run("ip", ["link", "add", bridge, "type", "bridge", "no_linklocal_learn", "1"])
     await run("ip", ["addr", "add", `${hostAddress}/24`, "dev", bridge])
     await run("ip", ["link", "set", bridge, "up"])
   } catch (e) {
@@ -236,7 +266,7 @@ export const createNetwork = async (options: LxcNetworkOptions): Promise<LxcNetw
       return allowTcpPorts
     },
     nextAddress: () => {
-      if (nextHost > 250) throw new Error(`network ${bridge} has no free address left`)
+      if (nextHost > LAST_HOST) throw new Error(`network ${bridge} has no free address left`)
       return `${SUBNET_PREFIX}.${index}.${nextHost++}`
     },
     allowPorts: async (ports) => {

@@ -14,7 +14,9 @@ const doc = readFileSync(join(import.meta.dirname, "..", "..", "docs", "containe
 
 describe("docs/containers.md matches scripts/lxc", () => {
   it("shows the boundary rules exactly as the code loads them", () => {
-    const rules = boundaryRules({ bridge: "zlhbr7", vethPrefix: "zv7h", nftTable: "zlh_br7", hostAddress: "10.213.7.1", allowTcpPorts: [1111, 2222] })
+    const rules = boundaryRules({ index: 7, bridge: "zlhbr7", vethPrefix: "zv7h", nftTable: "zlh_br7", hostAddress: "10.213.7.1", allowTcpPorts: [1111, 2222] })
+      .replace(/elements = \{ "zv7h10" \. 10\.213\.7\.10, .* "zv7h250" \. 10\.213\.7\.250 \}/, 'elements = { "zv<n>h10" . 10.213.<n>.10, …, "zv<n>h250" . 10.213.<n>.250 }')
+      .replace(/elements = \{ "zv7h10" \. 02:00:0a:d5:07:0a, .* "zv7h250" \. 02:00:0a:d5:07:fa \}/, 'elements = { "zv<n>h10" . 02:00:0a:d5:<n>:0a, …, "zv<n>h250" . 02:00:0a:d5:<n>:fa }')
       .replaceAll("zlhbr7", "zlhbr<n>")
       .replaceAll("zv7h", "zv<n>h")
       .replaceAll("zlh_br7", "zlh_br<n>")
