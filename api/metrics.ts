@@ -136,6 +136,8 @@ export const metrics = {
   redisErrors: new Counter("zlh_redis_errors_total", "Redis errors seen by the API (connection errors and failed commands).", ["client"]),
   ready: new Gauge("zlh_api_ready", "1 while this process can run the Redis commands its requests need (the /readyz probe, api/readiness.ts), else 0."),
   notReadySeconds: new Counter("zlh_api_not_ready_seconds_total", "Seconds this process spent not ready (the /readyz probe failing)."),
+  degraded: new Gauge("zlh_api_degraded", "1 while this process is ready but a Redis master has fewer replicas than REDIS_WAIT_REPLICAS, so IDE token exchanges are refused (503 redis_replicas_unavailable), else 0."),
+  degradedSeconds: new Counter("zlh_api_degraded_seconds_total", "Seconds this process spent ready but degraded (too few Redis replicas for single-use IDE tokens)."),
   ideRequests: new Counter(
     "zlh_ide_requests_total",
     "IDE requests by outcome: proxied (code-server answered), upstream_error (502/504 answered), offline (the IDE was not running), refused (the proxy's own 4xx).",

@@ -5,9 +5,11 @@
  * (`SET rl:readyz:{…} PX`) through the command client, on one key per master of a Cluster (each in a
  * slot that master serves, as the client's slot map says) or on the one key of a single Redis or a
  * Sentinel-managed master. Every write must succeed within the timeout. With REDIS_WAIT_REPLICAS = n > 0
- * the same pipeline asks each master for its replicas (ROLE): one with fewer than n connected makes the
- * process not ready too (`redis_replicas_unavailable`), since IDE token exchanges fail closed meanwhile
- * (api/ide/session-auth.ts).
+ * the same pipeline asks each master for its replicas (ROLE): one with fewer than n connected leaves the
+ * process ready but degraded (`redis_replicas_unavailable`): IDE token exchanges fail closed meanwhile
+ * (api/ide/session-auth.ts), everything else works. A replica shortage is shared by every API replica, so
+ * answering 503 for it would make a load balancer drop them all and turn a refused sign-in into an outage
+ * of status, consoles and open IDE sessions; `/readyz` and `/metrics` say it instead.
  *
  * `/readyz` runs the probe on each call; a background monitor runs it every second so `/metrics` shows
  * `zlh_api_ready` and the time spent not ready (`zlh_api_not_ready_seconds_total`) even when nobody asks.
@@ -27,11 +29,9 @@ export interface ReadinessResult {
   readonly ready: boolean
   /** Why not (the first failure), for logs and the 503's message. */
   readonly problem?: string
-  /** The 503's code: Redis cannot run the commands, or it can but has too few replicas. */
-  readonly code?: "redis_unavailable" | "redis_replicas_unavailable"
+  /** Ready, but with too few replicas for single-use IDE tokens: exchanges are refused. */
+  readonly degraded?: { readonly code: "redis_replicas_unavailable"; readonly problem: string }
 }
-
-class TooFewReplicas extends Error {}
 
 export interface Readiness {
   /** Runs the probe now. */
@@ -90,18 +90,23 @@ export const createReadiness = (
   const intervalMs = options.intervalMs ?? READINESS_INTERVAL_MS
   const waitReplicas = options.waitReplicas ?? 0
   let ready: boolean | undefined
+  let degraded = false
   let lastAt = Date.now()
 
-  const note = (ok: boolean) => {
+  const note = (ok: boolean, isDegraded: boolean) => {
     const now = Date.now()
     if (ready === false) metrics.notReadySeconds.inc({}, (now - lastAt) / 1000)
+    if (degraded) metrics.degradedSeconds.inc({}, (now - lastAt) / 1000)
     lastAt = now
     ready = ok
+    degraded = isDegraded
     metrics.ready.set(ok ? 1 : 0)
+    metrics.degraded.set(isDegraded ? 1 : 0)
   }
 
   const check = async (): Promise<ReadinessResult> => {
     let timeout: ReturnType<typeof setTimeout> | undefined
+    const shortOfReplicas: Array<string> = []
     try {
       const writes = probeKeys(redis, keys).map(async (key) => {
         const pipeline = redis.pipeline().set(key, "1", "PX", 10_000)
@@ -113,7 +118,7 @@ export const createReadiness = (
         if (role !== undefined && role[0] !== null) throw role[0]
         const replicas = connectedReplicasOf(role)
         if (replicas < waitReplicas) {
-          throw new TooFewReplicas(`the master holding ${key} has ${replicas} of the ${waitReplicas} connected replica(s) REDIS_WAIT_REPLICAS requires: IDE tokens are refused`)
+          shortOfReplicas.push(`the master holding ${key} has ${replicas} of the ${waitReplicas} connected replica(s) REDIS_WAIT_REPLICAS requires: IDE token exchanges are refused`)
         }
       })
       await Promise.race([
@@ -122,11 +127,12 @@ export const createReadiness = (
           timeout = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
         })
       ])
-      note(true)
-      return { ready: true }
+      const short = shortOfReplicas[0]
+      note(true, short !== undefined)
+      return short === undefined ? { ready: true } : { ready: true, degraded: { code: "redis_replicas_unavailable", problem: short } }
     } catch (e) {
-      note(false)
-      return { ready: false, problem: e instanceof Error ? e.message : String(e), code: e instanceof TooFewReplicas ? "redis_replicas_unavailable" : "redis_unavailable" }
+      note(false, false)
+      return { ready: false, problem: e instanceof Error ? e.message : String(e) }
     } finally {
       clearTimeout(timeout)
     }

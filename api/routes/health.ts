@@ -1,8 +1,8 @@
 /**
  * Health and metrics (no auth): `livez`/`healthz` = the process is up; `readyz` = the process can run the
  * Redis commands its requests need (api/readiness.ts: a write on every master within 2 s; 503
- * `redis_unavailable` otherwise, or `redis_replicas_unavailable` while a master has fewer replicas than
- * REDIS_WAIT_REPLICAS); `metrics` = Prometheus text.
+ * `redis_unavailable` otherwise; 200 `degraded` naming `redis_replicas_unavailable` while a master has fewer
+ * replicas than REDIS_WAIT_REPLICAS); `metrics` = Prometheus text.
  */
 import type { Handler } from "hono"
 import { ApiError } from "../errors.ts"
@@ -20,11 +20,13 @@ export const healthHandlers = (readiness: Readiness): HealthHandlers => ({
   ready: async (c) => {
     const result = await readiness.check()
     if (!result.ready) {
-      const code = result.code ?? "redis_unavailable"
-      const what = code === "redis_replicas_unavailable" ? "Redis has too few replicas for single-use IDE tokens" : "Redis cannot run this API's commands right now"
-      throw new ApiError(503, code, `${what}: ${result.problem ?? "unknown"}`, {
+      throw new ApiError(503, "redis_unavailable", `Redis cannot run this API's commands right now: ${result.problem ?? "unknown"}`, {
         headers: { "Retry-After": "2", "Cache-Control": "no-store" }
       })
+    }
+    if (result.degraded !== undefined) {
+      const { code, problem } = result.degraded
+      return c.json({ status: "degraded", degraded: [{ code, message: `Redis has too few replicas for single-use IDE tokens: ${problem}` }] }, 200, { "Cache-Control": "no-store" })
     }
     return c.json({ status: "ready" }, 200, { "Cache-Control": "no-store" })
   },

@@ -225,7 +225,7 @@ describe("IDE proxy authentication", () => {
     expect((await del(await userToken("admin-1", "admin"))).status).toBe(200)
   })
 
-  it("with REDIS_WAIT_REPLICAS = 1 and no replica connected, an exchange fails closed (503 redis_replicas_unavailable, the token left unused) and /readyz says why", async () => {
+  it("with REDIS_WAIT_REPLICAS = 1 and no replica connected, an exchange fails closed (503 redis_replicas_unavailable, the token left unused) and /readyz stays ready but says why (degraded)", async () => {
     const strict = await startIdeTestApi({ share: { keys: api.keys, secret: api.secret }, config: { redis: { ...api.deps.config.redis, waitReplicas: 1 } } })
     try {
       const token = await mintIdeToken(api, 101)
@@ -237,8 +237,10 @@ describe("IDE proxy authentication", () => {
       // The claim was withdrawn: where single use can be kept, the token is accepted, once.
       expect(await httpGet(api, `/api/dev/101/ide/?token=${token}`)).toEqual({ status: 303, code: undefined })
       expect(await httpGet(strict, `/api/dev/101/ide/?token=${token}`)).toEqual({ status: 401, code: "ide_token_used" })
-      expect(await httpGet(strict, "/readyz")).toEqual({ status: 503, code: "redis_replicas_unavailable" })
-      expect((await httpGet(api, "/readyz")).status).toBe(200)
+      const readyz = await fetch(`${strict.origin}/readyz`)
+      expect(readyz.status).toBe(200)
+      expect(await readyz.json()).toEqual({ status: "degraded", degraded: [{ code: "redis_replicas_unavailable", message: expect.stringContaining("0 of the 1 connected replica(s)") }] })
+      expect(await (await fetch(`${api.origin}/readyz`)).json()).toEqual({ status: "ready" })
     } finally {
       await strict.close().catch(() => undefined)
     }

@@ -20,7 +20,8 @@
  * exchange. Afterwards, on both replicas and with no API or agent process restarted: mints and exchanges work, tokens are
  * accepted once across replicas (every token ever accepted is replayed on both and refused), the rate limit
  * is one budget, the agent's status reads and its events arrive on streams opened before the failover,
- * /readyz answered 503 while requests failed and 200 after, and /metrics counted the time not ready. The
+ * /readyz answered 503 while Redis could not run requests (503 or 200 "degraded" while exchanges were refused
+ * for too few replicas) and plain "ready" after, and /metrics counted the time not ready. The
  * figures (kill to the first mint and to the first good exchange, failed requests in between) are printed
  * per case.
  */
@@ -125,13 +126,20 @@ const mint = async (r: Replica, user: string, secret: string): Promise<{ token?:
   }
 }
 
-const readyz = async (r: Replica): Promise<number> => {
+/** "ready" or "degraded" (200, too few replicas for single-use tokens), "503", or "none" (no answer). */
+type ReadyzAnswer = "ready" | "degraded" | "503" | "none"
+
+const readyz = async (r: Replica): Promise<ReadyzAnswer> => {
   try {
     const res = await fetch(`${r.origin}/readyz`, { signal: AbortSignal.timeout(5_000) })
-    await res.arrayBuffer()
-    return res.status
+    if (res.status !== 200) {
+      await res.arrayBuffer()
+      return res.status === 503 ? "503" : "none"
+    }
+    const { status } = (await res.json()) as { status: string }
+    return status === "degraded" ? "degraded" : "ready"
   } catch {
-    return 0
+    return "none"
   }
 }
 
@@ -206,7 +214,7 @@ interface Sample {
 interface ReadySample {
   readonly at: number
   readonly replica: string
-  readonly status: number
+  readonly status: ReadyzAnswer
 }
 
 /**
@@ -293,7 +301,7 @@ const figuresOf = (samples: ReadonlyArray<Sample>, ready: ReadonlyArray<ReadySam
     recoveredAfterHealedMs: firstGood === undefined ? NaN : firstGood.at - at.healed,
     failed: failed.length,
     failures: [...failed.reduce((n, s) => n.set(s.outcome, (n.get(s.outcome) ?? 0) + 1), new Map<string, number>())].map(([outcome, count]) => `${count}x ${outcome}`).join(", "),
-    readyz: `${during.filter((s) => s.status === 503).length}x 503, ${during.filter((s) => s.status === 200).length}x 200`
+    readyz: (["503", "degraded", "ready", "none"] as const).map((a) => `${during.filter((s) => s.status === a).length}x ${a}`).join(", ")
   }
 }
 
@@ -353,7 +361,7 @@ const failoverCase = async (label: string, world: World, topology: RedisTopology
   const streams: Array<EventStream> = []
   try {
     for (const r of replicas) {
-      expect(await readyz(r)).toBe(200)
+      expect(await readyz(r)).toBe("ready")
       const m = await mint(r, `${label}-before`, secret)
       expect(await exchange(r, m.token!)).toBe("accepted")
     }
@@ -388,19 +396,23 @@ const failoverCase = async (label: string, world: World, topology: RedisTopology
     // /readyz told the truth: 503 while the topology was broken (requests failed or waited), 200 once they work.
     for (const r of replicas) {
       const broken = prober.ready.filter((s) => s.replica === r.name && s.at > killedAt && s.at <= healedAt)
-      expect(broken.some((s) => s.status === 503), `${r.name}: /readyz never 503 between the kill and the healing (${broken.map((s) => s.status).join(",")})`).toBe(true)
-      // A failed request, and /readyz's own probe, take up to a few seconds: /readyz said 503 around the failures.
-      const failed = prober.samples.filter((s) => s.replica === r.name && s.outcome !== "accepted")
-      if (failed.length > 0) {
+      expect(broken.some((s) => s.status === "503"), `${r.name}: /readyz never 503 between the kill and the healing (${broken.map((s) => s.status).join(",")})`).toBe(true)
+      // A failed request, and /readyz's own probe, take up to a few seconds: around requests Redis could not
+      // run /readyz said 503; around exchanges refused for too few replicas it said 503 or degraded (never plain ready).
+      const saidAround = (failed: ReadonlyArray<Sample>, truthful: ReadonlyArray<ReadyzAnswer>, what: string) => {
+        if (failed.length === 0) return
         const from = Math.min(...failed.map((s) => s.at)) - 3_000
         const to = Math.max(...failed.map((s) => s.at)) + 3_000
         const whileFailing = prober.ready.filter((s) => s.replica === r.name && s.at >= from && s.at <= to)
         expect(
-          whileFailing.some((s) => s.status === 503),
-          `${r.name}: /readyz never 503 while requests failed (${failed.map((s) => `${s.at - killedAt} ms: ${s.outcome}`).join("; ")}; /readyz ${whileFailing.map((s) => `${s.at - killedAt} ms: ${s.status}`).join(", ")})`
+          whileFailing.some((s) => truthful.includes(s.status)),
+          `${r.name}: /readyz never ${truthful.join(" or ")} while ${what} (${failed.map((s) => `${s.at - killedAt} ms: ${s.outcome}`).join("; ")}; /readyz ${whileFailing.map((s) => `${s.at - killedAt} ms: ${s.status}`).join(", ")})`
         ).toBe(true)
       }
-      expect(await readyz(r)).toBe(200)
+      const mine = prober.samples.filter((s) => s.replica === r.name && s.outcome !== "accepted")
+      saidAround(mine.filter((s) => !s.outcome.includes("redis_replicas_unavailable")), ["503"], "Redis could not run requests")
+      saidAround(mine.filter((s) => s.outcome.includes("redis_replicas_unavailable")), ["503", "degraded"], "exchanges were refused for too few replicas")
+      expect(await readyz(r)).toBe("ready")
     }
     const notReadyAfter = await Promise.all(replicas.map(notReadySeconds))
     expect(notReadyAfter[0]!).toBeGreaterThan(notReadyBefore[0]!)
