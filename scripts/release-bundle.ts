@@ -97,7 +97,7 @@ export const sha256Of = (file: string): string => createHash("sha256").update(re
  * A work tree with changes gets versions that name their contents (`….dirty.<hash>`), so one version
  * always means one set of bytes (install.sh refuses a version whose contents changed).
  */
-export const versionFor = (version: string | undefined, stage: string, entries: ReadonlyArray<string>): string => {
+const versionFor = (version: string | undefined, stage: string, entries: ReadonlyArray<string>): string => {
   if (version !== undefined) return checkReleaseVersion(version)
   const base = defaultReleaseVersion()
   if (!base.endsWith(".dirty")) return checkReleaseVersion(base)

@@ -5,8 +5,7 @@ import type { ProcessIdentity, ResourceSample } from "../process/proc.ts"
 
 export type { ProcessIdentity, ResourceSample }
 
-export type { ProcessEnd as ProcessExit } from "../process/process-handle.ts"
-import type { ProcessEnd as ProcessExit } from "../process/process-handle.ts"
+import type { ProcessEnd } from "../process/process-handle.ts"
 
 export interface LaunchSpec {
   readonly command: string
@@ -29,7 +28,7 @@ export interface GameProcess {
   /** Every output line from launch or attach on; ends once the process has exited and its output is drained. */
   readonly lines: Stream.Stream<string>
   /** Waits for the exit; may be awaited any number of times. */
-  readonly exit: Effect.Effect<ProcessExit>
+  readonly exit: Effect.Effect<ProcessEnd>
   readonly exited: Effect.Effect<boolean>
   /** Writes one line to the server's console (stdin). false when there is no console to write to. */
   readonly send: (line: string) => Effect.Effect<boolean>

@@ -33,7 +33,7 @@ export interface GameHandle extends ProcessHandle {
 }
 
 /** The game's environment is built from scratch: none of the agent's secrets (REDIS_PASSWORD, …) leak into it. */
-export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
+const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
   command: c.launch.command,
   args: c.launch.args,
   cwd: c.serverRoot,
@@ -47,7 +47,7 @@ export const launchSpecFrom = (c: GameSettings): LaunchSpec => ({
 })
 
 /** The game's state file as the core's: "removed" is `desired: "stopped"`; wanted is `desired: "running"`. */
-export const gameStateFile = (file: GameStateFile["Service"], path: string): StateFile<PersistedGameState> => ({
+const gameStateFile = (file: GameStateFile["Service"], path: string): StateFile<PersistedGameState> => ({
   path,
   read: Effect.map(file.read, Option.some),
   write: file.write,

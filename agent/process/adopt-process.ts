@@ -3,7 +3,7 @@ import { awaitGroupGone, signalProcessGroup } from "./process-group.ts"
 import type { ProcessEnd, ProcessHandle } from "./process-handle.ts"
 import { isAlive, type ProcessIdentity } from "./proc.ts"
 
-export const ADOPT_POLL = "250 millis"
+const ADOPT_POLL = "250 millis"
 
 /**
  * Takes over a process a previous agent started, named by PID and start time (a PID alone may have been

@@ -1,5 +1,6 @@
 import { Clock, Deferred, Duration, Effect, Layer, Option, Stream } from "effect"
-import { type ProcessExit, ProcessLauncher } from "../../agent/game/game-launcher.ts"
+import { ProcessLauncher } from "../../agent/game/game-launcher.ts"
+import type { ProcessEnd } from "../../agent/process/process-handle.ts"
 
 /**
  * The crash-simulation harness's launcher: every launch plays the next scripted run ("print these lines,
@@ -10,7 +11,7 @@ export interface FakeRun {
   readonly lines?: ReadonlyArray<string>
   /** How long the run lives before `exit`; "forever" = until stopped. */
   readonly lifetime: Duration.Input | "forever"
-  readonly exit?: ProcessExit
+  readonly exit?: ProcessEnd
   /** cgroup oom_kill counter at launch and after exit. */
   readonly oomKills?: readonly [number, number]
   /** Whether the console `stop` command makes it exit (false: it ignores it, like a hung server). */
@@ -45,8 +46,8 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
       Effect.gen(function*() {
         const index = log.launches.push(yield* Clock.currentTimeMillis) - 1
         const run = script[index] ?? fallback
-        const exit = yield* Deferred.make<ProcessExit>()
-        const finish = (e: ProcessExit) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
+        const exit = yield* Deferred.make<ProcessEnd>()
+        const finish = (e: ProcessEnd) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
         if (run.lifetime !== "forever") {
           yield* Effect.sleep(run.lifetime).pipe(
             Effect.andThen(finish(run.exit ?? { exitCode: 1, signal: null })),
@@ -86,8 +87,8 @@ export const fakeLauncher = (script: ReadonlyArray<FakeRun>, fallback: FakeRun =
       Effect.gen(function*() {
         if (options.attachable !== true) return Option.none()
         log.attaches.push(identity.pid)
-        const exit = yield* Deferred.make<ProcessExit>()
-        const finish = (e: ProcessExit) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
+        const exit = yield* Deferred.make<ProcessEnd>()
+        const finish = (e: ProcessEnd) => Deferred.succeed(exit, e).pipe(Effect.asVoid)
         return Option.some({
           identity,
           backlog: [READY_LINE],

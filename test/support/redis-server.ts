@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { Redis } from "ioredis"
 
 /** PING through `url` answered PONG (one attempt, no retries). */
-export const redisAnswers = async (url: string): Promise<boolean> => {
+const redisAnswers = async (url: string): Promise<boolean> => {
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 })
   r.on("error", () => undefined)
   try {
